@@ -1,0 +1,293 @@
+"""BaseForecaster: the scikit-learn contract shared by every tsgen estimator.
+
+Public methods validate and convert user data once (``tsgen.data``), then
+call private hooks that receive tensors only:
+
+- ``_fit(data, covariates)``
+- ``_sample(horizon, n_samples, history, covariates, generator)``
+  -> ``(n_series, n_samples, horizon, dim)``
+- ``_log_likelihood(data, covariates, **options)`` -> ``(n_series, time)``
+  one-step predictive log densities, 0 where nothing was observed
+- optional ``_predict_gaussian(horizon, history, covariates)`` -> ``(mean, std)``
+  each ``(n_series, horizon, dim)``, for models with exact Gaussian marginals
+- optional ``_fitted_state()`` / ``_load_fitted_state(meta, tensors)`` for save/load
+
+``data``/``history`` is a :class:`tsgen.data.SeriesBatch`. ``covariates`` is
+``None`` or a float64 tensor ``(n_series, rows, features)`` aligned with each
+series' own time steps: row ``j`` belongs to step ``j`` of that series, so
+for a forecast rows ``length_i .. length_i + horizon - 1`` are the future.
+"""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import torch
+from scipy import stats
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+
+from tsgen.data import (
+    SeriesBatch,
+    forecast_frames,
+    per_step_series,
+    to_covariates,
+    to_series_batch,
+    unwrap,
+    validate_horizon,
+)
+
+_FORMAT = "tsgen-model"
+_FORMAT_VERSION = 1
+_REGISTRY: dict[str, type] = {}
+
+
+def make_generator(random_state) -> torch.Generator:
+    """A local torch generator: the library never seeds global state."""
+    if isinstance(random_state, torch.Generator):
+        return random_state
+    generator = torch.Generator()
+    if random_state is None:
+        generator.seed()
+    elif isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
+        generator.manual_seed(int(random_state))
+    else:
+        raise TypeError(f"`random_state` must be None or an int, got {random_state!r}.")
+    return generator
+
+
+def _check_quantiles(quantiles) -> tuple[float, ...]:
+    try:
+        levels = tuple(float(q) for q in quantiles)
+    except TypeError:
+        raise TypeError(f"`quantiles` must be a sequence of levels in (0, 1), got {quantiles!r}.") from None
+    if any(not 0.0 < q < 1.0 for q in levels):
+        raise ValueError(f"`quantiles` must lie strictly between 0 and 1, got {levels}.")
+    return levels
+
+
+def _check_n_samples(n_samples) -> int:
+    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+        raise ValueError(f"`n_samples` must be a positive integer, got {n_samples!r}.")
+    return int(n_samples)
+
+
+def _encode(value):
+    """Constructor arguments to JSON, keeping tuples apart from lists."""
+    if isinstance(value, tuple):
+        return {"__tuple__": [_encode(v) for v in value]}
+    if isinstance(value, list):
+        return [_encode(v) for v in value]
+    if isinstance(value, dict):
+        return {str(k): _encode(v) for k, v in value.items()}
+    if isinstance(value, (np.integer, np.floating)):
+        return value.item()
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return value
+    raise TypeError(
+        f"cannot save a model whose constructor argument is a {type(value).__name__}; "
+        "only numbers, strings, None and lists/tuples/dicts of them can be saved."
+    )
+
+
+def _decode(value):
+    if isinstance(value, dict):
+        if set(value) == {"__tuple__"}:
+            return tuple(_decode(v) for v in value["__tuple__"])
+        return {k: _decode(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [_decode(v) for v in value]
+    return value
+
+
+class BaseForecaster(BaseEstimator):
+    """Base class of all tsgen estimators (see the module docstring for the hooks)."""
+
+    #: whether exogenous regressors ``X`` are accepted
+    _supports_covariates = False
+    #: samples drawn by ``predict`` when the model has no closed-form marginals
+    _n_predict_samples = 500
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if not cls.__name__.startswith("_"):
+            _REGISTRY[cls.__name__] = cls
+
+    # ---------------------------------------------------------------- hooks
+    def _min_length(self) -> int:
+        """Shortest series this configuration can fit."""
+        return 1
+
+    def _fit(self, data: SeriesBatch, covariates):
+        raise NotImplementedError
+
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        raise NotImplementedError
+
+    def _log_likelihood(self, data, covariates, **options):
+        raise NotImplementedError
+
+    def _predict_gaussian(self, horizon, history, covariates):
+        return None
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        return {}, {}
+
+    def _load_fitted_state(self, meta: dict, tensors: dict) -> None:
+        pass
+
+    # ---------------------------------------------------------- validation
+    def _covariates(self, X, batch: SeriesBatch, horizon: int, name: str = "X"):
+        """Validate ``X`` against ``batch`` (and ``horizon`` future rows)."""
+        if not self._supports_covariates:
+            if X is not None:
+                raise ValueError(f"`{name}` was given but {type(self).__name__} takes no covariates.")
+            return None
+        if X is None:
+            if getattr(self, "n_features_", 0):
+                raise ValueError(
+                    f"`{name}` is required: the model was fitted with {self.n_features_} covariate(s)."
+                )
+            return None
+        needed = [int(n) + horizon for n in batch.lengths]
+        covariates = to_covariates(X, name, batch.n_series, needed)
+        expected = getattr(self, "n_features_", covariates.shape[-1])
+        if covariates.shape[-1] != expected:
+            raise ValueError(f"`{name}` has {covariates.shape[-1]} columns; the model was fitted with {expected}.")
+        return covariates
+
+    def _future_covariates(self, X, history: SeriesBatch, horizon: int, conditioned: bool):
+        """Covariates for history plus future: ``X`` is the future only when continuing the fit data."""
+        if not self._supports_covariates or conditioned or X is None:
+            return self._covariates(X, history, horizon)
+        future = to_covariates(X, "X", history.n_series, [horizon] * history.n_series)
+        past = self.covariates_
+        if future.shape[-1] != past.shape[-1]:
+            raise ValueError(f"`X` has {future.shape[-1]} columns; the model was fitted with {past.shape[-1]}.")
+        rows = past.shape[1] + horizon
+        combined = torch.zeros(history.n_series, rows, past.shape[-1], dtype=past.dtype)
+        for i, n in enumerate(history.lengths.tolist()):
+            combined[i, :n] = past[i, :n]
+            combined[i, n : n + horizon] = future[i, :horizon]
+        return combined
+
+    def _history(self, y) -> tuple[SeriesBatch, bool]:
+        if y is None:
+            return self.history_, False
+        batch = to_series_batch(y, "y", self._min_length())
+        if batch.n_dims != self.n_dims_:
+            raise ValueError(f"`y` has {batch.n_dims} variables; the model was fitted on {self.n_dims_}.")
+        return batch, True
+
+    # -------------------------------------------------------------- public
+    def fit(self, y, X=None):
+        """Fit the model to ``y`` (Series, DataFrame, array or list of them); returns ``self``."""
+        data = to_series_batch(y, "y", self._min_length())
+        if X is None and self._supports_covariates:
+            covariates = None
+        else:
+            covariates = self._covariates(X, data, 0)
+        self._fit(data, covariates)
+        self.history_ = data
+        self.n_dims_ = data.n_dims
+        self.n_features_ = 0 if covariates is None else covariates.shape[-1]
+        self.covariates_ = covariates
+        return self
+
+    def sample(self, horizon, n_samples=100, y=None, X=None):
+        """Joint sample paths ``(n_samples, horizon, n_dims)`` (a list of them for many series)."""
+        check_is_fitted(self)
+        horizon = validate_horizon(horizon)
+        n_samples = _check_n_samples(n_samples)
+        history, conditioned = self._history(y)
+        covariates = self._future_covariates(X, history, horizon, conditioned)
+        draws = self._sample(horizon, n_samples, history, covariates, make_generator(self.random_state))
+        arrays = [d.detach().cpu().numpy() for d in draws]
+        return unwrap(history, arrays)
+
+    def predict(self, horizon, y=None, X=None, quantiles=(0.05, 0.5, 0.95)):
+        """Forecast frame(s): ``mean`` and one ``q<level>`` column per quantile."""
+        check_is_fitted(self)
+        horizon = validate_horizon(horizon)
+        levels = _check_quantiles(quantiles)
+        history, conditioned = self._history(y)
+        covariates = self._future_covariates(X, history, horizon, conditioned)
+        gaussian = self._predict_gaussian(horizon, history, covariates)
+        if gaussian is not None:
+            mean, std = (t.detach().cpu().numpy() for t in gaussian)
+            bands = {q: mean + stats.norm.ppf(q) * std for q in levels}
+        else:
+            draws = self._sample(
+                horizon, self._n_predict_samples, history, covariates, make_generator(self.random_state)
+            ).detach().cpu()
+            mean = draws.mean(1).numpy()
+            levels_t = torch.tensor(levels, dtype=draws.dtype)
+            qs = torch.quantile(draws, levels_t, dim=1).numpy()
+            bands = {q: qs[k] for k, q in enumerate(levels)}
+        return unwrap(history, forecast_frames(history, mean, bands))
+
+    def log_likelihood(self, y, per_step=False, X=None, **options):
+        """Total ``log p(y)``, or per-step ``log p(y_t | y_<t)`` as Series when ``per_step``."""
+        check_is_fitted(self)
+        data = to_series_batch(y, "y", 1)
+        if data.n_dims != self.n_dims_:
+            raise ValueError(f"`y` has {data.n_dims} variables; the model was fitted on {self.n_dims_}.")
+        covariates = self._covariates(X, data, 0)
+        per_step_values = self._log_likelihood(data, covariates, **options).detach().cpu()
+        if per_step:
+            return unwrap(data, per_step_series(data, per_step_values.numpy()))
+        return float(per_step_values.sum())
+
+    def score(self, y, X=None):
+        """Mean log-likelihood per observed value (higher is better)."""
+        data = to_series_batch(y, "y", 1)
+        return self.log_likelihood(data, X=X) / data.n_observed
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path) -> None:
+        """Store a JSON config and tensors; :func:`tsgen.load` never unpickles objects."""
+        check_is_fitted(self)
+        fitted_meta, tensors = self._fitted_state()
+        history_meta, history_tensors = self.history_.to_spec()
+        all_tensors = {f"model.{k}": v.detach().cpu() for k, v in tensors.items()}
+        all_tensors.update({f"history.{k}": v for k, v in history_tensors.items()})
+        if self.covariates_ is not None:
+            all_tensors["covariates"] = self.covariates_
+        meta = {
+            "format": _FORMAT,
+            "version": _FORMAT_VERSION,
+            "class": type(self).__name__,
+            "params": _encode(self.get_params(deep=False)),
+            "fitted": fitted_meta,
+            "history": history_meta,
+            "n_dims": self.n_dims_,
+            "n_features": self.n_features_,
+        }
+        torch.save({"meta": json.dumps(meta), "tensors": all_tensors}, Path(path))
+
+
+def load(path):
+    """Load an estimator written by ``save`` (safe: tensors and JSON only)."""
+    payload = torch.load(Path(path), weights_only=True)
+    try:
+        meta = json.loads(payload["meta"])
+    except (KeyError, TypeError, json.JSONDecodeError):
+        raise ValueError(f"`path` {str(path)!r} is not a tsgen model file.") from None
+    if meta.get("format") != _FORMAT:
+        raise ValueError(f"`path` {str(path)!r} is not a tsgen model file.")
+    cls = _REGISTRY.get(meta["class"])
+    if cls is None:
+        raise ValueError(f"unknown model class {meta['class']!r} in {str(path)!r}.")
+    tensors = payload["tensors"]
+    model = cls(**_decode(meta["params"]))
+    model.history_ = SeriesBatch.from_spec(
+        meta["history"], {k[len("history."):]: v for k, v in tensors.items() if k.startswith("history.")}
+    )
+    model.n_dims_ = meta["n_dims"]
+    model.n_features_ = meta["n_features"]
+    model.covariates_ = tensors.get("covariates")
+    model._load_fitted_state(
+        meta["fitted"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+    )
+    return model

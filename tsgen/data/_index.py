@@ -1,0 +1,104 @@
+"""Time indexes: validation, continuation into the future, and a JSON form.
+
+Invariants of an index accepted by tsgen:
+- it is a ``DatetimeIndex`` or ``PeriodIndex`` whose frequency is set or
+  inferable, or an integer index with a constant positive step (a
+  ``RangeIndex`` qualifies);
+- it is strictly increasing, without duplicates or gaps.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+
+def validate_index(index: pd.Index, name: str) -> pd.Index:
+    """Return ``index`` with its frequency set, or raise naming ``name``."""
+    if len(index) == 0:
+        raise ValueError(f"`{name}` is empty: expected at least one time step.")
+    if index.has_duplicates:
+        dup = index[index.duplicated()][0]
+        raise ValueError(f"`{name}` has duplicated timestamps (first: {dup!r}).")
+    if isinstance(index, pd.PeriodIndex):
+        if not index.is_monotonic_increasing:
+            raise ValueError(f"`{name}` must have an increasing time index.")
+        expected = pd.period_range(index[0], periods=len(index), freq=index.freq)
+        if not index.equals(expected):
+            raise ValueError(
+                f"`{name}` has an irregular PeriodIndex: expected consecutive periods "
+                f"at frequency {index.freqstr!r}."
+            )
+        return index
+    if isinstance(index, pd.DatetimeIndex):
+        if not index.is_monotonic_increasing:
+            raise ValueError(f"`{name}` must have an increasing time index.")
+        if len(index) < 3 and index.freq is None:
+            raise ValueError(
+                f"`{name}` has a DatetimeIndex without a frequency and too few "
+                "timestamps to infer one: set `index.freq` (e.g. with `asfreq`)."
+            )
+        freq = index.freq or pd.infer_freq(index)
+        if freq is None:
+            raise ValueError(
+                f"`{name}` has an irregular DatetimeIndex: no frequency could be "
+                "inferred. Resample it (e.g. `y.asfreq('D')`, which marks gaps as NaN)."
+            )
+        expected = pd.date_range(index[0], periods=len(index), freq=freq)
+        if not index.equals(expected):
+            raise ValueError(f"`{name}` has an irregular DatetimeIndex for frequency {freq!r}.")
+        return pd.DatetimeIndex(index, freq=freq)
+    if pd.api.types.is_integer_dtype(index.dtype):
+        if isinstance(index, pd.RangeIndex):
+            if index.step <= 0:
+                raise ValueError(f"`{name}` must have an increasing time index.")
+            return index
+        values = np.asarray(index, dtype=np.int64)
+        steps = np.diff(values)
+        if len(values) > 1 and (steps[0] <= 0 or np.any(steps != steps[0])):
+            raise ValueError(
+                f"`{name}` has an integer index without a constant positive step."
+            )
+        step = int(steps[0]) if len(values) > 1 else 1
+        return pd.RangeIndex(int(values[0]), int(values[0]) + step * len(values), step)
+    raise TypeError(
+        f"`{name}` must have a DatetimeIndex, PeriodIndex or integer index, "
+        f"got {type(index).__name__}."
+    )
+
+
+def future_index(index: pd.Index, horizon: int) -> pd.Index:
+    """The ``horizon`` timestamps that follow ``index`` at its frequency."""
+    if isinstance(index, pd.PeriodIndex):
+        return pd.period_range(index[-1] + 1, periods=horizon, freq=index.freq)
+    if isinstance(index, pd.DatetimeIndex):
+        return pd.date_range(index[-1], periods=horizon + 1, freq=index.freq)[1:]
+    step = index.step if isinstance(index, pd.RangeIndex) else 1
+    start = int(index[-1]) + step
+    return pd.RangeIndex(start, start + step * horizon, step)
+
+
+def index_to_spec(index: pd.Index) -> dict:
+    """A JSON-serialisable description from which :func:`index_from_spec` rebuilds ``index``."""
+    if isinstance(index, pd.PeriodIndex):
+        return {"kind": "period", "start": str(index[0]), "freq": index.freqstr, "length": len(index)}
+    if isinstance(index, pd.DatetimeIndex):
+        return {
+            "kind": "datetime",
+            "start": index[0].isoformat(),
+            "freq": index.freqstr,
+            "length": len(index),
+            "tz": str(index.tz) if index.tz is not None else None,
+        }
+    step = index.step if isinstance(index, pd.RangeIndex) else 1
+    return {"kind": "range", "start": int(index[0]), "step": int(step), "length": len(index)}
+
+
+def index_from_spec(spec: dict) -> pd.Index:
+    kind, length = spec["kind"], spec["length"]
+    if kind == "period":
+        return pd.period_range(spec["start"], periods=length, freq=spec["freq"])
+    if kind == "datetime":
+        return pd.date_range(spec["start"], periods=length, freq=spec["freq"], tz=spec.get("tz"))
+    if kind == "range":
+        return pd.RangeIndex(spec["start"], spec["start"] + spec["step"] * length, spec["step"])
+    raise ValueError(f"unknown index kind {kind!r} in saved model")

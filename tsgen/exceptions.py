@@ -1,0 +1,13 @@
+"""Warnings and errors raised by tsgen."""
+
+
+class ConvergenceWarning(UserWarning):
+    """An iterative fit (EM, MLE, SGD) stopped before meeting its tolerance."""
+
+
+class TrainingDivergedError(RuntimeError):
+    """The training loss became NaN or infinite; the model would be garbage."""
+
+
+class NumericalError(ArithmeticError, ValueError):
+    """A covariance lost positive definiteness or a recursion produced NaN."""
