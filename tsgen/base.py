@@ -83,6 +83,9 @@ def _encode(value):
         return {str(k): _encode(v) for k, v in value.items()}
     if isinstance(value, (np.integer, np.floating)):
         return value.item()
+    if isinstance(value, (np.ndarray, torch.Tensor)):
+        array = np.asarray(value.detach().cpu() if isinstance(value, torch.Tensor) else value)
+        return {"__array__": array.tolist(), "dtype": str(array.dtype)}
     if value is None or isinstance(value, (bool, int, float, str)):
         return value
     raise TypeError(
@@ -95,6 +98,8 @@ def _decode(value):
     if isinstance(value, dict):
         if set(value) == {"__tuple__"}:
             return tuple(_decode(v) for v in value["__tuple__"])
+        if set(value) == {"__array__", "dtype"}:
+            return np.asarray(value["__array__"], dtype=value["dtype"])
         return {k: _decode(v) for k, v in value.items()}
     if isinstance(value, list):
         return [_decode(v) for v in value]
@@ -174,6 +179,11 @@ class BaseForecaster(BaseEstimator):
 
     def _history(self, y) -> tuple[SeriesBatch, bool]:
         if y is None:
+            if self.history_ is None:
+                raise ValueError(
+                    "`y` is required: this model was built from fixed parameters and has no "
+                    "fitted series to continue."
+                )
             return self.history_, False
         batch = to_series_batch(y, "y", self._min_length())
         if batch.n_dims != self.n_dims_:
@@ -249,9 +259,11 @@ class BaseForecaster(BaseEstimator):
         """Store a JSON config and tensors; :func:`tsgen.load` never unpickles objects."""
         check_is_fitted(self)
         fitted_meta, tensors = self._fitted_state()
-        history_meta, history_tensors = self.history_.to_spec()
         all_tensors = {f"model.{k}": v.detach().cpu() for k, v in tensors.items()}
-        all_tensors.update({f"history.{k}": v for k, v in history_tensors.items()})
+        history_meta = None
+        if self.history_ is not None:
+            history_meta, history_tensors = self.history_.to_spec()
+            all_tensors.update({f"history.{k}": v for k, v in history_tensors.items()})
         if self.covariates_ is not None:
             all_tensors["covariates"] = self.covariates_
         meta = {
@@ -281,7 +293,7 @@ def load(path):
         raise ValueError(f"unknown model class {meta['class']!r} in {str(path)!r}.")
     tensors = payload["tensors"]
     model = cls(**_decode(meta["params"]))
-    model.history_ = SeriesBatch.from_spec(
+    model.history_ = None if meta["history"] is None else SeriesBatch.from_spec(
         meta["history"], {k[len("history."):]: v for k, v in tensors.items() if k.startswith("history.")}
     )
     model.n_dims_ = meta["n_dims"]

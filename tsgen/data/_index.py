@@ -37,7 +37,7 @@ def validate_index(index: pd.Index, name: str) -> pd.Index:
                 f"`{name}` has a DatetimeIndex without a frequency and too few "
                 "timestamps to infer one: set `index.freq` (e.g. with `asfreq`)."
             )
-        freq = index.freq or pd.infer_freq(index)
+        freq = index.freq or pd.DatetimeIndex(index, freq="infer").freq
         if freq is None:
             raise ValueError(
                 f"`{name}` has an irregular DatetimeIndex: no frequency could be "
