@@ -1,0 +1,69 @@
+"""Training hyper-parameters, validated once."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+
+def _check(name: str, ok: bool, expected: str, value) -> None:
+    if not ok:
+        raise ValueError(f"`{name}` must be {expected}; got {value!r}.")
+
+
+def _is_int(value) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def _is_real(value) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+@dataclass
+class TrainingConfig:
+    """Settings of :func:`tsgen.training.train`.
+
+    KL annealing multiplies the KL term by
+    ``w_e = start + (1 - start) * min(1, e / kl_annealing_epochs)`` in epoch
+    ``e = 0, 1, ...`` (``w = 1`` when ``kl_annealing_epochs = 0``); the
+    learning rate in epoch ``e`` is ``learning_rate * lr_decay**e``.
+    """
+
+    max_epochs: int = 100
+    batch_size: int = 32
+    learning_rate: float = 1e-3
+    weight_decay: float = 0.0
+    grad_clip: float | None = 10.0
+    validation_fraction: float = 0.0
+    patience: int | None = 10
+    kl_annealing_epochs: int = 0
+    kl_annealing_start: float = 0.0
+    lr_decay: float = 1.0
+    device: str = "cpu"
+    progress: bool = True
+
+    def __post_init__(self):
+        _check("max_epochs", _is_int(self.max_epochs) and self.max_epochs >= 1, "a positive integer", self.max_epochs)
+        _check("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "a positive integer", self.batch_size)
+        _check("learning_rate", _is_real(self.learning_rate) and self.learning_rate > 0, "a positive number",
+               self.learning_rate)
+        _check("weight_decay", _is_real(self.weight_decay) and self.weight_decay >= 0, "a number >= 0",
+               self.weight_decay)
+        _check("grad_clip", self.grad_clip is None or (_is_real(self.grad_clip) and self.grad_clip > 0),
+               "None or a positive number", self.grad_clip)
+        _check("validation_fraction", _is_real(self.validation_fraction) and 0 <= self.validation_fraction < 1,
+               "a number in [0, 1)", self.validation_fraction)
+        _check("patience", self.patience is None or (_is_int(self.patience) and self.patience >= 1),
+               "None or a positive integer", self.patience)
+        _check("kl_annealing_epochs", _is_int(self.kl_annealing_epochs) and self.kl_annealing_epochs >= 0,
+               "an integer >= 0", self.kl_annealing_epochs)
+        _check("kl_annealing_start", _is_real(self.kl_annealing_start) and 0 <= self.kl_annealing_start <= 1,
+               "a number in [0, 1]", self.kl_annealing_start)
+        _check("lr_decay", _is_real(self.lr_decay) and 0 < self.lr_decay <= 1, "a number in (0, 1]", self.lr_decay)
+        _check("progress", isinstance(self.progress, bool), "True or False", self.progress)
+
+    def kl_weight(self, epoch: int) -> float:
+        """KL weight used during ``epoch`` (0-based)."""
+        if self.kl_annealing_epochs == 0:
+            return 1.0
+        fraction = min(1.0, epoch / self.kl_annealing_epochs)
+        return self.kl_annealing_start + (1.0 - self.kl_annealing_start) * fraction

@@ -1,0 +1,155 @@
+"""The one training loop: every deep model hands it a ``loss_fn`` and nothing else."""
+from __future__ import annotations
+
+import math
+import time
+from typing import Callable
+
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from tsgen.exceptions import TrainingDivergedError
+from tsgen.training.batch import SequenceBatch
+from tsgen.training.config import TrainingConfig
+from tsgen.training.device import resolve_device
+from tsgen.training.randomness import seeded_from
+
+LossFn = Callable[[SequenceBatch, float], torch.Tensor]
+
+
+def split_validation(
+    data: SequenceBatch, fraction: float, generator: torch.Generator
+) -> tuple[SequenceBatch, SequenceBatch | None]:
+    """Hold out ``round(fraction * B)`` random sequences (at least one, and one left to train on)."""
+    n = len(data)
+    n_valid = min(max(1, round(fraction * n)), n - 1) if fraction > 0 else 0
+    if n_valid == 0:
+        return data, None
+    order = torch.randperm(n, generator=generator)
+    return data.select(order[n_valid:].sort().values), data.select(order[:n_valid].sort().values)
+
+
+def _check_finite(loss: torch.Tensor, epoch: int, batch: int, phase: str) -> float:
+    value = float(loss.detach())
+    if not math.isfinite(value):
+        raise TrainingDivergedError(
+            f"the {phase} loss became {value} at epoch {epoch}, batch {batch}; "
+            "lower `learning_rate`, set `grad_clip`, or check the data for extreme values."
+        )
+    return value
+
+
+def evaluate(module: nn.Module, loss_fn: LossFn, data: SequenceBatch, batch_size: int, epoch: int = 0) -> float:
+    """Mean of ``loss_fn(batch, 1.0)`` over ``data``, weighted by batch rows, without gradients."""
+    was_training = module.training
+    module.eval()
+    total = 0.0
+    with torch.no_grad():
+        for b, start in enumerate(range(0, len(data), batch_size)):
+            batch = data.select(torch.arange(start, min(start + batch_size, len(data))))
+            total += _check_finite(loss_fn(batch, 1.0), epoch, b + 1, "validation") * len(batch)
+    module.train(was_training)
+    return total / len(data)
+
+
+def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
+    return {k: v.detach().clone() for k, v in module.state_dict().items()}
+
+
+def train(
+    module: nn.Module,
+    loss_fn: LossFn,
+    train_data: SequenceBatch,
+    valid_data: SequenceBatch | None = None,
+    *,
+    config: TrainingConfig,
+    generator: torch.Generator,
+) -> list[dict]:
+    """Minimise ``loss_fn`` over minibatches of ``train_data`` with Adam.
+
+    Each epoch shuffles the sequences with ``generator``, and for every
+    minibatch computes ``loss_fn(batch, kl_weight)``, clips the gradient norm
+    to ``config.grad_clip`` and steps; the learning rate then decays by
+    ``config.lr_decay``. The monitored loss is the validation loss
+    (``kl_weight = 1``) when there is validation data (``valid_data`` or a
+    random ``config.validation_fraction`` of the sequences), else the mean
+    training loss. With ``config.patience`` set, training stops after that
+    many epochs without improvement and the best weights are restored.
+
+    All global-RNG draws inside (dropout, reparameterised samples) come from
+    a fork seeded by ``generator``, so runs are bit-for-bit repeatable on CPU.
+
+    Returns
+    -------
+    list of dict
+        One record per epoch: ``epoch`` (from 1), ``train_loss``,
+        ``valid_loss`` (None without validation data), ``kl_weight``, ``lr``,
+        ``seconds``.
+
+    Raises
+    ------
+    TrainingDivergedError
+        When a loss is NaN or infinite (the message names epoch and batch).
+    """
+    if not isinstance(config, TrainingConfig):
+        raise TypeError(f"`config` must be a TrainingConfig; got {type(config).__name__}.")
+    if not isinstance(train_data, SequenceBatch) or len(train_data) == 0:
+        raise ValueError("`train_data` must be a non-empty SequenceBatch.")
+    device = resolve_device(config.device)
+    if valid_data is None:
+        train_data, valid_data = split_validation(train_data, config.validation_fraction, generator)
+    train_data = train_data.to(device)
+    valid_data = None if valid_data is None else valid_data.to(device)
+    module.to(device)
+    parameters = [p for p in module.parameters() if p.requires_grad]
+    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
+
+    history: list[dict] = []
+    best_loss, best_state, stale = math.inf, None, 0
+    n = len(train_data)
+    with seeded_from(generator, device):
+        epochs = tqdm(range(config.max_epochs), disable=not config.progress, desc="training", leave=False)
+        for index in epochs:
+            epoch = index + 1
+            started = time.perf_counter()
+            kl_weight = config.kl_weight(index)
+            lr = optimizer.param_groups[0]["lr"]
+            module.train()
+            order = torch.randperm(n, generator=generator)
+            total = 0.0
+            for b, start in enumerate(range(0, n, config.batch_size)):
+                batch = train_data.select(order[start : start + config.batch_size])
+                loss = loss_fn(batch, kl_weight)
+                value = _check_finite(loss, epoch, b + 1, "training")
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                if config.grad_clip is not None:
+                    nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+                optimizer.step()
+                total += value * len(batch)
+            train_loss = total / n
+            valid_loss = None
+            if valid_data is not None:
+                valid_loss = evaluate(module, loss_fn, valid_data, config.batch_size, epoch)
+            scheduler.step()
+            history.append({
+                "epoch": epoch, "train_loss": train_loss, "valid_loss": valid_loss,
+                "kl_weight": kl_weight, "lr": lr, "seconds": time.perf_counter() - started,
+            })
+            epochs.set_postfix(train=f"{train_loss:.4g}", valid="-" if valid_loss is None else f"{valid_loss:.4g}")
+            monitored = train_loss if valid_loss is None else valid_loss
+            if monitored < best_loss:
+                best_loss, stale = monitored, 0
+                if config.patience is not None:
+                    best_state = _snapshot(module)
+            else:
+                stale += 1
+            if config.patience is not None and stale >= config.patience:
+                break
+        epochs.close()
+    if best_state is not None:
+        module.load_state_dict(best_state)
+    module.eval()
+    return history
