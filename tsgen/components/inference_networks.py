@@ -1,0 +1,260 @@
+r"""Inference networks ``q(z_{1:T} | x_{1:T})`` of the Deep Markov Model.
+
+Krishnan, Shalit & Sontag (2017), "Structured Inference Networks for
+Nonlinear State Space Models", section 4. An RNN summarises the
+observations into ``h_t``; a combiner turns ``(z_{t-1}, h_t)`` into a
+diagonal Gaussian over ``z_t``:
+
+- ``"dks"`` (the paper's ST-R, Pyro's DMM guide): backward RNN over
+  ``x_{t:T}``, ``q(z_t | z_{t-1}, x_{t:T})`` (the structure of the true
+  posterior);
+- ``"st-l"``: forward RNN over ``x_{1:t}``, ``q(z_t | z_{t-1}, x_{1:t})``, a
+  filtering posterior;
+- ``"st-lr"``: forward and backward RNNs, ``q(z_t | z_{t-1}, x_{1:T})``;
+- ``"mf-lr"``: forward and backward RNNs, mean field
+  ``q(z_t | x_{1:T})`` (no dependence on ``z_{t-1}``).
+
+Combiner (eq. 8 of the paper, with ``n`` RNN directions)::
+
+    h_comb = (tanh(W z_{t-1} + b) + sum_directions h_t) / (n + 1)
+    loc    = A h_comb + a,      scale = softplus(C h_comb + c)
+
+Mean field uses ``h_comb = sum_directions h_t / n``.
+
+Sequences are ragged: ``step_mask`` ``(B, T)`` marks the valid prefix of each
+sequence (True then False). The backward RNN reverses every sequence within
+its own length, so padding never leaks into a summary and no packing is
+needed. Missing values enter the RNN as zeros; with ``observe_mask=True`` the
+observation mask is appended to the RNN input so it can tell a zero from a
+gap.
+"""
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+from torch import Tensor, nn
+from torch.nn import functional as F
+
+__all__ = [
+    "INFERENCE_NETWORKS",
+    "Combiner",
+    "GuideSample",
+    "StructuredInferenceNetwork",
+    "reverse_within_lengths",
+]
+
+#: inference name -> (RNN directions, whether q(z_t) depends on z_{t-1})
+INFERENCE_NETWORKS: dict[str, tuple[tuple[str, ...], bool]] = {
+    "dks": (("backward",), True),
+    "st-l": (("forward",), True),
+    "st-lr": (("forward", "backward"), True),
+    "mf-lr": (("forward", "backward"), False),
+}
+_RNN_TYPES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
+
+
+def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
+    """Reverse ``x`` ``(B, T, ...)`` along time within each sequence's length.
+
+    Steps at or beyond ``lengths[b]`` stay where they are, so a padded batch
+    stays padded at the end. The map is its own inverse.
+    """
+    steps = torch.arange(x.shape[1], device=x.device)
+    lengths = lengths.to(x.device)
+    index = torch.where(steps < lengths[:, None], lengths[:, None] - 1 - steps, steps)
+    index = index.view(*index.shape, *([1] * (x.dim() - 2))).expand_as(x)
+    return torch.gather(x, 1, index)
+
+
+class GuideSample(NamedTuple):
+    """Draws from the guide, each with leading sample dims ``(S, B, T)``.
+
+    ``z``: the latent path ``(S, B, T, Z)``; ``loc``/``scale``: the Gaussian
+    of each step before any flow; ``base``: the Gaussian draw (equal to ``z``
+    without flows); ``log_det``: ``log |dz/dbase|`` per step ``(S, B, T)`` or
+    ``None`` without flows.
+    """
+
+    z: Tensor
+    loc: Tensor
+    scale: Tensor
+    base: Tensor
+    log_det: Tensor | None
+
+    def log_q(self) -> Tensor:
+        """``log q(z_t | ...)`` per step ``(S, B, T)``."""
+        log_q = torch.distributions.Normal(self.loc, self.scale).log_prob(self.base).sum(-1)
+        return log_q if self.log_det is None else log_q - self.log_det
+
+
+class Combiner(nn.Module):
+    """``(z_{t-1}, h_t) -> (loc, scale)`` of ``q(z_t | z_{t-1}, h_t)`` (see module docstring).
+
+    The output layer is linear in ``h_comb``, so the RNN's share of it is
+    computed for all steps at once by :meth:`summary_term`; the sequential
+    loop only pays for the ``z_{t-1}`` share (:meth:`step`).
+    """
+
+    def __init__(self, latent_dim: int, rnn_dim: int, n_directions: int = 1, uses_previous: bool = True):
+        super().__init__()
+        self.latent_dim = latent_dim
+        self.uses_previous = uses_previous
+        self.weight = 1.0 / (n_directions + (1 if uses_previous else 0))
+        self.z_to_hidden = nn.Linear(latent_dim, rnn_dim) if uses_previous else None
+        self.hidden_to_params = nn.Linear(rnn_dim, 2 * latent_dim)
+
+    def summary_term(self, summary: Tensor) -> Tensor:
+        """The RNN's share of the pre-activation ``(..., 2Z)``, bias included."""
+        return self.hidden_to_params(self.weight * summary)
+
+    def step(self, z_prev: Tensor | None, summary_term: Tensor) -> tuple[Tensor, Tensor]:
+        """``(loc, scale)`` from ``z_prev`` ``(..., Z)`` and a precomputed summary term."""
+        params = summary_term
+        if self.uses_previous:
+            hidden = torch.tanh(self.z_to_hidden(z_prev))
+            params = params + F.linear(self.weight * hidden, self.hidden_to_params.weight)
+        loc, pre_scale = params.split(self.latent_dim, dim=-1)
+        return loc, F.softplus(pre_scale)
+
+    def forward(self, z_prev: Tensor | None, summary: Tensor) -> tuple[Tensor, Tensor]:
+        return self.step(z_prev, self.summary_term(summary))
+
+
+class StructuredInferenceNetwork(nn.Module):
+    """RNN summaries plus a combiner: the guide ``q(z_{1:T} | x_{1:T})``.
+
+    Parameters
+    ----------
+    data_dim : int
+        ``D``, the size of ``x_t``.
+    latent_dim : int
+        ``Z``.
+    rnn_dim : int
+        Hidden size of each RNN direction.
+    inference : {"dks", "st-l", "st-lr", "mf-lr"}
+        Which structure (module docstring).
+    rnn_type : {"rnn", "gru", "lstm"}
+        ``"rnn"`` is the ReLU RNN of Pyro's DMM example.
+    num_layers, dropout : RNN depth and dropout between layers.
+    observe_mask : bool
+        Append the observation mask to the RNN input.
+    iafs, iaf_dim : int
+        Number of inverse autoregressive flows applied to each ``z_t`` draw
+        (``pyro.distributions.transforms.affine_autoregressive``) and their
+        hidden width; 0 flows gives the plain Gaussian guide.
+    """
+
+    def __init__(
+        self,
+        data_dim: int,
+        latent_dim: int,
+        rnn_dim: int,
+        inference: str = "dks",
+        rnn_type: str = "rnn",
+        num_layers: int = 1,
+        dropout: float = 0.0,
+        observe_mask: bool = False,
+        iafs: int = 0,
+        iaf_dim: int = 100,
+    ):
+        super().__init__()
+        if inference not in INFERENCE_NETWORKS:
+            raise ValueError(f"`inference` must be one of {sorted(INFERENCE_NETWORKS)}; got {inference!r}.")
+        if rnn_type not in _RNN_TYPES:
+            raise ValueError(f"`rnn_type` must be one of {sorted(_RNN_TYPES)}; got {rnn_type!r}.")
+        if isinstance(iafs, bool) or not isinstance(iafs, int) or iafs < 0:
+            raise ValueError(f"`iafs` must be a non-negative integer; got {iafs!r}.")
+        self.inference = inference
+        self.latent_dim = latent_dim
+        self.observe_mask = observe_mask
+        self.directions, uses_previous = INFERENCE_NETWORKS[inference]
+        input_size = data_dim * (2 if observe_mask else 1)
+        rnn_kwargs = dict(input_size=input_size, hidden_size=rnn_dim, num_layers=num_layers,
+                          batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+        if rnn_type == "rnn":
+            rnn_kwargs["nonlinearity"] = "relu"
+        self.rnns = nn.ModuleDict({d: _RNN_TYPES[rnn_type](**rnn_kwargs) for d in self.directions})
+        # learned initial RNN states and the guide's z_0, as in Pyro's DMM example
+        n_states = 2 if rnn_type == "lstm" else 1
+        self.h0 = nn.ParameterDict({
+            d: nn.Parameter(torch.zeros(n_states, num_layers, 1, rnn_dim)) for d in self.directions
+        })
+        self.z_q_0 = nn.Parameter(torch.zeros(latent_dim)) if uses_previous else None
+        self.combiner = Combiner(latent_dim, rnn_dim, len(self.directions), uses_previous)
+        if iafs:
+            from pyro.distributions.transforms import affine_autoregressive
+
+            self.iafs = nn.ModuleList([affine_autoregressive(latent_dim, hidden_dims=[iaf_dim]) for _ in range(iafs)])
+        else:
+            self.iafs = nn.ModuleList()
+
+    # ------------------------------------------------------------ summaries
+    def summarise(self, values: Tensor, mask: Tensor, step_mask: Tensor) -> Tensor:
+        """Sum of the RNN directions' outputs ``(B, T, rnn_dim)``.
+
+        ``values``/``mask`` ``(B, T, D)``; NaN or padded entries are read as 0.
+        """
+        inputs = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+        if self.observe_mask:
+            inputs = torch.cat([inputs, mask.to(inputs.dtype)], dim=-1)
+        lengths = step_mask.sum(1)
+        total = None
+        for direction in self.directions:
+            rnn = self.rnns[direction]
+            h0 = self.h0[direction].expand(-1, -1, inputs.shape[0], -1).contiguous()
+            hx = (h0[0], h0[1]) if isinstance(rnn, nn.LSTM) else h0[0]
+            if direction == "backward":
+                out, _ = rnn(reverse_within_lengths(inputs, lengths), hx)
+                out = reverse_within_lengths(out, lengths)
+            else:
+                out, _ = rnn(inputs, hx)
+            total = out if total is None else total + out
+        return total
+
+    # -------------------------------------------------------------- sample
+    def sample(self, summary: Tensor, noise: Tensor) -> GuideSample:
+        """Draw ``z_{1:T}`` given the summaries and standard-normal ``noise``.
+
+        ``summary`` ``(B, T, H)``; ``noise`` ``(S, B, T, Z)`` (pass it in so the
+        caller owns the randomness). Mean field draws all steps at once;
+        structured guides loop over time, paying only for the ``z_{t-1}``
+        share of the combiner per step.
+        """
+        terms = self.combiner.summary_term(summary)  # (B, T, 2Z)
+        if not self.combiner.uses_previous and not self.iafs:
+            loc, pre_scale = terms.split(self.latent_dim, dim=-1)
+            loc = loc.expand(noise.shape)
+            scale = F.softplus(pre_scale).expand(noise.shape)
+            z = loc + scale * noise
+            return GuideSample(z, loc, scale, z, None)
+        n_steps = noise.shape[-2]
+        z_prev = None
+        if self.z_q_0 is not None:
+            z_prev = self.z_q_0.expand(noise.shape[:-2] + (self.latent_dim,))
+        zs, locs, scales, bases, log_dets = [], [], [], [], []
+        for t in range(n_steps):
+            loc, scale = self.combiner.step(z_prev, terms[:, t])
+            base = loc + scale * noise[..., t, :]
+            z = base
+            if self.iafs:
+                log_det = 0.0
+                for flow in self.iafs:
+                    z_next = flow(z)
+                    log_det = log_det + flow.log_abs_det_jacobian(z, z_next)
+                    z = z_next
+                log_dets.append(log_det)
+            zs.append(z)
+            locs.append(loc)
+            scales.append(scale)
+            bases.append(base)
+            z_prev = z
+        stack = lambda items: torch.stack(items, dim=-2)  # noqa: E731
+        log_det = torch.stack(log_dets, dim=-1) if self.iafs else None
+        if self.iafs:
+            return GuideSample(stack(zs), stack(locs), stack(scales), stack(bases), log_det)
+        z = stack(zs)
+        return GuideSample(z, stack(locs), stack(scales), z, None)
+
+    def forward(self, values: Tensor, mask: Tensor, step_mask: Tensor, noise: Tensor) -> GuideSample:
+        return self.sample(self.summarise(values, mask, step_mask), noise)

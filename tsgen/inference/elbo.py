@@ -1,0 +1,139 @@
+r"""Variational bounds on tensors: masked ELBO with analytic KL, IWAE, logmeanexp.
+
+Pure functions: they take distributions and tensors, never a model, so every
+latent sequence model (DMM, and later STORN/VRNN/SRNN) scores itself with the
+same code.
+
+For a state-space model with guide ``q`` the ELBO of one sequence is
+
+.. math::
+
+    \mathcal L = \sum_{t=1}^{T} \mathbb E_q\big[\log g(x_t | z_t)\big]
+               - \mathbb E_q\big[\mathrm{KL}(q(z_t | \cdot) \,\|\, f(z_t | z_{t-1}))\big]
+
+with the KL in closed form given the sampled ``z_{t-1}``. The importance
+weighted bound (Burda et al., 2016) with ``K`` guide draws is
+
+.. math::
+
+    \mathcal L_K = \log \frac1K \sum_{k=1}^K
+        \frac{p(x_{1:T}, z^{(k)}_{1:T})}{q(z^{(k)}_{1:T} | x)},
+    \qquad \mathcal L \le \mathcal L_K \le \log p(x_{1:T}) \text{ in expectation.}
+
+Masks: ``mask`` ``(..., T, D)`` marks observed values; a time step counts
+(its KL and its latent) while it is at or before the last observed step of
+its sequence. Trailing unobserved steps, padding included, integrate out of
+``p(x)`` exactly, so they contribute exactly zero here.
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, Independent, Normal
+
+__all__ = [
+    "gaussian_kl",
+    "iwae_bound",
+    "logmeanexp",
+    "masked_log_prob",
+    "per_step_iwae",
+    "sequence_elbo",
+    "valid_steps",
+]
+
+
+def logmeanexp(x: Tensor, dim: int = 0) -> Tensor:
+    """``log(mean(exp(x), dim))`` computed stably."""
+    return torch.logsumexp(x, dim=dim) - math.log(x.shape[dim])
+
+
+def valid_steps(mask: Tensor) -> Tensor:
+    """Steps at or before each sequence's last observed value.
+
+    ``mask`` ``(..., T, D)`` bool -> ``(..., T)`` bool (a prefix of True).
+    """
+    if mask.dtype != torch.bool:
+        raise TypeError(f"`mask` must be a bool tensor; got dtype {mask.dtype}.")
+    seen_later = mask.any(-1).flip(-1).to(torch.uint8).cummax(-1).values.flip(-1)
+    return seen_later.bool()
+
+
+def masked_log_prob(distribution: Distribution, values: Tensor, mask: Tensor) -> Tensor:
+    """``sum_d mask[..., d] * log g(values[..., d])`` per step ``(...,)``.
+
+    ``distribution`` has event shape ``(D,)``; when it is an
+    ``Independent`` over one dimension the mask applies per value, otherwise
+    a step must be fully observed or fully missing. Missing entries may hold
+    NaN: they are replaced before ``log_prob`` so no NaN reaches gradients.
+    """
+    if not isinstance(distribution, Distribution):
+        raise TypeError(f"`distribution` must be a torch Distribution; got {type(distribution).__name__}.")
+    if values.shape != mask.shape:
+        raise ValueError(f"`values` {tuple(values.shape)} and `mask` {tuple(mask.shape)} must have the same shape.")
+    filled = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
+    zero = torch.zeros((), dtype=filled.dtype, device=filled.device)
+    if isinstance(distribution, Independent) and distribution.reinterpreted_batch_ndims == 1:
+        per_value = distribution.base_dist.log_prob(filled)
+        return torch.where(mask, per_value, zero).sum(-1)
+    full = mask.all(-1)
+    if bool((mask.any(-1) & ~full).any()):
+        raise ValueError(
+            f"`mask` marks some steps as partly observed, but {type(distribution).__name__} does not "
+            "factorise over dimensions; use a head with independent dimensions."
+        )
+    return torch.where(full, distribution.log_prob(filled), zero)
+
+
+def gaussian_kl(q_loc: Tensor, q_scale: Tensor, p_loc: Tensor, p_scale: Tensor) -> Tensor:
+    r"""``KL(N(q_loc, q_scale^2) || N(p_loc, p_scale^2))`` summed over the last dim.
+
+    .. math:: \sum_d \log\frac{\sigma_p}{\sigma_q} + \frac{\sigma_q^2 + (\mu_q - \mu_p)^2}{2\sigma_p^2} - \frac12
+    """
+    return torch.distributions.kl_divergence(Normal(q_loc, q_scale), Normal(p_loc, p_scale)).sum(-1)
+
+
+def sequence_elbo(log_lik: Tensor, kl: Tensor, step_mask: Tensor, kl_weight: float = 1.0) -> Tensor:
+    """Per-sequence ELBO ``sum_t step_mask * (log_lik - kl_weight * kl)``.
+
+    ``log_lik``/``kl``/``step_mask`` ``(..., T)`` -> ``(...)``. ``kl`` may be the
+    analytic KL or a one-sample ``log q - log p``. ``kl_weight`` < 1 is the
+    annealed objective used early in training (not a bound).
+    """
+    zero = torch.zeros((), dtype=log_lik.dtype, device=log_lik.device)
+    return torch.where(step_mask, log_lik - kl_weight * kl, zero).sum(-1)
+
+
+def iwae_bound(log_weights: Tensor, dim: int = 0) -> Tensor:
+    """``log (1/K) sum_k exp(log_weights_k)`` over the sample dimension ``dim``.
+
+    ``log_weights = log p(x, z_k) - log q(z_k | x)`` for ``K`` guide draws.
+    """
+    return logmeanexp(log_weights, dim=dim)
+
+
+def per_step_iwae(step_log_weights: Tensor, step_mask: Tensor | None = None) -> Tensor:
+    r"""Per-step decomposition of the IWAE estimate, summing to :func:`iwae_bound`.
+
+    ``step_log_weights`` ``(K, ..., T)`` holds each step's share
+    ``log g(x_t|z_t) + log f(z_t|z_{t-1}) - log q(z_t|\cdot)`` of the K draws.
+    The value at step t is
+
+    .. math:: \hat\ell_t = \log \tfrac1K \sum_k e^{w^k_{1:t}} - \log \tfrac1K \sum_k e^{w^k_{1:t-1}},
+        \qquad w^k_{1:t} = \sum_{s \le t} w^k_s,
+
+    the increment of the prefix estimates. Each prefix is itself an
+    importance-sampling estimate of ``p(x_{1:t})`` (the guide's marginal over
+    ``z_{1:t}`` is a proper proposal), so ``\hat\ell_t`` estimates
+    ``log p(x_t | x_{<t})`` and the sum telescopes to the full IWAE value.
+    Steps outside ``step_mask`` ``(..., T)`` get exactly zero.
+    """
+    weights = step_log_weights
+    if step_mask is not None:
+        weights = torch.where(step_mask, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+    prefix = logmeanexp(weights.cumsum(-1), dim=0)  # (..., T)
+    increments = torch.diff(prefix, dim=-1, prepend=torch.zeros_like(prefix[..., :1]))
+    if step_mask is not None:
+        increments = torch.where(step_mask, increments, torch.zeros((), dtype=increments.dtype, device=increments.device))
+    return increments
