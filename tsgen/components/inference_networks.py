@@ -45,11 +45,12 @@ __all__ = [
 ]
 
 #: inference name -> (RNN directions, whether q(z_t) depends on z_{t-1})
+#: "left" is a forward RNN over x_{1:t}, "right" a backward RNN over x_{t:T} (the paper's names)
 INFERENCE_NETWORKS: dict[str, tuple[tuple[str, ...], bool]] = {
-    "dks": (("backward",), True),
-    "st-l": (("forward",), True),
-    "st-lr": (("forward", "backward"), True),
-    "mf-lr": (("forward", "backward"), False),
+    "dks": (("right",), True),
+    "st-l": (("left",), True),
+    "st-lr": (("left", "right"), True),
+    "mf-lr": (("left", "right"), False),
 }
 _RNN_TYPES = {"rnn": nn.RNN, "gru": nn.GRU, "lstm": nn.LSTM}
 
@@ -204,7 +205,7 @@ class StructuredInferenceNetwork(nn.Module):
             rnn = self.rnns[direction]
             h0 = self.h0[direction].expand(-1, -1, inputs.shape[0], -1).contiguous()
             hx = (h0[0], h0[1]) if isinstance(rnn, nn.LSTM) else h0[0]
-            if direction == "backward":
+            if direction == "right":
                 out, _ = rnn(reverse_within_lengths(inputs, lengths), hx)
                 out = reverse_within_lengths(out, lengths)
             else:

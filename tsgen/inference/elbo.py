@@ -23,7 +23,8 @@ weighted bound (Burda et al., 2016) with ``K`` guide draws is
 Masks: ``mask`` ``(..., T, D)`` marks observed values; a time step counts
 (its KL and its latent) while it is at or before the last observed step of
 its sequence. Trailing unobserved steps, padding included, integrate out of
-``p(x)`` exactly, so they contribute exactly zero here.
+``p(x)`` exactly, so they contribute exactly zero here. The emission term is
+masked per value by :func:`tsgen.components.heads.masked_log_prob`.
 """
 from __future__ import annotations
 
@@ -31,13 +32,12 @@ import math
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Normal
 
 __all__ = [
     "gaussian_kl",
     "iwae_bound",
     "logmeanexp",
-    "masked_log_prob",
     "per_step_iwae",
     "sequence_elbo",
     "valid_steps",
@@ -58,32 +58,6 @@ def valid_steps(mask: Tensor) -> Tensor:
         raise TypeError(f"`mask` must be a bool tensor; got dtype {mask.dtype}.")
     seen_later = mask.any(-1).flip(-1).to(torch.uint8).cummax(-1).values.flip(-1)
     return seen_later.bool()
-
-
-def masked_log_prob(distribution: Distribution, values: Tensor, mask: Tensor) -> Tensor:
-    """``sum_d mask[..., d] * log g(values[..., d])`` per step ``(...,)``.
-
-    ``distribution`` has event shape ``(D,)``; when it is an
-    ``Independent`` over one dimension the mask applies per value, otherwise
-    a step must be fully observed or fully missing. Missing entries may hold
-    NaN: they are replaced before ``log_prob`` so no NaN reaches gradients.
-    """
-    if not isinstance(distribution, Distribution):
-        raise TypeError(f"`distribution` must be a torch Distribution; got {type(distribution).__name__}.")
-    if values.shape != mask.shape:
-        raise ValueError(f"`values` {tuple(values.shape)} and `mask` {tuple(mask.shape)} must have the same shape.")
-    filled = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
-    zero = torch.zeros((), dtype=filled.dtype, device=filled.device)
-    if isinstance(distribution, Independent) and distribution.reinterpreted_batch_ndims == 1:
-        per_value = distribution.base_dist.log_prob(filled)
-        return torch.where(mask, per_value, zero).sum(-1)
-    full = mask.all(-1)
-    if bool((mask.any(-1) & ~full).any()):
-        raise ValueError(
-            f"`mask` marks some steps as partly observed, but {type(distribution).__name__} does not "
-            "factorise over dimensions; use a head with independent dimensions."
-        )
-    return torch.where(full, distribution.log_prob(filled), zero)
 
 
 def gaussian_kl(q_loc: Tensor, q_scale: Tensor, p_loc: Tensor, p_scale: Tensor) -> Tensor:

@@ -17,31 +17,34 @@ step-by-step Pyro model/guide comes from.
 """
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
+from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.inference_networks import GuideSample, StructuredInferenceNetwork
+from tsgen.components.mlp import MLP
 from tsgen.components.transitions import GatedTransition
-from tsgen.inference.elbo import (
-    gaussian_kl,
-    iwae_bound,
-    masked_log_prob,
-    per_step_iwae,
-    sequence_elbo,
-    valid_steps,
-)
+from tsgen.inference.elbo import gaussian_kl, iwae_bound, per_step_iwae, sequence_elbo, valid_steps
+from tsgen.models.base import SequentialModel
 
-__all__ = ["DMMState", "DeepMarkovModule"]
+__all__ = ["DeepMarkovModule", "Emitter"]
 
 
-@dataclass
-class DMMState:
-    """The DMM's recurrent state: the latent ``z`` ``(*batch, Z)``."""
+class Emitter(nn.Module):
+    """``g(x_t | z_t)``: an MLP of ``z_t`` (ReLU hidden layers) fed to a distribution head.
 
-    z: Tensor
+    Pyro's DMM emitter is this with two hidden layers of ``emission_dim`` and
+    a Bernoulli head.
+    """
+
+    def __init__(self, latent_dim: int, data_dim: int, emission_dim: int, emission="normal", n_hidden: int = 2):
+        super().__init__()
+        self.features = MLP(latent_dim, [emission_dim] * (n_hidden - 1), emission_dim, final_activation=nn.ReLU)
+        self.head = make_head(emission, emission_dim, data_dim)
+
+    def forward(self, z: Tensor) -> Distribution:
+        return self.head(self.features(z))
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -51,7 +54,7 @@ def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
-class DeepMarkovModule(nn.Module):
+class DeepMarkovModule(SequentialModel):
     """The DMM's generative model and guide, implementing the model protocol.
 
     Parameters
@@ -97,23 +100,20 @@ class DeepMarkovModule(nn.Module):
         )
 
     # ------------------------------------------------------------ protocol
-    def init_state(self, batch_shape, covariates=None) -> DMMState:
+    # The state is the latent itself, a tensor ``z`` ``(*batch, Z)``: the
+    # transition returns a distribution whose draw *is* the next state.
+    def init_state(self, batch_shape, covariates=None) -> Tensor:
         """``z_0`` broadcast to ``(*batch_shape, Z)``."""
-        return DMMState(self.z_0.expand(*tuple(batch_shape), self.latent_dim))
+        return self.z_0.expand(*tuple(batch_shape), self.latent_dim)
 
-    def transition(self, state: DMMState, x_prev=None, covariates=None) -> Distribution:
+    def transition(self, state: Tensor, x_prev=None, covariates=None) -> Distribution:
         """``f(z_t | z_{t-1})``: a diagonal Gaussian with event shape ``(Z,)``; ``x_prev`` is unused."""
-        loc, scale = self.transition_net(state.z)
+        loc, scale = self.transition_net(state)
         return Independent(Normal(loc, scale), 1)
 
-    def emission(self, state: DMMState, covariates=None) -> Distribution:
+    def emission(self, state: Tensor, covariates=None) -> Distribution:
         """``g(x_t | z_t)`` with event shape ``(D,)``."""
-        return self.emitter(state.z)
-
-    def next_state(self, state: DMMState, x_prev=None, covariates=None, generator=None) -> DMMState:
-        """Draw ``z_t ~ f(. | z_{t-1})`` with a local generator."""
-        loc, scale = self.transition_net(state.z)
-        return DMMState(loc + scale * _randn(loc.shape, generator, loc))
+        return self.emitter(state)
 
     # ----------------------------------------------------------- inference
     def sample_guide(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> GuideSample:
@@ -206,7 +206,7 @@ class DeepMarkovModule(nn.Module):
         """The IWAE bound per sequence ``(B,)`` with ``K = n_samples`` draws."""
         return iwae_bound(self.step_log_weights(values, mask, n_samples, generator).sum(-1), dim=0)
 
-    def filter_state(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> DMMState:
+    def filter_state(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
         """Draws of ``z`` at each sequence's last step, ``(n_samples, B, Z)``.
 
         The guide's marginal at the final step approximates the filtering
@@ -216,4 +216,4 @@ class DeepMarkovModule(nn.Module):
         draw = self.sample_guide(values, mask, n_samples, generator)
         last = (valid_steps(mask).sum(-1) - 1).clamp_min(0)
         index = last.view(1, -1, 1, 1).expand(n_samples, -1, 1, self.latent_dim)
-        return DMMState(torch.gather(draw.z, 2, index).squeeze(2))
+        return torch.gather(draw.z, 2, index).squeeze(2)
