@@ -1,0 +1,252 @@
+"""Backtests against a hand-computed loop, refit policies, and serial/joblib/Dask equivalence.
+
+The toy estimator is a Gaussian random walk with drift, whose forecasts
+and one-step densities are known in closed form:
+    y_t = y_{t-1} + mu + sigma * eps_t,   eps_t ~ N(0, 1)
+so  y_{t+h} | y_{1:t} ~ N(y_t + h mu, h sigma^2).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import torch
+from scipy import stats
+
+import tsgen
+from tsgen.base import BaseForecaster
+from tsgen.evaluation import BacktestResult, backtest
+
+
+class _RandomWalk(BaseForecaster):
+    """Gaussian random walk with drift; `mu` and `sigma` from the observed first differences."""
+
+    def __init__(self, random_state=None):
+        self.random_state = random_state
+
+    def _min_length(self):
+        return 3
+
+    def _fit(self, data, covariates):
+        values = data.values.numpy()
+        diffs = np.diff(values, axis=1).reshape(-1, values.shape[-1])
+        self.mu_ = np.nanmean(diffs, axis=0)
+        self.sigma_ = np.nanstd(diffs, axis=0)
+        _RandomWalk.fit_lengths.append(int(data.lengths[0]))
+
+    fit_lengths: list = []
+
+    def _last(self, history):
+        values = history.values.numpy()
+        last = np.empty((history.n_series, history.n_dims))
+        for i, n in enumerate(history.lengths.tolist()):
+            observed = values[i, :n][~np.isnan(values[i, :n]).any(-1)]
+            last[i] = observed[-1]
+        return last
+
+    def _predict_gaussian(self, horizon, history, covariates):
+        h = np.arange(1, horizon + 1)[None, :, None]
+        mean = self._last(history)[:, None, :] + h * self.mu_
+        std = np.broadcast_to(np.sqrt(h) * self.sigma_, mean.shape)
+        return torch.from_numpy(mean), torch.from_numpy(std.copy())
+
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        eps = torch.randn(history.n_series, n_samples, horizon, history.n_dims, generator=generator, dtype=torch.float64)
+        steps = torch.from_numpy(self.mu_) + torch.from_numpy(self.sigma_) * eps
+        return torch.from_numpy(self._last(history))[:, None, None, :] + steps.cumsum(2)
+
+    def _log_likelihood(self, data, covariates, **options):
+        values = data.values.numpy()
+        out = np.zeros(values.shape[:2])
+        for i, n in enumerate(data.lengths.tolist()):
+            prev, gap = None, 0
+            for t in range(n):
+                gap += 1
+                if np.isnan(values[i, t]).any():
+                    continue
+                if prev is not None:
+                    out[i, t] = stats.norm.logpdf(
+                        values[i, t], prev + gap * self.mu_, np.sqrt(gap) * self.sigma_
+                    ).sum()
+                prev, gap = values[i, t], 0
+        return torch.from_numpy(out)
+
+
+def _series(n=40, seed=0, name="y"):
+    rng = np.random.default_rng(seed)
+    values = 10 + np.cumsum(0.3 + rng.normal(size=n))
+    return pd.Series(values, index=pd.date_range("2020-01-01", periods=n, freq="D"), name=name)
+
+
+def _value(result, origin, metric):
+    rows = result.metrics[(result.metrics.origin == origin) & (result.metrics.metric == metric)]
+    return rows.sort_values("horizon")["value"].to_numpy()
+
+
+def test_metrics_equal_a_hand_computed_loop():
+    y = _series(14)
+    horizon, levels = 3, (0.1, 0.5, 0.9)
+    result = backtest(_RandomWalk(), y, horizon, start=9, step=1, quantiles=levels,
+                      n_samples=50, season=2, random_state=3, keep_samples=True)
+    stops = [9, 10, 11]
+    assert result.n_origins == len(stops)
+    assert list(result.metrics.cutoff.drop_duplicates()) == [y.index[t - 1] for t in stops]
+    for k, t in enumerate(stops):
+        train, actual = y.to_numpy()[:t], y.to_numpy()[t:t + horizon]
+        mu, sigma = np.mean(np.diff(train)), np.std(np.diff(train))
+        h = np.arange(1, horizon + 1)
+        mean, std = train[-1] + h * mu, sigma * np.sqrt(h)
+        np.testing.assert_allclose(_value(result, k, "mae"), np.abs(actual - mean), rtol=1e-12)
+        np.testing.assert_allclose(_value(result, k, "rmse"), np.abs(actual - mean), rtol=1e-12)
+        scale = np.mean(np.abs(train[2:] - train[:-2]))
+        np.testing.assert_allclose(_value(result, k, "mase"), np.abs(actual - mean) / scale, rtol=1e-12)
+        np.testing.assert_allclose(
+            _value(result, k, "smape"), 200 * np.abs(actual - mean) / (np.abs(actual) + np.abs(mean)), rtol=1e-12
+        )
+        draws = result.samples[(0, k)][:, :, 0]
+        assert draws.shape == (50, horizon)
+        crps = np.mean(np.abs(draws - actual), 0) - 0.5 * np.mean(np.abs(draws[:, None] - draws[None]), (0, 1))
+        np.testing.assert_allclose(_value(result, k, "crps"), crps, rtol=1e-10)
+        for q in levels:
+            u = actual - (mean + stats.norm.ppf(q) * std)
+            np.testing.assert_allclose(_value(result, k, f"pinball_q{q:g}"), np.maximum(q * u, (q - 1) * u),
+                                       rtol=1e-10, atol=1e-12)
+        for level in (0.8, 0.95):
+            z = stats.norm.ppf((1 + level) / 2)
+            inside = (np.abs(actual - mean) <= z * std).astype(float)
+            np.testing.assert_array_equal(_value(result, k, f"coverage_{round(level * 100)}"), inside)
+        # sequential log score: -log p(y_{t+h} | y_{1:t+h-1}) with the parameters fitted at t
+        previous = np.concatenate([[train[-1]], actual[:-1]])
+        np.testing.assert_allclose(_value(result, k, "log_score"),
+                                   -stats.norm.logpdf(actual, previous + mu, sigma), rtol=1e-10)
+    forecasts = result.forecasts[result.forecasts.origin == 0]
+    np.testing.assert_allclose(forecasts["y"], y.to_numpy()[9:12])
+    assert list(forecasts["time"]) == list(y.index[9:12])
+
+
+def test_summary_means_metrics_by_group():
+    result = backtest(_RandomWalk(), _series(30), 4, start=20, step=2, random_state=0)
+    overall = result.summary()
+    by_h = result.summary(by="horizon")
+    assert list(by_h.index) == [1, 2, 3, 4]
+    crps = result.metrics[result.metrics.metric == "crps"]
+    assert overall.loc["overall", "crps"] == pytest.approx(crps["value"].mean())
+    assert by_h.loc[2, "mae"] == pytest.approx(
+        result.metrics.query("metric == 'mae' and horizon == 2")["value"].mean()
+    )
+    assert {"coverage_80", "coverage_95", "log_score", "pinball_q0.5"} <= set(overall.columns)
+    assert isinstance(result, BacktestResult) and "origins=" in repr(result)
+    with pytest.raises(ValueError, match="`by`"):
+        result.summary(by="model")
+
+
+@pytest.mark.parametrize("refit, expected_fits", [(True, [20, 21, 22, 23, 24]), (2, [20, 22, 24]), (False, [20])])
+def test_refit_policy_fits_exactly_when_asked(refit, expected_fits):
+    y = _series(28)
+    _RandomWalk.fit_lengths.clear()
+    result = backtest(_RandomWalk(), y, 4, start=20, refit=refit, random_state=0)
+    assert _RandomWalk.fit_lengths == expected_fits
+    assert list(result.fits["train_length"]) == expected_fits
+    # between refits the model is conditioned on the new history with the older parameters
+    values = y.to_numpy()
+    for k, t in enumerate(range(20, 25)):
+        fitted_at = max(f for f in expected_fits if f <= t)
+        mu = np.mean(np.diff(values[:fitted_at]))
+        mean = result.forecasts.query("origin == @k")["mean"].to_numpy()
+        np.testing.assert_allclose(mean, values[t - 1] + mu * np.arange(1, 5), rtol=1e-12)
+
+
+def test_sliding_window_trains_on_the_last_window_length_steps():
+    y = _series(30)
+    _RandomWalk.fit_lengths.clear()
+    result = backtest(_RandomWalk(), y, 2, start=20, step=3, window="sliding", window_length=8, random_state=0)
+    assert _RandomWalk.fit_lengths == [8, 8, 8]
+    values = y.to_numpy()
+    mu = np.mean(np.diff(values[15:23]))
+    np.testing.assert_allclose(result.forecasts.query("origin == 1")["mean"], values[22] + mu * np.array([1, 2]))
+
+
+def test_deterministic_under_random_state_and_caller_objects_untouched():
+    y = _series(30)
+    copy = y.copy()
+    model = _RandomWalk(random_state=123)
+    a = backtest(model, y, 3, start=20, random_state=7)
+    b = backtest(model, y, 3, start=20, random_state=7)
+    c = backtest(model, y, 3, start=20, random_state=8)
+    pd.testing.assert_frame_equal(a.metrics, b.metrics)
+    crps = a.metrics.metric == "crps"
+    assert not np.allclose(a.metrics[crps]["value"], c.metrics[crps]["value"])
+    pd.testing.assert_series_equal(y, copy)
+    assert model.get_params() == {"random_state": 123} and not hasattr(model, "mu_")
+
+
+def test_many_series_and_multivariate_targets():
+    ys = [_series(25, seed=1, name="a"), _series(30, seed=2, name="a")]
+    result = backtest(_RandomWalk(), ys, 2, start=20, random_state=0)
+    assert result.metrics.groupby("series")["origin"].nunique().tolist() == [4, 9]
+    frame = pd.concat([_series(26, 3, "u"), _series(26, 4, "v")], axis=1)
+    multi = backtest(_RandomWalk(), frame, 2, start=22, random_state=0)
+    assert set(multi.forecasts["variable"]) == {"u", "v"}
+    u = multi.forecasts.query("origin == 0 and variable == 'u'")
+    v = multi.forecasts.query("origin == 0 and variable == 'v'")
+    mae = _value(multi, 0, "mae")
+    np.testing.assert_allclose(mae, (np.abs(u.y - u["mean"]).to_numpy() + np.abs(v.y - v["mean"]).to_numpy()) / 2)
+
+
+def test_parallel_joblib_and_dask_match_serial():
+    distributed = pytest.importorskip("distributed")
+    y = [_series(30, seed=5), _series(30, seed=6)]
+    kwargs = dict(start=22, refit=3, n_samples=20, random_state=11)
+    serial = backtest(_RandomWalk(), y, 3, **kwargs)
+    threads = backtest(_RandomWalk(), y, 3, n_jobs=2, backend="threading", **kwargs)
+    never = dict(kwargs, refit=False)
+    serial_never = backtest(_RandomWalk(), y, 3, **never)
+    with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
+                                  dashboard_address=None) as cluster, distributed.Client(cluster) as client:
+        on_dask = backtest(_RandomWalk(), y, 3, backend="dask", client=client, **kwargs)
+        on_dask_never = backtest(_RandomWalk(), y, 3, backend="dask", client=client, **never)
+    for other in (threads, on_dask):
+        pd.testing.assert_frame_equal(serial.metrics, other.metrics)
+        pd.testing.assert_frame_equal(serial.forecasts, other.forecasts)
+        pd.testing.assert_frame_equal(serial.fits, other.fits)
+    pd.testing.assert_frame_equal(serial_never.metrics, on_dask_never.metrics)
+
+
+def test_processes_match_serial():
+    y = _series(26, seed=9)
+    serial = backtest(_RandomWalk(), y, 2, start=20, n_samples=10, random_state=1)
+    pooled = backtest(_RandomWalk(), y, 2, start=20, n_samples=10, random_state=1, n_jobs=2)
+    pd.testing.assert_frame_equal(serial.metrics, pooled.metrics)
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(start=38), "`start`"),
+    (dict(start="2031-01-01"), "`start`"),
+    (dict(step=0), "`step`"),
+    (dict(refit=-1), "`refit`"),
+    (dict(window="rolling"), "`window`"),
+    (dict(window="sliding", window_length=50), "`window_length`"),
+    (dict(quantiles=(0.5, 1.5)), "`quantiles`"),
+    (dict(season=0), "`season`"),
+    (dict(backend="spark"), "`backend`"),
+    (dict(client="tcp://x:1"), "`client`"),
+])
+def test_bad_arguments_name_the_argument(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        backtest(_RandomWalk(), _series(40), 3, **kwargs)
+
+
+def test_bad_types_are_type_errors():
+    with pytest.raises(TypeError, match="`model`"):
+        backtest(object(), _series(40), 3)
+    with pytest.raises(TypeError, match="`random_state`"):
+        backtest(_RandomWalk(), _series(40), 3, random_state=1.5)
+    with pytest.raises(TypeError, match="`horizon`"):
+        backtest(_RandomWalk(), _series(40), 2.0)
+
+
+def test_start_accepts_a_timestamp():
+    y = _series(30)
+    result = backtest(_RandomWalk(), y, 2, start=y.index[24], random_state=0)
+    assert result.metrics.cutoff.iloc[0] == y.index[24]
+    assert result.n_origins == 4

@@ -1,0 +1,234 @@
+"""Rolling-origin probabilistic backtesting of any tsgen estimator."""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+from sklearn.base import clone
+
+from tsgen.base import _check_n_samples, _check_quantiles
+from tsgen.data import SeriesBatch, to_series_batch, validate_horizon
+from tsgen.evaluation._parallel import parallel_context
+from tsgen.evaluation._result import BacktestResult
+from tsgen.evaluation._score import as_2d, score_origin, with_seed
+from tsgen.evaluation._windows import (
+    check_refit,
+    fit_groups,
+    origin_stops,
+    resolve_start,
+    series_seeds,
+    train_starts,
+)
+
+
+@dataclass(frozen=True)
+class _Outcome:
+    series: int
+    position: int
+    stop: int
+    scores: dict
+    forecast: pd.DataFrame
+    samples: np.ndarray | None
+
+
+def _series_pandas(batch: SeriesBatch, i: int):
+    """Series ``i`` of a validated batch as a fresh pandas object (never the caller's)."""
+    n = int(batch.lengths[i])
+    values = batch.values[i, :n].numpy().copy()
+    index = batch.indexes[i]
+    if batch.n_dims == 1 and batch.kind != "frame":
+        return pd.Series(values[:, 0], index=index, name=batch.columns[0])
+    return pd.DataFrame(values, index=index, columns=list(batch.columns))
+
+
+def _seeded_clone(model, seed: int):
+    fresh = clone(model)
+    if "random_state" in fresh.get_params(deep=False):
+        fresh.set_params(random_state=int(seed))
+    return fresh
+
+
+def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season, keep_samples):
+    """Fit (unless ``fitted`` is given) and score every origin of ``group``; runs on a worker."""
+    fits = []
+    if fitted is None:
+        first = group.origins[0]
+        fitted = _seeded_clone(model, group.fit_seed).fit(data.iloc[first.train_start : first.stop])
+        fits.append((group.series, first.position, first.stop, first.stop - first.train_start))
+    outcomes = []
+    for origin in group.origins:
+        history = data.iloc[origin.train_start : origin.stop]
+        actual = data.iloc[origin.stop : origin.stop + horizon]
+        scores, forecast, samples = score_origin(
+            with_seed(fitted, origin.seed), history, actual, horizon, quantiles, n_samples, season, keep_samples
+        )
+        outcomes.append(_Outcome(group.series, origin.position, origin.stop, scores, forecast, samples))
+    return fits, outcomes
+
+
+def _split(group, n_chunks: int):
+    """Split a never-refit group into chunks of origins (seeds travel with the origins)."""
+    chunks = np.array_split(np.arange(len(group.origins)), max(1, min(n_chunks, len(group.origins))))
+    return [type(group)(group.series, group.fit_seed, tuple(group.origins[k] for k in c)) for c in chunks if len(c)]
+
+
+def backtest(
+    model,
+    y,
+    horizon: int,
+    *,
+    start=None,
+    step: int = 1,
+    window: str = "expanding",
+    window_length: int | None = None,
+    refit: bool | int = True,
+    quantiles=(0.1, 0.5, 0.9),
+    n_samples: int = 100,
+    season: int = 1,
+    n_jobs: int | None = 1,
+    backend: str = "loky",
+    client=None,
+    random_state: int | None = None,
+    keep_samples: bool = False,
+    progress: bool = False,
+) -> BacktestResult:
+    """Rolling-origin evaluation of a probabilistic forecaster.
+
+    At each origin ``t`` (``t`` observations of history) the model forecasts
+    ``y[t:t+H]`` from its training window: ``predict`` gives the mean and
+    quantiles, ``sample`` joint paths for the CRPS, and the one-step
+    predictive densities give the log score (see
+    :mod:`tsgen.evaluation._score` for each metric's definition).
+
+    Parameters
+    ----------
+    model : tsgen estimator
+        Unfitted template; every fit uses a fresh ``sklearn.base.clone``.
+    y : Series, DataFrame, array or list of them
+        One series, or many backtested independently (each with its own fits).
+    horizon : int
+        Forecast length ``H`` scored at each origin.
+    start : int, timestamp or None
+        Training length at the first origin (negative counts from the end),
+        or the timestamp of the first cutoff; None = half the series.
+    step : int
+        Distance between consecutive origins.
+    window : {"expanding", "sliding"}
+        Train on all past data, or on the last ``window_length`` steps
+        (default: the length at the first origin).
+    refit : bool or int
+        ``True`` refits at every origin, ``k`` at every k-th origin, ``False``
+        fits once at the first origin; between refits the fitted model is
+        conditioned on each new history through ``y=`` without refitting.
+    quantiles : sequence of float
+        Levels whose pinball loss is reported (80% and 95% coverage are
+        always reported).
+    n_samples : int
+        Sample paths per origin for the CRPS.
+    season : int
+        Seasonal period of the MASE scale.
+    n_jobs : int or None
+        Parallel workers (joblib semantics; -1 = all cores).
+    backend : {"loky", "threading", "multiprocessing", "dask"}
+        ``"dask"`` runs the same tasks on a ``dask.distributed`` cluster.
+    client : dask.distributed.Client or str, optional
+        The Dask client or scheduler address (``backend="dask"`` only;
+        default: the current client).
+    random_state : int or None
+        Seeds of every fit and every sample set are derived from it per
+        (series, origin), so the result does not depend on ``n_jobs`` or
+        ``backend``. None draws fresh entropy.
+    keep_samples : bool
+        Keep every origin's sample paths in ``result.samples``.
+    progress : bool
+        Show a tqdm progress bar over tasks.
+
+    Returns
+    -------
+    BacktestResult
+    """
+    horizon = validate_horizon(horizon)
+    quantiles = _check_quantiles(quantiles)
+    n_samples = _check_n_samples(n_samples)
+    refit_every = check_refit(refit)
+    if not isinstance(season, (int, np.integer)) or isinstance(season, bool) or season < 1:
+        raise ValueError(f"`season` must be a positive int; got {season!r}.")
+    if not hasattr(model, "fit") or not hasattr(model, "sample"):
+        raise TypeError(f"`model` must be a tsgen estimator; got {type(model).__name__}.")
+    batch = to_series_batch(y, "y")
+    datasets, groups_per_series, cutoffs = [], [], []
+    plans = []
+    for i in range(batch.n_series):
+        data = _series_pandas(batch, i)
+        first = resolve_start(start, len(data), horizon, data.index)
+        stops = origin_stops(len(data), horizon, first, step)
+        plans.append((data, stops, train_starts(stops, window, window_length)))
+    seeds = series_seeds(random_state, batch.n_series, [len(p[1]) for p in plans])
+    for i, (data, stops, starts) in enumerate(plans):
+        datasets.append(data)
+        cutoffs.append(data.index[stops - 1])
+        groups_per_series.append(fit_groups(i, stops, starts, seeds[i][0], seeds[i][1], refit_every))
+
+    common = dict(horizon=horizon, quantiles=quantiles, n_samples=n_samples, season=season, keep_samples=keep_samples)
+    fits, outcomes = [], []
+    with parallel_context(n_jobs, backend, client) as (parallel, workers):
+        tasks = []
+        for i, groups in enumerate(groups_per_series):
+            for group in groups:
+                fitted = None
+                if refit_every == 0:
+                    # one fit, then the conditioning-only origins spread over the workers
+                    first = group.origins[0]
+                    fitted = _seeded_clone(model, group.fit_seed).fit(datasets[i].iloc[first.train_start : first.stop])
+                    fits.append((i, first.position, first.stop, first.stop - first.train_start))
+                    chunks = _split(group, 2 * workers)
+                else:
+                    chunks = [group]
+                tasks += [(fitted, chunk, datasets[i]) for chunk in chunks]
+        from joblib import delayed
+
+        results = parallel(delayed(_run_task)(model, f, g, d, **common) for f, g, d in tasks)
+        if progress:
+            from tqdm.auto import tqdm
+
+            results = tqdm(results, total=len(tasks), desc="backtest", unit="task")
+        for task_fits, task_outcomes in results:
+            fits += task_fits
+            outcomes += task_outcomes
+    return _assemble(fits, outcomes, datasets, cutoffs, horizon, keep_samples)
+
+
+def _assemble(fits, outcomes, datasets, cutoffs, horizon, keep_samples) -> BacktestResult:
+    outcomes = sorted(outcomes, key=lambda o: (o.series, o.position))
+    steps = np.arange(1, horizon + 1)
+    metric_blocks, forecast_blocks = [], []
+    for o in outcomes:
+        cutoff = cutoffs[o.series][o.position]
+        for name, values in o.scores.items():
+            metric_blocks.append(pd.DataFrame({
+                "series": o.series, "origin": o.position, "cutoff": [cutoff] * horizon,
+                "horizon": steps, "metric": name, "value": np.asarray(values, dtype=np.float64),
+            }))
+        data = datasets[o.series]
+        actual = as_2d(data.iloc[o.stop : o.stop + horizon])
+        variables = [data.name] if isinstance(data, pd.Series) else list(data.columns)
+        for d, variable in enumerate(variables):
+            stats = o.forecast if len(variables) == 1 else o.forecast[variable]
+            block = pd.DataFrame({
+                "series": o.series, "origin": o.position, "cutoff": [cutoff] * horizon,
+                "time": o.forecast.index, "horizon": steps, "variable": variable, "y": actual[:, d],
+            })
+            for column in stats.columns:
+                block[column] = stats[column].to_numpy()
+            forecast_blocks.append(block)
+    fits_frame = pd.DataFrame(sorted(fits), columns=["series", "origin", "stop", "train_length"])
+    fits_frame.insert(2, "cutoff", [cutoffs[s][p] for s, p in zip(fits_frame["series"], fits_frame["origin"])])
+    samples = {(o.series, o.position): o.samples for o in outcomes} if keep_samples else None
+    return BacktestResult(
+        metrics=pd.concat(metric_blocks, ignore_index=True),
+        forecasts=pd.concat(forecast_blocks, ignore_index=True),
+        fits=fits_frame.drop(columns="stop"),
+        horizon=horizon,
+        samples=samples,
+    )
