@@ -1,0 +1,341 @@
+r"""Autoregressive RNN forecaster in the DeepAR style (Salinas et al., 2020).
+
+Generative model for one series ``x_1:T`` (``D`` variables) with scale
+``s`` (``s_d = mean_t |x_td|`` over observed steps, or 1 without scaling)::
+
+    u_t = [x_{t-l} / s for l in lags,  1{x_{t-l} observed} for l in lags,  log s,  c_t]
+    h_t = RNN(h_{t-1}, u_t)                  (LSTM or GRU, h_0 = 0)
+    x_t | x_<t ~ head(h_t; scale = s)         (any distribution head)
+
+so ``log p(x_1:T | s) = sum_t log p(x_t | x_<t)`` is exact and cheap:
+one teacher-forced pass gives every one-step predictive density. Lags
+before the first step, and missing values, enter as 0 with indicator 0:
+the model conditions on which past values were observed. Forecasting runs
+the RNN over the context (the last ``window_length`` steps), then samples
+ancestrally, feeding each draw back as the next input.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torch.distributions import Distribution
+
+from tsgen.components.heads import element_log_prob, make_head
+from tsgen.models.base import SequentialModel, ancestral_sample
+from tsgen.models.deep_estimator import DeepForecaster, fit_rows
+from tsgen.training import SequenceBatch, mean_abs_scale
+
+__all__ = ["RNNAutoregressive", "RNNForecaster", "RNNState"]
+
+_CELLS = {"lstm": nn.LSTM, "gru": nn.GRU}
+
+
+@dataclass
+class RNNState:
+    """State after emitting step ``t``; every tensor has the batch dimensions in front.
+
+    ``hidden``/``cell``: ``(*batch, layers, H)`` (``cell`` None for a GRU);
+    ``lag_values``/``lag_mask``: ``(*batch, max_lag, D)``, scaled inputs
+    ``x_{t-1}/s, x_{t-2}/s, ...`` (most recent first) that produced ``h_t``;
+    ``scale``: ``(*batch, D)``.
+    """
+
+    hidden: Tensor
+    cell: Tensor | None
+    lag_values: Tensor
+    lag_mask: Tensor
+    scale: Tensor
+
+
+class RNNAutoregressive(SequentialModel):
+    """The generative module of :class:`RNNForecaster` (see the module docstring).
+
+    Parameters
+    ----------
+    n_dims, n_features : int
+        ``D`` and the number of covariates ``K``.
+    lags : tuple of int
+        Positive lags fed as inputs.
+    cell : {"lstm", "gru"}
+    hidden_dim, num_layers : int
+    dropout : float
+        Between stacked RNN layers.
+    emission : str or DistributionHead
+        The likelihood head.
+    scaling : bool or "auto"
+        DeepAR mean scaling (``"auto"``: when the head supports it).
+    """
+
+    def __init__(self, n_dims, n_features, lags, cell, hidden_dim, num_layers, dropout, emission, scaling):
+        super().__init__()
+        self.n_dims, self.n_features = n_dims, n_features
+        self.lags = tuple(lags)
+        self.max_lag = max(self.lags)
+        self.head = make_head(emission, hidden_dim, n_dims)
+        self.scaling = self.head.scalable if scaling == "auto" else bool(scaling)
+        n_inputs = 2 * len(self.lags) * n_dims + n_dims + n_features
+        self.rnn = _CELLS[cell](
+            n_inputs, hidden_dim, num_layers=num_layers, batch_first=True,
+            dropout=dropout if num_layers > 1 else 0.0,
+        )
+
+    # -------------------------------------------------------------- inputs
+    def _inputs(self, lagged: Tensor, lagged_mask: Tensor, scale: Tensor, covariates: Tensor | None) -> Tensor:
+        """``u_t`` from lagged scaled values/indicators ``(..., n_lags, D)`` and ``scale`` ``(..., D)``."""
+        parts = [lagged.flatten(-2), lagged_mask.to(lagged.dtype).flatten(-2), scale.log()]
+        if self.n_features:
+            parts.append(torch.nan_to_num(covariates))  # padded rows may hold anything
+        return torch.cat(parts, dim=-1)
+
+    def _scaled(self, values: Tensor, mask: Tensor, scale: Tensor) -> Tensor:
+        """``x / s`` where observed, 0 elsewhere; the time axis is dim -2."""
+        return torch.where(mask, values / scale.unsqueeze(-2), torch.zeros((), dtype=values.dtype, device=values.device))
+
+    def scale_of(self, values: Tensor, mask: Tensor) -> Tensor:
+        """``s`` ``(B, D)`` of sequences ``(B, T, D)`` (ones without scaling)."""
+        if self.scaling:
+            return mean_abs_scale(values, mask)
+        return torch.ones(values.shape[0], values.shape[-1], dtype=values.dtype, device=values.device)
+
+    def teacher_forced_inputs(self, values, mask, scale, covariates=None) -> Tensor:
+        """``u_1:T`` ``(B, T, F)`` with the observed past as inputs."""
+        scaled = self._scaled(values, mask, scale)
+        observed = mask.to(values.dtype)
+        shifted, shifted_mask = [], []
+        for lag in self.lags:  # a handful of lags, not a loop over time
+            shifted.append(F.pad(scaled, (0, 0, lag, 0))[:, : values.shape[1]])
+            shifted_mask.append(F.pad(observed, (0, 0, lag, 0))[:, : values.shape[1]])
+        lagged = torch.stack(shifted, dim=-2)
+        lagged_mask = torch.stack(shifted_mask, dim=-2) > 0
+        steps = scale.unsqueeze(1).expand(-1, values.shape[1], -1)
+        return self._inputs(lagged, lagged_mask, steps, covariates)
+
+    def _distribution(self, hidden: Tensor, scale: Tensor) -> Distribution:
+        return self.head(hidden, scale=scale if self.scaling and self.head.scalable else None)
+
+    # --------------------------------------------------------- likelihood
+    def step_log_probs(self, values, mask, covariates=None, scale=None) -> Tensor:
+        """``log p(x_t | x_<t)`` over the observed variables of each step: ``(B, T)``, 0 where none."""
+        if scale is None:
+            scale = self.scale_of(values, mask)
+        outputs, _ = self.rnn(self.teacher_forced_inputs(values, mask, scale, covariates))
+        distribution = self._distribution(outputs, scale.unsqueeze(1))
+        return element_log_prob(distribution, values, mask).sum(-1)
+
+    def loss(self, batch: SequenceBatch, kl_weight: float = 1.0) -> Tensor:
+        """Negative log-likelihood per observed value (``kl_weight`` unused: no latent)."""
+        log_probs = self.step_log_probs(batch.values, batch.mask, batch.covariates)
+        return -log_probs.sum() / max(batch.n_observed, 1)
+
+    # ----------------------------------------------------------- protocol
+    def init_state(self, batch_shape, covariates=None, scale: Tensor | None = None) -> RNNState:
+        """The state before step 1: zero hidden state, no lagged value observed."""
+        parameter = next(self.parameters())
+        like = dict(dtype=parameter.dtype, device=parameter.device)
+        batch_shape = tuple(batch_shape)
+        hidden = torch.zeros(*batch_shape, self.rnn.num_layers, self.rnn.hidden_size, **like)
+        if scale is None:
+            scale = torch.ones(*batch_shape, self.n_dims, **like)
+        return RNNState(
+            hidden=hidden,
+            cell=hidden.clone() if isinstance(self.rnn, nn.LSTM) else None,
+            lag_values=torch.zeros(*batch_shape, self.max_lag, self.n_dims, **like),
+            lag_mask=torch.zeros(*batch_shape, self.max_lag, self.n_dims, dtype=torch.bool, device=like["device"]),
+            scale=scale,
+        )
+
+    def transition(self, state: RNNState, x_prev: Tensor | None, covariates: Tensor | None = None) -> RNNState:
+        """Push ``x_prev`` (NaN/None = missing) into the lags and advance the RNN one step."""
+        batch_shape = state.hidden.shape[:-2]
+        if x_prev is None:
+            x_prev = torch.full((*batch_shape, self.n_dims), float("nan"), dtype=state.scale.dtype,
+                                device=state.scale.device)
+        observed = ~torch.isnan(x_prev)
+        scaled = torch.where(observed, x_prev / state.scale, torch.zeros((), dtype=x_prev.dtype, device=x_prev.device))
+        lag_values = torch.cat([scaled.unsqueeze(-2), state.lag_values[..., :-1, :]], dim=-2)
+        lag_mask = torch.cat([observed.unsqueeze(-2), state.lag_mask[..., :-1, :]], dim=-2)
+        picks = [lag - 1 for lag in self.lags]
+        inputs = self._inputs(lag_values[..., picks, :], lag_mask[..., picks, :], state.scale, covariates)
+        flat = inputs.reshape(-1, 1, inputs.shape[-1])
+
+        def layers_first(t):
+            return t.reshape(-1, *t.shape[-2:]).transpose(0, 1).contiguous()
+
+        def batch_first(t):
+            return t.transpose(0, 1).reshape(*batch_shape, t.shape[0], t.shape[-1])
+
+        if state.cell is not None:
+            _, (hidden, cell) = self.rnn(flat, (layers_first(state.hidden), layers_first(state.cell)))
+            cell = batch_first(cell)
+        else:
+            _, hidden = self.rnn(flat, layers_first(state.hidden))
+            cell = None
+        return RNNState(batch_first(hidden), cell, lag_values, lag_mask, state.scale)
+
+    def emission(self, state: RNNState, covariates=None) -> Distribution:
+        """``p(x_t | h_t)`` from the top layer's hidden state."""
+        return self._distribution(state.hidden[..., -1, :], state.scale)
+
+    def condition(self, values, mask, lengths, covariates=None, scale=None) -> tuple[RNNState, Tensor]:
+        """Run over each sequence's observed steps ``1..lengths[i]``.
+
+        Returns the state after the last step (batch shape ``(B,)``) and the
+        last values ``(B, D)`` (NaN where missing), which the next transition takes.
+        """
+        if scale is None:
+            scale = self.scale_of(values, mask)
+        inputs = self.teacher_forced_inputs(values, mask, scale, covariates)
+        packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
+        _, final = self.rnn(packed)
+        hidden, cell = final if isinstance(final, tuple) else (final, None)
+        hidden = hidden.transpose(0, 1).contiguous()
+        cell = None if cell is None else cell.transpose(0, 1).contiguous()
+        # lags of the *last* step's input: x_{T-1}, ..., x_{T-max_lag} (positions T-2 .. T-1-max_lag)
+        rows = torch.arange(values.shape[0], device=values.device)[:, None]
+        ends = lengths.to(values.device)[:, None]
+        positions = ends - 2 - torch.arange(self.max_lag, device=values.device)
+        inside = positions >= 0
+        positions = positions.clamp(min=0)
+        scaled = self._scaled(values, mask, scale)
+        lag_values = torch.where(inside[..., None], scaled[rows, positions], torch.zeros((), dtype=values.dtype,
+                                                                                             device=values.device))
+        lag_mask = mask[rows, positions] & inside[..., None]
+        last = torch.where(mask[rows[:, 0], ends[:, 0] - 1], values[rows[:, 0], ends[:, 0] - 1],
+                           torch.full((), float("nan"), dtype=values.dtype, device=values.device))
+        return RNNState(hidden, cell, lag_values, lag_mask, scale), last
+
+
+class RNNForecaster(DeepForecaster):
+    r"""Autoregressive LSTM/GRU forecaster with any likelihood head (DeepAR style).
+
+    ``x_t | x_<t ~ head(h_t)`` with ``h_t = RNN(h_{t-1}, [x_{t-lags}/s, c_t])``;
+    ``log_likelihood`` is exact (see :mod:`tsgen.models.rnn`).
+
+    Parameters
+    ----------
+    cell : {"lstm", "gru"}
+    hidden_dim : int
+        Units per RNN layer.
+    num_layers : int
+        Stacked RNN layers.
+    lags : tuple of int
+        Lags of the target fed as inputs (e.g. ``(1, 12)`` for monthly data).
+    emission : str or DistributionHead
+        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``.
+    dropout : float
+        Dropout between RNN layers.
+    scaling : bool or "auto"
+        DeepAR mean scaling; ``"auto"`` scales unless the head is Bernoulli.
+    window_length : int or None
+        Length of training windows and of the forecast context (None: 64
+        steps for pandas series, whole sequences for a list of arrays).
+    max_epochs, batch_size, learning_rate, weight_decay, grad_clip,
+    validation_fraction, patience, lr_decay, device, progress :
+        Training settings (:class:`tsgen.training.TrainingConfig`).
+    random_state : int or None
+        Seeds initialisation, shuffling, dropout and sampling.
+    """
+
+    _supports_covariates = True
+
+    def __init__(
+        self,
+        cell="lstm",
+        hidden_dim=40,
+        num_layers=2,
+        lags=(1,),
+        emission="normal",
+        dropout=0.1,
+        scaling="auto",
+        window_length=None,
+        max_epochs=100,
+        batch_size=32,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        grad_clip=10.0,
+        validation_fraction=0.0,
+        patience=10,
+        lr_decay=1.0,
+        random_state=None,
+        device="cpu",
+        progress=True,
+    ):
+        self.cell = cell
+        self.hidden_dim = hidden_dim
+        self.num_layers = num_layers
+        self.lags = lags
+        self.emission = emission
+        self.dropout = dropout
+        self.scaling = scaling
+        self.window_length = window_length
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.lr_decay = lr_decay
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+
+    @classmethod
+    def get_test_params(cls):
+        return [
+            {"hidden_dim": 8, "num_layers": 1, "max_epochs": 2, "batch_size": 16, "progress": False,
+             "random_state": 0},
+            {"cell": "gru", "hidden_dim": 6, "num_layers": 2, "lags": (1, 2), "emission": "studentt",
+             "window_length": 12, "max_epochs": 2, "progress": False, "random_state": 1},
+        ]
+
+    # ------------------------------------------------------------ building
+    def _check_arguments(self) -> tuple[str, tuple[int, ...]]:
+        cell = self.cell.lower() if isinstance(self.cell, str) else self.cell
+        if cell not in _CELLS:
+            raise ValueError(f"`cell` must be one of {sorted(_CELLS)}; got {self.cell!r}.")
+        for name in ("hidden_dim", "num_layers"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        lags = (self.lags,) if isinstance(self.lags, int) and not isinstance(self.lags, bool) else self.lags
+        try:
+            lags = tuple(lags)
+        except TypeError:
+            raise TypeError(f"`lags` must be a sequence of positive integers; got {self.lags!r}.") from None
+        if not lags or any(isinstance(l, bool) or not isinstance(l, int) or l < 1 for l in lags):
+            raise ValueError(f"`lags` must be a non-empty sequence of positive integers; got {self.lags!r}.")
+        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+            raise ValueError(f"`dropout` must be a number in [0, 1); got {self.dropout!r}.")
+        if self.scaling not in (True, False, "auto"):
+            raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
+        return cell, tuple(sorted(set(lags)))
+
+    def _build_module(self, n_dims: int, n_features: int) -> RNNAutoregressive:
+        cell, lags = self._check_arguments()
+        return RNNAutoregressive(
+            n_dims, n_features, lags, cell, self.hidden_dim, self.num_layers, self.dropout, self.emission,
+            self.scaling,
+        )
+
+    # ---------------------------------------------------------- inference
+    def _log_likelihood(self, data, covariates, **options):
+        if options:
+            raise TypeError(f"RNNForecaster.log_likelihood takes no options; got {sorted(options)}.")
+        values = self._as_tensor(data.values)
+        mask = data.mask.to(values.device)
+        if covariates is not None:
+            covariates = self._as_tensor(fit_rows(covariates, values.shape[1]))
+        with torch.no_grad():
+            log_probs = self.module_.step_log_probs(values, mask, covariates)
+        return log_probs.double().cpu()
+
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        values, mask, lengths, context_covariates, future_covariates = self._context(history, covariates, horizon)
+        with torch.no_grad():
+            state, last = self.module_.condition(values, mask, lengths, context_covariates)
+        draws = ancestral_sample(self.module_, state, horizon, n_samples, generator, future_covariates, last)
+        return draws.transpose(0, 1).double().cpu()
