@@ -9,6 +9,11 @@ Guide (inference network, see :mod:`tsgen.components.inference_networks`)::
 
     q(z_{1:T} | x_{1:T}) = prod_t q(z_t | z_{t-1}, h_t(x))
 
+With DeepAR mean scaling (``scaling``), the guide reads ``x / s`` with
+``s_d = mean_t |x_td|`` of the sequence and the head's scale argument maps
+the emission back to the original units, so ``log p(x | s)`` stays a
+density of the data.
+
 Training maximises the ELBO with the KL in closed form given the sampled
 ``z_{t-1}`` (:mod:`tsgen.inference.elbo`). Only the guide's draw of
 ``z_{1:T}`` is sequential; the transition, the emission and the KL of all
@@ -17,18 +22,23 @@ step-by-step Pyro model/guide comes from.
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
+from tsgen.base import make_generator
 from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.inference_networks import GuideSample, StructuredInferenceNetwork
 from tsgen.components.mlp import MLP
 from tsgen.components.transitions import GatedTransition
 from tsgen.inference.elbo import gaussian_kl, iwae_bound, per_step_iwae, sequence_elbo, valid_steps
-from tsgen.models.base import SequentialModel
+from tsgen.models.base import SequentialModel, ancestral_sample
+from tsgen.models.deep_estimator import DeepForecaster
+from tsgen.training import SequenceBatch, mean_abs_scale, seeded_from
 
-__all__ = ["DeepMarkovModule", "Emitter"]
+__all__ = ["DMMState", "DeepMarkovModel", "DeepMarkovModule", "Emitter"]
 
 
 class Emitter(nn.Module):
@@ -43,8 +53,17 @@ class Emitter(nn.Module):
         self.features = MLP(latent_dim, [emission_dim] * (n_hidden - 1), emission_dim, final_activation=nn.ReLU)
         self.head = make_head(emission, emission_dim, data_dim)
 
-    def forward(self, z: Tensor) -> Distribution:
-        return self.head(self.features(z))
+    def forward(self, z: Tensor, scale: Tensor | None = None) -> Distribution:
+        """Distribution over ``x`` for ``z`` ``(..., Z)``; ``scale`` broadcastable to ``(..., D)``."""
+        return self.head(self.features(z), scale=scale)
+
+
+@dataclass
+class DMMState:
+    """The DMM's recurrent state: ``z`` ``(*batch, Z)`` and the data scale ``(*batch, D)`` (or None)."""
+
+    z: Tensor
+    scale: Tensor | None = None
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -62,12 +81,15 @@ class DeepMarkovModule(SequentialModel):
     data_dim : int
         ``D``.
     emitter : nn.Module
-        Maps ``z`` ``(..., Z)`` to a distribution over ``x`` with batch
-        shape ``(...)`` and event shape ``(D,)`` (an MLP plus a head).
+        ``emitter(z, scale)`` maps ``z`` ``(..., Z)`` to a distribution over
+        ``x`` with batch shape ``(...)`` and event shape ``(D,)`` (an
+        :class:`Emitter`).
     latent_dim, transition_dim, rnn_dim : int
         Sizes of ``z``, the gated transition's hidden layers and the guide's RNN.
     inference, rnn_type, num_layers, rnn_dropout, observe_mask, iafs, iaf_dim :
         Passed to :class:`StructuredInferenceNetwork`.
+    scaling : bool
+        DeepAR mean scaling of each sequence (module docstring).
     transition : nn.Module, optional
         Replaces the gated transition: ``z_prev -> (loc, scale)``.
     """
@@ -86,11 +108,13 @@ class DeepMarkovModule(SequentialModel):
         observe_mask: bool = False,
         iafs: int = 0,
         iaf_dim: int = 100,
+        scaling: bool = False,
         transition: nn.Module | None = None,
     ):
         super().__init__()
         self.data_dim = data_dim
         self.latent_dim = latent_dim
+        self.scaling = scaling
         self.z_0 = nn.Parameter(torch.zeros(latent_dim))
         self.transition_net = transition if transition is not None else GatedTransition(latent_dim, transition_dim)
         self.emitter = emitter
@@ -100,26 +124,34 @@ class DeepMarkovModule(SequentialModel):
         )
 
     # ------------------------------------------------------------ protocol
-    # The state is the latent itself, a tensor ``z`` ``(*batch, Z)``: the
-    # transition returns a distribution whose draw *is* the next state.
-    def init_state(self, batch_shape, covariates=None) -> Tensor:
+    def init_state(self, batch_shape, covariates=None, scale: Tensor | None = None) -> DMMState:
         """``z_0`` broadcast to ``(*batch_shape, Z)``."""
-        return self.z_0.expand(*tuple(batch_shape), self.latent_dim)
+        return DMMState(self.z_0.expand(*tuple(batch_shape), self.latent_dim), scale)
 
-    def transition(self, state: Tensor, x_prev=None, covariates=None) -> Distribution:
-        """``f(z_t | z_{t-1})``: a diagonal Gaussian with event shape ``(Z,)``; ``x_prev`` is unused."""
-        loc, scale = self.transition_net(state)
+    def transition_distribution(self, state: DMMState) -> Distribution:
+        """``f(z_t | z_{t-1})``: a diagonal Gaussian with event shape ``(Z,)``."""
+        loc, scale = self.transition_net(state.z)
         return Independent(Normal(loc, scale), 1)
 
-    def emission(self, state: Tensor, covariates=None) -> Distribution:
+    def transition(self, state: DMMState, x_prev=None, covariates=None) -> DMMState:
+        """Draw ``z_t ~ f(. | z_{t-1})`` (global RNG, forked by the callers); ``x_prev`` is unused."""
+        return DMMState(self.transition_distribution(state).sample(), state.scale)
+
+    def emission(self, state: DMMState, covariates=None) -> Distribution:
         """``g(x_t | z_t)`` with event shape ``(D,)``."""
-        return self.emitter(state)
+        return self.emitter(state.z, state.scale)
+
+    # ------------------------------------------------------------- scaling
+    def scale_of(self, values: Tensor, mask: Tensor) -> Tensor | None:
+        """``s`` ``(B, D)`` of sequences ``(B, T, D)``, or None without scaling."""
+        return mean_abs_scale(values, mask) if self.scaling else None
 
     # ----------------------------------------------------------- inference
-    def sample_guide(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> GuideSample:
+    def sample_guide(self, values: Tensor, mask: Tensor, n_samples: int, generator=None, scale=None) -> GuideSample:
         """``n_samples`` draws of ``z_{1:T}`` from the guide, shapes ``(S, B, T, ...)``."""
         step_mask = valid_steps(mask)
-        summary = self.guide.summarise(values, mask, step_mask)
+        inputs = values if scale is None else values / scale.unsqueeze(-2)
+        summary = self.guide.summarise(inputs, mask, step_mask)
         shape = (n_samples, *values.shape[:-1], self.latent_dim)
         return self.guide.sample(summary, _randn(shape, generator, summary))
 
@@ -128,43 +160,47 @@ class DeepMarkovModule(SequentialModel):
         z_0 = self.z_0.expand(*z.shape[:-2], 1, self.latent_dim)
         return self.transition_net(torch.cat([z_0, z[..., :-1, :]], dim=-2))
 
+    def _emission_log_prob(self, z: Tensor, values: Tensor, mask: Tensor, scale: Tensor | None) -> Tensor:
+        """``log g(x_t | z_t)`` over observed values, all steps in one call: ``(S, B, T)``."""
+        return masked_log_prob(self.emitter(z, None if scale is None else scale.unsqueeze(-2)), values, mask)
+
     def elbo_terms(self, values: Tensor, mask: Tensor, n_samples: int = 1, generator=None):
         """``(log_lik, kl, step_mask)``: per-step ``(S, B, T)`` terms of the ELBO.
 
         ``kl`` is analytic without flows and the one-sample ``log q - log f``
         with flows.
         """
-        draw = self.sample_guide(values, mask, n_samples, generator)
-        step_mask = valid_steps(mask)
+        scale = self.scale_of(values, mask)
+        draw = self.sample_guide(values, mask, n_samples, generator, scale)
         p_loc, p_scale = self._prior_params(draw.z)
-        log_lik = masked_log_prob(self.emitter(draw.z), values, mask)
+        log_lik = self._emission_log_prob(draw.z, values, mask, scale)
         if draw.log_det is None:
             kl = gaussian_kl(draw.loc, draw.scale, p_loc, p_scale)
         else:
             kl = draw.log_q() - Normal(p_loc, p_scale).log_prob(draw.z).sum(-1)
-        return log_lik, kl, step_mask
+        return log_lik, kl, valid_steps(mask)
 
     def elbo(self, values: Tensor, mask: Tensor, kl_weight: float = 1.0, n_samples: int = 1, generator=None) -> Tensor:
         """Per-sequence ELBO ``(S, B)`` (``kl_weight`` < 1 anneals the KL)."""
         log_lik, kl, step_mask = self.elbo_terms(values, mask, n_samples, generator)
         return sequence_elbo(log_lik, kl, step_mask, kl_weight)
 
-    def loss(self, values: Tensor, mask: Tensor, kl_weight: float = 1.0, generator=None) -> Tensor:
-        """Negative ELBO per valid time step of the minibatch (the quantity Pyro's DMM reports)."""
-        steps = valid_steps(mask).sum().clamp_min(1)
-        return -self.elbo(values, mask, kl_weight, 1, generator).sum() / steps
+    def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, generator=None) -> Tensor:
+        """Negative ELBO per valid time step of the minibatch (the figure Pyro's DMM reports)."""
+        steps = valid_steps(batch.mask).sum().clamp_min(1)
+        return -self.elbo(batch.values, batch.mask, kl_weight, 1, generator).sum() / steps
 
     def step_log_weights(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
         """``log g(x_t|z_t) + log f(z_t|z_{t-1}) - log q(z_t|.)`` per draw and step ``(S, B, T)``.
 
         Zero at steps beyond each sequence's last observation.
         """
-        draw = self.sample_guide(values, mask, n_samples, generator)
-        step_mask = valid_steps(mask)
+        scale = self.scale_of(values, mask)
+        draw = self.sample_guide(values, mask, n_samples, generator, scale)
         p_loc, p_scale = self._prior_params(draw.z)
         log_prior = Normal(p_loc, p_scale).log_prob(draw.z).sum(-1)
-        weights = masked_log_prob(self.emitter(draw.z), values, mask) + log_prior - draw.log_q()
-        return torch.where(step_mask, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+        weights = self._emission_log_prob(draw.z, values, mask, scale) + log_prior - draw.log_q()
+        return torch.where(valid_steps(mask), weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
 
     def log_likelihood(
         self,
@@ -206,14 +242,218 @@ class DeepMarkovModule(SequentialModel):
         """The IWAE bound per sequence ``(B,)`` with ``K = n_samples`` draws."""
         return iwae_bound(self.step_log_weights(values, mask, n_samples, generator).sum(-1), dim=0)
 
-    def filter_state(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
-        """Draws of ``z`` at each sequence's last step, ``(n_samples, B, Z)``.
+    def condition(self, values: Tensor, mask: Tensor, lengths: Tensor, n_samples: int, generator=None) -> DMMState:
+        """Draws of the state after each sequence's last step: ``z`` ``(n_samples, B, Z)``.
 
-        The guide's marginal at the final step approximates the filtering
-        posterior ``p(z_T | x_{1:T})`` for every inference network (at ``T``
-        smoothing and filtering coincide), so forecasting continues from here.
+        The guide's marginal at the last observed step approximates the
+        filtering posterior ``p(z_T | x_{1:T})`` for every inference network
+        (at ``T`` smoothing and filtering coincide). Steps after the last
+        observation up to ``lengths`` (trailing missing values) are bridged
+        by the transition, so the forecast starts right after each series.
         """
-        draw = self.sample_guide(values, mask, n_samples, generator)
-        last = (valid_steps(mask).sum(-1) - 1).clamp_min(0)
+        scale = self.scale_of(values, mask)
+        draw = self.sample_guide(values, mask, n_samples, generator, scale)
+        observed_steps = valid_steps(mask).sum(-1)
+        last = (observed_steps - 1).clamp_min(0)
         index = last.view(1, -1, 1, 1).expand(n_samples, -1, 1, self.latent_dim)
-        return torch.gather(draw.z, 2, index).squeeze(2)
+        state = DMMState(
+            torch.gather(draw.z, 2, index).squeeze(2),
+            None if scale is None else scale.expand(n_samples, *scale.shape),
+        )
+        gap = lengths.to(observed_steps.device) - observed_steps  # trailing unobserved steps
+        for k in range(int(gap.max()) if gap.numel() else 0):
+            moved = self.transition(state)
+            state = DMMState(torch.where((gap > k)[:, None], moved.z, state.z), state.scale)
+        return state
+
+
+class DeepMarkovModel(DeepForecaster):
+    r"""Deep Markov Model (Krishnan, Shalit & Sontag, 2017) trained by the ELBO.
+
+    .. math::
+
+        z_t \mid z_{t-1} \sim \mathcal N(\mu(z_{t-1}), \operatorname{diag}\sigma^2(z_{t-1})),
+        \qquad x_t \mid z_t \sim g(\cdot \mid \mathrm{MLP}(z_t))
+
+    with the gated transition, an MLP emission with any head, and a
+    structured inference network ``q(z_{1:T} | x_{1:T})``.
+
+    ``log_likelihood(y, method="iwae", n_samples=K)`` is the importance
+    weighted bound (the papers' reported figure; it tends to ``log p(y)``
+    as K grows) and ``method="elbo"`` the ELBO (averaged over ``n_samples``
+    draws). With ``per_step=True`` the IWAE is split into the increments of
+    its prefix estimates ``log p̂(y_{1:t}) - log p̂(y_{1:t-1})`` (estimates of
+    ``log p(y_t | y_{<t})`` that sum to the total), the ELBO into its
+    per-step terms. Forecasts condition on the history through the guide's
+    draw of the last latent state (the filtering posterior), then sample
+    forward.
+
+    Parameters
+    ----------
+    emission : str or DistributionHead
+        ``"normal"``, ``"studentt"``, ``"bernoulli"`` (piano rolls),
+        ``"poisson"``, ``"negbin"``.
+    latent_dim : int
+        Size of ``z_t``.
+    hidden_dim : int
+        Hidden size of the inference RNN (each direction).
+    emission_dim : int
+        Width of the emission MLP's two hidden layers.
+    transition_dim : int
+        Width of the gated transition's hidden layers.
+    inference : {"dks", "st-l", "st-lr", "mf-lr"}
+        Inference network (:mod:`tsgen.components.inference_networks`).
+    rnn_type : {"rnn", "gru", "lstm"}
+        Cell of the inference RNN (``"rnn"``: ReLU RNN as in Pyro's example).
+    num_layers, rnn_dropout :
+        Depth of the inference RNN and dropout between its layers.
+    iafs, iaf_dim : int
+        Inverse autoregressive flows in the guide (0: Gaussian guide).
+    scaling : bool or "auto"
+        DeepAR mean scaling; ``"auto"`` scales unless the head is Bernoulli.
+    window_length : int or None
+        Training windows and forecast context length for pandas series
+        (None: 64 steps; a list of arrays is used whole).
+    max_epochs, batch_size, learning_rate, weight_decay, grad_clip,
+    validation_fraction, patience, kl_annealing_epochs, kl_annealing_start,
+    lr_decay, device, progress :
+        Training settings (:class:`tsgen.training.TrainingConfig`).
+    random_state : int or None
+        Seeds initialisation, shuffling, the ELBO's draws and sampling.
+
+    Attributes
+    ----------
+    module_ : DeepMarkovModule
+    training_history_ : list of dict
+        Per-epoch losses: negative ELBO per time step.
+    """
+
+    def __init__(
+        self,
+        emission="normal",
+        latent_dim=16,
+        hidden_dim=64,
+        emission_dim=64,
+        transition_dim=64,
+        inference="dks",
+        rnn_type="rnn",
+        num_layers=1,
+        rnn_dropout=0.0,
+        iafs=0,
+        iaf_dim=100,
+        scaling="auto",
+        window_length=None,
+        max_epochs=100,
+        batch_size=32,
+        learning_rate=1e-3,
+        weight_decay=0.0,
+        grad_clip=10.0,
+        validation_fraction=0.0,
+        patience=10,
+        kl_annealing_epochs=0,
+        kl_annealing_start=0.0,
+        lr_decay=1.0,
+        random_state=None,
+        device="cpu",
+        progress=True,
+    ):
+        self.emission = emission
+        self.latent_dim = latent_dim
+        self.hidden_dim = hidden_dim
+        self.emission_dim = emission_dim
+        self.transition_dim = transition_dim
+        self.inference = inference
+        self.rnn_type = rnn_type
+        self.num_layers = num_layers
+        self.rnn_dropout = rnn_dropout
+        self.iafs = iafs
+        self.iaf_dim = iaf_dim
+        self.scaling = scaling
+        self.window_length = window_length
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.kl_annealing_epochs = kl_annealing_epochs
+        self.kl_annealing_start = kl_annealing_start
+        self.lr_decay = lr_decay
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+
+    @classmethod
+    def get_test_params(cls):
+        return [
+            {"latent_dim": 3, "hidden_dim": 8, "emission_dim": 8, "transition_dim": 8, "max_epochs": 2,
+             "batch_size": 16, "progress": False, "random_state": 0},
+            {"latent_dim": 2, "hidden_dim": 6, "emission_dim": 6, "transition_dim": 6, "inference": "st-lr",
+             "rnn_type": "gru", "emission": "studentt", "window_length": 12, "max_epochs": 2,
+             "progress": False, "random_state": 1},
+        ]
+
+    # ------------------------------------------------------------ building
+    def _check_arguments(self) -> None:
+        for name in ("latent_dim", "hidden_dim", "emission_dim", "transition_dim", "num_layers", "iaf_dim"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        if isinstance(self.iafs, bool) or not isinstance(self.iafs, int) or self.iafs < 0:
+            raise ValueError(f"`iafs` must be a non-negative integer; got {self.iafs!r}.")
+        if self.scaling not in (True, False, "auto"):
+            raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
+        dropout = self.rnn_dropout
+        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+            raise ValueError(f"`rnn_dropout` must be a number in [0, 1); got {dropout!r}.")
+
+    def _build_module(self, n_dims: int, n_features: int) -> DeepMarkovModule:
+        self._check_arguments()
+        emitter = Emitter(self.latent_dim, n_dims, self.emission_dim, self.emission)
+        scaling = emitter.head.scalable if self.scaling == "auto" else bool(self.scaling)
+        return DeepMarkovModule(
+            n_dims, emitter, latent_dim=self.latent_dim, transition_dim=self.transition_dim,
+            rnn_dim=self.hidden_dim, inference=self.inference, rnn_type=self.rnn_type,
+            num_layers=self.num_layers, rnn_dropout=self.rnn_dropout,
+            observe_mask=getattr(self, "observe_mask_", False), iafs=self.iafs, iaf_dim=self.iaf_dim,
+            scaling=scaling,
+        )
+
+    def _fit(self, data, covariates):
+        # gaps inside sequences (not trailing padding) make the guide read the mask too
+        inside = torch.arange(data.values.shape[1])[None, :] < data.lengths[:, None]
+        self.observe_mask_ = bool((~data.mask & inside[..., None]).any())
+        super()._fit(data, covariates)
+
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta, tensors = super()._fitted_state()
+        return {**meta, "observe_mask": self.observe_mask_}, tensors
+
+    def _load_fitted_state(self, meta: dict, tensors: dict) -> None:
+        self.observe_mask_ = bool(meta["observe_mask"])
+        super()._load_fitted_state(meta, tensors)
+
+    # ---------------------------------------------------------- inference
+    def _log_likelihood(self, data, covariates, method="iwae", n_samples=100, batch_size=64):
+        """Per-step values ``(n_series, T)``; see the class docstring for ``method``."""
+        if method not in ("iwae", "elbo"):
+            raise ValueError(f"`method` must be 'iwae' or 'elbo'; got {method!r}.")
+        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+            raise ValueError(f"`n_samples` must be a positive integer; got {n_samples!r}.")
+        generator = make_generator(self.random_state)
+        values, mask = self._as_tensor(data.values), data.mask.to(self._device())
+        pieces = []
+        with torch.no_grad(), seeded_from(generator, self._device()):
+            for start in range(0, values.shape[0], batch_size):
+                rows = slice(start, start + batch_size)
+                pieces.append(self.module_.log_likelihood(values[rows], mask[rows], method, n_samples))
+        return torch.cat(pieces).double().cpu()
+
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        values, mask, lengths, _, _ = self._context(history, covariates, horizon)
+        with torch.no_grad(), seeded_from(generator, self._device()):
+            state = self.module_.condition(values, mask, lengths, n_samples)
+        # the state already holds n_samples filtering draws per series: one path each
+        draws = ancestral_sample(self.module_, state, horizon, 1, generator)[0]
+        return draws.transpose(0, 1).double().cpu()
