@@ -7,6 +7,7 @@ unchanged, sklearn style) and three hooks:
   arguments (called under a forked RNG seeded from ``random_state``);
 - ``_loss(module, batch, kl_weight) -> Tensor``: the scalar to minimise
   for a :class:`tsgen.training.SequenceBatch` (default ``module.loss``);
+- optionally ``_initialise(module, batch)``: data-dependent initialisation;
 - BaseForecaster's ``_sample`` / ``_log_likelihood``.
 
 Training data: a collection of sequences (a list of arrays, e.g. piano
@@ -59,6 +60,9 @@ class DeepForecaster(BaseForecaster):
 
     def _loss(self, module: nn.Module, batch: SequenceBatch, kl_weight: float) -> torch.Tensor:
         return module.loss(batch, kl_weight)
+
+    def _initialise(self, module: nn.Module, batch: SequenceBatch) -> None:
+        """Data-dependent initialisation before training (default: none)."""
 
     # -------------------------------------------------------------- helpers
     def _training_config(self) -> TrainingConfig:
@@ -129,6 +133,8 @@ class DeepForecaster(BaseForecaster):
         n_features = 0 if covariates is None else covariates.shape[-1]
         module = self._new_module(data.n_dims, n_features, generator)
         batch = self._training_data(data, covariates)
+        with torch.no_grad():
+            self._initialise(module, batch)
         self.training_history_ = train(
             module,
             lambda b, kl_weight: self._loss(module, b, kl_weight),
