@@ -1,0 +1,286 @@
+"""Automatic ARIMA order selection (Hyndman & Khandakar 2008, R's ``auto.arima``), batched.
+
+1. ``D``: seasonal differencing when the seasonal strength of an STL
+   decomposition, ``max(0, 1 - Var(R) / Var(S + R))``, exceeds 0.64 (R's
+   ``nsdiffs(test="seas")``).
+2. ``d``: difference while the KPSS level-stationarity test rejects at 5%
+   (statistic > 0.463, Newey-West long-run variance with
+   ``trunc(4 (n/100)^{1/4})`` lags, R's ``ndiffs``).
+3. Stepwise search by AICc: four starting models, then repeatedly the
+   neighbours of the best one (each of p, q, P, Q by +-1, (p, q) and (P, Q)
+   jointly by +-1, the constant toggled) until none improves. Models with
+   an AR or MA root within 1.01 of the unit circle are rejected.
+
+All series that share (d, D) run one search together: each round collects
+every series' untried neighbours, groups them by order, and fits each
+order once for all series that want it (:func:`fit_spec` is batched).
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import Tensor
+
+from tsgen.models._arima_fit import FitResult, fit_spec
+from tsgen.models._arima_spec import ArimaSpec
+from tsgen.models._arima_statespace import lag_polynomial
+
+KPSS_CRITICAL_5PCT = 0.463
+SEASONAL_STRENGTH_THRESHOLD = 0.64
+
+
+@dataclass(frozen=True)
+class AutoOptions:
+    order: tuple | None  # fixed (p, d, q) or None to search
+    seasonal_order: tuple | None  # fixed (P, D, Q, s) or None to search with `period`
+    period: int
+    trend: str | None
+    max_p: int = 5
+    max_q: int = 5
+    max_P: int = 2
+    max_Q: int = 2
+    max_d: int = 2
+    max_D: int = 1
+    max_order: int = 5
+    max_iter: int = 200
+
+
+# ----------------------------------------------------------------- unit roots
+def kpss_statistic(x: np.ndarray, n_lags: int | None = None) -> float:
+    """KPSS level-stationarity statistic ``sum_t S_t^2 / (n^2 lambda^2)``.
+
+    ``S_t`` are partial sums of ``x - mean(x)`` and ``lambda^2`` the Newey-West
+    long-run variance with Bartlett weights ``1 - j/(L+1)``.
+    """
+    n = len(x)
+    if n_lags is None:
+        n_lags = int(math.trunc(4.0 * (n / 100.0) ** 0.25))
+    e = x - x.mean()
+    s = np.cumsum(e)
+    lrv = e @ e / n
+    for j in range(1, min(n_lags, n - 1) + 1):
+        lrv += 2.0 * (1.0 - j / (n_lags + 1.0)) * (e[j:] @ e[:-j]) / n
+    if lrv <= 0:
+        return 0.0
+    return float(s @ s / (n * n * lrv))
+
+
+def seasonal_strength(x: np.ndarray, period: int) -> float:
+    """``max(0, 1 - Var(remainder) / Var(seasonal + remainder))`` of a robust STL."""
+    from statsmodels.tsa.seasonal import STL
+
+    result = STL(x, period=period, robust=True).fit()
+    resid = result.resid
+    denom = np.var(result.seasonal + resid)
+    return 0.0 if denom <= 0 else max(0.0, 1.0 - np.var(resid) / denom)
+
+
+def _observed(y: Tensor, length: int) -> np.ndarray:
+    x = y[:length].numpy()
+    return x[np.isfinite(x)]
+
+
+def choose_D(x: np.ndarray, period: int, max_D: int) -> int:
+    if max_D < 1 or period < 2 or len(x) < 2 * period + 2 or np.ptp(x) == 0:
+        return 0
+    return int(seasonal_strength(x, period) > SEASONAL_STRENGTH_THRESHOLD)
+
+
+def choose_d(x: np.ndarray, max_d: int) -> int:
+    d = 0
+    while d < max_d and len(x) > 3 and np.ptp(x) > 0 and kpss_statistic(x) > KPSS_CRITICAL_5PCT:
+        x = np.diff(x)
+        d += 1
+    return d
+
+
+# ----------------------------------------------------------------- search
+def _roots_ok(spec: ArimaSpec, params: Tensor) -> Tensor:
+    """False where an AR or MA polynomial has a root with modulus below 1.01."""
+    b = spec.blocks
+    ok = torch.ones(params.shape[0], dtype=torch.bool)
+    polys = [
+        (lag_polynomial(params[:, b["ar"]], params[:, b["sar"]], spec.s, -1.0), -1.0),
+        (lag_polynomial(params[:, b["ma"]], params[:, b["sma"]], spec.s, 1.0), 1.0),
+    ]
+    for coef, sign in polys:
+        if coef.shape[-1] == 0:
+            continue
+        for i, c in enumerate(coef.numpy()):
+            poly = np.concatenate([[1.0], sign * c])[::-1]  # highest power first
+            nz = np.flatnonzero(np.abs(poly) > 0)
+            poly = poly[nz[0]:] if nz.size else poly
+            if len(poly) > 1 and np.min(np.abs(np.roots(poly))) < 1.01:
+                ok[i] = False
+    return ok
+
+
+def _neighbours(spec: ArimaSpec, opts: AutoOptions, seasonal: bool, trend_allowed: str | None) -> list[ArimaSpec]:
+    p, q, P, Q = spec.p, spec.q, spec.P, spec.Q
+    moves = [(1, 0, 0, 0), (-1, 0, 0, 0), (0, 1, 0, 0), (0, -1, 0, 0), (1, 1, 0, 0), (-1, -1, 0, 0),
+             (1, -1, 0, 0), (-1, 1, 0, 0)]
+    if seasonal:
+        moves += [(0, 0, 1, 0), (0, 0, -1, 0), (0, 0, 0, 1), (0, 0, 0, -1), (0, 0, 1, 1), (0, 0, -1, -1)]
+    out = []
+    for dp, dq, dP, dQ in moves:
+        cand = (p + dp, q + dq, P + dP, Q + dQ)
+        if _allowed(cand, opts, seasonal):
+            out.append(_make(spec, cand, spec.trend))
+    if trend_allowed is not None:
+        out.append(_make(spec, (p, q, P, Q), None if spec.trend else trend_allowed))
+    return out
+
+
+def _allowed(cand, opts: AutoOptions, seasonal: bool) -> bool:
+    p, q, P, Q = cand
+    if min(cand) < 0 or p > opts.max_p or q > opts.max_q or P > opts.max_P or Q > opts.max_Q:
+        return False
+    if not seasonal and (P or Q):
+        return False
+    if opts.order is not None and (p, q) != (opts.order[0], opts.order[2]):
+        return False
+    if opts.seasonal_order is not None and (P, Q) != (opts.seasonal_order[0], opts.seasonal_order[2]):
+        return False
+    return p + q + P + Q <= opts.max_order
+
+
+def _make(base: ArimaSpec, cand, trend) -> ArimaSpec:
+    p, q, P, Q = cand
+    s = base.s if (P or Q or base.D) else 0
+    return ArimaSpec(p, base.d, q, P, base.D, Q, s if (P or base.D or Q) else 0, trend, base.n_exog)
+
+
+def _start_specs(d: int, D: int, s: int, opts: AutoOptions, trend: str | None, n_exog: int) -> list[ArimaSpec]:
+    seasonal = s >= 2
+    starts = [(2, 2, 1, 1), (0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1)] if seasonal else [
+        (2, 2, 0, 0), (0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0)]
+    base = ArimaSpec(0, d, 0, 0, D, 0, s if seasonal else 0, trend, n_exog)
+    specs = []
+    for cand in starts:
+        cand = _clip(cand, opts, seasonal)
+        spec = _make(base, cand, trend)
+        if spec not in specs:
+            specs.append(spec)
+    if trend is not None:
+        no_trend = _make(base, (0, 0, 0, 0), None)
+        if no_trend not in specs:
+            specs.append(no_trend)
+    return specs
+
+
+def _clip(cand, opts: AutoOptions, seasonal: bool):
+    p, q, P, Q = cand
+    if opts.order is not None:
+        p, q = opts.order[0], opts.order[2]
+    if opts.seasonal_order is not None:
+        P, Q = opts.seasonal_order[0], opts.seasonal_order[2]
+    p, q = min(p, opts.max_p), min(q, opts.max_q)
+    P, Q = (min(P, opts.max_P), min(Q, opts.max_Q)) if seasonal else (0, 0)
+    while p + q + P + Q > opts.max_order:
+        if q > 0 and q >= p:
+            q -= 1
+        elif p > 0:
+            p -= 1
+        elif Q > 0:
+            Q -= 1
+        else:
+            P -= 1
+    return p, q, P, Q
+
+
+def _trend_for(d_total: int, option: str | None) -> str | None:
+    if option == "auto":
+        return {0: "c", 1: "t"}.get(d_total)
+    if option in (None, "n"):
+        return None
+    lowest = min({"c": 0, "t": 1, "ct": 0}[option], 1)
+    return option if lowest >= d_total or (option == "t" and d_total <= 1) else None
+
+
+def stepwise_search(
+    y: Tensor, covariates: Tensor | None, d: int, D: int, s: int, opts: AutoOptions, n_exog: int
+) -> list[tuple[FitResult, np.ndarray]]:
+    """Best model by AICc for every row of ``y`` (all rows share d and D)."""
+    B = y.shape[0]
+    seasonal = s >= 2 and (opts.seasonal_order is None or any(opts.seasonal_order[:3]))
+    trend = _trend_for(d + D, opts.trend)
+    trend_toggle = trend if opts.trend == "auto" else None
+    best_ic = np.full(B, np.inf)
+    best: list[tuple[FitResult, int] | None] = [None] * B
+    tried: list[set] = [set() for _ in range(B)]
+    wanted = {spec: list(range(B)) for spec in _start_specs(d, D, s if seasonal else 0, opts, trend, n_exog)}
+    n_rows = y.shape[1]
+    while wanted:
+        improved = np.zeros(B, dtype=bool)
+        for spec, rows in wanted.items():
+            rows_t = torch.tensor(rows)
+            n_obs_min = int(torch.isfinite(y[rows_t, spec.n_integration:]).sum(1).min())
+            for i in rows:
+                tried[i].add(spec)
+            if n_obs_min <= spec.n_params + 1 or spec.n_integration >= n_rows - 1:
+                continue
+            cov = None if covariates is None else covariates[rows_t]
+            result = fit_spec(spec, y[rows_t], cov, max_iter=opts.max_iter)
+            aicc = result.aicc.numpy()
+            ok = _roots_ok(spec, result.params).numpy() & np.isfinite(aicc)
+            for j, i in enumerate(rows):
+                if ok[j] and aicc[j] < best_ic[i] - 1e-9:
+                    best_ic[i] = aicc[j]
+                    best[i] = (result, j)
+                    improved[i] = True
+        wanted = {}
+        for i in np.flatnonzero(improved):
+            for cand in _neighbours(best[i][0].spec, opts, seasonal, trend_toggle):
+                if cand not in tried[i]:
+                    wanted.setdefault(cand, []).append(int(i))
+    return _collect(best, y, covariates, d, D, s, opts, n_exog)
+
+
+def _collect(best, y, covariates, d, D, s, opts, n_exog):
+    """Group each row's winner back into batched FitResults (fallback: white noise)."""
+    groups: dict[ArimaSpec, list[tuple[int, FitResult, int]]] = {}
+    missing = []
+    for i, item in enumerate(best):
+        if item is None:
+            missing.append(i)
+        else:
+            groups.setdefault(item[0].spec, []).append((i, item[0], item[1]))
+    out = []
+    for spec, members in groups.items():
+        rows = np.array([i for i, _, _ in members])
+        pick = lambda name: torch.stack([getattr(r, name)[j] for _, r, j in members])  # noqa: E731
+        out.append((FitResult(spec, pick("params"), pick("llf"), pick("n_obs"), pick("converged")), rows))
+    if missing:
+        spec = ArimaSpec(0, d, 0, 0, D if s >= 2 else 0, 0, s if (s >= 2 and D) else 0, None, n_exog)
+        rows_t = torch.tensor(missing)
+        cov = None if covariates is None else covariates[rows_t]
+        out.append((fit_spec(spec, y[rows_t], cov, max_iter=opts.max_iter), np.array(missing)))
+    return out
+
+
+def auto_fit(
+    y: Tensor, lengths: Tensor, covariates: Tensor | None, opts: AutoOptions, n_exog: int
+) -> list[tuple[FitResult, np.ndarray]]:
+    """Choose (d, D) per series by unit-root tests, then search orders per (d, D) group."""
+    B = y.shape[0]
+    s = opts.period if opts.seasonal_order is None else opts.seasonal_order[3]
+    groups: dict[tuple[int, int], list[int]] = {}
+    for i in range(B):
+        x = _observed(y[i], int(lengths[i]))
+        if opts.seasonal_order is not None:
+            D = opts.seasonal_order[1]
+        else:
+            D = choose_D(x, s, opts.max_D)
+        xs = x[s * D:] - x[: len(x) - s * D] if D else x
+        d = opts.order[1] if opts.order is not None else choose_d(xs, opts.max_d)
+        groups.setdefault((d, D), []).append(i)
+    results = []
+    for (d, D), rows in groups.items():
+        rows_t = torch.tensor(rows)
+        cov = None if covariates is None else covariates[rows_t]
+        for result, sub in stepwise_search(y[rows_t], cov, d, D, s, opts, n_exog):
+            results.append((result, np.asarray(rows)[sub]))
+    return results

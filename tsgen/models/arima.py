@@ -1,0 +1,288 @@
+r"""Seasonal ARIMA with regression effects, on tsgen's Kalman filter.
+
+Generative model (statsmodels' ``ARIMA`` convention)::
+
+    y_t = x_t' beta + eta_t
+    phi(L) Phi(L^s) (1 - L)^d (1 - L^s)^D eta_t = theta(L) Theta(L^s) eps_t,   eps_t ~ N(0, sigma2)
+
+``x_t`` holds the trend terms (``1`` for "c", ``t = 1, 2, ...`` for "t") and
+the exogenous regressors ``X``. The model is run as a linear-Gaussian
+state-space model on the levels (:mod:`._arima_statespace`): the likelihood
+is exact, conditions on the first ``d + sD`` values and equals the exact
+likelihood of the differenced series, i.e. statsmodels' ``llf``. (For d > 0
+statsmodels' exact-diffuse filter reports that number with a round-off
+error of about 1e-6; its ``simple_differencing=True`` form agrees with ours
+to 1e-10.) Missing values after the first ``d + sD`` steps are
+marginalised by the filter.
+
+Fitting is maximum likelihood, batched over series: one BFGS with a
+separate inverse Hessian and step length per series, stationarity and
+invertibility enforced by the Monahan-Jones reparameterisation, starting
+from Hannan-Rissanen estimates. ``order="auto"`` (and
+``seasonal_order="auto"`` with ``period``) runs the Hyndman-Khandakar
+stepwise search by AICc, with KPSS tests for ``d`` and a seasonal-strength
+test for ``D`` (:mod:`._arima_auto`).
+"""
+from __future__ import annotations
+
+import numpy as np
+import torch
+from sklearn.utils.validation import check_is_fitted
+
+from tsgen.base import BaseForecaster
+from tsgen.data import SeriesBatch
+from tsgen.models._arima_auto import AutoOptions, auto_fit
+from tsgen.models._arima_fit import FitResult, fit_spec, log_likelihood_per_step, regressors
+from tsgen.models._arima_forecast import forecast_moments, sample_paths
+from tsgen.models._arima_spec import ArimaSpec
+
+
+def _spec_to_json(spec: ArimaSpec) -> dict:
+    return {"order": list(spec.order), "seasonal_order": list(spec.seasonal_order),
+            "trend": spec.trend, "n_exog": spec.n_exog}
+
+
+def _spec_from_json(meta: dict) -> ArimaSpec:
+    P, D, Q, s = meta["seasonal_order"]
+    return ArimaSpec(*meta["order"], P, D, Q, s, meta["trend"], meta["n_exog"])
+
+
+class ARIMA(BaseForecaster):
+    """Seasonal ARIMA(p, d, q)(P, D, Q, s) with trend and exogenous regressors.
+
+    Parameters
+    ----------
+    order : tuple (p, d, q) or "auto"
+        Non-seasonal orders; ``"auto"`` selects them by a stepwise AICc search.
+    seasonal_order : tuple (P, D, Q, s) or "auto"
+        Seasonal orders and period; ``"auto"`` searches P, D, Q with period ``period``.
+    trend : None, "n", "c", "t", "ct" or "auto"
+        Trend regressors (statsmodels' meaning). ``"auto"`` (automatic orders
+        only) includes a mean when d + D = 0 and a drift when d + D = 1, if
+        that lowers the AICc, as R's ``auto.arima``.
+    period : int or None
+        Seasonal period for ``seasonal_order="auto"``.
+    max_p, max_q, max_P, max_Q, max_d, max_D, max_order : int
+        Bounds of the automatic search (``max_order`` bounds p + q + P + Q).
+    max_iter : int
+        BFGS iterations per fit.
+    random_state : int or None
+        Seed of ``sample``.
+
+    Fitted attributes (one value per series, a list when ``fit`` got a list):
+    ``order_``, ``seasonal_order_``, ``trend_``, ``params_`` (dict name -> value,
+    statsmodels' names), ``llf_``, ``aic_``, ``aicc_``, ``bic_``, ``sigma2_``,
+    ``converged_``.
+    """
+
+    _supports_covariates = True
+
+    def __init__(
+        self,
+        order=(1, 0, 0),
+        seasonal_order=(0, 0, 0, 0),
+        trend=None,
+        period=None,
+        max_p=5,
+        max_q=5,
+        max_P=2,
+        max_Q=2,
+        max_d=2,
+        max_D=1,
+        max_order=5,
+        max_iter=200,
+        random_state=None,
+    ):
+        self.order = order
+        self.seasonal_order = seasonal_order
+        self.trend = trend
+        self.period = period
+        self.max_p = max_p
+        self.max_q = max_q
+        self.max_P = max_P
+        self.max_Q = max_Q
+        self.max_d = max_d
+        self.max_D = max_D
+        self.max_order = max_order
+        self.max_iter = max_iter
+        self.random_state = random_state
+
+    @classmethod
+    def get_test_params(cls):
+        return [
+            {"order": (1, 0, 0), "trend": "c", "random_state": 0},
+            {"order": (0, 1, 1), "random_state": 0},
+            {"order": (1, 0, 1), "seasonal_order": (1, 0, 0, 4), "random_state": 0},
+        ]
+
+    # ----------------------------------------------------------- helpers
+    @property
+    def _is_auto(self) -> bool:
+        return isinstance(self.order, str) or isinstance(self.seasonal_order, str)
+
+    def _fixed_spec(self, n_exog: int) -> ArimaSpec:
+        return ArimaSpec.from_args(self.order, self.seasonal_order, self.trend, n_exog)
+
+    def _auto_options(self) -> AutoOptions:
+        for name in ("order", "seasonal_order"):
+            value = getattr(self, name)
+            if isinstance(value, str) and value != "auto":
+                raise ValueError(f"`{name}` must be a tuple or 'auto'; got {value!r}.")
+        if self.seasonal_order == "auto":
+            period = self.period
+            if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 2:
+                raise ValueError(f"`period` must be an integer >= 2 with seasonal_order='auto'; got {period!r}.")
+        if self.trend not in (None, "n", "c", "t", "ct", "auto"):
+            raise ValueError(f"`trend` must be None, 'n', 'c', 't', 'ct' or 'auto'; got {self.trend!r}.")
+        bounds = {}
+        for name in ("max_p", "max_q", "max_P", "max_Q", "max_d", "max_D", "max_order"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
+                raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}.")
+            bounds[name] = int(value)
+        return AutoOptions(
+            order=None if self.order == "auto" else tuple(self.order),
+            seasonal_order=None if self.seasonal_order == "auto" else tuple(self.seasonal_order),
+            period=int(self.period) if self.seasonal_order == "auto" else 0,
+            trend=self.trend,
+            max_iter=self.max_iter,
+            **bounds,
+        )
+
+    def _min_length(self) -> int:
+        if self._is_auto:
+            return 3
+        spec = self._fixed_spec(0)
+        return spec.n_integration + 2
+
+    @staticmethod
+    def _univariate(batch: SeriesBatch, name: str = "y") -> torch.Tensor:
+        if batch.n_dims != 1:
+            raise ValueError(f"`{name}` must be univariate for ARIMA; got {batch.n_dims} variables.")
+        return batch.values[..., 0]
+
+    # -------------------------------------------------------------- hooks
+    def _fit(self, data: SeriesBatch, covariates):
+        if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
+            raise ValueError(f"`max_iter` must be a positive integer; got {self.max_iter!r}.")
+        y = self._univariate(data)
+        n_exog = 0 if covariates is None else covariates.shape[-1]
+        if self._is_auto:
+            results = auto_fit(y, data.lengths, covariates, self._auto_options(), n_exog)
+        else:
+            spec = self._fixed_spec(n_exog)
+            results = [(fit_spec(spec, y, covariates, max_iter=int(self.max_iter)), np.arange(y.shape[0]))]
+        self._set_results(results, y.shape[0], data.is_collection)
+
+    def _set_results(self, results: list[tuple[FitResult, np.ndarray]], n_series: int, collection: bool):
+        """Store per-series specs and parameters and the public ``*_`` attributes."""
+        specs = [None] * n_series
+        params = [None] * n_series
+        stats = {k: np.zeros(n_series) for k in ("llf", "aic", "aicc", "bic")}
+        converged = np.zeros(n_series, dtype=bool)
+        for result, rows in results:
+            for j, i in enumerate(rows):
+                specs[i] = result.spec
+                params[i] = result.params[j].detach().clone()
+                for k in stats:
+                    stats[k][i] = float(getattr(result, k)[j])
+                converged[i] = bool(result.converged[j])
+        self._specs = specs
+        self._params = params
+
+        def out(values):
+            return list(values) if collection else values[0]
+
+        self.order_ = out([s.order for s in specs])
+        self.seasonal_order_ = out([s.seasonal_order for s in specs])
+        self.trend_ = out([s.trend for s in specs])
+        self.params_ = out([dict(zip(s.param_names, p.tolist())) for s, p in zip(specs, params)])
+        self.sigma2_ = out([float(p[-1]) for p in params])
+        self.llf_ = out([float(v) for v in stats["llf"]])
+        self.aic_ = out([float(v) for v in stats["aic"]])
+        self.aicc_ = out([float(v) for v in stats["aicc"]])
+        self.bic_ = out([float(v) for v in stats["bic"]])
+        self.converged_ = out([bool(v) for v in converged])
+
+    def _groups(self, n_series: int):
+        """Series grouped by spec, so that each group runs as one batch.
+
+        A model fitted on one series applies to any number of series; a
+        model fitted on many pairs its series one to one with ``y``'s."""
+        n_fitted = len(self._specs)
+        if n_fitted == 1:
+            pairs = [0] * n_series
+        elif n_fitted == n_series:
+            pairs = list(range(n_series))
+        else:
+            raise ValueError(
+                f"`y` has {n_series} series but the model was fitted on {n_fitted}; pass "
+                f"{n_fitted} series (one per fitted model) or refit."
+            )
+        groups: dict[ArimaSpec, list[tuple[int, int]]] = {}
+        for i, k in enumerate(pairs):
+            groups.setdefault(self._specs[k], []).append((i, k))
+        for spec, members in groups.items():
+            rows = torch.tensor([i for i, _ in members])
+            params = torch.stack([self._params[k] for _, k in members])
+            yield spec, rows, params
+
+    def _log_likelihood(self, data, covariates, **options):
+        if options:
+            raise TypeError(f"ARIMA.log_likelihood got unexpected option(s) {sorted(options)}.")
+        y = self._univariate(data)
+        out = torch.zeros_like(y)
+        for spec, rows, params in self._groups(y.shape[0]):
+            cov = None if covariates is None else covariates[rows]
+            from tsgen.models._arima_fit import check_initial_observed
+            check_initial_observed(spec, y[rows])
+            X = regressors(spec, y.shape[1], cov, len(rows))
+            out[rows] = log_likelihood_per_step(spec, params, y[rows], X)
+        return out
+
+    def _predict_gaussian(self, horizon, history, covariates):
+        y = self._univariate(history)
+        mean = torch.zeros(y.shape[0], horizon, 1, dtype=y.dtype)
+        std = torch.zeros_like(mean)
+        for spec, rows, params in self._groups(y.shape[0]):
+            cov = None if covariates is None else covariates[rows]
+            m, s = forecast_moments(spec, params, y[rows], history.lengths[rows], cov, horizon)
+            mean[rows, :, 0] = m
+            std[rows, :, 0] = s
+        return mean, std
+
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        y = self._univariate(history)
+        draws = torch.zeros(y.shape[0], n_samples, horizon, 1, dtype=y.dtype)
+        for spec, rows, params in self._groups(y.shape[0]):
+            cov = None if covariates is None else covariates[rows]
+            draws[rows, ..., 0] = sample_paths(
+                spec, params, y[rows], history.lengths[rows], cov, horizon, n_samples, generator
+            )
+        return draws
+
+    def _fitted_state(self):
+        check_is_fitted(self)
+        meta = {"specs": [_spec_to_json(s) for s in self._specs],
+                "collection": isinstance(self.llf_, list)}
+        tensors = {f"params.{i}": p for i, p in enumerate(self._params)}
+        return meta, tensors
+
+    def _load_fitted_state(self, meta, tensors):
+        specs = [_spec_from_json(m) for m in meta["specs"]]
+        self._specs = specs
+        self._params = [tensors[f"params.{i}"] for i in range(len(specs))]
+        self._restore_attributes(meta["collection"])
+
+    def _restore_attributes(self, collection: bool):
+        """Recompute the ``*_`` statistics from the stored parameters and history."""
+        y = self._univariate(self.history_)
+        results = []
+        for spec, rows, params in self._groups(y.shape[0]):
+            cov = None if self.covariates_ is None else self.covariates_[rows]
+            X = regressors(spec, y.shape[1], cov, len(rows))
+            llf = log_likelihood_per_step(spec, params, y[rows], X).sum(1)
+            n_obs = torch.isfinite(y[rows, spec.n_integration:]).sum(1).to(y.dtype)
+            results.append((FitResult(spec, params, llf, n_obs, torch.ones(len(rows), dtype=torch.bool)),
+                            rows.numpy()))
+        self._set_results(results, y.shape[0], collection)
