@@ -189,7 +189,7 @@ def kalman_log_likelihood(
     - ``"steady_state"``: time-invariant params and no missing values. The
       covariance (Riccati) recursion does not depend on ``y``: it runs once
       per distinct parameter set, by doubling, until it converges (relative
-      change below 1e-13, as statsmodels does), after which the steady-state
+      change below 1e-11, as statsmodels does), after which the steady-state
       gain is reused; the mean recursion ``a_{t+1} = F (I - K_t H) a_t +
       F K_t (y_t - d) + c`` is an affine recurrence solved by a chunked scan.
     - ``"scan"``: the temporally parallel filter (any params, missing data).
@@ -205,15 +205,17 @@ def kalman_log_likelihood(
         method = "steady_state" if steady_ok else "scan"
     if method == "sequential":
         return _filter_sequential(y, mask, p, batch_shape).log_likelihoods.sum(-1)
-    from tsgen.inference import _kalman_scan
-
     if method == "scan":
-        return _kalman_scan.filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods.sum(-1)
+        from tsgen.inference._kalman_scan import filter_parallel_scan
+
+        return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods.sum(-1)
     if p.time_varying:
         raise ValueError("method='steady_state' needs time-invariant `params`; use 'scan'.")
     if not bool(mask.all()):
         raise ValueError("method='steady_state' needs fully observed `y`; use 'scan'.")
-    return _kalman_scan.steady_state_log_likelihood(y, p, batch_shape)
+    from tsgen.inference._kalman_steady import steady_state_log_likelihood
+
+    return steady_state_log_likelihood(y, p, batch_shape)
 
 
 def _smoother_gains(filtered: FilterResult, p: PreparedParams) -> Tensor:
