@@ -10,9 +10,9 @@ unchanged, sklearn style) and three hooks:
 - optionally ``_initialise(module, batch)``: data-dependent initialisation;
 - BaseForecaster's ``_sample`` / ``_log_likelihood``.
 
-Training data: a collection of sequences (a list of arrays, e.g. piano
-rolls) is used whole, padded at the end; pandas series are cut into
-windows of ``window_length`` steps (default ``min(64, longest series)``)
+Training data: a collection of sequences (a list of several arrays, e.g.
+piano rolls) is used whole, padded at the end; pandas series (and a single
+array) are cut into windows of ``window_length`` steps (default ``min(64, longest series)``)
 aligned to each series' end. Everything trains in float32.
 """
 from __future__ import annotations
@@ -75,7 +75,7 @@ class DeepForecaster(BaseForecaster):
             if isinstance(window_length, bool) or not isinstance(window_length, int) or window_length < 2:
                 raise ValueError(f"`window_length` must be None or an integer >= 2; got {window_length!r}.")
             return window_length
-        if data.kind == "arrays":
+        if data.kind == "arrays" and data.n_series > 1:  # a collection of sequences: each one whole
             return None
         return min(DEFAULT_WINDOW_LENGTH, int(data.lengths.max()))
 
