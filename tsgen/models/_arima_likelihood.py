@@ -1,0 +1,112 @@
+"""Fast exact log-likelihood of univariate ARIMA state-space models, for the optimiser.
+
+Same model and result as ``kalman_log_likelihood`` on the levels form (R = 0,
+one observed dimension), specialised two ways:
+
+1. Univariate update: the innovation variance ``f_t = h' P_t h`` is a scalar,
+   so no batched Cholesky is needed: ``K_t = P_t h / f_t``.
+2. Steady state: the Riccati recursion does not depend on the data; once the
+   predicted covariance stops changing (relative change below ``tol``, for
+   every series) the gain is constant and the predicted means obey the
+   time-invariant recursion ``a_{t+1} = L a_t + g y_t`` with
+   ``L = F (I - K h')``, ``g = F K``. Then
+
+       h' a_{t0+j} = c_j a_{t0} + sum_{i<j} psi_{j-1-i} y_{t0+i},   c_k = h' L^k,  psi_k = c_k g,
+
+   a causal convolution computed by FFT, with ``c_k`` by repeated squaring.
+
+Series may end in NaN padding; missing values inside a series need the
+general filter (the caller checks, see ``has_inner_gaps``).
+"""
+from __future__ import annotations
+
+import math
+
+import torch
+from torch import Tensor
+
+from tsgen.inference.kalman import KalmanParams
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def has_inner_gaps(y: Tensor) -> bool:
+    """Whether any row of ``y`` ``(B, T)`` has a NaN followed later by a value."""
+    observed = torch.isfinite(y)
+    later = observed.flip(1).cummax(1).values.flip(1)  # an observation at or after t
+    return bool((~observed & later).any())
+
+
+def _powers_row(h: Tensor, L: Tensor, n: int) -> Tensor:
+    """``c_k = h' L^k`` for ``k = 0..n-1`` ``(B, n, S)`` by doubling."""
+    rows = h.unsqueeze(1)
+    power = L
+    while rows.shape[1] < n:
+        rows = torch.cat([rows, rows @ power], 1)
+        power = power @ power
+    return rows[:, :n]
+
+
+def _causal_convolution(kernel: Tensor, signal: Tensor) -> Tensor:
+    """``out_j = sum_{i<j} kernel_{j-1-i} signal_i`` along the last axis (zero at j=0)."""
+    n = signal.shape[-1]
+    size = 1 << (2 * n - 1).bit_length()
+    full = torch.fft.irfft(torch.fft.rfft(kernel, size) * torch.fft.rfft(signal, size), size)
+    return torch.cat([signal.new_zeros(*signal.shape[:-1], 1), full[..., : n - 1]], -1)
+
+
+def fast_log_likelihood(params: KalmanParams, y: Tensor, tol: float = 1e-11, check_every: int = 4) -> Tensor:
+    """Total log-likelihood ``(B,)`` of ``y`` ``(B, T)`` (NaN only as trailing padding)."""
+    F = params.transition_matrices
+    h = params.observation_matrices[..., 0, :]
+    Q = params.transition_covariance
+    a, P = params.initial_state_mean, params.initial_state_covariance
+    B, T = y.shape
+    observed = torch.isfinite(y)
+    y0 = torch.where(observed, y, torch.zeros((), dtype=y.dtype))
+    zero = torch.zeros((), dtype=y.dtype)
+    total = y.new_zeros(B)
+    Ft = F.transpose(-1, -2)
+    switch = T
+    for t in range(T):
+        PH = (P @ h.unsqueeze(-1)).squeeze(-1)
+        f = (h * PH).sum(-1)
+        v = y0[:, t] - (h * a).sum(-1)
+        m = observed[:, t]
+        f_safe = torch.where(m, f, torch.ones((), dtype=y.dtype))
+        total = total + torch.where(m, -0.5 * (LOG_2PI + torch.log(f_safe) + v * v / f_safe), zero)
+        K = PH / f_safe.unsqueeze(-1)
+        a = a + torch.where(m.unsqueeze(-1), K * v.unsqueeze(-1), zero)
+        P = P - torch.where(m[:, None, None], K.unsqueeze(-1) * PH.unsqueeze(-2), zero)
+        a = (F @ a.unsqueeze(-1)).squeeze(-1)
+        P_next = F @ P @ Ft + Q
+        P_next = 0.5 * (P_next + P_next.transpose(-1, -2))
+        if t % check_every == check_every - 1 and t + 1 < T:
+            with torch.no_grad():
+                change = (P_next - prev).abs().amax((-1, -2))
+                scale = P_next.abs().amax((-1, -2)).clamp_min(1e-300)
+                done = bool((change <= tol * scale).all()) and bool(observed[:, : t + 1].all())
+            if done:
+                P = P_next
+                switch = t + 1
+                break
+        if t % check_every == check_every - 2 or check_every == 1:
+            prev = P_next.detach()
+        P = P_next
+    if switch >= T:
+        return total
+    n = T - switch
+    PH = (P @ h.unsqueeze(-1)).squeeze(-1)
+    f = (h * PH).sum(-1)
+    K = PH / f.unsqueeze(-1)
+    eye = torch.eye(F.shape[-1], dtype=y.dtype)
+    L = F @ (eye - K.unsqueeze(-1) * h.unsqueeze(-2))
+    g = (F @ K.unsqueeze(-1)).squeeze(-1)
+    rows = _powers_row(h, L, n)  # (B, n, S)
+    psi = (rows * g.unsqueeze(1)).sum(-1)
+    segment = y0[:, switch:]
+    predicted = (rows * a.unsqueeze(1)).sum(-1) + _causal_convolution(psi, segment)
+    v = segment - predicted
+    m = observed[:, switch:]
+    step = -0.5 * (LOG_2PI + torch.log(f).unsqueeze(-1) + v * v / f.unsqueeze(-1))
+    return total + torch.where(m, step, zero).sum(-1)
