@@ -1,0 +1,186 @@
+"""Oracles for the ARIMA building blocks: transforms, polynomials, state-space form,
+Lyapunov initialisation, starting values, the fast likelihood and the unit-root tests."""
+import warnings
+
+import numpy as np
+import pytest
+import scipy.linalg
+import torch
+from statsmodels.tsa.statespace.sarimax import SARIMAX
+from statsmodels.tsa.statespace.tools import (
+    constrain_stationary_univariate,
+    unconstrain_stationary_univariate,
+)
+from statsmodels.tsa.stattools import kpss
+
+from tsgen.inference.kalman import kalman_log_likelihood
+from tsgen.models._arima_auto import choose_d, kpss_statistic
+from tsgen.models._arima_fit import regressors, state_space_inputs
+from tsgen.models._arima_likelihood import fast_log_likelihood, has_inner_gaps
+from tsgen.models._arima_optim import minimize_bfgs
+from tsgen.models._arima_spec import ArimaSpec
+from tsgen.models._arima_start import hannan_rissanen
+from tsgen.models._arima_statespace import ArmaMatrices, lag_polynomial, stationary_covariance
+from tsgen.models._arima_transforms import (
+    constrain_ar,
+    constrain_ma,
+    is_stationary,
+    unconstrain_ar,
+    unconstrain_ma,
+)
+
+
+def _t(x):
+    return torch.as_tensor(np.asarray(x, dtype=np.float64))
+
+
+@pytest.mark.parametrize("n", [1, 2, 3, 5])
+def test_transforms_match_statsmodels(n):
+    x = np.random.default_rng(n).normal(scale=1.5, size=(4, n))
+    ar = constrain_ar(_t(x)).numpy()
+    ma = constrain_ma(_t(x)).numpy()
+    for i in range(4):
+        np.testing.assert_allclose(ar[i], constrain_stationary_univariate(x[i]), atol=1e-12)
+        np.testing.assert_allclose(ma[i], -constrain_stationary_univariate(x[i]), atol=1e-12)
+        np.testing.assert_allclose(
+            unconstrain_ar(_t(ar[i])).numpy(), unconstrain_stationary_univariate(ar[i]), atol=1e-9
+        )
+    np.testing.assert_allclose(unconstrain_ma(_t(ma)).numpy(), x, atol=1e-9)
+    roots = [np.abs(np.roots(np.r_[-ar[i][::-1], 1.0])).min() for i in range(4)]
+    assert min(roots) > 1.0  # stationary: all roots outside the unit circle
+
+
+def test_is_stationary_and_clipping():
+    assert is_stationary(_t([[0.5], [0.5, 0.3]][0])).item()
+    assert not is_stationary(_t([1.2])).item()
+    assert not is_stationary(_t([0.5, 0.6])).item()  # 1 - .5 z - .6 z^2 has a root inside
+    free = unconstrain_ar(_t([1.2]))
+    assert torch.isfinite(free).all() and abs(constrain_ar(free).item()) < 1.0
+
+
+def test_lag_polynomial_multiplies_seasonal_factors():
+    # (1 - .5 L)(1 - .3 L^4) = 1 - .5 L - .3 L^4 + .15 L^5
+    ar = lag_polynomial(_t([[0.5]]), _t([[0.3]]), 4, -1.0)
+    np.testing.assert_allclose(ar.numpy()[0], [0.5, 0, 0, 0.3, -0.15])
+    # (1 + .4 L)(1 + .2 L^3) = 1 + .4 L + .2 L^3 + .08 L^4
+    ma = lag_polynomial(_t([[0.4]]), _t([[0.2]]), 3, 1.0)
+    np.testing.assert_allclose(ma.numpy()[0], [0.4, 0, 0.2, 0.08])
+
+
+@pytest.mark.parametrize(
+    "order,seasonal,params",
+    [((2, 0, 1), (0, 0, 0, 0), [0.5, -0.3, 0.4, 1.3]),
+     ((1, 0, 2), (1, 0, 1, 4), [0.3, 0.2, -0.1, 0.5, -0.4, 0.7])],
+)
+def test_arma_block_matches_statsmodels_representation(order, seasonal, params):
+    model = SARIMAX(np.zeros(30), order=order, seasonal_order=seasonal)
+    model.update(np.array(params))
+    spec = ArimaSpec.from_args(order, seasonal, None)
+    T, R = ArmaMatrices(spec, _t([params])).transition()
+    np.testing.assert_allclose(T[0].numpy(), model.ssm["transition"], atol=1e-14)
+    np.testing.assert_allclose(R[0].numpy(), model.ssm["selection"][:, 0], atol=1e-14)
+
+
+def test_lyapunov_matches_scipy():
+    rng = np.random.default_rng(0)
+    T = rng.normal(size=(3, 4, 4)) * 0.3
+    RRt = np.stack([np.outer(r, r) for r in rng.normal(size=(3, 4))])
+    P = stationary_covariance(_t(T), _t(RRt)).numpy()
+    for i in range(3):
+        np.testing.assert_allclose(P[i], scipy.linalg.solve_discrete_lyapunov(T[i], RRt[i]), atol=1e-12)
+
+
+def test_integration_polynomial():
+    spec = ArimaSpec(0, 1, 0, 0, 1, 0, 4)
+    # (1 - L)(1 - L^4) = 1 - L - L^4 + L^5
+    np.testing.assert_allclose(spec.integration_coefficients(), [1, 0, 0, 1, -1])
+    x = np.arange(20.0) ** 2
+    np.testing.assert_allclose(spec.difference(x), np.diff(x[4:] - x[:-4]))
+
+
+def test_trend_below_differencing_order_is_rejected():
+    with pytest.raises(ValueError, match="trend"):
+        ArimaSpec.from_args((1, 1, 0), (0, 0, 0, 0), "c")
+    with pytest.raises(ValueError, match="seasonal_order"):
+        ArimaSpec.from_args((1, 0, 0), (1, 0, 0, 1), None)
+    with pytest.raises(ValueError, match="order"):
+        ArimaSpec.from_args((1, -1, 0), (0, 0, 0, 0), None)
+
+
+def _simulate(rng, ar, ma, n, sigma=1.0):
+    e = rng.normal(scale=sigma, size=n + 100)
+    x = np.zeros(n + 100)
+    for t in range(n + 100):
+        x[t] = e[t] + sum(a * x[t - i - 1] for i, a in enumerate(ar) if t - i - 1 >= 0) + sum(
+            m * e[t - j - 1] for j, m in enumerate(ma) if t - j - 1 >= 0)
+    return x[100:]
+
+
+def test_hannan_rissanen_recovers_arma_coefficients():
+    rng = np.random.default_rng(1)
+    w = np.stack([_simulate(rng, [0.6], [0.3], 2000) for _ in range(2)])
+    spec = ArimaSpec.from_args((1, 0, 1), (0, 0, 0, 0), None)
+    start = hannan_rissanen(spec, _t(w), torch.zeros(2, 2000, 0, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(start[:, :2], [[0.6, 0.3]] * 2, atol=0.08)
+    np.testing.assert_allclose(start[:, 2], 1.0, atol=0.1)
+
+
+@pytest.mark.parametrize(
+    "order,seasonal,trend,params",
+    [((2, 1, 1), (0, 0, 0, 0), "t", [0.1, 0.5, -0.2, 0.4, 1.0]),
+     ((0, 1, 1), (0, 1, 1, 4), None, [-0.4, -0.6, 0.5]),
+     ((1, 0, 1), (0, 0, 0, 0), "c", [2.0, 0.95, -0.9, 1.0])],
+)
+def test_fast_likelihood_equals_kalman_filter(order, seasonal, trend, params):
+    rng = np.random.default_rng(2)
+    y = np.cumsum(rng.normal(size=(3, 80)), 1)
+    y[1, 70:] = np.nan  # trailing padding of a shorter series
+    spec = ArimaSpec.from_args(order, seasonal, trend)
+    p = _t([params] * 3).requires_grad_(True)
+    kp, obs = state_space_inputs(spec, p, _t(y), regressors(spec, 80, None, 3))
+    fast = fast_log_likelihood(kp, obs[..., 0])
+    exact = kalman_log_likelihood(obs, None, kp, method="sequential")
+    np.testing.assert_allclose(fast.detach().numpy(), exact.detach().numpy(), rtol=1e-11)
+    (g_fast,) = torch.autograd.grad(fast.sum(), p, retain_graph=True)
+    (g_exact,) = torch.autograd.grad(exact.sum(), p)
+    np.testing.assert_allclose(g_fast.numpy(), g_exact.numpy(), rtol=1e-7, atol=1e-8)
+
+
+def test_has_inner_gaps():
+    assert not has_inner_gaps(_t([[1.0, 2.0, np.nan, np.nan]]))
+    assert has_inner_gaps(_t([[1.0, np.nan, 2.0, np.nan]]))
+
+
+def test_batched_bfgs_solves_independent_quadratics_and_rosenbrock():
+    A = _t([[[3.0, 1.0], [1.0, 2.0]], [[1.0, 0.0], [0.0, 10.0]]])
+    b = _t([[1.0, -1.0], [2.0, 3.0]])
+
+    def quadratic(x, rows):
+        Ax = (A[rows] @ x.unsqueeze(-1)).squeeze(-1)
+        return 0.5 * (x * Ax).sum(-1) - (b[rows] * x).sum(-1)
+
+    x, _, ok = minimize_bfgs(quadratic, torch.zeros(2, 2, dtype=torch.float64), gtol=1e-10)
+    np.testing.assert_allclose(x.numpy(), torch.linalg.solve(A, b.unsqueeze(-1)).squeeze(-1).numpy(), atol=1e-8)
+    assert ok.all()
+
+    def rosenbrock(x, rows):
+        return (1 - x[:, 0]) ** 2 + 100 * (x[:, 1] - x[:, 0] ** 2) ** 2
+
+    x, f, ok = minimize_bfgs(rosenbrock, _t([[-1.2, 1.0], [0.0, 0.0]]), max_iter=500, gtol=1e-9)
+    np.testing.assert_allclose(x.numpy(), 1.0, atol=1e-5)
+
+
+def test_kpss_statistic_matches_statsmodels():
+    rng = np.random.default_rng(3)
+    for x in (rng.normal(size=120), np.cumsum(rng.normal(size=200))):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            expected = kpss(x, "c", nlags=int(4 * (len(x) / 100) ** 0.25))[0]
+        assert kpss_statistic(x) == pytest.approx(expected, rel=1e-12)
+
+
+def test_choose_d_on_clear_cases():
+    rng = np.random.default_rng(4)
+    assert choose_d(rng.normal(size=300), 2) == 0
+    assert choose_d(np.cumsum(rng.normal(size=300)), 2) == 1
+    assert choose_d(np.cumsum(np.cumsum(rng.normal(size=300))), 2) == 2
