@@ -199,7 +199,7 @@ def test_parallel_joblib_and_dask_match_serial():
     kwargs = dict(start=22, refit=3, n_samples=20, random_state=11)
     serial = backtest(_RandomWalk(), y, 3, **kwargs)
     threads = backtest(_RandomWalk(), y, 3, n_jobs=2, backend="threading", **kwargs)
-    never = dict(kwargs, refit=False)
+    never = dict(kwargs, refit=False, batch_size=2)
     serial_never = backtest(_RandomWalk(), y, 3, **never)
     with distributed.LocalCluster(n_workers=2, threads_per_worker=1, processes=False,
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:

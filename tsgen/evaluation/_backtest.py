@@ -11,7 +11,7 @@ from tsgen.base import _check_n_samples, _check_quantiles
 from tsgen.data import SeriesBatch, to_series_batch, validate_horizon
 from tsgen.evaluation._parallel import parallel_context
 from tsgen.evaluation._result import BacktestResult
-from tsgen.evaluation._score import as_2d, score_origin, with_seed
+from tsgen.evaluation._score import as_2d, score_origins, with_seed
 from tsgen.evaluation._windows import (
     check_refit,
     fit_groups,
@@ -49,28 +49,34 @@ def _seeded_clone(model, seed: int):
     return fresh
 
 
-def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season, keep_samples):
-    """Fit (unless ``fitted`` is given) and score every origin of ``group``; runs on a worker."""
+def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season, keep_samples, batch_size):
+    """Fit (unless ``fitted`` is given) and score every origin of ``group``; runs on a worker.
+
+    Origins are conditioned in batches of ``batch_size`` (one model call per
+    batch); a batch draws its samples from the seed of its first origin.
+    """
     fits = []
     if fitted is None:
         first = group.origins[0]
         fitted = _seeded_clone(model, group.fit_seed).fit(data.iloc[first.train_start : first.stop])
         fits.append((group.series, first.position, first.stop, first.stop - first.train_start))
     outcomes = []
-    for origin in group.origins:
-        history = data.iloc[origin.train_start : origin.stop]
-        actual = data.iloc[origin.stop : origin.stop + horizon]
-        scores, forecast, samples = score_origin(
-            with_seed(fitted, origin.seed), history, actual, horizon, quantiles, n_samples, season, keep_samples
+    for b in range(0, len(group.origins), batch_size):
+        batch = group.origins[b : b + batch_size]
+        histories = [data.iloc[o.train_start : o.stop] for o in batch]
+        actuals = [data.iloc[o.stop : o.stop + horizon] for o in batch]
+        scored = score_origins(
+            with_seed(fitted, batch[0].seed), histories, actuals, horizon, quantiles, n_samples, season, keep_samples
         )
-        outcomes.append(_Outcome(group.series, origin.position, origin.stop, scores, forecast, samples))
+        for origin, (scores, forecast, samples) in zip(batch, scored):
+            outcomes.append(_Outcome(group.series, origin.position, origin.stop, scores, forecast, samples))
     return fits, outcomes
 
 
-def _split(group, n_chunks: int):
-    """Split a never-refit group into chunks of origins (seeds travel with the origins)."""
-    chunks = np.array_split(np.arange(len(group.origins)), max(1, min(n_chunks, len(group.origins))))
-    return [type(group)(group.series, group.fit_seed, tuple(group.origins[k] for k in c)) for c in chunks if len(c)]
+def _chunks(group, size: int):
+    """Split a never-refit group into tasks of ``size`` origins (fixed, so results ignore ``n_jobs``)."""
+    return [type(group)(group.series, group.fit_seed, group.origins[k : k + size])
+            for k in range(0, len(group.origins), size)]
 
 
 def backtest(
@@ -90,6 +96,7 @@ def backtest(
     backend: str = "loky",
     client=None,
     random_state: int | None = None,
+    batch_size: int = 32,
     keep_samples: bool = False,
     progress: bool = False,
 ) -> BacktestResult:
@@ -139,6 +146,11 @@ def backtest(
         Seeds of every fit and every sample set are derived from it per
         (series, origin), so the result does not depend on ``n_jobs`` or
         ``backend``. None draws fresh entropy.
+    batch_size : int
+        Origins that share a fitted model are conditioned together, this
+        many per model call (models batched over series, such as the
+        Kalman-based ones, then filter all histories in one pass). Part of
+        the random stream: changing it changes the sample draws.
     keep_samples : bool
         Keep every origin's sample paths in ``result.samples``.
     progress : bool
@@ -154,6 +166,8 @@ def backtest(
     refit_every = check_refit(refit)
     if not isinstance(season, (int, np.integer)) or isinstance(season, bool) or season < 1:
         raise ValueError(f"`season` must be a positive int; got {season!r}.")
+    if isinstance(batch_size, bool) or not isinstance(batch_size, (int, np.integer)) or batch_size < 1:
+        raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
     if not hasattr(model, "fit") or not hasattr(model, "sample"):
         raise TypeError(f"`model` must be a tsgen estimator; got {type(model).__name__}.")
     batch = to_series_batch(y, "y")
@@ -170,9 +184,10 @@ def backtest(
         cutoffs.append(data.index[stops - 1])
         groups_per_series.append(fit_groups(i, stops, starts, seeds[i][0], seeds[i][1], refit_every))
 
-    common = dict(horizon=horizon, quantiles=quantiles, n_samples=n_samples, season=season, keep_samples=keep_samples)
+    common = dict(horizon=horizon, quantiles=quantiles, n_samples=n_samples, season=season,
+                  keep_samples=keep_samples, batch_size=int(batch_size))
     fits, outcomes = [], []
-    with parallel_context(n_jobs, backend, client) as (parallel, workers):
+    with parallel_context(n_jobs, backend, client) as parallel:
         tasks = []
         for i, groups in enumerate(groups_per_series):
             for group in groups:
@@ -182,7 +197,7 @@ def backtest(
                     first = group.origins[0]
                     fitted = _seeded_clone(model, group.fit_seed).fit(datasets[i].iloc[first.train_start : first.stop])
                     fits.append((i, first.position, first.stop, first.stop - first.train_start))
-                    chunks = _split(group, 2 * workers)
+                    chunks = _chunks(group, int(batch_size))
                 else:
                     chunks = [group]
                 tasks += [(fitted, chunk, datasets[i]) for chunk in chunks]

@@ -39,13 +39,12 @@ def _dask_client(client):
 
 @contextmanager
 def parallel_context(n_jobs, backend: str, client):
-    """``(Parallel instance, number of workers)`` for the requested backend."""
+    """A joblib ``Parallel`` (yielding results in order) for the requested backend."""
     if backend == "dask":
         dask_client, owned = _dask_client(client)
         try:
-            workers = max(1, sum(dask_client.nthreads().values()))
             with joblib.parallel_config(backend="dask", client=dask_client):
-                yield joblib.Parallel(n_jobs=-1, return_as="generator"), workers
+                yield joblib.Parallel(n_jobs=-1, return_as="generator")
         finally:
             if owned:
                 dask_client.close()
@@ -54,5 +53,4 @@ def parallel_context(n_jobs, backend: str, client):
         raise ValueError(f"`backend` must be one of {JOBLIB_BACKENDS + ('dask',)}; got {backend!r}.")
     if client is not None:
         raise ValueError("`client` is only used with backend='dask'.")
-    workers = joblib.effective_n_jobs(n_jobs)
-    yield joblib.Parallel(n_jobs=n_jobs, backend=backend, return_as="generator"), workers
+    yield joblib.Parallel(n_jobs=n_jobs, backend=backend, return_as="generator")

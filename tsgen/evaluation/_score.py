@@ -14,6 +14,10 @@ of a multivariate target):
   training window followed by the scored window, so that the sum over the
   horizon is the joint log predictive density ``-log p(y_{t+1:t+H} | y_{1:t})``
   of the whole window. Omitted for models without a likelihood.
+
+Origins that share a fitted model are forecast together: the histories
+go to ``predict``/``sample``/``log_likelihood`` as one list, which models
+that batch over series (the Kalman-based ones) handle in one pass.
 """
 from __future__ import annotations
 
@@ -63,28 +67,18 @@ def _safe_mase(actual, mean, history, season) -> np.ndarray:
         return np.full(actual.shape[0], np.nan)
 
 
-def _log_scores(model, history, actual, horizon: int):
+def _log_scores(model, windows: list, horizon: int):
+    """Per-window ``(horizon,)`` log scores from one batched ``log_likelihood`` call, or None."""
     try:
-        per_step = model.log_likelihood(pd.concat([history, actual]), per_step=True)
+        per_step = model.log_likelihood(windows, per_step=True)
     except NotImplementedError:
         return None
-    return metrics.log_score(per_step.to_numpy(dtype=np.float64)[-horizon:], axis=())
+    return [metrics.log_score(s.to_numpy(dtype=np.float64)[-horizon:], axis=()) for s in per_step]
 
 
-def score_origin(model, history, actual, horizon: int, quantiles, n_samples: int, season: int, keep_samples: bool):
-    """Forecast ``horizon`` steps after ``history`` and score them against ``actual``.
-
-    Returns ``(scores, forecast, samples)``: ``scores`` maps metric names to
-    ``(horizon,)`` arrays, ``forecast`` is the ``model.predict`` frame and
-    ``samples`` the ``(n_samples, horizon, dim)`` paths (None unless kept).
-    """
-    levels = tuple(sorted(set(quantiles) | set(interval_quantiles())))
-    frame = model.predict(horizon, y=history, quantiles=levels)
-    samples = np.asarray(model.sample(horizon, n_samples=n_samples, y=history), dtype=np.float64)
-    y = as_2d(actual)
+def _scores(y, frame, samples, train, horizon, quantiles, season) -> dict:
     n_dims = y.shape[1]
     mean = stat_block(frame, "mean", n_dims)
-    train = as_2d(history)
     scores = {
         "mae": metrics.mae(y, mean, axis=1),
         "rmse": metrics.rmse(y, mean, axis=1),
@@ -102,9 +96,31 @@ def score_origin(model, history, actual, horizon: int, quantiles, n_samples: int
         scores[f"coverage_{round(level * 100)}"] = metrics.interval_coverage(
             y, stat_block(frame, quantile_label(lo), n_dims), stat_block(frame, quantile_label(hi), n_dims), axis=1
         )
-    log_scores = _log_scores(model, history, actual, horizon)
-    if log_scores is not None:
-        scores["log_score"] = log_scores
-    forecast = frame[[c for c in frame.columns if (c if n_dims == 1 else c[1]) in
-                      ["mean"] + [quantile_label(q) for q in quantiles]]]
-    return scores, forecast, (samples if keep_samples else None)
+    return scores
+
+
+def score_origins(model, histories: list, actuals: list, horizon: int, quantiles, n_samples: int, season: int,
+                  keep_samples: bool) -> list:
+    """Forecast ``horizon`` steps after each history and score them against the matching actuals.
+
+    All histories go to the model in one call per method (``y=`` a list),
+    so models that batch over series condition on every origin at once.
+    Returns one ``(scores, forecast, samples)`` per history: ``scores``
+    maps metric names to ``(horizon,)`` arrays, ``forecast`` is the
+    ``predict`` frame, ``samples`` the ``(n_samples, horizon, dim)`` paths
+    (None unless kept).
+    """
+    levels = tuple(sorted(set(quantiles) | set(interval_quantiles())))
+    frames = model.predict(horizon, y=list(histories), quantiles=levels)
+    draws = model.sample(horizon, n_samples=n_samples, y=list(histories))
+    log_scores = _log_scores(model, [pd.concat([h, a]) for h, a in zip(histories, actuals)], horizon)
+    keep = ["mean"] + [quantile_label(q) for q in quantiles]
+    out = []
+    for k, (history, actual, frame) in enumerate(zip(histories, actuals, frames)):
+        y, samples = as_2d(actual), np.asarray(draws[k], dtype=np.float64)
+        scores = _scores(y, frame, samples, as_2d(history), horizon, quantiles, season)
+        if log_scores is not None:
+            scores["log_score"] = log_scores[k]
+        forecast = frame[[c for c in frame.columns if (c if y.shape[1] == 1 else c[1]) in keep]]
+        out.append((scores, forecast, samples if keep_samples else None))
+    return out
