@@ -60,6 +60,13 @@ def _riccati_doubling(p: PreparedParams, max_steps: int) -> Tensor:
     S = p.state_dim
     eye = torch.eye(S, dtype=p.F.dtype)
     F, H, Q, R = p.F, p.H, p.Q, p.R
+    P1H = p.P1 @ _t(H)
+    chol0, info0 = torch.linalg.cholesky_ex(symmetrize(H @ P1H + R))
+    raise_if_not_pd(info0.unsqueeze(-1), "innovation")
+    gain0 = _t(torch.cholesky_solve(_t(P1H), chol0))
+    IKH0 = eye - gain0 @ H
+    C0 = symmetrize(IKH0 @ p.P1 @ _t(IKH0) + gain0 @ R @ _t(gain0))
+
     HQ = H @ Q
     chol, info = torch.linalg.cholesky_ex(symmetrize(HQ @ _t(H) + R))
     raise_if_not_pd(info.unsqueeze(-1), "innovation", time_offset=1)
@@ -69,13 +76,6 @@ def _riccati_doubling(p: PreparedParams, max_steps: int) -> Tensor:
     A = IKH @ F
     C = symmetrize(IKH @ Q @ _t(IKH) + gain @ R @ _t(gain))
     J = symmetrize(_t(HF) @ torch.cholesky_solve(HF, chol))
-
-    P1H = p.P1 @ _t(H)
-    chol0, info0 = torch.linalg.cholesky_ex(symmetrize(H @ P1H + R))
-    raise_if_not_pd(info0.unsqueeze(-1), "innovation")
-    gain0 = _t(torch.cholesky_solve(_t(P1H), chol0))
-    IKH0 = eye - gain0 @ H
-    C0 = symmetrize(IKH0 @ p.P1 @ _t(IKH0) + gain0 @ R @ _t(gain0))
 
     shape = torch.broadcast_shapes(A.shape, C.shape, J.shape, C0.shape)
     powers = tuple(x.expand(shape).unsqueeze(-3) for x in (A, C, J))  # E^1..E^m
