@@ -1,0 +1,98 @@
+"""The ``tsgen`` command line: forecast, backtest and detect anomalies in CSV files.
+
+    tsgen forecast FILE.csv --model arima --horizon 24 --out forecast.csv --plot forecast.png
+    tsgen backtest FILE.csv --model arima --horizon 12 --start 96 --out metrics.csv
+    tsgen detect FILE.csv --model arima --train-size 0.5 --out scores.csv --plot anomalies.png
+    tsgen models
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+
+from tsgen.cli import _commands
+from tsgen.cli._io import CLIError
+from tsgen.cli._registry import all_options
+
+
+def _data_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("file", help="CSV file: a time column and one or more value columns")
+    parser.add_argument("--time-col", help="name of the time column (default: auto-detected)")
+    parser.add_argument("--columns", help="comma-separated value columns (default: all but the time column)")
+    parser.add_argument("--model", default="arima", help="model name, see `tsgen models` (default: arima)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    group = parser.add_argument_group("model options (each applies to the models listed by `tsgen models`)")
+    for flag, owners in all_options().items():
+        names = ", ".join(name for name, _ in owners)
+        group.add_argument(flag, dest=_commands._dest(flag), type=owners[0][1].type, default=None,
+                           help=f"[{names}] {owners[0][1].help}")
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text}")
+    return value
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="tsgen", description="Probabilistic forecasting, backtesting and anomaly detection on CSV files."
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = commands.add_parser("forecast", help="fit a model and forecast with prediction intervals")
+    _data_arguments(p)
+    p.add_argument("--horizon", type=_positive_int, required=True, help="number of steps to forecast")
+    p.add_argument("--out", help="write the forecast (mean and quantiles) to this CSV")
+    p.add_argument("--plot", help="write a fan chart to this image file (png, pdf, svg)")
+    p.set_defaults(handler=_commands.forecast)
+
+    p = commands.add_parser("backtest", help="rolling-origin evaluation with probabilistic scores")
+    _data_arguments(p)
+    p.add_argument("--horizon", type=_positive_int, required=True, help="forecast length scored at each origin")
+    p.add_argument("--start", type=_commands._start, help="training length or timestamp of the first origin "
+                   "(default: half the series)")
+    p.add_argument("--step", type=_positive_int, default=1, help="steps between origins (default 1)")
+    p.add_argument("--window", choices=("expanding", "sliding"), default="expanding")
+    p.add_argument("--refit", type=_commands._refit, default=True,
+                   help="'always' (default), 'never' (condition the first fit on each history) or every k origins")
+    p.add_argument("--samples", type=_positive_int, default=100, help="sample paths per origin for the CRPS")
+    p.add_argument("--n-jobs", type=int, default=1, help="parallel workers (-1: all cores)")
+    p.add_argument("--out", help="write the tidy metrics to this CSV")
+    p.add_argument("--forecasts-out", help="write every origin's forecast to this CSV")
+    p.add_argument("--plot", help="write the backtest overview to this image file")
+    p.add_argument("--metric", default="crps", help="metric drawn by --plot (default crps)")
+    p.set_defaults(handler=_commands.backtest)
+
+    p = commands.add_parser("detect", help="flag anomalies by the model's one-step predictive likelihood")
+    _data_arguments(p)
+    p.add_argument("--train-size", type=float, help="leading steps (count, or fraction < 1) to fit on "
+                   "(default: all)")
+    p.add_argument("--method", choices=("spot", "quantile"), default="spot", help="threshold (default spot)")
+    p.add_argument("--false-alarm-rate", type=float, default=0.01, help="target false-alarm rate (default 0.01)")
+    p.add_argument("--window", type=_positive_int, default=1, help="average scores over this many steps")
+    p.add_argument("--out", help="write score, threshold and anomaly flag per step to this CSV")
+    p.add_argument("--plot", help="write the anomaly chart to this image file")
+    p.set_defaults(handler=_commands.detect)
+
+    p = commands.add_parser("models", help="list the models and their main options")
+    p.set_defaults(handler=_commands.models)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the ``tsgen`` console script; returns the exit status."""
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return args.handler(args)
+    except CLIError as err:
+        print(f"tsgen: error: {err}", file=sys.stderr)
+        return 2
+    except (ValueError, TypeError) as err:  # the library's own input errors, which name the argument
+        print(f"tsgen {args.command}: error: {err}", file=sys.stderr)
+        return 1
+
+
+__all__ = ["build_parser", "main"]

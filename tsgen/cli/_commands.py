@@ -1,0 +1,156 @@
+"""What each subcommand does once its arguments are parsed."""
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+from tsgen.cli._io import CLIError, read_series, seasonal_period
+from tsgen.cli._registry import all_options, available_models
+
+#: forecast quantiles: the 50/80/95% fan bands and the median
+FAN_QUANTILES = (0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975)
+
+
+def _model(args, y):
+    models = available_models()
+    if args.model not in models:
+        raise CLIError(f"unknown model {args.model!r}; available: {', '.join(models)} (see `tsgen models`).")
+    entry = models[args.model]
+    own = {option.flag for option in entry.options}
+    chosen = {}
+    for flag, owners in all_options().items():
+        value = getattr(args, _dest(flag))
+        if value is None:
+            continue
+        if flag not in own:
+            raise CLIError(f"{flag} is an option of {', '.join(n for n, _ in owners)}, not of {args.model}.")
+        chosen[next(o.param for n, o in owners if n == entry.name)] = value
+    return entry.build(seasonal_period(y.index), chosen, args.seed)
+
+
+def _dest(flag: str) -> str:
+    return "model_" + flag.lstrip("-").replace("-", "_")
+
+
+def _load(args):
+    columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    return read_series(args.file, args.time_col, columns)
+
+
+def _save_figure(figure, path) -> None:
+    figure.savefig(path, dpi=110)
+    print(f"plot written to {path}")
+
+
+def _show(frame: pd.DataFrame) -> None:
+    with pd.option_context("display.max_rows", 60, "display.width", 120, "display.float_format", "{:.4g}".format):
+        print(frame.to_string())
+
+
+def forecast(args) -> int:
+    y = _load(args)
+    model = _model(args, y)
+    print(f"fitting {type(model).__name__} on {len(y)} steps of {args.file} ...", file=sys.stderr)
+    model.fit(y)
+    frame = model.predict(args.horizon, quantiles=FAN_QUANTILES)
+    table = frame.drop(columns=[c for c in frame.columns if (c if isinstance(c, str) else c[1]) in ("q0.25", "q0.75")])
+    _show(table)
+    if args.out:
+        frame.to_csv(args.out)
+        print(f"forecast written to {args.out}")
+    if args.plot:
+        from tsgen.plotting import plot_forecast
+
+        _save_figure(plot_forecast(y, frame, title=f"{type(model).__name__} forecast of {Path(args.file).name}"), args.plot)
+    return 0
+
+
+def _refit(text: str):
+    if text in ("always", "never"):
+        return text == "always"
+    try:
+        return int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected 'always', 'never' or a number of origins; got {text!r}") from None
+
+
+def _start(text: str):
+    """An int (training length) or a timestamp string, which the backtest looks up in the index."""
+    try:
+        return int(text)
+    except ValueError:
+        return text
+
+
+def backtest(args) -> int:
+    from tsgen.evaluation import backtest as run_backtest
+
+    y = _load(args)
+    model = _model(args, y)
+    result = run_backtest(
+        model, y, args.horizon, start=args.start, step=args.step, window=args.window, refit=args.refit,
+        season=seasonal_period(y.index), n_jobs=args.n_jobs, n_samples=args.samples,
+        random_state=args.seed, progress=True,
+    )
+    print(f"{result.n_origins} origins, horizon {result.horizon}; mean scores by horizon step:")
+    _show(result.summary(by="horizon"))
+    print("overall:")
+    _show(result.summary())
+    if args.out:
+        result.metrics.to_csv(args.out, index=False)
+        print(f"metrics written to {args.out}")
+    if args.forecasts_out:
+        result.forecasts.to_csv(args.forecasts_out, index=False)
+        print(f"forecasts written to {args.forecasts_out}")
+    if args.plot:
+        _save_figure(result.plot(args.metric), args.plot)
+    return 0
+
+
+def detect(args) -> int:
+    from tsgen.anomaly import AnomalyDetector
+
+    y = _load(args)
+    n_train = len(y) if args.train_size is None else (
+        int(round(args.train_size * len(y))) if args.train_size < 1 else int(args.train_size)
+    )
+    if not 3 <= n_train <= len(y):
+        raise CLIError(f"--train-size must leave between 3 and {len(y)} training steps; got {args.train_size}.")
+    model = _model(args, y)
+    detector = AnomalyDetector(model, method=args.method, false_alarm_rate=args.false_alarm_rate, window=args.window)
+    print(f"fitting {type(model).__name__} on the first {n_train} of {len(y)} steps ...", file=sys.stderr)
+    detector.fit(y.iloc[:n_train])
+    scores = detector.score(y)
+    flags = detector.predict(y)
+    out = pd.DataFrame({"score": scores, "threshold": detector.threshold_, "anomaly": flags})
+    flagged = out.index[out["anomaly"]]
+    print(f"threshold ({args.method}, false-alarm rate {args.false_alarm_rate:g}): {detector.threshold_:.4g}")
+    print(f"{len(flagged)} of {len(out)} steps flagged" + (":" if len(flagged) else "."))
+    if len(flagged):
+        _show(out.loc[out["anomaly"], ["score"]].head(50))
+    if args.out:
+        out.to_csv(args.out)
+        print(f"scores written to {args.out}")
+    if args.plot:
+        from tsgen.plotting import plot_anomalies
+
+        _save_figure(plot_anomalies(y, scores, detector.threshold_, flags), args.plot)
+    return 0
+
+
+def models(args) -> int:
+    available = available_models()
+    from tsgen.cli._registry import MODELS
+
+    for name, entry in MODELS.items():
+        status = "" if name in available else "  (not available in this installation)"
+        print(f"{name}  ->  {entry.target.replace(':', '.')}{status}")
+        print(f"    {entry.description}")
+        for option in entry.options:
+            print(f"    {option.flag:<18} {option.help}")
+        print()
+    return 0
+
