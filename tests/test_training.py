@@ -4,6 +4,8 @@ import math
 import numpy as np
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from torch import nn
 from torch.distributions import Independent, Normal
 
@@ -227,6 +229,31 @@ def test_cut_windows_matches_a_loop():
         assert torch.isnan(win[w, n:]).all()
         assert torch.equal(win_cov[w, :n], covariates[i, s : s + n])
     assert (win_lengths[torch.tensor([i for i, _ in expected]) == 0] == 4).all()
+
+
+@given(
+    lengths=st.lists(st.integers(1, 12), min_size=1, max_size=4),
+    window_length=st.integers(2, 8),
+    stride=st.integers(1, 4),
+)
+def test_windows_cover_each_series_end_and_keep_observed_values(lengths, window_length, stride):
+    lengths = torch.tensor(lengths)
+    steps = int(lengths.max())
+    values = torch.arange(len(lengths) * steps, dtype=torch.float64).reshape(-1, steps, 1)
+    mask = torch.arange(steps)[None, :, None] < lengths[:, None, None]
+    values = torch.where(mask, values, torch.tensor(float("nan"), dtype=torch.float64))
+    windows, window_mask, window_lengths, _ = cut_windows(values, mask, lengths, window_length, stride)
+    expected = sum(max(n - window_length, 0) // stride + 1 for n in lengths.tolist())
+    assert len(windows) == expected and windows.shape[1] == min(window_length, steps)
+    assert torch.equal(window_mask.sum((1, 2)), window_lengths) and (window_lengths >= 1).all()
+    assert not torch.isnan(windows[window_mask]).any() and torch.isnan(windows[~window_mask]).all()
+    # values are the series' own: consecutive within a window, and every series' last value appears
+    observed = windows[..., 0]
+    for w in range(len(windows)):
+        n = int(window_lengths[w])
+        assert torch.equal(observed[w, :n] - observed[w, 0], torch.arange(n, dtype=torch.float64))
+    last_values = {float(values[i, n - 1, 0]) for i, n in enumerate(lengths.tolist())}
+    assert last_values <= set(observed[window_mask[..., 0]].tolist())
 
 
 def test_last_steps_takes_each_series_end():
