@@ -64,15 +64,18 @@ def test_iwae_bound_between_mean_and_max(weights):
     assert w.mean().item() - 1e-9 <= bound <= w.max().item() + 1e-9
 
 
-def test_per_step_iwae_telescopes_to_the_total_and_zeroes_masked_steps():
+def test_per_step_iwae_telescopes_to_the_total_and_zeroes_unobserved_steps():
     gen = torch.Generator().manual_seed(0)
+    observed = torch.tensor([[True, True, False, True, True, True], [True] * 4 + [False] * 2, [True] + [False] * 5])
     w = torch.randn(50, 3, 6, generator=gen, dtype=DTYPE)
-    step_mask = torch.tensor([[True] * 6, [True] * 4 + [False] * 2, [True] + [False] * 5])
-    per_step = per_step_iwae(w, step_mask)
-    assert torch.all(per_step[~step_mask] == 0)
-    total = iwae_bound(torch.where(step_mask, w, torch.zeros((), dtype=DTYPE)).sum(-1), dim=0)
-    torch.testing.assert_close(per_step.sum(-1), total, rtol=1e-12, atol=1e-12)
-    # with one draw the increments are the draws' own step weights
+    w = torch.where(valid_steps(observed[..., None]), w, torch.zeros((), dtype=DTYPE))  # nothing after the end
+    per_step = per_step_iwae(w, observed)
+    assert torch.all(per_step[~observed] == 0)
+    torch.testing.assert_close(per_step.sum(-1), iwae_bound(w.sum(-1), dim=0), rtol=1e-12, atol=1e-12)
+    # the interior gap's latent move is carried into the next observed step
+    expected = logmeanexp(w[:, 0, :4].sum(-1)) - logmeanexp(w[:, 0, :2].sum(-1))
+    torch.testing.assert_close(per_step[0, 3], expected, rtol=1e-12, atol=1e-12)
+    # with one draw and everything observed the increments are the draw's own step weights
     torch.testing.assert_close(per_step_iwae(w[:1]), w[0], rtol=0, atol=1e-12)
 
 

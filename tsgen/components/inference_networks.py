@@ -104,6 +104,11 @@ class Combiner(nn.Module):
         self.weight = 1.0 / (n_directions + (1 if uses_previous else 0))
         self.z_to_hidden = nn.Linear(latent_dim, rnn_dim) if uses_previous else None
         self.hidden_to_params = nn.Linear(rnn_dim, 2 * latent_dim)
+        with torch.no_grad():
+            # start with small guide noise (softplus(-2) ~ 0.13): the decoder then sees a
+            # usable signal in z from the first steps instead of sitting on the plateau of
+            # an unused latent
+            self.hidden_to_params.bias[latent_dim:].fill_(-2.0)
 
     def summary_term(self, summary: Tensor) -> Tensor:
         """The RNN's share of the pre-activation ``(..., 2Z)``, bias included."""

@@ -87,27 +87,28 @@ def iwae_bound(log_weights: Tensor, dim: int = 0) -> Tensor:
     return logmeanexp(log_weights, dim=dim)
 
 
-def per_step_iwae(step_log_weights: Tensor, step_mask: Tensor | None = None) -> Tensor:
+def per_step_iwae(step_log_weights: Tensor, observed: Tensor | None = None) -> Tensor:
     r"""Per-step decomposition of the IWAE estimate, summing to :func:`iwae_bound`.
 
     ``step_log_weights`` ``(K, ..., T)`` holds each step's share
     ``log g(x_t|z_t) + log f(z_t|z_{t-1}) - log q(z_t|\cdot)`` of the K draws.
-    The value at step t is
+    The value at an observed step t is
 
-    .. math:: \hat\ell_t = \log \tfrac1K \sum_k e^{w^k_{1:t}} - \log \tfrac1K \sum_k e^{w^k_{1:t-1}},
+    .. math:: \hat\ell_t = \log \tfrac1K \sum_k e^{w^k_{1:t}} - \log \tfrac1K \sum_k e^{w^k_{1:t'}},
         \qquad w^k_{1:t} = \sum_{s \le t} w^k_s,
 
-    the increment of the prefix estimates. Each prefix is itself an
-    importance-sampling estimate of ``p(x_{1:t})`` (the guide's marginal over
-    ``z_{1:t}`` is a proper proposal), so ``\hat\ell_t`` estimates
-    ``log p(x_t | x_{<t})`` and the sum telescopes to the full IWAE value.
-    Steps outside ``step_mask`` ``(..., T)`` get exactly zero.
+    with ``t'`` the previous observed step: the increment of the prefix
+    estimates. Each prefix is itself an importance-sampling estimate of
+    ``p(x_{1:t})`` (the guide's marginal over ``z_{1:t}`` is a proper
+    proposal), so ``\hat\ell_t`` estimates ``log p(x_t | x_{<t})`` and the sum
+    telescopes to the full IWAE value. Steps where ``observed`` ``(..., T)``
+    is False (nothing seen: their exact value is ``log 1 = 0``) get exactly
+    zero; their latent moves are carried into the next observed step.
     """
-    weights = step_log_weights
-    if step_mask is not None:
-        weights = torch.where(step_mask, weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
-    prefix = logmeanexp(weights.cumsum(-1), dim=0)  # (..., T)
-    increments = torch.diff(prefix, dim=-1, prepend=torch.zeros_like(prefix[..., :1]))
-    if step_mask is not None:
-        increments = torch.where(step_mask, increments, torch.zeros((), dtype=increments.dtype, device=increments.device))
-    return increments
+    prefix = logmeanexp(step_log_weights.cumsum(-1), dim=0)  # (..., T)
+    if observed is not None:
+        steps = torch.arange(prefix.shape[-1], device=prefix.device)
+        last_seen = torch.where(observed, steps, torch.full_like(steps, -1)).cummax(-1).values
+        zero = torch.zeros((), dtype=prefix.dtype, device=prefix.device)
+        prefix = torch.where(last_seen >= 0, prefix.gather(-1, last_seen.clamp_min(0)), zero)
+    return torch.diff(prefix, dim=-1, prepend=torch.zeros_like(prefix[..., :1]))

@@ -73,6 +73,20 @@ def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
 
 
+def _carry_to_observed(per_step: Tensor, observed: Tensor) -> Tensor:
+    """Move each unobserved step's value onto the next observed step ``(B, T)``.
+
+    Values after the last observed step are dropped: they are zero here
+    (outside the valid steps).
+    """
+    totals = per_step.cumsum(-1)
+    steps = torch.arange(per_step.shape[-1], device=per_step.device)
+    last_seen = torch.where(observed, steps, torch.full_like(steps, -1)).cummax(-1).values
+    zero = torch.zeros((), dtype=per_step.dtype, device=per_step.device)
+    totals = torch.where(last_seen >= 0, totals.gather(-1, last_seen.clamp_min(0)), zero)
+    return torch.diff(totals, dim=-1, prepend=torch.zeros_like(totals[..., :1]))
+
+
 class DeepMarkovModule(SequentialModel):
     """The DMM's generative model and guide, implementing the model protocol.
 
@@ -214,10 +228,12 @@ class DeepMarkovModule(SequentialModel):
         """Per-step contributions ``(B, T)`` to the log-likelihood estimate.
 
         ``method="iwae"``: the increments of the prefix IWAE estimates
-        (:func:`tsgen.inference.elbo.per_step_iwae`), which sum to the
-        ``K = n_samples`` IWAE bound of each sequence. ``method="elbo"``:
-        each step's ``E_q[log g(x_t|z_t)] - KL_t``, averaged over
-        ``n_samples`` draws, summing to the ELBO. Draws are processed in
+        between observed steps (:func:`tsgen.inference.elbo.per_step_iwae`),
+        which sum to the ``K = n_samples`` IWAE bound of each sequence and
+        are 0 where nothing was observed. ``method="elbo"``: each step's
+        ``E_q[log g(x_t|z_t)] - KL_t``, averaged over ``n_samples`` draws,
+        summing to the ELBO; the KL of a step where nothing was observed is
+        carried into the next observed step so that step reads 0 too. Draws are processed in
         chunks of at most ``max_rows`` latent rows to bound memory.
         """
         if method not in ("iwae", "elbo"):
@@ -235,8 +251,8 @@ class DeepMarkovModule(SequentialModel):
                 pieces.append(torch.where(step_mask, log_lik - kl, zero))
         stacked = torch.cat(pieces, dim=0)
         if method == "iwae":
-            return per_step_iwae(stacked, valid_steps(mask))
-        return stacked.mean(0)
+            return per_step_iwae(stacked, mask.any(-1))
+        return _carry_to_observed(stacked.mean(0), mask.any(-1))
 
     def iwae(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
         """The IWAE bound per sequence ``(B,)`` with ``K = n_samples`` draws."""
