@@ -88,7 +88,7 @@ class AnomalyDetector(BaseEstimator):
 
     def _raw_scores(self, y, X=None) -> pd.Series:
         log_density = self.model_.log_likelihood(y, per_step=True, X=X)
-        return (-log_density).rename("anomaly_score")
+        return (0.0 - log_density).rename("anomaly_score")  # 0.0 - keeps exact zeros unsigned
 
     def _aggregate(self, raw: pd.Series) -> pd.Series:
         if self.window == 1:

@@ -75,7 +75,7 @@ class SPOT:
             raise ValueError(
                 f"`scores` leave {len(peaks)} peaks over the {self.level:g} quantile; SPOT needs at least "
                 f"{MIN_PEAKS}: give more calibration data (about {int(np.ceil(MIN_PEAKS / (1 - self.level)))}) "
-                "or lower `level`."
+                "or lower `level` (`spot_level` of AnomalyDetector)."
             )
         self.peaks_ = list(peaks)
         self.n_ = len(x)

@@ -69,7 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
     _data_arguments(p)
     p.add_argument("--train-size", type=float, help="leading steps (count, or fraction < 1) to fit on "
                    "(default: all)")
-    p.add_argument("--method", choices=("spot", "quantile"), default="spot", help="threshold (default spot)")
+    p.add_argument("--method", choices=("auto", "spot", "quantile"), default="auto",
+                   help="threshold: SPOT tail fit, or quantile of the training scores (default auto: SPOT "
+                   f"from {_commands.SPOT_MIN_TRAIN} training steps on)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="target false-alarm rate (default 0.01)")
     p.add_argument("--window", type=_positive_int, default=1, help="average scores over this many steps")
     p.add_argument("--out", help="write score, threshold and anomaly flag per step to this CSV")

@@ -10,6 +10,8 @@ import pandas as pd
 from tsgen.cli._io import CLIError, read_series, seasonal_period
 from tsgen.cli._registry import all_options, available_models
 
+#: shortest training set for which ``detect --method auto`` picks SPOT (10 peaks over the 0.98 quantile)
+SPOT_MIN_TRAIN = 500
 #: forecast quantiles: the 50/80/95% fan bands and the median
 FAN_QUANTILES = (0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975)
 
@@ -120,14 +122,17 @@ def detect(args) -> int:
     if not 3 <= n_train <= len(y):
         raise CLIError(f"--train-size must leave between 3 and {len(y)} training steps; got {args.train_size}.")
     model = _model(args, y)
-    detector = AnomalyDetector(model, method=args.method, false_alarm_rate=args.false_alarm_rate, window=args.window)
+    method = args.method
+    if method == "auto":  # SPOT needs enough peaks over its initial quantile to fit a tail
+        method = "spot" if n_train >= SPOT_MIN_TRAIN else "quantile"
+    detector = AnomalyDetector(model, method=method, false_alarm_rate=args.false_alarm_rate, window=args.window)
     print(f"fitting {type(model).__name__} on the first {n_train} of {len(y)} steps ...", file=sys.stderr)
     detector.fit(y.iloc[:n_train])
     scores = detector.score(y)
     flags = detector.predict(y)
     out = pd.DataFrame({"score": scores, "threshold": detector.threshold_, "anomaly": flags})
     flagged = out.index[out["anomaly"]]
-    print(f"threshold ({args.method}, false-alarm rate {args.false_alarm_rate:g}): {detector.threshold_:.4g}")
+    print(f"threshold ({method}, false-alarm rate {args.false_alarm_rate:g}): {detector.threshold_:.4g}")
     print(f"{len(flagged)} of {len(out)} steps flagged" + (":" if len(flagged) else "."))
     if len(flagged):
         _show(out.loc[out["anomaly"], ["score"]].head(50))
