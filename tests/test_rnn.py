@@ -204,3 +204,20 @@ def test_jsb_training_beats_the_independent_bernoulli_baseline():
     assert nll < baseline - 0.25, (nll, baseline)
     rolls = model.sample(4, n_samples=2, y=valid[:3])
     assert len(rolls) == 3 and rolls[0].shape == (2, 4, 88) and set(np.unique(rolls[0])) <= {0.0, 1.0}
+
+
+@pytest.mark.parametrize("emission", ["poisson", "negbin"])
+def test_count_heads_give_count_forecasts(emission):
+    rng = np.random.default_rng(0)
+    y = pd.Series(rng.poisson(4.0 + 3.0 * np.sin(np.arange(80) / 4.0)).astype(float),
+                  index=pd.RangeIndex(80))
+    model = tiny(emission=emission).fit(y)
+    draws = model.sample(6, n_samples=50)
+    assert (draws >= 0).all() and np.array_equal(draws, np.round(draws))
+    assert np.isfinite(model.log_likelihood(y))
+
+
+def test_progress_false_is_silent(capsys):
+    tiny(max_epochs=2).fit(make_series())
+    captured = capsys.readouterr()
+    assert captured.out == "" and captured.err == ""
