@@ -237,6 +237,15 @@ class RNNForecaster(DeepForecaster):
         Training settings (:class:`tsgen.training.TrainingConfig`).
     random_state : int or None
         Seeds initialisation, shuffling, dropout and sampling.
+
+    Notes
+    -----
+    ``log_likelihood`` scores each given sequence conditionally on its own
+    scale ``s`` (mean absolute observed value); training windows use the
+    window's scale and forecasts the context's. With pandas series,
+    ``validation_fraction`` holds out random (overlapping) windows, so the
+    validation loss is optimistic; pass a collection of separate sequences
+    for a clean split.
     """
 
     _supports_covariates = True
