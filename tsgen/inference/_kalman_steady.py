@@ -21,11 +21,14 @@ the parameter sets.
 
 from __future__ import annotations
 
-import math
-
 import torch
 from torch import Tensor
 
+from tsgen.inference._kalman_affine import (
+    projected_affine_recurrence_constant,
+    affine_recurrence_sequential,
+    affine_recurrence_varying_shared,
+)
 from tsgen.inference._kalman_params import PreparedParams
 from tsgen.inference._kalman_scan import combine
 from tsgen.inference._kalman_step import LOG_2PI, raise_if_not_pd, symmetrize
@@ -139,96 +142,13 @@ def riccati_predicted_covariances(p: PreparedParams, max_steps: int) -> Tensor:
     return _riccati_sequential(p, max_steps)
 
 
-def _matrix_powers(L: Tensor, count: int) -> Tensor:
-    """``L^1..L^count`` ``(*p, count, S, S)`` by doubling."""
-    powers = L.unsqueeze(-3)
-    while powers.shape[-3] < count:
-        powers = torch.cat([powers, powers[..., -1:, :, :] @ powers], -3)
-    return powers[..., :count, :, :]
-
-
-def affine_recurrence_constant(L: Tensor, u: Tensor, x0: Tensor) -> Tensor:
-    """Solve ``x_{k+1} = L x_k + u_k`` (``k = 0..N-1``); returns ``x_1..x_N`` ``(*b, N, S)``.
-
-    ``L`` ``(*p, S, S)``, ``u`` ``(*b, N, S)``, ``x0`` ``(*b, S)``. Chunked scan:
-    the N steps are cut into K chunks of length C ~ sqrt(N); (1) each chunk
-    runs from zero, all chunks at once (C steps); (2) the chunk start states
-    are chained (K steps); (3) ``x = L^{j+1} start + local`` in one op.
-    """
-    num_steps, S = u.shape[-2], u.shape[-1]
-    chunk = max(1, math.ceil(math.sqrt(num_steps)))
-    num_chunks = math.ceil(num_steps / chunk)
-    pad = num_chunks * chunk - num_steps
-    if pad:
-        u = torch.cat([u, u.new_zeros(*u.shape[:-2], pad, S)], -2)
-    u = u.reshape(*u.shape[:-2], num_chunks, chunk, S)
-    powers = _matrix_powers(L, chunk)  # L^1..L^C
-    Lt = _t(L)
-    local = u[..., 0, :]
-    locals_ = [local]
-    for j in range(1, chunk):
-        local = local @ Lt + u[..., j, :]
-        locals_.append(local)
-    local_all = torch.stack(locals_, -2)  # (*b, K, C, S)
-    chunk_map = _t(powers[..., -1, :, :])  # (L^C)^T
-    start = x0.unsqueeze(-2)
-    starts = [start]
-    for k in range(num_chunks - 1):
-        start = start @ chunk_map + local_all[..., k, -1:, :]
-        starts.append(start)
-    starts_all = torch.cat(starts, -2)  # (*b, K, S)
-    states = torch.einsum("...jab,...kb->...kja", powers, starts_all) + local_all
-    return states.reshape(*states.shape[:-3], num_chunks * chunk, S)[..., :num_steps, :]
-
-
-def affine_recurrence_varying(L: Tensor, u: Tensor, x0: Tensor) -> Tensor:
-    """Solve ``x_{k+1} = L_k x_k + u_k``; ``L`` ``(*p, N, S, S)``; returns ``x_1..x_N``.
-
-    Few parameter sets: the chunked scan with per-chunk transition products;
-    many: the sequential recursion batched over series (less work).
-    """
-    num_steps, S = u.shape[-2], u.shape[-1]
-    if L.shape[:-3].numel() > MAX_PARAM_SETS_FOR_PARALLEL or num_steps < 4:
-        x, states = x0, []
-        for k in range(num_steps):
-            # Broadcast multiply-sum beats a batched matmul of tiny matrices here.
-            x = (L[..., k, :, :] * x.unsqueeze(-2)).sum(-1) + u[..., k, :]
-            states.append(x)
-        return torch.stack(states, -2)
-    chunk = max(1, math.ceil(math.sqrt(num_steps)))
-    num_chunks = math.ceil(num_steps / chunk)
-    pad = num_chunks * chunk - num_steps
-    if pad:
-        u = torch.cat([u, u.new_zeros(*u.shape[:-2], pad, S)], -2)
-        eye = torch.eye(S, dtype=L.dtype).expand(*L.shape[:-3], pad, S, S)
-        L = torch.cat([L, eye], -3)
-    u = u.reshape(*u.shape[:-2], num_chunks, chunk, S)
-    L = L.reshape(*L.shape[:-3], num_chunks, chunk, S, S)
-    local = u[..., 0, :]
-    transport = L[..., 0, :, :]
-    locals_, transports = [local], [transport]
-    for j in range(1, chunk):
-        L_j = L[..., j, :, :]
-        local = (L_j @ local.unsqueeze(-1)).squeeze(-1) + u[..., j, :]
-        transport = L_j @ transport
-        locals_.append(local)
-        transports.append(transport)
-    local_all = torch.stack(locals_, -2)  # (*b, K, C, S)
-    transport_all = torch.stack(transports, -3)  # (*p, K, C, S, S)
-    start = x0
-    starts = [start]
-    for k in range(num_chunks - 1):
-        start = (transport_all[..., k, -1, :, :] @ start.unsqueeze(-1)).squeeze(-1) + local_all[..., k, -1, :]
-        starts.append(start)
-    starts_all = torch.stack(starts, -2)  # (*b, K, S)
-    states = (transport_all @ starts_all.unsqueeze(-2).unsqueeze(-1)).squeeze(-1) + local_all
-    return states.reshape(*states.shape[:-3], num_chunks * chunk, S)[..., :num_steps, :]
-
-
 def steady_state_log_likelihood(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> Tensor:
     """Total log-likelihood ``(*b,)`` for time-invariant params and fully observed ``y``."""
-    num_times = y.shape[-2]
-    S = p.state_dim
+    if p.batch_shape.numel() > MAX_PARAM_SETS_FOR_PARALLEL:
+        from tsgen.inference._kalman_batch_last import steady_state_log_likelihood_many
+
+        return steady_state_log_likelihood_many(y, p, batch_shape)
+    num_times, S, D = y.shape[-2], p.state_dim, p.obs_dim
     pred_covs = riccati_predicted_covariances(p, num_times)  # (*p, n, S, S)
     n = pred_covs.shape[-3]
     F, H, R = p.F, p.H, p.R
@@ -238,38 +158,51 @@ def steady_state_log_likelihood(y: Tensor, p: PreparedParams, batch_shape: torch
     gain = _t(torch.cholesky_solve(_t(PHt), chol))  # K_t (*p, n, S, D)
     FK = F.unsqueeze(-3) @ gain
     L = F.unsqueeze(-3) - FK @ H.unsqueeze(-3)  # F (I - K_t H)
+    whiten = torch.linalg.solve_triangular(chol, torch.eye(D, dtype=y.dtype), upper=False)
+    log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (*p, n)
+
+    # Flatten the series to one batch dim B; parameter tensors stay unexpanded when shared.
+    batch = batch_shape.numel()
+    shared = p.batch_shape.numel() == 1
+
+    def flat(x: Tensor, event_dims: int) -> Tensor:
+        event = x.shape[x.dim() - event_dims:]
+        if shared:
+            return x.reshape(event)
+        return x.expand(*batch_shape, *event).reshape(batch, *event)
+
     centred = y if p.d is None else y - p.d.unsqueeze(-2)
-    c = None if p.c is None else p.c.unsqueeze(-2)
+    centred = centred.expand(*batch_shape, num_times, D).reshape(batch, num_times, D)
+    c = None if p.c is None else flat(p.c, 1)
+    L, FK, whiten, log_det = flat(L, 3), flat(FK, 3), flat(whiten, 3), flat(log_det, 1)
+    H = flat(H, 2)
+    x0 = p.m1.expand(*batch_shape, S).reshape(batch, S)
 
     steps = num_times - 1  # transitions
-    x0 = p.m1.expand(*batch_shape, S)
-    parts = [x0.unsqueeze(-2)]
     transient = min(n, steps)
-    last = x0
+    head_states, last = x0.unsqueeze(1), x0  # a_0..a_transient
     if transient > 0:
-        u = (FK[..., :transient, :, :] * centred[..., :transient, None, :]).sum(-1)
+        u = (FK[..., :transient, :, :] * centred[:, :transient, None, :]).sum(-1)
         if c is not None:
-            u = u + c
-        states = affine_recurrence_varying(L[..., :transient, :, :], u, x0)
-        parts.append(states.expand(*batch_shape, transient, S))
-        last = states[..., -1, :]
-    if steps > n:
-        u = centred[..., n:steps, :] @ _t(FK[..., -1, :, :])
-        if c is not None:
-            u = u + c
-        states = affine_recurrence_constant(L[..., -1, :, :], u, last)
-        parts.append(states.expand(*batch_shape, steps - n, S))
-    pred_means = torch.cat(parts, -2)  # (*b, T, S)
+            u = u + c.unsqueeze(-2)
+        if shared:
+            states = affine_recurrence_varying_shared(L[:transient], u, x0)
+        else:
+            states = affine_recurrence_sequential(L[:, :transient], u, x0)
+        head_states = torch.cat([head_states, states], 1)
+        last = states[:, -1]
+    innovations = centred[:, : transient + 1] - head_states @ _t(H)
+    if steps > n:  # a_{n+1}..a_{T-1} with the steady gain, only through H a_t
+        predicted_obs = projected_affine_recurrence_constant(
+            L[..., -1, :, :], FK[..., -1, :, :], c, centred[:, n:steps], last, H
+        )
+        innovations = torch.cat([innovations, centred[:, n + 1 :] - predicted_obs], 1)
 
-    innovations = centred - pred_means @ _t(H)
-    whiten = torch.linalg.solve_triangular(chol, torch.eye(p.obs_dim, dtype=y.dtype), upper=False)
-    log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)  # (*p, n)
     head = min(n, num_times)
-    quad = (
-        (whiten[..., :head, :, :] * innovations[..., :head, None, :]).sum(-1).pow(2).sum((-1, -2))
-    )
+    quad = (whiten[..., :head, :, :] * innovations[:, :head, None, :]).sum(-1).pow(2).sum((-1, -2))
     total_log_det = log_det[..., :head].sum(-1)
     if num_times > n:
-        quad = quad + (innovations[..., n:, :] @ _t(whiten[..., -1, :, :])).pow(2).sum((-1, -2))
+        quad = quad + (innovations[:, n:] @ _t(whiten[..., -1, :, :])).pow(2).sum((-1, -2))
         total_log_det = total_log_det + (num_times - n) * log_det[..., -1]
-    return (-0.5 * (num_times * p.obs_dim * LOG_2PI + total_log_det + quad)).expand(batch_shape)
+    total = -0.5 * (num_times * D * LOG_2PI + total_log_det + quad)
+    return total.reshape(batch_shape)
