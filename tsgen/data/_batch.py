@@ -189,9 +189,13 @@ def to_covariates(X, name: str, n_series: int, min_rows: "list[int] | None" = No
     widths = {a.shape[1] for a in arrays}
     if len(widths) != 1:
         raise ValueError(f"`{name}` entries must all have the same number of columns.")
-    rows = min(len(a) for a in arrays) if min_rows is None else max(min_rows)
-    rows = min(rows, min(len(a) for a in arrays))
-    return torch.from_numpy(np.stack([a[:rows] for a in arrays]))
+    # rows beyond a series' own length are padding, like the padding of `y`
+    rows = max(len(a) for a in arrays) if min_rows is None else max(min_rows)
+    padded = np.zeros((len(arrays), rows, arrays[0].shape[1]))
+    for i, a in enumerate(arrays):
+        used = min(len(a), rows)
+        padded[i, :used] = a[:used]
+    return torch.from_numpy(padded)
 
 
 def validate_horizon(horizon) -> int:
