@@ -457,6 +457,23 @@ def test_fit_em_stops_on_tolerance_and_callback():
     assert seen == [0, 1, 2, 3] and stopped.n_iter == 3 and not stopped.converged
 
 
+def test_singular_covariance_update_is_lifted_to_positive_definite():
+    """A constant, unexplained data column makes the raw R update singular; it is floored."""
+    rng = np.random.default_rng(15)
+    system = random_system(rng, S=1, D=2, offsets=False)
+    system["observation_matrices"] = np.array([[1.0], [0.0]])
+    system["observation_covariance"] = np.diag([0.5, 0.3])
+    y = simulate(rng, system, B=2, T=30)
+    y[..., 1] = 0.0  # the second column carries no noise at all
+    new, _ = em_step(torch.tensor(y), None, to_params(system), ["observation_covariance"])
+    R = new.observation_covariance
+    assert torch.equal(R, R.T)
+    eigenvalues = torch.linalg.eigvalsh(R)
+    assert float(eigenvalues[0]) > 0 and float(eigenvalues[0]) <= 1e-11 * float(eigenvalues[-1])
+    result = fit_em(torch.tensor(y), None, new, em_vars=["observation_covariance"], max_iter=3)
+    assert np.all(np.isfinite(result.log_likelihoods))
+
+
 def test_offsets_none_stay_none_unless_learned():
     rng = np.random.default_rng(9)
     system = random_system(rng, S=2, D=2, offsets=False)
