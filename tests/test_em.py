@@ -15,6 +15,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from tsgen.inference.em import EM_VARIABLES, em_step, fit_em, fit_mle
 from tsgen.inference.kalman import KalmanParams, kalman_log_likelihood
@@ -415,6 +417,28 @@ def test_em_log_likelihood_never_decreases(em_vars, pattern):
     final = kalman_log_likelihood(torch.tensor(np.where(mask, y, 0.0)), torch.tensor(mask),
                                   result.params).sum()
     assert float(final) == pytest.approx(lls[-1], rel=1e-10)
+
+
+@settings(max_examples=25, deadline=None, derandomize=True)
+@given(
+    seed=st.integers(0, 2**32 - 1),
+    state_dim=st.integers(1, 3),
+    obs_dim=st.integers(1, 3),
+    em_vars=st.sets(st.sampled_from(EM_VARIABLES), min_size=1),
+    missing_rate=st.sampled_from([0.0, 0.3, 0.7]),
+)
+def test_any_em_step_does_not_decrease_the_log_likelihood(seed, state_dim, obs_dim, em_vars, missing_rate):
+    rng = np.random.default_rng(seed)
+    truth = random_system(rng, S=state_dim, D=obs_dim, offsets=bool(rng.integers(2)))
+    start = random_system(rng, S=state_dim, D=obs_dim, offsets=bool(rng.integers(2)))
+    y = simulate(rng, truth, B=3, T=12)
+    mask = rng.uniform(size=y.shape) >= missing_rate
+    mask[:, :2, 0] = True  # every sequence has a transition to learn from...
+    mask[:, 1:, :] &= (np.arange(1, 12) < rng.integers(2, 13, size=3)[:, None])[..., None]  # ...and is ragged
+    y_t, mask_t = torch.tensor(np.where(mask, y, np.nan)), torch.tensor(mask)
+    new, before = em_step(y_t, mask_t, to_params(start), em_vars)
+    after = float(kalman_log_likelihood(torch.tensor(np.where(mask, y, 0.0)), mask_t, new).sum())
+    assert after >= before - 1e-9 * abs(before)
 
 
 def test_fit_em_recovers_held_out_likelihood():
