@@ -238,8 +238,9 @@ def expected_complete_log_likelihood(moments, params: dict) -> torch.Tensor:
     t_ = lambda v: torch.as_tensor(v, dtype=DTYPE)  # noqa: E731
     S = params["transition_matrices"].shape[0]
     D = params["observation_matrices"].shape[0]
-    c = params["transition_offsets"] if params["transition_offsets"] is not None else torch.zeros(S, dtype=DTYPE)
-    d = params["observation_offsets"] if params["observation_offsets"] is not None else torch.zeros(D, dtype=DTYPE)
+    c, d = params["transition_offsets"], params["observation_offsets"]
+    c = torch.zeros(S, dtype=DTYPE) if c is None else c
+    d = torch.zeros(D, dtype=DTYPE) if d is None else d
     total = torch.zeros((), dtype=DTYPE)
     zero_S = torch.zeros(S, S, dtype=DTYPE)
     for m in moments:
@@ -597,5 +598,5 @@ def test_fit_mle_reaches_at_least_the_em_likelihood():
         grad = fitted[name].grad
         np.testing.assert_allclose((0.5 * (grad + grad.T)).numpy(), 0.0, atol=1e-3, err_msg=name)
     for name in set(EM_VARIABLES) - set(learn):
-        value = getattr(start, name)
-        assert (getattr(mle.params, name) is None) if value is None else torch.equal(getattr(mle.params, name), value)
+        value, fitted_value = getattr(start, name), getattr(mle.params, name)
+        assert fitted_value is None if value is None else torch.equal(fitted_value, value)

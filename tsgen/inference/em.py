@@ -709,8 +709,8 @@ def fit_mle(
     for name in sorted(chosen):
         value = getattr(params, name)
         if value is None:  # an absent offset starts at zero
-            size = (params.transition_matrices if name == "transition_offsets" else params.observation_matrices).shape[0]
-            value = params.transition_matrices.new_zeros(size)
+            rows = params.transition_matrices if name == "transition_offsets" else params.observation_matrices
+            value = rows.new_zeros(rows.shape[0])
         start = _covariance_to_unconstrained(value) if name in _COVARIANCES else value
         raw[name] = start.detach().clone().requires_grad_(True)
 
