@@ -29,6 +29,8 @@ from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_statespace import lag_polynomial
 
 KPSS_CRITICAL_5PCT = 0.463
+#: exact Riccati steps before the gain is frozen while ranking candidates
+SEARCH_TRANSIENT = 40
 SEASONAL_STRENGTH_THRESHOLD = 0.64
 
 
@@ -223,7 +225,7 @@ def stepwise_search(
             if n_obs_min <= spec.n_params + 1 or spec.n_integration >= n_rows - 1:
                 continue
             cov = None if covariates is None else covariates[rows_t]
-            result = fit_spec(spec, y[rows_t], cov, max_iter=opts.max_iter)
+            result = fit_spec(spec, y[rows_t], cov, max_iter=opts.max_iter, max_transient=SEARCH_TRANSIENT)
             aicc = result.aicc.numpy()
             ok = _roots_ok(spec, result.params).numpy() & np.isfinite(aicc)
             for j, i in enumerate(rows):
@@ -251,8 +253,11 @@ def _collect(best, y, covariates, d, D, s, opts, n_exog):
     out = []
     for spec, members in groups.items():
         rows = np.array([i for i, _, _ in members])
-        pick = lambda name: torch.stack([getattr(r, name)[j] for _, r, j in members])  # noqa: E731
-        out.append((FitResult(spec, pick("params"), pick("llf"), pick("n_obs"), pick("converged")), rows))
+        start = torch.stack([r.params[j] for _, r, j in members])
+        rows_t = torch.as_tensor(rows)
+        cov = None if covariates is None else covariates[rows_t]
+        # the search froze slow Riccati transients; the winners are refitted exactly
+        out.append((fit_spec(spec, y[rows_t], cov, start=start, max_iter=opts.max_iter), rows))
     if missing:
         spec = ArimaSpec(0, d, 0, 0, D if s >= 2 else 0, 0, s if (s >= 2 and D) else 0, None, n_exog)
         rows_t = torch.tensor(missing)

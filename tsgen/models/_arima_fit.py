@@ -140,8 +140,13 @@ def fit_spec(
     covariates: Tensor | None,
     start: Tensor | None = None,
     max_iter: int = 200,
+    max_transient: int | None = None,
 ) -> FitResult:
-    """Fit ``spec`` to every row of ``y`` ``(B, T)`` (NaN = missing or padding)."""
+    """Fit ``spec`` to every row of ``y`` ``(B, T)`` (NaN = missing or padding).
+
+    ``start``: constrained parameters to start from (default Hannan-Rissanen);
+    ``max_transient``: see :func:`fast_log_likelihood` (None = exact).
+    """
     B, T = y.shape
     check_initial_observed(spec, y)
     X = regressors(spec, T, covariates, B)
@@ -171,7 +176,7 @@ def fit_spec(
         params = constrain(spec, free, xscale[rows])
         if fast:
             kp, obs = state_space_inputs(spec, params, ys[rows], X[rows])
-            return -fast_log_likelihood(kp, obs[..., 0]) / n_obs[rows]
+            return -fast_log_likelihood(kp, obs[..., 0], max_transient=max_transient) / n_obs[rows]
         return -log_likelihood(spec, params, ys[rows], X[rows]) / n_obs[rows]
 
     free, _, converged = minimize_bfgs(objective, free0, max_iter=max_iter)

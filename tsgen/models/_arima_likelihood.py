@@ -17,6 +17,11 @@ one observed dimension), specialised two ways:
 
 Series may end in NaN padding; missing values inside a series need the
 general filter (the caller checks, see ``has_inner_gaps``).
+
+``max_transient`` caps the exact Riccati phase: past it the gain is frozen
+even if not yet converged (models with an MA root on the unit circle
+converge like 1/t). That approximation is only used to rank candidate orders
+in the automatic search, whose winners are refitted exactly.
 """
 from __future__ import annotations
 
@@ -55,7 +60,9 @@ def _causal_convolution(kernel: Tensor, signal: Tensor) -> Tensor:
     return torch.cat([signal.new_zeros(*signal.shape[:-1], 1), full[..., : n - 1]], -1)
 
 
-def fast_log_likelihood(params: KalmanParams, y: Tensor, tol: float = 1e-11, check_every: int = 4) -> Tensor:
+def fast_log_likelihood(
+    params: KalmanParams, y: Tensor, tol: float = 1e-11, check_every: int = 4, max_transient: int | None = None
+) -> Tensor:
     """Total log-likelihood ``(B,)`` of ``y`` ``(B, T)`` (NaN only as trailing padding)."""
     F = params.transition_matrices
     h = params.observation_matrices[..., 0, :]
@@ -85,7 +92,8 @@ def fast_log_likelihood(params: KalmanParams, y: Tensor, tol: float = 1e-11, che
             with torch.no_grad():
                 change = (P_next - prev).abs().amax((-1, -2))
                 scale = P_next.abs().amax((-1, -2)).clamp_min(1e-300)
-                done = bool((change <= tol * scale).all()) and bool(observed[:, : t + 1].all())
+                done = bool((change <= tol * scale).all()) or (max_transient is not None and t + 1 >= max_transient)
+                done = done and bool(observed[:, : t + 1].all())
             if done:
                 P = P_next
                 switch = t + 1
