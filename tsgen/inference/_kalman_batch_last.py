@@ -3,11 +3,15 @@
 With many small systems (e.g. 1000 series, each with its own 4x4 model) a
 batched matmul of tiny matrices costs ~0.1 us per matrix in overhead. Laid
 out batch-last, ``(S, S, B)``, a 4x4 product is a broadcast multiply and a
-sum over a leading axis: contiguous, vectorised, several times faster. The
-filter below runs the mean and covariance recursions together, one batched
-step per time step, until every system's Riccati recursion has converged;
-the rest of the series then uses the steady-state gain through the chunked
-affine recurrence (see ``_kalman_affine``).
+sum over a leading axis: contiguous and vectorised.
+
+The systems converge at different speeds, so they are split in two sets
+that shrink and grow as the filter runs: *active* systems run the full
+Kalman step (mean and Riccati recursion); a system whose predicted
+covariance has converged moves to the *steady* pool, which only runs the
+mean recursion ``a_{t+1} = L a_t + F K (y_t - d) + c`` with its fixed
+steady-state gain. Once no system is active, the rest of every series is
+solved at once by the chunked affine scan (``_kalman_affine``).
 """
 
 from __future__ import annotations
@@ -17,7 +21,8 @@ from torch import Tensor
 
 from tsgen.inference._kalman_affine import projected_affine_recurrence_constant
 from tsgen.inference._kalman_params import PreparedParams
-from tsgen.inference._kalman_step import LOG_2PI, raise_if_not_pd
+from tsgen.inference._kalman_step import LOG_2PI
+from tsgen.exceptions import NumericalError
 
 _CHECK_EVERY = 8
 
@@ -27,14 +32,34 @@ def _mm(A: Tensor, B: Tensor) -> Tensor:
     return (A.unsqueeze(2) * B.unsqueeze(0)).sum(1)
 
 
-def _innovation_terms(P: Tensor, H: Tensor, Ht: Tensor, R: Tensor):
-    """``P H^T``, and ``S = H P H^T + R`` factorised: returns ``(PHt, gain, chol, info)``
-    with the gain ``K = P H^T S^{-1}`` in batch-last layout and ``chol`` batch-first."""
-    PHt = _mm(P, Ht)  # (S, D, B)
+def _mv(A: Tensor, x: Tensor) -> Tensor:
+    """Batch-last matrix-vector product: ``(i, j, N) x (j, N) -> (i, N)``."""
+    return (A * x.unsqueeze(0)).sum(1)
+
+
+def _innovation_factors(P: Tensor, H: Tensor, R: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+    """``P H^T``, gain ``K = P H^T S^{-1}`` (batch-last), Cholesky factor of ``S``
+    (batch-first) and the first failing-batch flag."""
+    PHt = _mm(P, H.transpose(0, 1))  # (S, D, B)
     S_mat = _mm(H, PHt) + R  # (D, D, B)
     chol, info = torch.linalg.cholesky_ex(S_mat.permute(2, 0, 1))
     gain = torch.cholesky_solve(PHt.permute(2, 1, 0), chol).permute(2, 1, 0)  # (S, D, B)
     return PHt, gain, chol, info
+
+
+def _whitened_terms(chol: Tensor) -> tuple[Tensor, Tensor]:
+    """``chol^{-1}`` batch-last ``(D, D, B)`` and ``log det S`` ``(B,)``."""
+    eye = torch.eye(chol.shape[-1], dtype=chol.dtype)
+    whiten = torch.linalg.solve_triangular(chol, eye, upper=False).permute(1, 2, 0)
+    return whiten, 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
+
+
+def _fail(t: int) -> None:
+    raise NumericalError(
+        f"innovation covariance not positive definite at time index t={t} (0-based; first "
+        "observation is t=0). Check that the observation/transition/initial covariances are "
+        "symmetric positive (semi-)definite and that the data scale is sane."
+    )
 
 
 def steady_state_log_likelihood_many(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> Tensor:
@@ -49,68 +74,94 @@ def steady_state_log_likelihood_many(y: Tensor, p: PreparedParams, batch_shape: 
         return x.expand(*batch_shape, *event).reshape(batch, *event).movedim(0, -1)
 
     F, H, Q, R = (batch_last(x, 2) for x in (p.F, p.H, p.Q, p.R))
-    Ft, Ht = F.transpose(0, 1), H.transpose(0, 1)
-    P, a = batch_last(p.P1, 2), batch_last(p.m1, 1)
     c = None if p.c is None else batch_last(p.c, 1)
+    P, a = batch_last(p.P1, 2), batch_last(p.m1, 1)
     centred = y if p.d is None else y - p.d.unsqueeze(-2)
     centred = centred.expand(*batch_shape, num_times, D).reshape(batch, num_times, D)
     y_bl = centred.permute(1, 2, 0)  # (T, D, B)
 
-    log_dets, quads, infos = [], [], []
+    totals = y.new_zeros(batch)  # log det S_t + v_t^T S_t^{-1} v_t summed over t
+    active = torch.arange(batch)
+    pool = None  # steady systems: (indices, L, FK, c, H, whiten, log_det, a)
+    min_variances = []  # per step, to find the first non-PD step at the end (D == 1)
     t = 0
-    while t < num_times:
-        v = y_bl[t] - (H * a.unsqueeze(0)).sum(1)  # (D, B)
+    while t < num_times and active.numel():
+        y_t = y_bl[t].index_select(1, active) if active.numel() < batch else y_bl[t]
+        v = y_t - _mv(H, a)  # (D, Ba)
         if D == 1:
-            PHt = (P * Ht[:, 0].unsqueeze(0)).sum(1).unsqueeze(1)  # (S, 1, B)
+            PHt = _mv(P, H[0]).unsqueeze(1)  # (S, 1, Ba)
             s = (H[0] * PHt[:, 0]).sum(0) + R[0, 0]
-            infos.append((~(s > 0)).to(torch.int32))
+            min_variances.append(torch.nan_to_num(s, nan=-1.0).amin())
             gain = PHt / s
-            log_dets.append(torch.log(s))
-            quads.append(v[0].pow(2) / s)
-            a = a + gain[:, 0] * v[0]
+            contribution = torch.log(s) + v[0].pow(2) / s
             P_filtered = P - gain * PHt.transpose(0, 1)
         else:
-            PHt, gain, chol, info = _innovation_terms(P, H, Ht, R)
-            infos.append(info)
+            PHt, gain, chol, info = _innovation_factors(P, H, R)
+            if bool(info.any()):
+                _fail(t)
             whitened = torch.linalg.solve_triangular(chol, v.T.unsqueeze(-1), upper=False)
-            log_dets.append(2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1))
-            quads.append(whitened.pow(2).sum((-1, -2)))
-            a = a + (gain * v.unsqueeze(0)).sum(1)
+            contribution = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1) + whitened.pow(2).sum((-1, -2))
             P_filtered = P - _mm(gain, PHt.transpose(0, 1))
-        a = (F * a.unsqueeze(0)).sum(1)
+        totals = totals.index_add(0, active, contribution)
+        a = _mv(F, a + _mv(gain, v))
         if c is not None:
             a = a + c
-        P_next = _mm(_mm(F, P_filtered), Ft) + Q
+        P_next = _mm(_mm(F, P_filtered), F.transpose(0, 1)) + Q
         P_next = 0.5 * (P_next + P_next.transpose(0, 1))
+
+        if pool is not None:  # steady systems: mean recursion with their fixed gain
+            idx, L_p, FK_p, c_p, H_p, W_p, logdet_p, a_p = pool
+            y_p = y_bl[t].index_select(1, idx)
+            v_p = y_p - _mv(H_p, a_p)
+            totals = totals.index_add(0, idx, logdet_p + _mv(W_p, v_p).pow(2).sum(0))
+            a_p = _mv(L_p, a_p) + _mv(FK_p, y_p)
+            if c_p is not None:
+                a_p = a_p + c_p
+            pool = (idx, L_p, FK_p, c_p, H_p, W_p, logdet_p, a_p)
         t += 1
-        if t % _CHECK_EVERY == 0:
-            raise_if_not_pd(torch.stack(infos, -1), "innovation")
+
+        if t % _CHECK_EVERY == 0 and t < num_times:
+            if D == 1 and bool(torch.stack(min_variances[-_CHECK_EVERY:]).le(0).any()):
+                break  # reported below with its step
             with torch.no_grad():
                 change = (P_next - P).abs().amax((0, 1)) / P_next.abs().amax((0, 1)).clamp_min(1e-300)
-                converged = bool((change <= RICCATI_TOLERANCE).all())
-            if converged:
-                P = P_next
-                break
+                done = change <= RICCATI_TOLERANCE
+            if bool(done.any()):
+                keep = ~done
+                _, gain_d, chol_d, info_d = _innovation_factors(P_next[..., done], H[..., done], R[..., done])
+                if bool(info_d.any()):
+                    _fail(t)
+                F_d, H_d = F[..., done], H[..., done]
+                FK_d = _mm(F_d, gain_d)
+                L_d = F_d - _mm(FK_d, H_d)
+                W_d, logdet_d = _whitened_terms(chol_d)
+                new = (active[done], L_d, FK_d, None if c is None else c[..., done], H_d, W_d, logdet_d, a[..., done])
+                pool = new if pool is None else tuple(
+                    None if old is None else torch.cat([old, fresh], -1) for old, fresh in zip(pool, new)
+                )
+                active = active[keep]
+                F, H, Q, R, P_next, a = (x[..., keep] for x in (F, H, Q, R, P_next, a))
+                c = None if c is None else c[..., keep]
         P = P_next
-    raise_if_not_pd(torch.stack(infos, -1), "innovation")
-    total = torch.stack(log_dets).sum(0) + torch.stack(quads).sum(0)
 
-    if t < num_times:
-        # Converged: P is the steady predicted covariance from step t on.
-        PHt, gain, chol, info = _innovation_terms(P, H, Ht, R)
-        raise_if_not_pd(info.unsqueeze(-1), "innovation", time_offset=t)
-        FK = _mm(F, gain).permute(2, 0, 1)  # (B, S, D)
-        L = F.permute(2, 0, 1) - FK @ H.permute(2, 0, 1)  # F (I - K H), (B, S, S)
-        x_t = a.transpose(0, 1)  # predicted mean at step t, (B, S)
-        H_b = H.permute(2, 0, 1)  # (B, D, S)
-        innovations = centred[:, t : t + 1] - x_t.unsqueeze(1) @ H_b.transpose(-1, -2)
+    if D == 1 and min_variances:
+        bad = torch.nonzero(torch.stack(min_variances) <= 0)
+        if bad.numel():
+            _fail(int(bad[0, 0]))
+
+    if t < num_times and pool is not None:
+        # Every system is steady: solve the rest of the series in one chunked scan.
+        idx, L_p, FK_p, c_p, H_p, W_p, logdet_p, a_p = pool
+        order = lambda x, dims: x.permute(dims)  # noqa: E731
+        L_b, FK_b, H_b = order(L_p, (2, 0, 1)), order(FK_p, (2, 0, 1)), order(H_p, (2, 0, 1))
+        x_t = a_p.transpose(0, 1)  # (Bp, S)
+        z = centred.index_select(0, idx)
+        innovations = z[:, t : t + 1] - x_t.unsqueeze(1) @ H_b.transpose(-1, -2)
         if t + 1 < num_times:
             predicted_obs = projected_affine_recurrence_constant(
-                L, FK, None if c is None else c.transpose(0, 1), centred[:, t : num_times - 1], x_t, H_b
+                L_b, FK_b, None if c_p is None else c_p.transpose(0, 1), z[:, t : num_times - 1], x_t, H_b
             )
-            innovations = torch.cat([innovations, centred[:, t + 1 :] - predicted_obs], 1)
-        whiten = torch.linalg.solve_triangular(chol, torch.eye(D, dtype=y.dtype), upper=False)
-        quad = (innovations @ whiten.transpose(-1, -2)).pow(2).sum((-1, -2))
-        log_det = 2.0 * torch.log(torch.diagonal(chol, dim1=-2, dim2=-1)).sum(-1)
-        total = total + quad + (num_times - t) * log_det
-    return (-0.5 * (num_times * D * LOG_2PI + total)).reshape(batch_shape)
+            innovations = torch.cat([innovations, z[:, t + 1 :] - predicted_obs], 1)
+        quad = (innovations @ order(W_p, (2, 1, 0))).pow(2).sum((-1, -2))
+        totals = totals.index_add(0, idx, quad + (num_times - t) * logdet_p)
+    return (-0.5 * (num_times * D * LOG_2PI + totals)).reshape(batch_shape)
