@@ -40,7 +40,7 @@ def make_series(n=72, seed=0):
 
 
 def build(cls, params, **extra):
-    return cls(**{**params, "random_state": 0, **extra}) if "random_state" in inspect.signature(cls).parameters else cls(**params, **extra)
+    return cls(**{"random_state": 0, **params, **extra}) if "random_state" in inspect.signature(cls).parameters else cls(**params, **extra)
 
 
 def test_registry_is_not_empty():
