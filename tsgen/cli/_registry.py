@@ -92,7 +92,7 @@ MODELS: dict[str, ModelEntry] = {
                 Option("--hidden-dim", "hidden_dim", int, "LSTM width (default 40)"),
                 Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
             ),
-            fixed={"max_epochs": 50},
+            fixed={"max_epochs": 50, "progress": True},
         ),
         ModelEntry(
             "dmm",
@@ -102,7 +102,7 @@ MODELS: dict[str, ModelEntry] = {
                 Option("--latent-dim", "latent_dim", int, "latent state dimension"),
                 Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
             ),
-            fixed={"max_epochs": 50},
+            fixed={"max_epochs": 50, "progress": True},
         ),
     )
 }
