@@ -373,6 +373,25 @@ def test_non_positive_definite_innovation_raises_with_step():
             kalman_log_likelihood(y, None, to_params(static), method=method)
 
 
+def test_singular_observation_noise_model_uses_an_exact_route():
+    # R = 0 and H Q H^T = 0: the scan/doubling elements are singular, the filter is not.
+    system = {
+        "F": np.array([[0.0, 1.0], [0.0, 0.5]]),
+        "H": np.array([[1.0, 0.0]]),
+        "Q": np.diag([0.0, 1.0]),
+        "R": np.zeros((1, 1)),
+        "m1": np.zeros(2),
+        "P1": np.eye(2),
+        "c": None,
+        "d": None,
+    }
+    rng = np.random.default_rng(6)
+    y = simulate(rng, system, 40)
+    for data in (y, punch_holes(rng, y, "steps")):
+        expected = statsmodels_smooth(system, data).llf
+        assert_close(kalman_log_likelihood(torch.tensor(data), None, to_params(system)), expected)
+
+
 # ----------------------------------------------------------------------------- gradients
 
 

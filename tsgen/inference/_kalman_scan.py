@@ -1,12 +1,14 @@
 """The Kalman filter vectorised over time by a parallel prefix scan.
 
-``filter_parallel_scan``: the temporally parallel Kalman filter of
-   Sarkka & Garcia-Fernandez (2021, "Temporal parallelization of Bayesian
-   smoothers", IEEE TAC). Each step t becomes an element
-   ``(A, b, C, eta, J)`` of an associative operation, so that the filtered
-   moments are the prefix "sums" of the elements; an inclusive
-   Hillis-Steele scan computes them in ``ceil(log2 T)`` batched rounds.
-   Works for time-varying params and missing data.
+``filter_parallel_scan`` is the temporally parallel Kalman filter of
+Sarkka & Garcia-Fernandez (2021, "Temporal parallelization of Bayesian
+smoothers", IEEE TAC). Each step t becomes an element ``(A, b, C, eta, J)``
+of an associative operation, so that the filtered moments are the prefix
+"sums" of the elements; an inclusive Hillis-Steele scan computes them in
+``ceil(log2 T)`` batched rounds. Works for time-varying params and missing
+data. The elements need ``H_t Q_{t-1} H_t^T + R_t`` positive definite on the
+observed components (always true when R is); otherwise use the sequential
+filter.
 """
 
 from __future__ import annotations
@@ -24,7 +26,6 @@ from tsgen.inference._kalman_step import (
     symmetrize,
     update,
 )
-
 
 
 def _over_time(p: PreparedParams, name: str, start: int, stop: int) -> Tensor | None:

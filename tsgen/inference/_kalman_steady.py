@@ -29,6 +29,7 @@ from tsgen.inference._kalman_affine import (
     affine_recurrence_sequential,
     affine_recurrence_varying_shared,
 )
+from tsgen.exceptions import NumericalError
 from tsgen.inference._kalman_params import PreparedParams
 from tsgen.inference._kalman_scan import combine
 from tsgen.inference._kalman_step import LOG_2PI, raise_if_not_pd, symmetrize
@@ -138,7 +139,10 @@ def riccati_predicted_covariances(p: PreparedParams, max_steps: int) -> Tensor:
     """Predicted covariances ``P_0..P_{n-1}`` ``(*p, n, S, S)``, ``n <= max_steps``;
     ``P_t = P_{n-1}`` for ``t >= n`` (converged)."""
     if p.batch_shape.numel() <= MAX_PARAM_SETS_FOR_PARALLEL and max_steps > 1:
-        return _riccati_doubling(p, max_steps)
+        try:
+            return _riccati_doubling(p, max_steps)
+        except NumericalError:
+            pass  # the doubling element needs H Q H^T + R > 0; the plain recursion does not
     return _riccati_sequential(p, max_steps)
 
 

@@ -33,6 +33,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from tsgen.exceptions import NumericalError
 from tsgen.inference._kalman_params import (
     KalmanParams,
     PreparedParams,
@@ -194,15 +195,26 @@ def kalman_log_likelihood(
       F K_t (y_t - d) + c`` is an affine recurrence solved by a chunked scan.
     - ``"scan"``: the temporally parallel filter (any params, missing data).
     - ``"sequential"``: the step-by-step filter.
-    - ``"auto"``: ``"steady_state"`` when it applies, else ``"scan"``.
+    - ``"auto"``: ``"steady_state"`` when it applies, else ``"scan"`` (falling
+      back to ``"sequential"`` when the scan's elements are singular).
     """
     if method not in LOG_LIKELIHOOD_METHODS:
         raise ValueError(f"`method` must be one of {LOG_LIKELIHOOD_METHODS}; got {method!r}.")
     p = prepare_params(params)
     y, mask, batch_shape = prepare_observations(y, mask, p)
     if method == "auto":
-        steady_ok = not p.time_varying and bool(mask.all())
-        method = "steady_state" if steady_ok else "scan"
+        if not p.time_varying and bool(mask.all()):
+            method = "steady_state"
+        else:
+            from tsgen.inference._kalman_scan import filter_parallel_scan
+
+            try:
+                return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods.sum(-1)
+            except NumericalError:
+                # The scan's elements need H Q H^T + R positive definite, which a
+                # valid model (e.g. R = 0 with a singular Q) may violate; the
+                # sequential filter decides (and names the step if truly non-PD).
+                method = "sequential"
     if method == "sequential":
         return _filter_sequential(y, mask, p, batch_shape).log_likelihoods.sum(-1)
     if method == "scan":
