@@ -104,11 +104,6 @@ class Combiner(nn.Module):
         self.weight = 1.0 / (n_directions + (1 if uses_previous else 0))
         self.z_to_hidden = nn.Linear(latent_dim, rnn_dim) if uses_previous else None
         self.hidden_to_params = nn.Linear(rnn_dim, 2 * latent_dim)
-        with torch.no_grad():
-            # start with small guide noise (softplus(-2) ~ 0.13): the decoder then sees a
-            # usable signal in z from the first steps instead of sitting on the plateau of
-            # an unused latent
-            self.hidden_to_params.bias[latent_dim:].fill_(-2.0)
 
     def summary_term(self, summary: Tensor) -> Tensor:
         """The RNN's share of the pre-activation ``(..., 2Z)``, bias included."""
@@ -122,6 +117,13 @@ class Combiner(nn.Module):
             params = params + F.linear(self.weight * hidden, self.hidden_to_params.weight)
         loc, pre_scale = params.split(self.latent_dim, dim=-1)
         return loc, F.softplus(pre_scale)
+
+    def recurrent_weights(self) -> tuple[Tensor, Tensor, Tensor] | None:
+        """``(W, b, V)`` with ``params_t = term_t + tanh(z_{t-1} W^T + b) V`` (``V`` already
+        carries the averaging weight), so a loop pays two matmuls per step; None for mean field."""
+        if not self.uses_previous:
+            return None
+        return self.z_to_hidden.weight, self.z_to_hidden.bias, (self.weight * self.hidden_to_params.weight).t()
 
     def forward(self, z_prev: Tensor | None, summary: Tensor) -> tuple[Tensor, Tensor]:
         return self.step(z_prev, self.summary_term(summary))
@@ -205,16 +207,23 @@ class StructuredInferenceNetwork(nn.Module):
         if self.observe_mask:
             inputs = torch.cat([inputs, mask.to(inputs.dtype)], dim=-1)
         lengths = step_mask.sum(1)
+        # pack ragged batches so the RNN skips padding (as Pyro's example does); the
+        # backward direction reverses each sequence within its own length first
+        packed_lengths = lengths.clamp_min(1).cpu() if bool((lengths < inputs.shape[1]).any()) else None
         total = None
         for direction in self.directions:
             rnn = self.rnns[direction]
             h0 = self.h0[direction].expand(-1, -1, inputs.shape[0], -1).contiguous()
             hx = (h0[0], h0[1]) if isinstance(rnn, nn.LSTM) else h0[0]
-            if direction == "right":
-                out, _ = rnn(reverse_within_lengths(inputs, lengths), hx)
-                out = reverse_within_lengths(out, lengths)
+            seq = reverse_within_lengths(inputs, lengths) if direction == "right" else inputs
+            if packed_lengths is None:
+                out, _ = rnn(seq, hx)
             else:
-                out, _ = rnn(inputs, hx)
+                packed = nn.utils.rnn.pack_padded_sequence(seq, packed_lengths, batch_first=True, enforce_sorted=False)
+                out, _ = rnn(packed, hx)
+                out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
+            if direction == "right":
+                out = reverse_within_lengths(out, lengths)
             total = out if total is None else total + out
         return total
 
@@ -234,14 +243,23 @@ class StructuredInferenceNetwork(nn.Module):
             scale = F.softplus(pre_scale).expand(noise.shape)
             z = loc + scale * noise
             return GuideSample(z, loc, scale, z, None)
-        n_steps = noise.shape[-2]
-        z_prev = None
-        if self.z_q_0 is not None:
-            z_prev = self.z_q_0.expand(noise.shape[:-2] + (self.latent_dim,))
+        sample_shape, n_steps, latent = noise.shape[:-3], noise.shape[-2], self.latent_dim
+        rows = noise[..., 0, 0].numel()  # S * B draws advance together as one flat batch
+        # unbind once: indexing [:, t] inside the loop would make autograd build and
+        # fill a full-size zero gradient for every step (quadratic in T)
+        term_steps = terms.expand(*sample_shape, *terms.shape).reshape(rows, n_steps, -1).unbind(1)
+        noise_steps = noise.reshape(rows, n_steps, latent).unbind(1)
+        weights = self.combiner.recurrent_weights()
+        z_prev = None if self.z_q_0 is None else self.z_q_0.expand(rows, latent)
         zs, locs, scales, bases, log_dets = [], [], [], [], []
-        for t in range(n_steps):
-            loc, scale = self.combiner.step(z_prev, terms[:, t])
-            base = loc + scale * noise[..., t, :]
+        for term, eps in zip(term_steps, noise_steps):
+            params = term
+            if weights is not None:
+                weight, bias, out_weight = weights
+                params = torch.addmm(term, torch.tanh(F.linear(z_prev, weight, bias)), out_weight)
+            loc, pre_scale = params.split(latent, dim=-1)
+            scale = F.softplus(pre_scale)
+            base = torch.addcmul(loc, scale, eps)
             z = base
             if self.iafs:
                 log_det = 0.0
@@ -255,12 +273,14 @@ class StructuredInferenceNetwork(nn.Module):
             scales.append(scale)
             bases.append(base)
             z_prev = z
-        stack = lambda items: torch.stack(items, dim=-2)  # noqa: E731
-        log_det = torch.stack(log_dets, dim=-1) if self.iafs else None
+
+        def stack(items, event=(latent,)):
+            return torch.stack(items, dim=1).reshape(*noise.shape[:-1], *event)
+
+        z, loc, scale = stack(zs), stack(locs), stack(scales)
         if self.iafs:
-            return GuideSample(stack(zs), stack(locs), stack(scales), stack(bases), log_det)
-        z = stack(zs)
-        return GuideSample(z, stack(locs), stack(scales), z, None)
+            return GuideSample(z, loc, scale, stack(bases), stack(log_dets, ()))
+        return GuideSample(z, loc, scale, z, None)
 
     def forward(self, values: Tensor, mask: Tensor, step_mask: Tensor, noise: Tensor) -> GuideSample:
         return self.sample(self.summarise(values, mask, step_mask), noise)

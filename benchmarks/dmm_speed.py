@@ -1,0 +1,231 @@
+"""Seconds per training epoch: tsgen's DeepMarkovModel vs a Pyro SVI/Trace_ELBO DMM, on JSB Chorales.
+
+Both models have Pyro's example sizes (examples/dmm.py: z 100, emission 100,
+transition 200, guide RNN 600 (ReLU), minibatches of 20 sequences), the same
+gated transition, combiner, emitter and backward-RNN guide, and Adam with
+learning rate 3e-4 (Pyro's). The Pyro reference is written the way Pyro's example
+writes it: a model and a guide that loop over time with one ``pyro.sample``
+per step inside ``pyro.plate``, a packed RNN, and ``SVI`` with
+``Trace_ELBO`` and ``ClippedAdam`` (gradients clipped at 10, as tsgen's
+loop clips the norm at 10). tsgen samples the guide sequentially and then
+evaluates transition, emission and the analytic KL for all steps in one
+batched call.
+
+After the same number of epochs both report the test ELBO as NLL per time
+step (negative ELBO summed over the test set / total test steps), each with
+its own estimator (Pyro: Monte Carlo KL, tsgen: analytic KL; the same
+expectation), averaged over ``--eval-samples`` draws.
+
+Usage::
+
+    python benchmarks/dmm_speed.py --epochs 3
+"""
+from __future__ import annotations
+
+import argparse
+import math
+import time
+from pathlib import Path
+
+import numpy as np
+import pyro
+import pyro.distributions as dist
+import torch
+from pyro import poutine
+from pyro.infer import SVI, Trace_ELBO
+from pyro.optim import ClippedAdam
+from torch import nn
+from torch.nn import functional as F
+
+from tsgen.components.inference_networks import reverse_within_lengths
+from tsgen.models.dmm import DeepMarkovModel
+
+ROOT = Path(__file__).resolve().parents[1]
+SIZES = dict(latent_dim=100, emission_dim=100, transition_dim=200, hidden_dim=600)
+
+
+def load_split(path: Path, split: str) -> list[np.ndarray]:
+    data = np.load(path)
+    rolls, lengths = data[f"{split}_rolls"], data[f"{split}_lengths"]
+    return [s.astype(np.float32) for s in np.split(rolls, np.cumsum(lengths)[:-1])]
+
+
+def pad(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+    lengths = torch.tensor([len(s) for s in seqs])
+    out = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
+    for i, s in enumerate(seqs):
+        out[i, : len(s)] = torch.from_numpy(s)
+    return out, lengths
+
+
+# --------------------------------------------------------------------- the Pyro reference DMM
+class PyroEmitter(nn.Module):
+    def __init__(self, input_dim, z_dim, emission_dim):
+        super().__init__()
+        self.lin_z_to_hidden = nn.Linear(z_dim, emission_dim)
+        self.lin_hidden_to_hidden = nn.Linear(emission_dim, emission_dim)
+        self.lin_hidden_to_input = nn.Linear(emission_dim, input_dim)
+
+    def forward(self, z_t):
+        h1 = F.relu(self.lin_z_to_hidden(z_t))
+        h2 = F.relu(self.lin_hidden_to_hidden(h1))
+        return torch.sigmoid(self.lin_hidden_to_input(h2))
+
+
+class PyroGatedTransition(nn.Module):
+    def __init__(self, z_dim, transition_dim):
+        super().__init__()
+        self.lin_gate_z_to_hidden = nn.Linear(z_dim, transition_dim)
+        self.lin_gate_hidden_to_z = nn.Linear(transition_dim, z_dim)
+        self.lin_proposed_mean_z_to_hidden = nn.Linear(z_dim, transition_dim)
+        self.lin_proposed_mean_hidden_to_z = nn.Linear(transition_dim, z_dim)
+        self.lin_sig = nn.Linear(z_dim, z_dim)
+        self.lin_z_to_loc = nn.Linear(z_dim, z_dim)
+        with torch.no_grad():
+            self.lin_z_to_loc.weight.copy_(torch.eye(z_dim))
+            self.lin_z_to_loc.bias.zero_()
+
+    def forward(self, z_t_1):
+        gate = torch.sigmoid(self.lin_gate_hidden_to_z(F.relu(self.lin_gate_z_to_hidden(z_t_1))))
+        proposed_mean = self.lin_proposed_mean_hidden_to_z(F.relu(self.lin_proposed_mean_z_to_hidden(z_t_1)))
+        loc = (1 - gate) * self.lin_z_to_loc(z_t_1) + gate * proposed_mean
+        scale = F.softplus(self.lin_sig(F.relu(proposed_mean)))
+        return loc, scale
+
+
+class PyroCombiner(nn.Module):
+    def __init__(self, z_dim, rnn_dim):
+        super().__init__()
+        self.lin_z_to_hidden = nn.Linear(z_dim, rnn_dim)
+        self.lin_hidden_to_loc = nn.Linear(rnn_dim, z_dim)
+        self.lin_hidden_to_scale = nn.Linear(rnn_dim, z_dim)
+
+    def forward(self, z_t_1, h_rnn):
+        h_combined = 0.5 * (torch.tanh(self.lin_z_to_hidden(z_t_1)) + h_rnn)
+        return self.lin_hidden_to_loc(h_combined), F.softplus(self.lin_hidden_to_scale(h_combined))
+
+
+class PyroDMM(nn.Module):
+    """Pyro's examples/dmm.py model and guide (no IAFs), written out for this benchmark."""
+
+    def __init__(self, input_dim=88, z_dim=100, emission_dim=100, transition_dim=200, rnn_dim=600):
+        super().__init__()
+        self.emitter = PyroEmitter(input_dim, z_dim, emission_dim)
+        self.trans = PyroGatedTransition(z_dim, transition_dim)
+        self.combiner = PyroCombiner(z_dim, rnn_dim)
+        self.rnn = nn.RNN(input_size=input_dim, hidden_size=rnn_dim, nonlinearity="relu", batch_first=True)
+        self.z_0 = nn.Parameter(torch.zeros(z_dim))
+        self.z_q_0 = nn.Parameter(torch.zeros(z_dim))
+        self.h_0 = nn.Parameter(torch.zeros(1, 1, rnn_dim))
+
+    def model(self, batch, reversed_batch, mask, lengths, annealing_factor=1.0):
+        pyro.module("dmm", self)
+        z_prev = self.z_0.expand(batch.size(0), self.z_0.size(0))
+        with pyro.plate("z_minibatch", len(batch)):
+            for t in pyro.markov(range(1, batch.size(1) + 1)):
+                z_loc, z_scale = self.trans(z_prev)
+                with poutine.scale(scale=annealing_factor):
+                    z_t = pyro.sample(
+                        f"z_{t}", dist.Normal(z_loc, z_scale).mask(mask[:, t - 1 : t]).to_event(1)
+                    )
+                probs = self.emitter(z_t)
+                pyro.sample(
+                    f"obs_x_{t}", dist.Bernoulli(probs).mask(mask[:, t - 1 : t]).to_event(1), obs=batch[:, t - 1, :]
+                )
+                z_prev = z_t
+
+    def guide(self, batch, reversed_batch, mask, lengths, annealing_factor=1.0):
+        pyro.module("dmm", self)
+        h_0 = self.h_0.expand(1, batch.size(0), self.rnn.hidden_size).contiguous()
+        packed = nn.utils.rnn.pack_padded_sequence(reversed_batch, lengths, batch_first=True, enforce_sorted=False)
+        rnn_output, _ = self.rnn(packed, h_0)
+        rnn_output, _ = nn.utils.rnn.pad_packed_sequence(rnn_output, batch_first=True, total_length=batch.size(1))
+        rnn_output = reverse_within_lengths(rnn_output, lengths)
+        z_prev = self.z_q_0.expand(batch.size(0), self.z_q_0.size(0))
+        with pyro.plate("z_minibatch", len(batch)):
+            for t in pyro.markov(range(1, batch.size(1) + 1)):
+                z_loc, z_scale = self.combiner(z_prev, rnn_output[:, t - 1, :])
+                with poutine.scale(scale=annealing_factor):
+                    z_t = pyro.sample(f"z_{t}", dist.Normal(z_loc, z_scale).mask(mask[:, t - 1 : t]).to_event(1))
+                z_prev = z_t
+
+
+def pyro_batches(seqs, batch_size, rng):
+    order = rng.permutation(len(seqs)) if rng is not None else np.arange(len(seqs))
+    for start in range(0, len(seqs), batch_size):
+        values, lengths = pad([seqs[i] for i in order[start : start + batch_size]])
+        mask = torch.arange(values.shape[1])[None, :] < lengths[:, None]
+        yield values, reverse_within_lengths(values, lengths), mask, lengths
+
+
+def run_pyro(train, test, epochs, seed, eval_samples, deadline):
+    pyro.clear_param_store()
+    pyro.set_rng_seed(seed)
+    dmm = PyroDMM()
+    svi = SVI(dmm.model, dmm.guide, ClippedAdam({"lr": 3e-4, "clip_norm": 10.0}), loss=Trace_ELBO())
+    rng = np.random.default_rng(seed)
+    n_steps = sum(len(s) for s in train)
+    seconds = []
+    for epoch in range(epochs):
+        started = time.perf_counter()
+        loss = sum(svi.step(*batch) for batch in pyro_batches(train, 20, rng))
+        seconds.append(time.perf_counter() - started)
+        print(f"  pyro  epoch {epoch + 1}: {seconds[-1]:7.2f} s, train -ELBO/step {loss / n_steps:.3f}", flush=True)
+        if time.perf_counter() > deadline:
+            break
+    test_steps = sum(len(s) for s in test)
+    with torch.no_grad():
+        losses = [sum(svi.evaluate_loss(*b) for b in pyro_batches(test, 20, None)) for _ in range(eval_samples)]
+    return seconds, float(np.mean(losses)) / test_steps
+
+
+def run_tsgen(train, test, epochs, seed, eval_samples):
+    model = DeepMarkovModel(
+        emission="bernoulli", **SIZES, batch_size=20, learning_rate=3e-4, grad_clip=10.0, max_epochs=epochs,
+        patience=None, random_state=seed, progress=False,
+    )
+    model.fit(train)
+    seconds = [h["seconds"] for h in model.training_history_]
+    for h in model.training_history_:
+        print(f"  tsgen epoch {h['epoch']}: {h['seconds']:7.2f} s, train -ELBO/step {h['train_loss']:.3f}", flush=True)
+    test_steps = sum(len(s) for s in test)
+    nll = -model.log_likelihood(test, method="elbo", n_samples=eval_samples) / test_steps
+    return seconds, nll
+
+
+def main(argv=None):
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "jsb_chorales.npz")
+    parser.add_argument("--epochs", type=int, default=3, help="epochs for each model (default 3)")
+    parser.add_argument("--minutes", type=float, default=6.0, help="stop Pyro's epochs after this budget")
+    parser.add_argument("--eval-samples", type=int, default=3)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    args = parser.parse_args(argv)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    train, test = load_split(args.data, "train"), load_split(args.data, "test")
+    print(f"JSB Chorales: {len(train)} training sequences, {sum(map(len, train))} steps; "
+          f"torch threads {torch.get_num_threads()}; Pyro sizes {SIZES}, batch 20", flush=True)
+
+    print("tsgen DeepMarkovModel:", flush=True)
+    t_seconds, t_nll = run_tsgen(train, test, args.epochs, args.seed, args.eval_samples)
+    print("Pyro SVI/Trace_ELBO DMM:", flush=True)
+    p_seconds, p_nll = run_pyro(
+        train, test, len(t_seconds), args.seed, args.eval_samples, time.perf_counter() + 60 * args.minutes
+    )
+    epochs = min(len(t_seconds), len(p_seconds))
+    t_mean, p_mean = np.mean(t_seconds[:epochs]), np.mean(p_seconds[:epochs])
+    print()
+    print(f"{'':28s}{'s/epoch':>10s}{'test -ELBO/step':>18s}   (after {epochs} epoch(s))")
+    print(f"{'tsgen DeepMarkovModel':28s}{t_mean:10.2f}{t_nll:18.3f}")
+    print(f"{'Pyro SVI + Trace_ELBO':28s}{p_mean:10.2f}{p_nll:18.3f}")
+    print(f"speed-up (Pyro / tsgen): {p_mean / t_mean:.2f}x   (goal >= 3x)")
+    if len(p_seconds) < len(t_seconds):
+        print(f"note: Pyro stopped after {len(p_seconds)} epoch(s) at the --minutes budget; ELBOs are "
+              "after different numbers of epochs")
+    return 0 if math.isfinite(t_nll) else 1
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
