@@ -195,8 +195,8 @@ def test_steady_state_path_matches_sequential_on_long_series():
 @pytest.mark.parametrize("obs_dim", [1, 2])
 def test_batched_params_equal_separate_calls(obs_dim):
     rng = np.random.default_rng(11)
-    systems = [random_system(rng, 3, obs_dim) for _ in range(12)]  # > 8 sets: the batch-last schedule
-    ys = np.stack([simulate(rng, s, 200) for s in systems])
+    systems = [random_system(rng, 3, obs_dim) for _ in range(20)]  # > 8 sets: the batch-last schedule
+    ys = np.stack([simulate(rng, s, 250) for s in systems])
     stacked = {k: np.stack([s[k] for s in systems]) for k in systems[0]}
     batched = to_params(stacked, time_axis=False)
     expected = np.array([statsmodels_smooth(s, y).llf for s, y in zip(systems, ys)])

@@ -142,6 +142,11 @@ def steady_state_log_likelihood_many(y: Tensor, p: PreparedParams, batch_shape: 
                 active = active[keep]
                 F, H, Q, R, P_next, a = (x[..., keep] for x in (F, H, Q, R, P_next, a))
                 c = None if c is None else c[..., keep]
+                if active.numel() and pool[0].numel() >= 8 * active.numel():
+                    # Few slow systems left: stop carrying the many steady ones step by
+                    # step and finish them now in one chunked scan.
+                    totals = _finish_steady(pool, centred, t, totals)
+                    pool = None
         P = P_next
 
     if D == 1 and min_variances:
@@ -150,18 +155,23 @@ def steady_state_log_likelihood_many(y: Tensor, p: PreparedParams, batch_shape: 
             _fail(int(bad[0, 0]))
 
     if t < num_times and pool is not None:
-        # Every system is steady: solve the rest of the series in one chunked scan.
-        idx, L_p, FK_p, c_p, H_p, W_p, logdet_p, a_p = pool
-        order = lambda x, dims: x.permute(dims)  # noqa: E731
-        L_b, FK_b, H_b = order(L_p, (2, 0, 1)), order(FK_p, (2, 0, 1)), order(H_p, (2, 0, 1))
-        x_t = a_p.transpose(0, 1)  # (Bp, S)
-        z = centred.index_select(0, idx)
-        innovations = z[:, t : t + 1] - x_t.unsqueeze(1) @ H_b.transpose(-1, -2)
-        if t + 1 < num_times:
-            predicted_obs = projected_affine_recurrence_constant(
-                L_b, FK_b, None if c_p is None else c_p.transpose(0, 1), z[:, t : num_times - 1], x_t, H_b
-            )
-            innovations = torch.cat([innovations, z[:, t + 1 :] - predicted_obs], 1)
-        quad = (innovations @ order(W_p, (2, 1, 0))).pow(2).sum((-1, -2))
-        totals = totals.index_add(0, idx, quad + (num_times - t) * logdet_p)
+        totals = _finish_steady(pool, centred, t, totals)
     return (-0.5 * (num_times * D * LOG_2PI + totals)).reshape(batch_shape)
+
+
+def _finish_steady(pool: tuple, centred: Tensor, t: int, totals: Tensor) -> Tensor:
+    """Add the log-likelihood terms of steps ``t..T-1`` of the steady systems in
+    ``pool`` (one chunked affine scan for all of them)."""
+    num_times = centred.shape[1]
+    idx, L_p, FK_p, c_p, H_p, W_p, logdet_p, a_p = pool
+    L_b, FK_b, H_b = L_p.permute(2, 0, 1), FK_p.permute(2, 0, 1), H_p.permute(2, 0, 1)
+    x_t = a_p.transpose(0, 1)  # predicted means at step t, (Bp, S)
+    z = centred.index_select(0, idx)
+    innovations = z[:, t : t + 1] - x_t.unsqueeze(1) @ H_b.transpose(-1, -2)
+    if t + 1 < num_times:
+        predicted_obs = projected_affine_recurrence_constant(
+            L_b, FK_b, None if c_p is None else c_p.transpose(0, 1), z[:, t : num_times - 1], x_t, H_b
+        )
+        innovations = torch.cat([innovations, z[:, t + 1 :] - predicted_obs], 1)
+    quad = (innovations @ W_p.permute(2, 1, 0)).pow(2).sum((-1, -2))
+    return totals.index_add(0, idx, quad + (num_times - t) * logdet_p)
