@@ -24,8 +24,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_fit import FitResult, fit_spec
+from tsgen.models._arima_fit import FitResult, difference, fit_spec, regressors
 from tsgen.models._arima_spec import ArimaSpec
+from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_statespace import lag_polynomial
 
 KPSS_CRITICAL_5PCT = 0.463
@@ -202,6 +203,73 @@ def _trend_for(d_total: int, option: str | None) -> str | None:
     return option if lowest >= d_total or (option == "t" and d_total <= 1) else None
 
 
+def _super_spec(specs) -> ArimaSpec:
+    """The smallest order that contains every spec of a round (same d, D, s, exog)."""
+    first = specs[0]
+    trends = {spec.trend for spec in specs} - {None}
+    return ArimaSpec(
+        max(s.p for s in specs), first.d, max(s.q for s in specs),
+        max(s.P for s in specs), first.D, max(s.Q for s in specs),
+        max(s.s for s in specs), trends.pop() if trends else None, first.n_exog,
+    )
+
+
+def _embedding(spec: ArimaSpec, outer: ArimaSpec) -> np.ndarray:
+    """Positions in ``outer``'s parameter vector of ``spec``'s parameters."""
+    ob, sb = outer.blocks, spec.blocks
+    index = []
+    outer_trend = list(outer.trend_degrees)
+    index += [ob["beta"].start + outer_trend.index(k) for k in spec.trend_degrees]
+    index += [ob["beta"].start + len(outer_trend) + j for j in range(spec.n_exog)]
+    for name in ("ar", "ma", "sar", "sma"):
+        index += [ob[name].start + j for j in range(sb[name].stop - sb[name].start)]
+    index.append(ob["sigma2"].start)
+    return np.array(index)
+
+
+def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOptions):
+    """Fit every (spec, series) pair of ``wanted`` in ONE batched fit.
+
+    All specs sit inside their common super-order; each row estimates only its
+    own spec's parameters (the others are pinned at 0 on the free scale, which
+    is exactly the lower-order model). Returns ``{spec: (params, aicc)}`` with
+    params in ``spec``'s own layout.
+    """
+    specs = list(wanted)
+    outer = _super_spec(specs)
+    T = y.shape[1]
+    rows, starts, masks = [], [], []
+    for spec in specs:
+        members = torch.tensor(wanted[spec])
+        ys = y[members]
+        cov = None if covariates is None else covariates[members]
+        X = regressors(spec, T, cov, len(members))
+        start = hannan_rissanen(spec, difference(spec, ys), difference(spec, X))
+        where = torch.as_tensor(_embedding(spec, outer))
+        embedded = torch.zeros(len(members), outer.n_params, dtype=y.dtype)
+        embedded[:, -1] = 1.0
+        embedded[:, where] = start
+        mask = torch.zeros(len(members), outer.n_params, dtype=torch.bool)
+        mask[:, where] = True
+        rows.append(members)
+        starts.append(embedded)
+        masks.append(mask)
+    members = torch.cat(rows)
+    cov = None if covariates is None else covariates[members]
+    result = fit_spec(outer, y[members], cov, start=torch.cat(starts), max_iter=opts.max_iter,
+                      max_transient=SEARCH_TRANSIENT, free_mask=torch.cat(masks))
+    aicc = result.aicc
+    out, offset = {}, 0
+    for spec, member in zip(specs, rows):
+        sl = slice(offset, offset + len(member))
+        where = torch.as_tensor(_embedding(spec, outer))
+        params = result.params[sl][:, where]
+        ok = _roots_ok(spec, params) & torch.isfinite(aicc[sl])
+        out[spec] = (params, torch.where(ok, aicc[sl], torch.full_like(aicc[sl], math.inf)))
+        offset += len(member)
+    return out
+
+
 def stepwise_search(
     y: Tensor, covariates: Tensor | None, d: int, D: int, s: int, opts: AutoOptions, n_exog: int
 ) -> list[tuple[FitResult, np.ndarray]]:
@@ -211,52 +279,51 @@ def stepwise_search(
     trend = _trend_for(d + D, opts.trend)
     trend_toggle = trend if opts.trend == "auto" else None
     best_ic = np.full(B, np.inf)
-    best: list[tuple[FitResult, int] | None] = [None] * B
+    best: list[tuple[ArimaSpec, Tensor] | None] = [None] * B
     tried: list[set] = [set() for _ in range(B)]
     wanted = {spec: list(range(B)) for spec in _start_specs(d, D, s if seasonal else 0, opts, trend, n_exog)}
-    n_rows = y.shape[1]
+    n_observed = torch.isfinite(y).sum(1)
     while wanted:
-        improved = np.zeros(B, dtype=bool)
-        for spec, rows in wanted.items():
-            rows_t = torch.tensor(rows)
-            n_obs_min = int(torch.isfinite(y[rows_t, spec.n_integration:]).sum(1).min())
-            for i in rows:
+        feasible = {}
+        for spec, members in wanted.items():
+            for i in members:
                 tried[i].add(spec)
-            if n_obs_min <= spec.n_params + 1 or spec.n_integration >= n_rows - 1:
-                continue
-            cov = None if covariates is None else covariates[rows_t]
-            result = fit_spec(spec, y[rows_t], cov, max_iter=opts.max_iter, max_transient=SEARCH_TRANSIENT)
-            aicc = result.aicc.numpy()
-            ok = _roots_ok(spec, result.params).numpy() & np.isfinite(aicc)
-            for j, i in enumerate(rows):
-                if ok[j] and aicc[j] < best_ic[i] - 1e-9:
-                    best_ic[i] = aicc[j]
-                    best[i] = (result, j)
-                    improved[i] = True
+            # AICc needs n > k + 1 observations after differencing
+            members = [i for i in members if int(n_observed[i]) - spec.n_integration > spec.n_params + 1]
+            if members:
+                feasible[spec] = members
+        improved = np.zeros(B, dtype=bool)
+        if feasible:
+            for spec, (params, aicc) in fit_round(feasible, y, covariates, opts).items():
+                for j, i in enumerate(feasible[spec]):
+                    if float(aicc[j]) < best_ic[i] - 1e-9:
+                        best_ic[i] = float(aicc[j])
+                        best[i] = (spec, params[j])
+                        improved[i] = True
         wanted = {}
         for i in np.flatnonzero(improved):
-            for cand in _neighbours(best[i][0].spec, opts, seasonal, trend_toggle):
+            for cand in _neighbours(best[i][0], opts, seasonal, trend_toggle):
                 if cand not in tried[i]:
                     wanted.setdefault(cand, []).append(int(i))
     return _collect(best, y, covariates, d, D, s, opts, n_exog)
 
 
 def _collect(best, y, covariates, d, D, s, opts, n_exog):
-    """Group each row's winner back into batched FitResults (fallback: white noise)."""
-    groups: dict[ArimaSpec, list[tuple[int, FitResult, int]]] = {}
+    """Refit each row's winner exactly (from its search estimate), batched by spec;
+    rows where nothing could be fitted get white noise on the differences."""
+    groups: dict[ArimaSpec, list[tuple[int, Tensor]]] = {}
     missing = []
     for i, item in enumerate(best):
         if item is None:
             missing.append(i)
         else:
-            groups.setdefault(item[0].spec, []).append((i, item[0], item[1]))
+            groups.setdefault(item[0], []).append((i, item[1]))
     out = []
     for spec, members in groups.items():
-        rows = np.array([i for i, _, _ in members])
-        start = torch.stack([r.params[j] for _, r, j in members])
+        rows = np.array([i for i, _ in members])
+        start = torch.stack([p for _, p in members])
         rows_t = torch.as_tensor(rows)
         cov = None if covariates is None else covariates[rows_t]
-        # the search froze slow Riccati transients; the winners are refitted exactly
         out.append((fit_spec(spec, y[rows_t], cov, start=start, max_iter=opts.max_iter), rows))
     if missing:
         spec = ArimaSpec(0, d, 0, 0, D if s >= 2 else 0, 0, s if (s >= 2 and D) else 0, None, n_exog)

@@ -112,10 +112,11 @@ class FitResult:
     llf: Tensor  # (B,)
     n_obs: Tensor  # (B,) observations that enter the likelihood
     converged: Tensor  # (B,)
+    n_free_rows: Tensor | None = None  # (B,) free parameters when some are pinned at 0
 
     @property
-    def n_free(self) -> int:
-        return self.spec.n_params
+    def n_free(self):
+        return self.spec.n_params if self.n_free_rows is None else self.n_free_rows
 
     @property
     def aic(self) -> Tensor:
@@ -141,11 +142,16 @@ def fit_spec(
     start: Tensor | None = None,
     max_iter: int = 200,
     max_transient: int | None = None,
+    free_mask: Tensor | None = None,
 ) -> FitResult:
     """Fit ``spec`` to every row of ``y`` ``(B, T)`` (NaN = missing or padding).
 
     ``start``: constrained parameters to start from (default Hannan-Rissanen);
-    ``max_transient``: see :func:`fast_log_likelihood` (None = exact).
+    ``max_transient``: see :func:`fast_log_likelihood` (None = exact);
+    ``free_mask`` ``(B, k)``: parameters that are estimated, the others stay
+    at 0 on the free scale, which pins regression coefficients at 0 and
+    trailing partial autocorrelations at 0, i.e. fits a lower order inside
+    ``spec`` (how the automatic search fits many orders in one batch).
     """
     B, T = y.shape
     check_initial_observed(spec, y)
@@ -167,12 +173,16 @@ def fit_spec(
     else:
         start_params = _scaled(spec, start, 1.0 / scale)
     free0 = unconstrain(spec, start_params, xscale)
+    if free_mask is not None:
+        free0 = torch.where(free_mask, free0, torch.zeros((), dtype=free0.dtype))
 
     # the specialised filter agrees with kalman_log_likelihood to round-off
     # (tests/test_arima_likelihood.py); inner gaps need the general filter
     fast = not has_inner_gaps(y)
 
     def objective(free: Tensor, rows: Tensor) -> Tensor:
+        if free_mask is not None:
+            free = torch.where(free_mask[rows], free, torch.zeros((), dtype=free.dtype))
         params = constrain(spec, free, xscale[rows])
         if fast:
             kp, obs = state_space_inputs(spec, params, ys[rows], X[rows])
@@ -181,9 +191,16 @@ def fit_spec(
 
     free, _, converged = minimize_bfgs(objective, free0, max_iter=max_iter)
     with torch.no_grad():
+        if free_mask is not None:
+            free = torch.where(free_mask, free, torch.zeros((), dtype=free.dtype))
         params_scaled = constrain(spec, free, xscale)
-        llf = log_likelihood(spec, params_scaled, ys, X) - n_obs * torch.log(scale)
-    return FitResult(spec, _scaled(spec, params_scaled, scale), llf, n_obs, converged)
+        if max_transient is None:
+            llf = log_likelihood(spec, params_scaled, ys, X)
+        else:
+            llf = -objective(free, torch.arange(B)) * n_obs
+        llf = llf - n_obs * torch.log(scale)
+    n_free = None if free_mask is None else free_mask.sum(1)
+    return FitResult(spec, _scaled(spec, params_scaled, scale), llf, n_obs, converged, n_free)
 
 
 def _scaled(spec: ArimaSpec, params: Tensor, scale) -> Tensor:
