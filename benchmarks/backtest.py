@@ -88,6 +88,8 @@ def main() -> None:
         return result
 
     backtest(model, y, HORIZON, start=len(y) - HORIZON - 1, random_state=0)  # warm-up (imports, first fit)
+    # warm-up of joblib's reusable worker pool, so worker start-up (importing torch) is not timed
+    backtest(model, y, HORIZON, start=len(y) - HORIZON - 1, random_state=0, n_jobs=2)
     for refit, name in ((False, "no refit"), (True, "refit")):
         serial = run_tsgen(f"tsgen {name}, serial", refit)
         parallel = run_tsgen(f"tsgen {name}, n_jobs=2", refit, n_jobs=2)

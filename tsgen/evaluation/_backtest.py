@@ -215,34 +215,52 @@ def backtest(
 
 
 def _assemble(fits, outcomes, datasets, cutoffs, horizon, keep_samples) -> BacktestResult:
+    """Stack every origin's scores and forecasts into the two tidy frames (built once, not per origin)."""
     outcomes = sorted(outcomes, key=lambda o: (o.series, o.position))
-    steps = np.arange(1, horizon + 1)
-    metric_blocks, forecast_blocks = [], []
-    for o in outcomes:
-        cutoff = cutoffs[o.series][o.position]
-        for name, values in o.scores.items():
-            metric_blocks.append(pd.DataFrame({
-                "series": o.series, "origin": o.position, "cutoff": [cutoff] * horizon,
-                "horizon": steps, "metric": name, "value": np.asarray(values, dtype=np.float64),
-            }))
-        data = datasets[o.series]
-        actual = as_2d(data.iloc[o.stop : o.stop + horizon])
-        variables = [data.name] if isinstance(data, pd.Series) else list(data.columns)
-        for d, variable in enumerate(variables):
-            stats = o.forecast if len(variables) == 1 else o.forecast[variable]
-            block = pd.DataFrame({
-                "series": o.series, "origin": o.position, "cutoff": [cutoff] * horizon,
-                "time": o.forecast.index, "horizon": steps, "variable": variable, "y": actual[:, d],
-            })
-            for column in stats.columns:
-                block[column] = stats[column].to_numpy()
-            forecast_blocks.append(block)
+    names = list(dict.fromkeys(name for o in outcomes for name in o.scores))
+    n_out, n_metrics = len(outcomes), len(names)
+    series = np.array([o.series for o in outcomes])
+    positions = np.array([o.position for o in outcomes])
+    cutoff = pd.Index([cutoffs[o.series][o.position] for o in outcomes])
+    nan = np.full(horizon, np.nan)
+    scores = np.stack([[np.asarray(o.scores.get(name, nan), dtype=np.float64) for name in names] for o in outcomes])
+    metrics = pd.DataFrame({
+        "series": np.repeat(series, n_metrics * horizon),
+        "origin": np.repeat(positions, n_metrics * horizon),
+        "cutoff": cutoff.repeat(n_metrics * horizon),
+        "horizon": np.tile(np.arange(1, horizon + 1), n_out * n_metrics),
+        "metric": np.tile(np.repeat(names, horizon), n_out),
+        "value": scores.reshape(-1),
+    })
+
+    first = datasets[0]
+    variables = [first.name] if isinstance(first, pd.Series) else list(first.columns)
+    n_dims = len(variables)
+    stats = list(dict.fromkeys(c if n_dims == 1 else c[1] for c in outcomes[0].forecast.columns))
+    # (origin, horizon, variable, statistic) -> (origin, variable, horizon, statistic)
+    values = np.stack([o.forecast.to_numpy(dtype=np.float64).reshape(horizon, n_dims, len(stats)) for o in outcomes])
+    values = values.transpose(0, 2, 1, 3).reshape(-1, len(stats))
+    actual = np.stack([as_2d(datasets[o.series].iloc[o.stop : o.stop + horizon]) for o in outcomes])
+    times = outcomes[0].forecast.index.append([o.forecast.index for o in outcomes[1:]])
+    time = times.to_numpy().reshape(n_out, 1, horizon).repeat(n_dims, axis=1).reshape(-1)
+    forecasts = pd.DataFrame({
+        "series": np.repeat(series, n_dims * horizon),
+        "origin": np.repeat(positions, n_dims * horizon),
+        "cutoff": cutoff.repeat(n_dims * horizon),
+        "time": pd.Index(time),
+        "horizon": np.tile(np.arange(1, horizon + 1), n_out * n_dims),
+        "variable": np.tile(np.repeat(np.array(variables, dtype=object), horizon), n_out),
+        "y": actual.transpose(0, 2, 1).reshape(-1),
+    })
+    for j, stat in enumerate(stats):
+        forecasts[stat] = values[:, j]
+
     fits_frame = pd.DataFrame(sorted(fits), columns=["series", "origin", "stop", "train_length"])
     fits_frame.insert(2, "cutoff", [cutoffs[s][p] for s, p in zip(fits_frame["series"], fits_frame["origin"])])
     samples = {(o.series, o.position): o.samples for o in outcomes} if keep_samples else None
     return BacktestResult(
-        metrics=pd.concat(metric_blocks, ignore_index=True),
-        forecasts=pd.concat(forecast_blocks, ignore_index=True),
+        metrics=metrics,
+        forecasts=forecasts,
         fits=fits_frame.drop(columns="stop"),
         horizon=horizon,
         samples=samples,
