@@ -29,6 +29,10 @@ from tsgen.models._arima_statespace import kalman_params
 from tsgen.models._arima_transforms import constrain_ar, constrain_ma, unconstrain_ar, unconstrain_ma
 
 
+#: exact Riccati steps of the first optimisation phase of an exact fit
+POLISH_AFTER = 40
+
+
 def regressors(spec: ArimaSpec, rows: int, covariates: Tensor | None, n_series: int) -> Tensor:
     """Trend columns (``1``, ``t = 1..rows``) then exogenous ones: ``(B, rows, n_regressors)``."""
     t = torch.arange(1, rows + 1, dtype=torch.float64)
@@ -177,18 +181,27 @@ def fit_spec(
         free0 = torch.where(free_mask, free0, torch.zeros((), dtype=free0.dtype))
 
     # the specialised filter agrees with kalman_log_likelihood to round-off
-    # (tests/test_arima_likelihood.py); inner gaps need the general filter
+    # (tests/test_arima_components.py); inner gaps need the general filter
     fast = not has_inner_gaps(y)
 
-    def objective(free: Tensor, rows: Tensor) -> Tensor:
-        if free_mask is not None:
-            free = torch.where(free_mask[rows], free, torch.zeros((), dtype=free.dtype))
-        params = constrain(spec, free, xscale[rows])
-        if fast:
-            kp, obs = state_space_inputs(spec, params, ys[rows], X[rows])
-            return -fast_log_likelihood(kp, obs[..., 0], max_transient=max_transient) / n_obs[rows]
-        return -log_likelihood(spec, params, ys[rows], X[rows]) / n_obs[rows]
+    def make_objective(cap):
+        def objective(free: Tensor, rows: Tensor) -> Tensor:
+            if free_mask is not None:
+                free = torch.where(free_mask[rows], free, torch.zeros((), dtype=free.dtype))
+            params = constrain(spec, free, xscale[rows])
+            if fast:
+                kp, obs = state_space_inputs(spec, params, ys[rows], X[rows])
+                return -fast_log_likelihood(kp, obs[..., 0], max_transient=cap) / n_obs[rows]
+            return -log_likelihood(spec, params, ys[rows], X[rows]) / n_obs[rows]
 
+        return objective
+
+    if max_transient is None and fast:
+        # Trial points near a unit MA root make the exact Riccati phase long for
+        # the whole batch: optimise with a capped transient first, then polish
+        # exactly (rows whose transient had converged stop at the first step).
+        free0, _, _ = minimize_bfgs(make_objective(POLISH_AFTER), free0, max_iter=max_iter)
+    objective = make_objective(max_transient)
     free, _, converged = minimize_bfgs(objective, free0, max_iter=max_iter)
     with torch.no_grad():
         if free_mask is not None:

@@ -75,32 +75,45 @@ def fast_log_likelihood(
     total = y.new_zeros(B)
     Ft = F.transpose(-1, -2)
     switch = T
+    window = T if max_transient is None else min(T, max_transient)
+    lean = bool(observed[:, :window].all())
+    hrow = h.unsqueeze(-2)
+    fs, vs = [], []
+    prev = None
     for t in range(T):
-        PH = (P @ h.unsqueeze(-1)).squeeze(-1)
+        PH = (P * hrow).sum(-1)
         f = (h * PH).sum(-1)
         v = y0[:, t] - (h * a).sum(-1)
-        m = observed[:, t]
-        f_safe = torch.where(m, f, torch.ones((), dtype=y.dtype))
-        total = total + torch.where(m, -0.5 * (LOG_2PI + torch.log(f_safe) + v * v / f_safe), zero)
-        K = PH / f_safe.unsqueeze(-1)
-        a = a + torch.where(m.unsqueeze(-1), K * v.unsqueeze(-1), zero)
-        P = P - torch.where(m[:, None, None], K.unsqueeze(-1) * PH.unsqueeze(-2), zero)
+        if lean:
+            # every series is observed here: no masking, the terms are summed after the loop
+            fs.append(f)
+            vs.append(v)
+            K = PH / f.unsqueeze(-1)
+            a = a + K * v.unsqueeze(-1)
+            P = P - K.unsqueeze(-1) * PH.unsqueeze(-2)
+        else:
+            m = observed[:, t]
+            f_safe = torch.where(m, f, torch.ones((), dtype=y.dtype))
+            total = total + torch.where(m, -0.5 * (LOG_2PI + torch.log(f_safe) + v * v / f_safe), zero)
+            K = PH / f_safe.unsqueeze(-1)
+            a = a + torch.where(m.unsqueeze(-1), K * v.unsqueeze(-1), zero)
+            P = P - torch.where(m[:, None, None], K.unsqueeze(-1) * PH.unsqueeze(-2), zero)
         a = (F @ a.unsqueeze(-1)).squeeze(-1)
-        P_next = F @ P @ Ft + Q
-        P_next = 0.5 * (P_next + P_next.transpose(-1, -2))
-        if t % check_every == check_every - 1 and t + 1 < T:
+        P = F @ P @ Ft + Q
+        if t % check_every == check_every - 1 and t + 1 < T and prev is not None:
             with torch.no_grad():
-                change = (P_next - prev).abs().amax((-1, -2))
-                scale = P_next.abs().amax((-1, -2)).clamp_min(1e-300)
+                change = (P - prev).abs().amax((-1, -2))
+                scale = P.abs().amax((-1, -2)).clamp_min(1e-300)
                 done = bool((change <= tol * scale).all()) or (max_transient is not None and t + 1 >= max_transient)
                 done = done and bool(observed[:, : t + 1].all())
             if done:
-                P = P_next
                 switch = t + 1
                 break
         if t % check_every == check_every - 2 or check_every == 1:
-            prev = P_next.detach()
-        P = P_next
+            prev = P.detach()
+    if fs:
+        f_all, v_all = torch.stack(fs, 1), torch.stack(vs, 1)
+        total = total - 0.5 * (len(fs) * LOG_2PI + torch.log(f_all).sum(1) + (v_all * v_all / f_all).sum(1))
     if switch >= T:
         return total
     n = T - switch
