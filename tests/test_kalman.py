@@ -333,6 +333,36 @@ def test_sample_moments_match_prior_forecast():
     assert abs(sample.var() - var) < 4 * var * np.sqrt(2 / n)
 
 
+@pytest.mark.parametrize("num_steps", [1, 2, 7, 50])
+@pytest.mark.parametrize("project_each_step", [False, True])
+def test_chunked_affine_recurrences_match_a_plain_loop(num_steps, project_each_step, monkeypatch):
+    from tsgen.inference import _kalman_affine as affine
+
+    monkeypatch.setattr(affine, "PROJECT_EACH_STEP_ABOVE", -1 if project_each_step else 1 << 30)
+    gen = torch.Generator().manual_seed(num_steps)
+    B, S, D = 3, 3, 2
+    randn = lambda *shape: torch.randn(*shape, dtype=torch.float64, generator=gen)  # noqa: E731
+    L_var, u, x0 = 0.4 * randn(num_steps, S, S), randn(B, num_steps, S), randn(B, S)
+    L_batch = 0.4 * randn(B, num_steps, S, S)
+
+    def plain(L_at, inputs):
+        x, out = x0, []
+        for k in range(num_steps):
+            x = (L_at(k) @ x.unsqueeze(-1)).squeeze(-1) + inputs[:, k]
+            out.append(x)
+        return torch.stack(out, 1)
+
+    torch.testing.assert_close(affine.affine_recurrence_varying_shared(L_var, u, x0), plain(lambda k: L_var[k], u))
+    torch.testing.assert_close(affine.affine_recurrence_sequential(L_batch, u, x0), plain(lambda k: L_batch[:, k], u))
+    z, H_out = randn(B, num_steps, D), randn(D, S)
+    for L, G, c in [(0.4 * randn(S, S), randn(S, D), randn(S)), (0.4 * randn(B, S, S), randn(B, S, D), None)]:
+        inputs = torch.einsum("bsd,bnd->bns", G.expand(B, S, D), z) + (0 if c is None else c)
+        expected = plain(lambda k: L, inputs) @ H_out.T
+        H = H_out if L.dim() == 2 else H_out.expand(B, D, S)
+        got = affine.projected_affine_recurrence_constant(L, G, c, z, x0, H)
+        torch.testing.assert_close(got, expected)
+
+
 # ----------------------------------------------------------------------------- numerics
 
 

@@ -18,6 +18,10 @@ import math
 import torch
 from torch import Tensor
 
+# Above this many input entries the chunk-local states are projected step by
+# step instead of being stored (memory traffic beats op count there).
+PROJECT_EACH_STEP_ABOVE = 1 << 16
+
 
 def _chunking(num_steps: int) -> tuple[int, int, int]:
     chunk = max(1, math.ceil(math.sqrt(num_steps)))
@@ -165,11 +169,14 @@ def projected_affine_recurrence_constant(
     while powers.shape[-3] < chunk:
         powers = torch.cat([powers, powers @ powers[..., -1:, :, :]], -3)
     powers = powers[..., :chunk, :, :]
+    # Small problems: keep the local states and project once (fewer ops); large
+    # ones: project each step so that the states are never stored.
+    project_each_step = u_c.numel() > PROJECT_EACH_STEP_ABOVE
     local = u_c[0]
-    projections = [local @ Ht]
+    kept = [local @ Ht if project_each_step else local]
     for j in range(1, chunk):
         local = torch.addmm(u_c[j], local, Lt) if shared else torch.baddbmm(u_c[j], local, Lt)
-        projections.append(local @ Ht)
+        kept.append(local @ Ht if project_each_step else local)
     ends = local.reshape(batch, num_chunks, state_dim).transpose(0, 1).contiguous()  # (K, B, S)
     chunk_map = powers[..., -1, :, :]
     start = x0 if shared else x0.unsqueeze(1)
@@ -184,6 +191,8 @@ def projected_affine_recurrence_constant(
     # start (L^T)^{j+1} H^T for all j side by side: (S, C * D_out).
     carry = (powers @ Ht.unsqueeze(-3)).transpose(-3, -2).reshape(*powers.shape[:-3], state_dim, chunk * out_dim)
     carried = (starts_all @ carry).view(batch, num_chunks, chunk, out_dim)
-    local_part = torch.stack(projections).view(chunk, batch, num_chunks, out_dim).permute(1, 2, 0, 3)
+    kept_all = torch.stack(kept)
+    projections = kept_all if project_each_step else kept_all @ Ht
+    local_part = projections.reshape(chunk, batch, num_chunks, out_dim).permute(1, 2, 0, 3)
     total = (carried + local_part).reshape(batch, num_chunks * chunk, out_dim)
     return total[:, :num_steps]
