@@ -5,7 +5,7 @@
    ``nsdiffs(test="seas")``).
 2. ``d``: difference while the KPSS level-stationarity test rejects at 5%
    (statistic > 0.463, Newey-West long-run variance with
-   ``trunc(4 (n/100)^{1/4})`` lags, R's ``ndiffs``).
+   ``floor(3 sqrt(n) / 13)`` lags, as R's ``ndiffs`` and statsforecast).
 3. Stepwise search by AICc: four starting models, then repeatedly the
    neighbours of the best one (each of p, q, P, Q by +-1, (p, q) and (P, Q)
    jointly by +-1, the constant toggled) until none improves. Models with
@@ -60,7 +60,7 @@ def kpss_statistic(x: np.ndarray, n_lags: int | None = None) -> float:
     """
     n = len(x)
     if n_lags is None:
-        n_lags = int(math.trunc(4.0 * (n / 100.0) ** 0.25))
+        n_lags = int(math.floor(3.0 * math.sqrt(n) / 13.0))
     e = x - x.mean()
     s = np.cumsum(e)
     lrv = e @ e / n
@@ -77,8 +77,8 @@ def seasonal_strength(x: np.ndarray, period: int) -> float:
 
     result = STL(x, period=period, robust=True).fit()
     resid = result.resid
-    denom = np.var(result.seasonal + resid)
-    return 0.0 if denom <= 0 else max(0.0, 1.0 - np.var(resid) / denom)
+    denom = np.var(result.seasonal + resid, ddof=1)
+    return 0.0 if denom <= 0 else max(0.0, 1.0 - np.var(resid, ddof=1) / denom)
 
 
 def _observed(y: Tensor, length: int) -> np.ndarray:
