@@ -9,7 +9,13 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 import tsgen
-from tsgen.components.inference_networks import INFERENCE_NETWORKS, StructuredInferenceNetwork, reverse_within_lengths
+from tsgen.components.inference_networks import (
+    INFERENCE_NETWORKS,
+    StructuredInferenceNetwork,
+    _CombinerScan,
+    _ReluRNNScan,
+    reverse_within_lengths,
+)
 from tsgen.components.transitions import GatedTransition
 from tsgen.inference.kalman import KalmanParams, kalman_log_likelihood
 from tsgen.models.dmm import DeepMarkovModel, DeepMarkovModule, Emitter
@@ -160,6 +166,38 @@ def test_backward_and_forward_summaries_do_not_leak_across_padding(inference):
     batch_summary = net.summarise(x, mask, mask.any(-1))
     alone = net.summarise(x[1:, :4], mask[1:, :4], mask[1:, :4].any(-1))
     torch.testing.assert_close(batch_summary[1, :4], alone[0], rtol=1e-12, atol=1e-12)
+
+
+@pytest.mark.parametrize("active", [[3, 3, 3, 3, 3], [3, 3, 2, 2, 1]])
+def test_hand_written_scan_gradients_match_finite_differences(active):
+    gen = torch.Generator().manual_seed(0)
+
+    def rand(*shape):
+        return torch.randn(*shape, generator=gen, dtype=DTYPE).requires_grad_()
+
+    projected, h0, weight = rand(3, 5, 4), rand(3, 4), (0.5 * torch.randn(4, 4, generator=gen, dtype=DTYPE)).requires_grad_()
+    assert torch.autograd.gradcheck(lambda a, h, w: _ReluRNNScan.apply(a, h, w, active), (projected, h0, weight))
+    terms, z0, w, b, v = rand(3, 5, 4), rand(3, 2), rand(6, 2), rand(6), rand(6, 4)
+    noise = torch.randn(3, 5, 2, generator=gen, dtype=DTYPE)
+    assert torch.autograd.gradcheck(
+        lambda *args: _CombinerScan.apply(*args, active), (terms, noise, z0, w, b, v)
+    )
+
+
+def test_fast_guide_matches_the_step_by_step_combiner():
+    torch.manual_seed(0)
+    net = StructuredInferenceNetwork(3, 2, 5, inference="dks").double()
+    gen = torch.Generator().manual_seed(0)
+    summary = torch.randn(2, 4, 5, generator=gen, dtype=DTYPE)
+    noise = torch.randn(3, 2, 4, 2, generator=gen, dtype=DTYPE)
+    draw = net.sample(summary, noise)
+    z_prev = net.z_q_0.expand(3, 2, 2)
+    for t in range(4):  # the combiner's equations, one step at a time
+        loc, scale = net.combiner(z_prev, summary[:, t])
+        torch.testing.assert_close(draw.loc[:, :, t], loc)
+        torch.testing.assert_close(draw.scale[:, :, t], scale)
+        z_prev = loc + scale * noise[:, :, t]
+        torch.testing.assert_close(draw.z[:, :, t], z_prev)
 
 
 def test_reverse_within_lengths_is_a_per_sequence_flip_and_an_involution():

@@ -68,6 +68,120 @@ def reverse_within_lengths(x: Tensor, lengths: Tensor) -> Tensor:
     return torch.gather(x, 1, index)
 
 
+def _longest_first(lengths: Tensor, steps: int) -> tuple[Tensor, list[int]]:
+    """Row order by decreasing length and the number of rows still running at each step."""
+    lengths = lengths.clamp(0, steps)
+    order = torch.argsort(lengths, descending=True, stable=True)
+    finished_by = torch.bincount(lengths.cpu(), minlength=steps + 1).cumsum(0)
+    active = (len(lengths) - finished_by[:steps]).tolist()
+    return order, active[: int(lengths.max()) if len(lengths) else 0]
+
+
+class _ReluRNNScan(torch.autograd.Function):
+    r"""``h_t = relu(a_t + h_{t-1} W^T)`` over ``t`` with a hand-written backward.
+
+    ``a`` ``(B, T, H)`` holds the input projections of all steps (computed
+    outside in one matmul). Rows are sorted by length, longest first, and
+    ``active[t]`` rows are still running at step ``t`` (as in a packed
+    sequence): finished rows cost nothing and output 0. Autograd through a Python loop would form and
+    accumulate ``dL/dW`` at every step; here the backward loop carries only
+    ``dL/da_t`` and the weight gradient is one matmul at the end:
+    ``dL/dW = sum_t (dL/da_t)^T h_{t-1}``.
+    """
+
+    @staticmethod
+    def forward(ctx, projected, h0, weight, active):
+        hs = torch.zeros_like(projected)
+        h = h0.clone()
+        weight_t = weight.t()
+        for t, n in enumerate(active):
+            h[:n] = torch.relu(torch.addmm(projected[:n, t], h[:n], weight_t))
+            hs[:n, t] = h[:n]
+        ctx.save_for_backward(h0, weight, hs)
+        ctx.active = active
+        return hs
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_hs):
+        h0, weight, hs = ctx.saved_tensors
+        grad_pre = torch.zeros_like(hs)
+        carried = torch.zeros_like(h0)
+        for t in range(len(ctx.active) - 1, -1, -1):
+            n = ctx.active[t]
+            step = (grad_hs[:n, t] + carried[:n]) * (hs[:n, t] > 0)
+            grad_pre[:n, t] = step
+            carried[:n] = step @ weight
+        previous = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)
+        grad_weight = grad_pre.flatten(0, 1).t() @ previous.flatten(0, 1)
+        return grad_pre, carried, grad_weight, None
+
+
+class _CombinerScan(torch.autograd.Function):
+    r"""The structured guide's draw ``z_{1:T}`` with a hand-written backward.
+
+    Per step: ``u_t = tanh(z_{t-1} W^T + b)``, ``[loc_t, r_t] = c_t + u_t V``,
+    ``scale_t = softplus(r_t)``, ``z_t = loc_t + scale_t eps_t``. The backward
+    loop carries ``dL/dz_t`` and stores the per-step pre-activation gradients;
+    the gradients of ``W``, ``b`` and ``V`` are then single matmuls over all
+    steps instead of per-step accumulations.
+
+    Inputs: ``terms`` ``c`` ``(R, T, 2Z)``, ``noise`` ``(R, T, Z)``, ``z0``
+    ``(R, Z)``, ``W`` ``(H, Z)``, ``b`` ``(H,)``, ``V`` ``(H, 2Z)`` and
+    ``active`` (rows still running at each step; rows sorted longest first).
+    Returns ``z``, ``loc``, ``scale``, each ``(R, T, Z)``; finished rows read
+    ``z = loc = 0``, ``scale = 1``.
+    """
+
+    @staticmethod
+    def forward(ctx, terms, noise, z0, weight, bias, out_weight, active):
+        rows, steps, latent = noise.shape
+        zs, locs, scales = torch.zeros_like(noise), torch.zeros_like(noise), torch.ones_like(noise)
+        hidden = terms.new_zeros(rows, steps, weight.shape[0])
+        z = z0
+        weight_t = weight.t()
+        for t, n in enumerate(active):
+            u = torch.tanh(torch.addmm(bias, z[:n], weight_t))
+            loc, pre_scale = torch.addmm(terms[:n, t], u, out_weight).split(latent, dim=-1)
+            scale = F.softplus(pre_scale)
+            hidden[:n, t], zs[:n, t], locs[:n, t], scales[:n, t] = u, torch.addcmul(loc, scale, noise[:n, t]), loc, scale
+            z = zs[:, t]
+        ctx.save_for_backward(noise, z0, weight, out_weight, hidden, zs, scales)
+        ctx.active = active
+        return zs, locs, scales
+
+    @staticmethod
+    @torch.autograd.function.once_differentiable
+    def backward(ctx, grad_z, grad_loc, grad_scale):
+        noise, z0, weight, out_weight, hidden, zs, scales = ctx.saved_tensors
+        rows, steps, latent = noise.shape
+        zero = torch.zeros((), dtype=noise.dtype, device=noise.device)
+        grad_z = zero.expand_as(noise) if grad_z is None else grad_z
+        grad_loc = zero.expand_as(noise) if grad_loc is None else grad_loc
+        grad_scale = zero.expand_as(noise) if grad_scale is None else grad_scale
+        grad_params = noise.new_zeros(rows, steps, 2 * latent)
+        grad_pre_tanh = torch.zeros_like(hidden)
+        # d softplus(r) / dr = sigmoid(r) = 1 - exp(-softplus(r))
+        dscale = -torch.expm1(-scales)
+        out_weight_t = out_weight.t()
+        carried = torch.zeros_like(z0)
+        for t in range(steps - 1, -1, -1):
+            n = ctx.active[t]
+            through_z = grad_z[:n, t] + carried[:n]
+            grad_params[:n, t, :latent] = grad_loc[:n, t] + through_z
+            grad_params[:n, t, latent:] = (grad_scale[:n, t] + through_z * noise[:n, t]) * dscale[:n, t]
+            u = hidden[:n, t]
+            step = (grad_params[:n, t] @ out_weight_t) * (1 - u * u)
+            grad_pre_tanh[:n, t] = step
+            carried[:n] = step @ weight
+        previous = torch.cat([z0.unsqueeze(1), zs[:, :-1]], dim=1)
+        flat_pre = grad_pre_tanh.flatten(0, 1)
+        grad_weight = flat_pre.t() @ previous.flatten(0, 1)
+        grad_bias = flat_pre.sum(0)
+        grad_out = hidden.flatten(0, 1).t() @ grad_params.flatten(0, 1)
+        return grad_params, None, carried, grad_weight, grad_bias, grad_out, None
+
+
 class GuideSample(NamedTuple):
     """Draws from the guide, each with leading sample dims ``(S, B, T)``.
 
@@ -207,34 +321,58 @@ class StructuredInferenceNetwork(nn.Module):
         if self.observe_mask:
             inputs = torch.cat([inputs, mask.to(inputs.dtype)], dim=-1)
         lengths = step_mask.sum(1)
-        # pack ragged batches so the RNN skips padding (as Pyro's example does); the
-        # backward direction reverses each sequence within its own length first
+        # gated cells go through torch's packed RNN (padding skipped, as in Pyro's example);
+        # the ReLU RNN through the hand-differentiated scan. The backward direction
+        # reverses each sequence within its own length first.
         packed_lengths = lengths.clamp_min(1).cpu() if bool((lengths < inputs.shape[1]).any()) else None
         total = None
         for direction in self.directions:
             rnn = self.rnns[direction]
-            h0 = self.h0[direction].expand(-1, -1, inputs.shape[0], -1).contiguous()
-            hx = (h0[0], h0[1]) if isinstance(rnn, nn.LSTM) else h0[0]
             seq = reverse_within_lengths(inputs, lengths) if direction == "right" else inputs
-            if packed_lengths is None:
-                out, _ = rnn(seq, hx)
+            if isinstance(rnn, nn.RNN):
+                out = self._relu_rnn(rnn, seq, self.h0[direction][0], lengths)
             else:
-                packed = nn.utils.rnn.pack_padded_sequence(seq, packed_lengths, batch_first=True, enforce_sorted=False)
-                out, _ = rnn(packed, hx)
-                out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
+                h0 = self.h0[direction].expand(-1, -1, inputs.shape[0], -1).contiguous()
+                hx = (h0[0], h0[1]) if isinstance(rnn, nn.LSTM) else h0[0]
+                if packed_lengths is None:
+                    out, _ = rnn(seq, hx)
+                else:
+                    packed = nn.utils.rnn.pack_padded_sequence(
+                        seq, packed_lengths, batch_first=True, enforce_sorted=False
+                    )
+                    out, _ = rnn(packed, hx)
+                    out, _ = nn.utils.rnn.pad_packed_sequence(out, batch_first=True, total_length=inputs.shape[1])
             if direction == "right":
                 out = reverse_within_lengths(out, lengths)
             total = out if total is None else total + out
         return total
 
+    def _relu_rnn(self, rnn: nn.RNN, inputs: Tensor, h0: Tensor, lengths: Tensor) -> Tensor:
+        """``nn.RNN(nonlinearity="relu")`` with its own parameters, run by :class:`_ReluRNNScan`.
+
+        Outputs after a sequence's end are 0, as with a packed sequence.
+        """
+        order, active = _longest_first(lengths, inputs.shape[1])
+        out = inputs[order]
+        for layer in range(rnn.num_layers):
+            if layer and rnn.dropout and self.training:
+                out = F.dropout(out, rnn.dropout)
+            bias = getattr(rnn, f"bias_ih_l{layer}") + getattr(rnn, f"bias_hh_l{layer}")
+            projected = F.linear(out, getattr(rnn, f"weight_ih_l{layer}"), bias)
+            start = h0[layer].expand(inputs.shape[0], -1)
+            out = _ReluRNNScan.apply(projected, start, getattr(rnn, f"weight_hh_l{layer}"), active)
+        return out[torch.argsort(order)]
+
     # -------------------------------------------------------------- sample
-    def sample(self, summary: Tensor, noise: Tensor) -> GuideSample:
+    def sample(self, summary: Tensor, noise: Tensor, lengths: Tensor | None = None) -> GuideSample:
         """Draw ``z_{1:T}`` given the summaries and standard-normal ``noise``.
 
         ``summary`` ``(B, T, H)``; ``noise`` ``(S, B, T, Z)`` (pass it in so the
-        caller owns the randomness). Mean field draws all steps at once;
-        structured guides loop over time, paying only for the ``z_{t-1}``
-        share of the combiner per step.
+        caller owns the randomness); ``lengths`` ``(B,)`` lets the loop skip
+        steps after each sequence's end (where draws are then ``z = loc = 0``,
+        ``scale = 1``, to be masked by the caller). Mean field draws all steps
+        at once; structured guides loop over time, paying only for the
+        ``z_{t-1}`` share of the combiner per step.
         """
         terms = self.combiner.summary_term(summary)  # (B, T, 2Z)
         if not self.combiner.uses_previous and not self.iafs:
@@ -251,6 +389,17 @@ class StructuredInferenceNetwork(nn.Module):
         noise_steps = noise.reshape(rows, n_steps, latent).unbind(1)
         weights = self.combiner.recurrent_weights()
         z_prev = None if self.z_q_0 is None else self.z_q_0.expand(rows, latent)
+        if weights is not None and not self.iafs:
+            row_lengths = torch.full((rows,), n_steps) if lengths is None else lengths.cpu().repeat(rows // len(lengths))
+            order, active = _longest_first(row_lengths, n_steps)
+            order_d = order.to(noise.device)
+            z, loc, scale = _CombinerScan.apply(
+                torch.stack(term_steps, dim=1)[order_d], noise.reshape(rows, n_steps, latent)[order_d], z_prev,
+                *weights, active,
+            )
+            inverse = torch.argsort(order_d)
+            z, loc, scale = (t[inverse].reshape(noise.shape) for t in (z, loc, scale))
+            return GuideSample(z, loc, scale, z, None)
         zs, locs, scales, bases, log_dets = [], [], [], [], []
         for term, eps in zip(term_steps, noise_steps):
             params = term
@@ -283,4 +432,4 @@ class StructuredInferenceNetwork(nn.Module):
         return GuideSample(z, loc, scale, z, None)
 
     def forward(self, values: Tensor, mask: Tensor, step_mask: Tensor, noise: Tensor) -> GuideSample:
-        return self.sample(self.summarise(values, mask, step_mask), noise)
+        return self.sample(self.summarise(values, mask, step_mask), noise, step_mask.sum(-1))

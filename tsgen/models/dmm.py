@@ -167,7 +167,7 @@ class DeepMarkovModule(SequentialModel):
         inputs = values if scale is None else values / scale.unsqueeze(-2)
         summary = self.guide.summarise(inputs, mask, step_mask)
         shape = (n_samples, *values.shape[:-1], self.latent_dim)
-        return self.guide.sample(summary, _randn(shape, generator, summary))
+        return self.guide.sample(summary, _randn(shape, generator, summary), step_mask.sum(-1))
 
     def _prior_params(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``(loc, scale)`` of ``f(z_t | z_{t-1})`` for all steps at once, ``z`` ``(S, B, T, Z)``."""
