@@ -333,7 +333,7 @@ def test_sample_moments_match_prior_forecast():
     assert abs(sample.var() - var) < 4 * var * np.sqrt(2 / n)
 
 
-@pytest.mark.parametrize("num_steps", [1, 2, 7, 50])
+@pytest.mark.parametrize("num_steps", [1, 2, 7, 50, 1100])
 @pytest.mark.parametrize("project_each_step", [False, True])
 def test_chunked_affine_recurrences_match_a_plain_loop(num_steps, project_each_step, monkeypatch):
     from tsgen.inference import _kalman_affine as affine

@@ -23,10 +23,36 @@ from torch import Tensor
 PROJECT_EACH_STEP_ABOVE = 1 << 16
 
 
-def _chunking(num_steps: int) -> tuple[int, int, int]:
-    chunk = max(1, math.ceil(math.sqrt(num_steps)))
+def _chunking(num_steps: int, recursive_chain: bool = False) -> tuple[int, int, int]:
+    """Chunk length C, number of chunks K and padding. When the chain of chunk
+    starts is itself solved by the chunked scan (``recursive_chain``), shorter
+    chunks balance the work: C ~ N^(1/3) for long series."""
+    if recursive_chain and num_steps > 1024:
+        chunk = math.ceil(num_steps ** (1 / 3))
+    else:
+        chunk = max(1, math.ceil(math.sqrt(num_steps)))
     num_chunks = math.ceil(num_steps / chunk)
     return chunk, num_chunks, num_chunks * chunk - num_steps
+
+
+def _chain_starts(chunk_map: Tensor, ends: Tensor, x0: Tensor) -> Tensor:
+    """Start states of all chunks ``(B, K, S)`` from ``s_0 = x0`` and the row-form
+    recurrence ``s_{k+1} = s_k M + e_k``; ``M`` ``(S, S)`` or ``(B, S, S)``,
+    ``ends`` ``(K, B, S)``. Long chains are themselves solved by the chunked scan."""
+    num_chunks = ends.shape[0]
+    shared = chunk_map.dim() == 2
+    if num_chunks > 32:
+        rest = affine_recurrence_constant(chunk_map.transpose(-1, -2), ends[:-1].transpose(0, 1), x0)
+        return torch.cat([x0.unsqueeze(1), rest], 1)
+    start = x0 if shared else x0.unsqueeze(1)
+    starts = [start]
+    for k in range(num_chunks - 1):
+        if shared:
+            start = torch.addmm(ends[k], start, chunk_map)
+        else:
+            start = torch.baddbmm(ends[k].unsqueeze(1), start, chunk_map)
+        starts.append(start)
+    return torch.stack(starts, 1).reshape(x0.shape[0], num_chunks, x0.shape[-1])
 
 
 def _to_chunk_major(u: Tensor, num_chunks: int, chunk: int, pad: int) -> Tensor:
@@ -48,7 +74,7 @@ def affine_recurrence_constant(L: Tensor, u: Tensor, x0: Tensor) -> Tensor:
     ``L`` ``(B, S, S)`` or ``(S, S)`` (shared), ``u`` ``(B, N, S)``, ``x0`` ``(B, S)``.
     """
     batch, num_steps, state_dim = u.shape
-    chunk, num_chunks, pad = _chunking(num_steps)
+    chunk, num_chunks, pad = _chunking(num_steps, recursive_chain=True)
     u_c = _to_chunk_major(u, num_chunks, chunk, pad)  # (C, B, K, S)
     shared = L.dim() == 2
     Lt = L.transpose(-1, -2)
@@ -71,16 +97,7 @@ def affine_recurrence_constant(L: Tensor, u: Tensor, x0: Tensor) -> Tensor:
             locals_.append(local)
     local_all = torch.stack(locals_)  # (C, B, K, S)
     ends = local_all[-1].transpose(0, 1).contiguous()  # (K, B, S)
-    chunk_map = powers[..., -1, :, :]
-    start = x0 if shared else x0.unsqueeze(1)
-    starts = [start]
-    for k in range(num_chunks - 1):
-        if shared:
-            start = torch.addmm(ends[k], start, chunk_map)
-        else:
-            start = torch.baddbmm(ends[k].unsqueeze(1), start, chunk_map)
-        starts.append(start)
-    starts_all = torch.stack(starts, 1).reshape(batch, num_chunks, state_dim)  # (B, K, S)
+    starts_all = _chain_starts(powers[..., -1, :, :], ends, x0)  # (B, K, S)
     # x[j] = start (L^T)^{j+1} + local[j]: one product against all powers side by side.
     side_by_side = powers.transpose(-3, -2).reshape(*powers.shape[:-3], state_dim, chunk * state_dim)
     carried = (starts_all @ side_by_side).reshape(batch, num_chunks, chunk, state_dim)
@@ -152,7 +169,7 @@ def projected_affine_recurrence_constant(
     """
     batch, num_steps, _ = z.shape
     state_dim = L.shape[-1]
-    chunk, num_chunks, pad = _chunking(num_steps)
+    chunk, num_chunks, pad = _chunking(num_steps, recursive_chain=True)
     shared = L.dim() == 2
     Lt, Gt, Ht = L.transpose(-1, -2), G.transpose(-1, -2), H.transpose(-1, -2)
     out_dim = Ht.shape[-1]
@@ -178,16 +195,7 @@ def projected_affine_recurrence_constant(
         local = torch.addmm(u_c[j], local, Lt) if shared else torch.baddbmm(u_c[j], local, Lt)
         kept.append(local @ Ht if project_each_step else local)
     ends = local.reshape(batch, num_chunks, state_dim).transpose(0, 1).contiguous()  # (K, B, S)
-    chunk_map = powers[..., -1, :, :]
-    start = x0 if shared else x0.unsqueeze(1)
-    starts = [start]
-    for k in range(num_chunks - 1):
-        if shared:
-            start = torch.addmm(ends[k], start, chunk_map)
-        else:
-            start = torch.baddbmm(ends[k].unsqueeze(1), start, chunk_map)
-        starts.append(start)
-    starts_all = torch.stack(starts, 1).reshape(batch, num_chunks, state_dim)  # (B, K, S)
+    starts_all = _chain_starts(powers[..., -1, :, :], ends, x0)  # (B, K, S)
     # start (L^T)^{j+1} H^T for all j side by side: (S, C * D_out).
     carry = (powers @ Ht.unsqueeze(-3)).transpose(-3, -2).reshape(*powers.shape[:-3], state_dim, chunk * out_dim)
     carried = (starts_all @ carry).view(batch, num_chunks, chunk, out_dim)
