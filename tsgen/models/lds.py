@@ -21,25 +21,17 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch, to_series_batch, unwrap
-from tsgen.inference.em import fit_em, fit_mle
+from tsgen.inference.em import EM_VARIABLES, fit_em, fit_mle
 from tsgen.inference.kalman import (
     KalmanParams,
     kalman_filter,
     kalman_forecast,
+    kalman_sample,
     kalman_smoother,
 )
 
 #: constructor arguments that hold parameters, in KalmanParams order
-PARAM_NAMES = (
-    "transition_matrices",
-    "observation_matrices",
-    "transition_covariance",
-    "observation_covariance",
-    "initial_state_mean",
-    "initial_state_covariance",
-    "transition_offsets",
-    "observation_offsets",
-)
+PARAM_NAMES = EM_VARIABLES
 _DTYPE = torch.float64
 
 
@@ -259,25 +251,14 @@ class LinearGaussianSSM(BaseForecaster):
         return forecast.observation_means, std
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
-        """Joint paths: draw the last state, then run the state equation forward."""
+        """Joint paths: start from the one-step state prediction and run the model forward."""
         forecast = kalman_forecast(self._last_filtered(history), self.params_, 1)
-        p = self.params_
-        # the one-step state prediction is N(F m_T + c, F P_T F' + Q): draw it and continue
-        mean0, cov0 = forecast.state_means[:, 0], forecast.state_covariances[:, 0]
-        B, S = mean0.shape
-        D = p.observation_matrices.shape[-2]
-        noise = torch.randn((n_samples, B, horizon, S + D), generator=generator, dtype=_DTYPE)
-        chol_q = _safe_cholesky(p.transition_covariance)
-        chol_r = _safe_cholesky(p.observation_covariance)
-        state = mean0 + (_safe_cholesky(cov0) @ noise[:, :, 0, :S].unsqueeze(-1)).squeeze(-1)
-        c = 0 if p.transition_offsets is None else p.transition_offsets
-        d = 0 if p.observation_offsets is None else p.observation_offsets
-        paths = []
-        for h in range(horizon):
-            if h > 0:
-                state = state @ p.transition_matrices.T + c + noise[:, :, h, :S] @ chol_q.T
-            paths.append(state @ p.observation_matrices.T + d + noise[:, :, h, S:] @ chol_r.T)
-        return torch.stack(paths, dim=2).transpose(0, 1)  # (B, n_samples, horizon, D)
+        start = self.params_._replace(
+            initial_state_mean=forecast.state_means[:, 0],
+            initial_state_covariance=forecast.state_covariances[:, 0],
+        )
+        draws = kalman_sample(start, horizon, n_samples, generator=generator).observations
+        return draws.movedim(0, 1)  # (B, n_samples, horizon, D)
 
     def _state_estimate(self, batch: SeriesBatch, means: torch.Tensor, covs: torch.Tensor):
         frames, arrays = [], []
@@ -312,13 +293,3 @@ class LinearGaussianSSM(BaseForecaster):
         self._set_params(KalmanParams(**{n: tensors.get(n) for n in PARAM_NAMES}))
         self.log_likelihoods_ = meta["log_likelihoods"]
         self.n_iter_ = meta["n_iter"]
-
-
-def _safe_cholesky(cov: torch.Tensor) -> torch.Tensor:
-    """Cholesky factor of a PSD matrix that may be singular (e.g. a deterministic state)."""
-    cov = 0.5 * (cov + cov.transpose(-1, -2))
-    factor, info = torch.linalg.cholesky_ex(cov)
-    if bool((info == 0).all()):
-        return factor
-    eigenvalues, vectors = torch.linalg.eigh(cov)
-    return vectors * eigenvalues.clamp_min(0).sqrt().unsqueeze(-2)
