@@ -5,6 +5,7 @@ from dataclasses import dataclass
 
 import numpy as np
 import pandas as pd
+from joblib import delayed
 from sklearn.base import clone
 
 from tsgen.base import _check_n_samples, _check_quantiles
@@ -201,8 +202,6 @@ def backtest(
                 else:
                     chunks = [group]
                 tasks += [(fitted, chunk, datasets[i]) for chunk in chunks]
-        from joblib import delayed
-
         results = parallel(delayed(_run_task)(model, f, g, d, **common) for f, g, d in tasks)
         if progress:
             from tqdm.auto import tqdm
