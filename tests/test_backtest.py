@@ -250,3 +250,26 @@ def test_start_accepts_a_timestamp():
     result = backtest(_RandomWalk(), y, 2, start=y.index[24], random_state=0)
     assert result.metrics.cutoff.iloc[0] == y.index[24]
     assert result.n_origins == 4
+
+
+def test_arima_without_refit_matches_statsmodels_conditioning():
+    """No-refit origins condition the first fit on each history: statsmodels' ``apply`` is the oracle."""
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    from tsgen.models.arima import ARIMA
+
+    rng = np.random.default_rng(4)
+    e = rng.normal(size=130)
+    y = pd.Series(np.cumsum(e[1:] + 0.5 * e[:-1]) + 20, index=pd.period_range("2000-01", periods=129, freq="M"))
+    result = backtest(ARIMA((0, 1, 1), random_state=0), y, 4, start=100, step=7, refit=False,
+                      random_state=0, n_samples=20)
+    first = ARIMA((0, 1, 1)).fit(y.iloc[:100])
+    params = [first.params_["ma.L1"], first.params_["sigma2"]]
+    fitted = SARIMAX(y.iloc[:100], order=(0, 1, 1)).smooth(params)
+    for k, t in enumerate(range(100, 126, 7)):
+        oracle = fitted.apply(y.iloc[:t]).get_forecast(4)
+        window = result.forecasts.query("origin == @k")
+        np.testing.assert_allclose(window["mean"], oracle.predicted_mean, rtol=1e-6)
+        lower = oracle.conf_int(alpha=0.2).iloc[:, 0]
+        np.testing.assert_allclose(window["q0.1"], lower, rtol=1e-6)
+        assert list(window["time"]) == list(y.index[t:t + 4])
