@@ -13,7 +13,6 @@ import pytest
 import torch
 from scipy import stats
 
-import tsgen
 from tsgen.base import BaseForecaster
 from tsgen.evaluation import BacktestResult, backtest
 
