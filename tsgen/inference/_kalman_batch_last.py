@@ -142,11 +142,6 @@ def steady_state_log_likelihood_many(y: Tensor, p: PreparedParams, batch_shape: 
                 active = active[keep]
                 F, H, Q, R, P_next, a = (x[..., keep] for x in (F, H, Q, R, P_next, a))
                 c = None if c is None else c[..., keep]
-                if active.numel() and pool[0].numel() >= 8 * active.numel():
-                    # Few slow systems left: stop carrying the many steady ones step by
-                    # step and finish them now in one chunked scan.
-                    totals = _finish_steady(pool, centred, t, totals)
-                    pool = None
         P = P_next
 
     if D == 1 and min_variances:
