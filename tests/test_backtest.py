@@ -204,11 +204,13 @@ def test_parallel_joblib_and_dask_match_serial():
                                   dashboard_address=None) as cluster, distributed.Client(cluster) as client:
         on_dask = backtest(_RandomWalk(), y, 3, backend="dask", client=client, **kwargs)
         on_dask_never = backtest(_RandomWalk(), y, 3, backend="dask", client=client, **never)
+        by_address = backtest(_RandomWalk(), y, 3, backend="dask", client=cluster.scheduler_address, **never)
     for other in (threads, on_dask):
         pd.testing.assert_frame_equal(serial.metrics, other.metrics)
         pd.testing.assert_frame_equal(serial.forecasts, other.forecasts)
         pd.testing.assert_frame_equal(serial.fits, other.fits)
     pd.testing.assert_frame_equal(serial_never.metrics, on_dask_never.metrics)
+    pd.testing.assert_frame_equal(serial_never.metrics, by_address.metrics)
 
 
 def test_processes_match_serial():
