@@ -458,6 +458,25 @@ def test_gradient_is_finite_with_nan_in_masked_entries():
         assert (grad_y[torch.isnan(y)] == 0).all()
 
 
+@pytest.mark.parametrize("num_systems", [1, 12])  # the few- and the many-parameter-set schedules
+def test_gradients_agree_across_methods(num_systems):
+    rng = np.random.default_rng(23)
+    systems = [random_system(rng, 3, 1) for _ in range(num_systems)]
+    y = torch.tensor(np.stack([simulate(rng, s, 80) for s in systems]))
+    params = to_params({k: np.stack([s[k] for s in systems]) for k in systems[0]}, time_axis=False)
+    grads = {}
+    for method in ["sequential", "steady_state", "scan"]:
+        F = params.transition_matrices.clone().requires_grad_()
+        Q = params.transition_covariance.clone().requires_grad_()
+        total = kalman_log_likelihood(y, None, params._replace(transition_matrices=F, transition_covariance=Q), method=method)
+        grad_F, grad_Q = torch.autograd.grad(total.sum(), (F, Q))
+        # Q is symmetric: only the symmetric part of its gradient is defined.
+        grads[method] = (grad_F, 0.5 * (grad_Q + grad_Q.transpose(-1, -2)))
+    for method in ["steady_state", "scan"]:
+        for ours, reference in zip(grads[method], grads["sequential"]):
+            assert_close(ours, reference.numpy())
+
+
 # ----------------------------------------------------------------------------- properties
 
 
