@@ -19,10 +19,10 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tsgen.exceptions import NumericalError
 from tsgen.inference._kalman_affine import projected_affine_recurrence_constant
 from tsgen.inference._kalman_params import PreparedParams
-from tsgen.inference._kalman_step import LOG_2PI
-from tsgen.exceptions import NumericalError
+from tsgen.inference._kalman_step import LOG_2PI, RICCATI_TOLERANCE
 
 _CHECK_EVERY = 8
 
@@ -64,8 +64,6 @@ def _fail(t: int) -> None:
 
 def steady_state_log_likelihood_many(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> Tensor:
     """Like ``steady_state_log_likelihood``; efficient when parameter sets are many."""
-    from tsgen.inference._kalman_steady import RICCATI_TOLERANCE
-
     num_times, S, D = y.shape[-2], p.state_dim, p.obs_dim
     batch = batch_shape.numel()
 

@@ -17,6 +17,7 @@ import torch
 from torch import Tensor
 
 from tsgen.inference._kalman_params import PreparedParams
+from tsgen.inference._kalman_results import FilterResult
 from tsgen.inference._kalman_step import (
     LOG_2PI,
     masked_innovation,
@@ -203,10 +204,8 @@ def _log_likelihoods(
     return -0.5 * (num_observed * LOG_2PI + log_det + whitened.pow(2).sum(-1))
 
 
-def filter_parallel_scan(y: Tensor, mask: Tensor, p: PreparedParams, batch_shape: torch.Size):
+def filter_parallel_scan(y: Tensor, mask: Tensor, p: PreparedParams, batch_shape: torch.Size) -> FilterResult:
     """Filter by the parallel scan; returns a ``FilterResult`` like the sequential one."""
-    from tsgen.inference.kalman import FilterResult
-
     num_times = y.shape[-2]
     _, filt_means, filt_covs, _, _ = _inclusive_scan(_filter_elements(y, mask, p))
     F = _over_time(p, "F", 0, num_times - 1)

@@ -24,21 +24,17 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tsgen.exceptions import NumericalError
 from tsgen.inference._kalman_affine import (
     projected_affine_recurrence_constant,
     affine_recurrence_sequential,
     affine_recurrence_varying_shared,
 )
-from tsgen.exceptions import NumericalError
+from tsgen.inference._kalman_batch_last import steady_state_log_likelihood_many
 from tsgen.inference._kalman_params import PreparedParams
 from tsgen.inference._kalman_scan import combine
-from tsgen.inference._kalman_step import LOG_2PI, raise_if_not_pd, symmetrize
+from tsgen.inference._kalman_step import LOG_2PI, RICCATI_TOLERANCE, raise_if_not_pd, symmetrize
 
-# Relative change of the predicted covariance between consecutive steps below
-# which the Riccati recursion counts as converged (statsmodels stops at a
-# squared absolute change of 1e-19); the log-likelihood error this causes is
-# orders of magnitude below 1e-8 relative.
-RICCATI_TOLERANCE = 1e-11
 # Up to this many distinct parameter sets the time-parallel schedules are used.
 MAX_PARAM_SETS_FOR_PARALLEL = 8
 # How often (in steps) the sequential Riccati recursion checks convergence (a sync).
@@ -149,8 +145,6 @@ def riccati_predicted_covariances(p: PreparedParams, max_steps: int) -> Tensor:
 def steady_state_log_likelihood(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> Tensor:
     """Total log-likelihood ``(*b,)`` for time-invariant params and fully observed ``y``."""
     if p.batch_shape.numel() > MAX_PARAM_SETS_FOR_PARALLEL:
-        from tsgen.inference._kalman_batch_last import steady_state_log_likelihood_many
-
         return steady_state_log_likelihood_many(y, p, batch_shape)
     num_times, S, D = y.shape[-2], p.state_dim, p.obs_dim
     pred_covs = riccati_predicted_covariances(p, num_times)  # (*p, n, S, S)

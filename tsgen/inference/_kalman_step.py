@@ -22,6 +22,11 @@ from torch import Tensor
 from tsgen.exceptions import NumericalError
 
 LOG_2PI = math.log(2.0 * math.pi)
+# Relative change of the predicted covariance between consecutive steps below
+# which the Riccati recursion counts as converged (statsmodels stops at a
+# squared absolute change of 1e-19); the log-likelihood error this causes is
+# orders of magnitude below 1e-8 relative.
+RICCATI_TOLERANCE = 1e-11
 
 
 def symmetrize(matrix: Tensor) -> Tensor:

@@ -28,8 +28,6 @@ dimensions against those of ``y`` and are differentiable.
 
 from __future__ import annotations
 
-from typing import NamedTuple
-
 import torch
 from torch import Tensor
 
@@ -40,6 +38,16 @@ from tsgen.inference._kalman_params import (
     prepare_observations,
     prepare_params,
 )
+from tsgen.inference._kalman_results import (
+    FilterResult,
+    ForecastResult,
+    KalmanState,
+    SampleResult,
+    SmootherResult,
+    StepResult,
+)
+from tsgen.inference._kalman_scan import filter_parallel_scan
+from tsgen.inference._kalman_steady import steady_state_log_likelihood
 from tsgen.inference._kalman_step import (
     mat_vec,
     predict,
@@ -65,48 +73,6 @@ __all__ = [
 ]
 
 LOG_LIKELIHOOD_METHODS = ("auto", "sequential", "scan", "steady_state")
-
-
-class FilterResult(NamedTuple):
-    """Kalman filter output; ``predicted_*`` are the moments of x_t given y_{<t}."""
-
-    predicted_means: Tensor  # (*b, T, S)
-    predicted_covariances: Tensor  # (*b, T, S, S)
-    filtered_means: Tensor  # (*b, T, S)
-    filtered_covariances: Tensor  # (*b, T, S, S)
-    log_likelihoods: Tensor  # (*b, T): log p(y_t | y_{<t}) over observed components
-
-
-class SmootherResult(NamedTuple):
-    smoothed_means: Tensor  # (*b, T, S)
-    smoothed_covariances: Tensor  # (*b, T, S, S)
-    smoothed_cross_covariances: Tensor  # (*b, T-1, S, S): Cov(x_{t+1}, x_t | y_{1:T})
-    filtered: FilterResult
-
-
-class ForecastResult(NamedTuple):
-    state_means: Tensor  # (*b, h, S)
-    state_covariances: Tensor  # (*b, h, S, S)
-    observation_means: Tensor  # (*b, h, D)
-    observation_covariances: Tensor  # (*b, h, D, D)
-
-
-class KalmanState(NamedTuple):
-    """Predictive moments of the state at the next time, the streaming filter's carry."""
-
-    mean: Tensor  # (*b, S)
-    covariance: Tensor  # (*b, S, S)
-
-
-class StepResult(NamedTuple):
-    filtered: KalmanState  # moments of x_t given y_{1:t}
-    predicted: KalmanState  # moments of x_{t+1} given y_{1:t}: feed to the next step
-    log_likelihood: Tensor  # (*b,) log p(y_t | y_{<t})
-
-
-class SampleResult(NamedTuple):
-    states: Tensor  # (n_samples, *batch, T, S)
-    observations: Tensor  # (n_samples, *batch, T, D)
 
 
 def _expand_batch(tensor: Tensor, batch_shape: torch.Size, event_dims: int) -> Tensor:
@@ -174,8 +140,6 @@ def kalman_filter(
     if method == "sequential":
         return _filter_sequential(y, mask, p, batch_shape)
     if method == "scan":
-        from tsgen.inference._kalman_scan import filter_parallel_scan
-
         return filter_parallel_scan(y, mask, p, batch_shape)
     raise ValueError(f"`method` must be 'sequential' or 'scan'; got {method!r}.")
 
@@ -206,8 +170,6 @@ def kalman_log_likelihood(
         if not p.time_varying and bool(mask.all()):
             method = "steady_state"
         else:
-            from tsgen.inference._kalman_scan import filter_parallel_scan
-
             try:
                 return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods.sum(-1)
             except NumericalError:
@@ -218,15 +180,11 @@ def kalman_log_likelihood(
     if method == "sequential":
         return _filter_sequential(y, mask, p, batch_shape).log_likelihoods.sum(-1)
     if method == "scan":
-        from tsgen.inference._kalman_scan import filter_parallel_scan
-
         return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods.sum(-1)
     if p.time_varying:
         raise ValueError("method='steady_state' needs time-invariant `params`; use 'scan'.")
     if not bool(mask.all()):
         raise ValueError("method='steady_state' needs fully observed `y`; use 'scan'.")
-    from tsgen.inference._kalman_steady import steady_state_log_likelihood
-
     return steady_state_log_likelihood(y, p, batch_shape)
 
 
