@@ -401,6 +401,13 @@ def test_non_positive_definite_innovation_raises_with_step():
     for method in ["steady_state", "sequential", "scan"]:
         with pytest.raises(ValueError, match=r"not positive definite at time index t=0"):
             kalman_log_likelihood(y, None, to_params(static), method=method)
+    # Many parameter sets (the batch-last schedule), one of them broken.
+    for obs_dim in (1, 2):
+        systems = [random_system(rng, 2, obs_dim) for _ in range(10)]
+        systems[3]["R"] = -50.0 * np.eye(obs_dim)
+        stacked = to_params({k: np.stack([s[k] for s in systems]) for k in systems[0]}, time_axis=False)
+        with pytest.raises(ValueError, match=r"not positive definite at time index t=0"):
+            kalman_log_likelihood(torch.zeros(10, 30, obs_dim, dtype=torch.float64), None, stacked)
 
 
 def test_singular_observation_noise_model_uses_an_exact_route():
