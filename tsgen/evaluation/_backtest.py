@@ -204,7 +204,7 @@ def backtest(
                 tasks += [(fitted, chunk, datasets[i]) for chunk in chunks]
         results = parallel(delayed(_run_task)(model, f, g, d, **common) for f, g, d in tasks)
         if progress:
-            from tqdm.auto import tqdm
+            from tqdm import tqdm
 
             results = tqdm(results, total=len(tasks), desc="backtest", unit="task")
         for task_fits, task_outcomes in results:

@@ -7,7 +7,7 @@ from typing import Callable
 
 import torch
 from torch import nn
-from tqdm.auto import tqdm
+from tqdm import tqdm
 
 from tsgen.exceptions import TrainingDivergedError
 from tsgen.training.batch import SequenceBatch
