@@ -32,6 +32,8 @@ from tsgen.models._arima_statespace import lag_polynomial
 KPSS_CRITICAL_5PCT = 0.463
 #: exact Riccati steps before the gain is frozen while ranking candidates
 SEARCH_TRANSIENT = 40
+#: also start MA models from MA = 0 (see fit_round)
+SECOND_START = True
 SEASONAL_STRENGTH_THRESHOLD = 0.64
 
 
@@ -232,13 +234,16 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
 
     All specs sit inside their common super-order; each row estimates only its
     own spec's parameters (the others are pinned at 0 on the free scale, which
-    is exactly the lower-order model). Returns ``{spec: (params, aicc)}`` with
-    params in ``spec``'s own layout.
+    is exactly the lower-order model). Models with MA terms are started twice,
+    from Hannan-Rissanen and from its AR part with MA = 0: exact ML piles up at
+    MA unit roots (which the search rejects) more often from the first, and
+    the best admissible fit wins. Returns ``{spec: (params, aicc)}`` with params
+    in ``spec``'s own layout.
     """
     specs = list(wanted)
     outer = _super_spec(specs)
     T = y.shape[1]
-    rows, starts, masks = [], [], []
+    pieces = []  # (spec, series indices, start in outer layout, mask)
     for spec in specs:
         members = torch.tensor(wanted[spec])
         ys = y[members]
@@ -251,22 +256,32 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
         embedded[:, where] = start
         mask = torch.zeros(len(members), outer.n_params, dtype=torch.bool)
         mask[:, where] = True
-        rows.append(members)
-        starts.append(embedded)
-        masks.append(mask)
-    members = torch.cat(rows)
+        pieces.append((spec, members, embedded, mask))
+        if SECOND_START and (spec.q or spec.Q):
+            no_ma = embedded.clone()
+            no_ma[:, outer.blocks["ma"]] = 0.0
+            no_ma[:, outer.blocks["sma"]] = 0.0
+            pieces.append((spec, members, no_ma, mask))
+    members = torch.cat([m for _, m, _, _ in pieces])
     cov = None if covariates is None else covariates[members]
-    result = fit_spec(outer, y[members], cov, start=torch.cat(starts), max_iter=opts.max_iter,
-                      max_transient=SEARCH_TRANSIENT, free_mask=torch.cat(masks))
-    aicc = result.aicc
+    result = fit_spec(outer, y[members], cov, start=torch.cat([e for _, _, e, _ in pieces]),
+                      max_iter=opts.max_iter, max_transient=SEARCH_TRANSIENT,
+                      free_mask=torch.cat([k for _, _, _, k in pieces]))
+    aicc_all = result.aicc
     out, offset = {}, 0
-    for spec, member in zip(specs, rows):
+    for spec, member, _, _ in pieces:
         sl = slice(offset, offset + len(member))
+        offset += len(member)
         where = torch.as_tensor(_embedding(spec, outer))
         params = result.params[sl][:, where]
-        ok = _roots_ok(spec, params) & torch.isfinite(aicc[sl])
-        out[spec] = (params, torch.where(ok, aicc[sl], torch.full_like(aicc[sl], math.inf)))
-        offset += len(member)
+        ok = _roots_ok(spec, params) & torch.isfinite(aicc_all[sl])
+        aicc = torch.where(ok, aicc_all[sl], torch.full_like(aicc_all[sl], math.inf))
+        if spec in out:
+            old_params, old_aicc = out[spec]
+            better = aicc < old_aicc
+            params = torch.where(better.unsqueeze(-1), params, old_params)
+            aicc = torch.where(better, aicc, old_aicc)
+        out[spec] = (params, aicc)
     return out
 
 

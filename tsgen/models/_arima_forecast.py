@@ -41,15 +41,11 @@ def _future_regression(spec: ArimaSpec, params: Tensor, X: Tensor, lengths: Tens
     return (X[rows, steps] * beta[:, None, :]).sum(-1)
 
 
-def design(spec: ArimaSpec, covariates: Tensor | None, n_series: int, rows: int) -> Tensor:
-    return regressors(spec, rows, covariates, n_series)
-
-
 def forecast_moments(
     spec: ArimaSpec, params: Tensor, y: Tensor, lengths: Tensor, covariates: Tensor | None, horizon: int
 ) -> tuple[Tensor, Tensor]:
     """Predictive means and standard deviations ``(B, horizon)``."""
-    X = design(spec, covariates, y.shape[0], y.shape[1] + horizon)
+    X = regressors(spec, y.shape[1] + horizon, covariates, y.shape[0])
     kp, last = _last_filtered(spec, params, y, X, lengths)
     fc = kalman_forecast(last, kp, horizon)
     mean = fc.observation_means[..., 0] + _future_regression(spec, params, X, lengths, horizon)
@@ -68,7 +64,7 @@ def sample_paths(
     generator: torch.Generator,
 ) -> Tensor:
     """Joint draws ``(B, n_samples, horizon)`` of ``y_{n+1:n+horizon} | y_{1:n}``."""
-    X = design(spec, covariates, y.shape[0], y.shape[1] + horizon)
+    X = regressors(spec, y.shape[1] + horizon, covariates, y.shape[0])
     kp, last = _last_filtered(spec, params, y, X, lengths)
     F, Q = kp.transition_matrices, kp.transition_covariance
     m = (F @ last.filtered_means[:, 0].unsqueeze(-1)).squeeze(-1)

@@ -32,7 +32,13 @@ from sklearn.utils.validation import check_is_fitted
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
 from tsgen.models._arima_auto import AutoOptions, auto_fit
-from tsgen.models._arima_fit import FitResult, fit_spec, log_likelihood_per_step, regressors
+from tsgen.models._arima_fit import (
+    FitResult,
+    check_initial_observed,
+    fit_spec,
+    log_likelihood_per_step,
+    regressors,
+)
 from tsgen.models._arima_forecast import forecast_moments, sample_paths
 from tsgen.models._arima_spec import ArimaSpec
 
@@ -234,7 +240,6 @@ class ARIMA(BaseForecaster):
         out = torch.zeros_like(y)
         for spec, rows, params in self._groups(y.shape[0]):
             cov = None if covariates is None else covariates[rows]
-            from tsgen.models._arima_fit import check_initial_observed
             check_initial_observed(spec, y[rows])
             X = regressors(spec, y.shape[1], cov, len(rows))
             out[rows] = log_likelihood_per_step(spec, params, y[rows], X)
@@ -263,8 +268,9 @@ class ARIMA(BaseForecaster):
 
     def _fitted_state(self):
         check_is_fitted(self)
+        converged = self.converged_ if isinstance(self.converged_, list) else [self.converged_]
         meta = {"specs": [_spec_to_json(s) for s in self._specs],
-                "collection": isinstance(self.llf_, list)}
+                "collection": isinstance(self.llf_, list), "converged": converged}
         tensors = {f"params.{i}": p for i, p in enumerate(self._params)}
         return meta, tensors
 
@@ -272,9 +278,9 @@ class ARIMA(BaseForecaster):
         specs = [_spec_from_json(m) for m in meta["specs"]]
         self._specs = specs
         self._params = [tensors[f"params.{i}"] for i in range(len(specs))]
-        self._restore_attributes(meta["collection"])
+        self._restore_attributes(meta["collection"], meta.get("converged"))
 
-    def _restore_attributes(self, collection: bool):
+    def _restore_attributes(self, collection: bool, converged=None):
         """Recompute the ``*_`` statistics from the stored parameters and history."""
         y = self._univariate(self.history_)
         results = []
@@ -283,6 +289,6 @@ class ARIMA(BaseForecaster):
             X = regressors(spec, y.shape[1], cov, len(rows))
             llf = log_likelihood_per_step(spec, params, y[rows], X).sum(1)
             n_obs = torch.isfinite(y[rows, spec.n_integration:]).sum(1).to(y.dtype)
-            results.append((FitResult(spec, params, llf, n_obs, torch.ones(len(rows), dtype=torch.bool)),
-                            rows.numpy()))
+            flags = torch.tensor([True if converged is None else bool(converged[int(i)]) for i in rows])
+            results.append((FitResult(spec, params, llf, n_obs, flags), rows.numpy()))
         self._set_results(results, y.shape[0], collection)
