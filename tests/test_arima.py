@@ -25,13 +25,6 @@ import tsgen
 from tsgen.models.arima import ARIMA
 
 
-def _quiet():
-    ctx = warnings.catch_warnings()
-    ctx.__enter__()
-    warnings.simplefilter("ignore")
-    return ctx
-
-
 def sm_fit(y, **kwargs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
