@@ -101,7 +101,7 @@ def tiny(**kwargs):
 
 
 def test_log_likelihood_is_the_sum_of_per_step_values_and_the_teacher_forced_loss():
-    y = [make_series(60, 0).to_numpy(), make_series(45, 1).to_numpy()]
+    y = [make_series(60, 0).to_numpy().copy(), make_series(45, 1).to_numpy().copy()]
     y[0][10] = np.nan
     model = tiny(lags=(1, 2), cell="gru").fit(y)
     total = model.log_likelihood(y)

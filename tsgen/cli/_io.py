@@ -35,7 +35,8 @@ def _parse_times(values: pd.Series, column: str) -> pd.Index:
             "Fix the value, or name another column with --time-col."
         )
     index = pd.DatetimeIndex(parsed)
-    freq = pd.infer_freq(index) if len(index) >= 3 else None
+    inferred = pd.DatetimeIndex(index, freq="infer").freq if len(index) >= 3 else None
+    freq = None if inferred is None else inferred.freqstr
     if freq is None:
         raise CLIError(
             f"time column {column!r} is not regularly spaced (no frequency could be inferred); "
