@@ -34,6 +34,8 @@ KPSS_CRITICAL_5PCT = 0.463
 SEARCH_TRANSIENT = 40
 #: also start MA models from MA = 0 (see fit_round)
 SECOND_START = True
+#: BFGS iterations per candidate while ranking (winners are refitted with max_iter)
+SEARCH_MAX_ITER = 40
 SEASONAL_STRENGTH_THRESHOLD = 0.64
 
 
@@ -265,7 +267,7 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
     members = torch.cat([m for _, m, _, _ in pieces])
     cov = None if covariates is None else covariates[members]
     result = fit_spec(outer, y[members], cov, start=torch.cat([e for _, _, e, _ in pieces]),
-                      max_iter=opts.max_iter, max_transient=SEARCH_TRANSIENT,
+                      max_iter=min(opts.max_iter, SEARCH_MAX_ITER), max_transient=SEARCH_TRANSIENT,
                       free_mask=torch.cat([k for _, _, _, k in pieces]))
     aicc_all = result.aicc
     out, offset = {}, 0
