@@ -86,6 +86,13 @@ def _longest_first(lengths: Tensor, steps: int) -> tuple[Tensor, list[int]]:
     return order, active[: int(lengths.max()) if len(lengths) else 0]
 
 
+def _active_positions(active: list[int], rows: int, steps: int, device) -> Tensor:
+    """``(rows, steps)`` bool: the (row, step) positions a scan computed."""
+    counts = torch.zeros(steps, dtype=torch.long)
+    counts[: len(active)] = torch.tensor(active, dtype=torch.long)
+    return (torch.arange(rows)[:, None] < counts[None, :]).to(device)
+
+
 class _ReluRNNScan(torch.autograd.Function):
     r"""``h_t = relu(a_t + h_{t-1} W^T)`` over ``t`` with a hand-written backward.
 
@@ -121,8 +128,10 @@ class _ReluRNNScan(torch.autograd.Function):
             step = (grad_hs[:n, t] + carried[:n]) * (hs[:n, t] > 0)
             grad_pre[:n, t] = step
             carried[:n] = step @ weight
+        # weight gradient over the computed positions only (padding would add zeros)
+        computed = _active_positions(ctx.active, hs.shape[0], hs.shape[1], hs.device)
         previous = torch.cat([h0.unsqueeze(1), hs[:, :-1]], dim=1)
-        grad_weight = grad_pre.flatten(0, 1).t() @ previous.flatten(0, 1)
+        grad_weight = grad_pre[computed].t() @ previous[computed]
         return grad_pre, carried, grad_weight, None
 
 
@@ -183,11 +192,12 @@ class _CombinerScan(torch.autograd.Function):
             step = (grad_params[:n, t] @ out_weight_t) * (1 - u * u)
             grad_pre_tanh[:n, t] = step
             carried[:n] = step @ weight
+        computed = _active_positions(ctx.active, rows, steps, noise.device)
         previous = torch.cat([z0.unsqueeze(1), zs[:, :-1]], dim=1)
-        flat_pre = grad_pre_tanh.flatten(0, 1)
-        grad_weight = flat_pre.t() @ previous.flatten(0, 1)
+        flat_pre = grad_pre_tanh[computed]
+        grad_weight = flat_pre.t() @ previous[computed]
         grad_bias = flat_pre.sum(0)
-        grad_out = hidden.flatten(0, 1).t() @ grad_params.flatten(0, 1)
+        grad_out = hidden[computed].t() @ grad_params[computed]
         return grad_params, None, carried, grad_weight, grad_bias, grad_out, None
 
 

@@ -169,30 +169,50 @@ class DeepMarkovModule(SequentialModel):
         shape = (n_samples, *values.shape[:-1], self.latent_dim)
         return self.guide.sample(summary, _randn(shape, generator, summary), step_mask.sum(-1))
 
-    def _prior_params(self, z: Tensor) -> tuple[Tensor, Tensor]:
-        """``(loc, scale)`` of ``f(z_t | z_{t-1})`` for all steps at once, ``z`` ``(S, B, T, Z)``."""
-        z_0 = self.z_0.expand(*z.shape[:-2], 1, self.latent_dim)
-        return self.transition_net(torch.cat([z_0, z[..., :-1, :]], dim=-2))
+    def _step_terms(self, values: Tensor, mask: Tensor, draw: GuideSample, scale: Tensor | None):
+        """``log g(x_t|z_t)``, ``f(z_t|z_{t-1})`` and ``q(z_t|.)`` pieces at the valid steps only.
 
-    def _emission_log_prob(self, z: Tensor, values: Tensor, mask: Tensor, scale: Tensor | None) -> Tensor:
-        """``log g(x_t | z_t)`` over observed values, all steps in one call: ``(S, B, T)``."""
-        return masked_log_prob(self.emitter(z, None if scale is None else scale.unsqueeze(-2)), values, mask)
+        Transition and emission run as one batched call over the ``N`` valid
+        (draw, sequence, step) positions, so padding costs nothing. Returns
+        ``(where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det)``
+        with ``where`` ``(S, B, T)`` and the rest ``(N, ...)`` (``log_det``
+        None without flows).
+        """
+        n_samples = draw.z.shape[0]
+        where = valid_steps(mask).expand(n_samples, *mask.shape[:-1])
+        z_0 = self.z_0.expand(*draw.z.shape[:-2], 1, self.latent_dim)
+        z_prev = torch.cat([z_0, draw.z[..., :-1, :]], dim=-2)[where]
+        p_loc, p_scale = self.transition_net(z_prev)
+        z = draw.z[where]
+        x, observed = values.expand(n_samples, *values.shape)[where], mask.expand(n_samples, *mask.shape)[where]
+        if scale is not None:
+            scale = scale[:, None, :].expand(n_samples, *values.shape)[where]
+        log_lik = masked_log_prob(self.emitter(z, scale), x, observed)
+        log_det = None if draw.log_det is None else draw.log_det[where]
+        return where, log_lik, p_loc, p_scale, z, draw.loc[where], draw.scale[where], draw.base[where], log_det
+
+    @staticmethod
+    def _scatter(where: Tensor, values: Tensor) -> Tensor:
+        """Values at the valid positions into a zero tensor shaped like ``where``."""
+        out = values.new_zeros(where.shape)
+        out[where] = values
+        return out
 
     def elbo_terms(self, values: Tensor, mask: Tensor, n_samples: int = 1, generator=None):
-        """``(log_lik, kl, step_mask)``: per-step ``(S, B, T)`` terms of the ELBO.
+        """``(log_lik, kl, step_mask)``: per-step ``(S, B, T)`` terms of the ELBO, 0 outside the valid steps.
 
         ``kl`` is analytic without flows and the one-sample ``log q - log f``
         with flows.
         """
         scale = self.scale_of(values, mask)
         draw = self.sample_guide(values, mask, n_samples, generator, scale)
-        p_loc, p_scale = self._prior_params(draw.z)
-        log_lik = self._emission_log_prob(draw.z, values, mask, scale)
-        if draw.log_det is None:
-            kl = gaussian_kl(draw.loc, draw.scale, p_loc, p_scale)
+        where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
+        if log_det is None:
+            kl = gaussian_kl(q_loc, q_scale, p_loc, p_scale)
         else:
-            kl = draw.log_q() - Normal(p_loc, p_scale).log_prob(draw.z).sum(-1)
-        return log_lik, kl, valid_steps(mask)
+            log_q = Normal(q_loc, q_scale).log_prob(base).sum(-1) - log_det
+            kl = log_q - Normal(p_loc, p_scale).log_prob(z).sum(-1)
+        return self._scatter(where, log_lik), self._scatter(where, kl), valid_steps(mask)
 
     def elbo(self, values: Tensor, mask: Tensor, kl_weight: float = 1.0, n_samples: int = 1, generator=None) -> Tensor:
         """Per-sequence ELBO ``(S, B)`` (``kl_weight`` < 1 anneals the KL)."""
@@ -211,10 +231,11 @@ class DeepMarkovModule(SequentialModel):
         """
         scale = self.scale_of(values, mask)
         draw = self.sample_guide(values, mask, n_samples, generator, scale)
-        p_loc, p_scale = self._prior_params(draw.z)
-        log_prior = Normal(p_loc, p_scale).log_prob(draw.z).sum(-1)
-        weights = self._emission_log_prob(draw.z, values, mask, scale) + log_prior - draw.log_q()
-        return torch.where(valid_steps(mask), weights, torch.zeros((), dtype=weights.dtype, device=weights.device))
+        where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
+        log_q = Normal(q_loc, q_scale).log_prob(base).sum(-1)
+        if log_det is not None:
+            log_q = log_q - log_det
+        return self._scatter(where, log_lik + Normal(p_loc, p_scale).log_prob(z).sum(-1) - log_q)
 
     def log_likelihood(
         self,
