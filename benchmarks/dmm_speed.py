@@ -7,9 +7,11 @@ learning rate 3e-4 (Pyro's). The Pyro reference is written the way Pyro's exampl
 writes it: a model and a guide that loop over time with one ``pyro.sample``
 per step inside ``pyro.plate``, a packed RNN, and ``SVI`` with
 ``Trace_ELBO`` and ``ClippedAdam`` (gradients clipped at 10, as tsgen's
-loop clips the norm at 10). tsgen samples the guide sequentially and then
-evaluates transition, emission and the analytic KL for all steps in one
-batched call.
+loop clips the norm at 10). tsgen draws the guide with hand-differentiated
+scans and then evaluates transition, emission and the analytic KL for all
+valid steps in one batched call. The machine's cores matter: tsgen is
+compute-bound (its matmuls use every torch thread), Pyro's per-step Python
+overhead is not, so compare at the same ``--threads``.
 
 After the same number of epochs both report the test ELBO as NLL per time
 step (negative ELBO summed over the test set / total test steps), each with
@@ -18,7 +20,7 @@ expectation), averaged over ``--eval-samples`` draws.
 
 Usage::
 
-    python benchmarks/dmm_speed.py --epochs 3
+    python benchmarks/dmm_speed.py --epochs 3 [--threads 1]
 """
 from __future__ import annotations
 

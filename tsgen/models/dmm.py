@@ -16,9 +16,10 @@ density of the data.
 
 Training maximises the ELBO with the KL in closed form given the sampled
 ``z_{t-1}`` (:mod:`tsgen.inference.elbo`). Only the guide's draw of
-``z_{1:T}`` is sequential; the transition, the emission and the KL of all
-steps then run as single batched calls, which is where the speed over a
-step-by-step Pyro model/guide comes from.
+``z_{1:T}`` is sequential (a hand-differentiated scan); the transition, the
+emission and the KL of all valid steps then run as single batched calls,
+which is where the speed over a step-by-step Pyro model/guide comes from
+(``benchmarks/dmm_speed.py``).
 """
 from __future__ import annotations
 
