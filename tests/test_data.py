@@ -51,6 +51,11 @@ def test_ragged_series_are_padded_at_the_end_and_masked(lengths, dims):
         assert torch.isnan(batch.values[i, n:]).all()
 
 
+def test_one_array_is_one_series_and_a_list_of_arrays_a_collection():
+    assert not to_series_batch(np.arange(5.0)).is_collection
+    assert to_series_batch([np.arange(5.0), np.arange(3.0)]).kind == "arrays"
+
+
 def test_caller_objects_are_not_modified_or_aliased():
     y = monthly([1.0, np.nan, 3.0, 4.0])
     before = y.copy()

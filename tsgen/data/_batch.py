@@ -20,7 +20,7 @@ import torch
 from tsgen.data._index import index_from_spec, index_to_spec, validate_index
 
 #: how the user handed the data in, so results go back in the same shape
-INPUT_KINDS = ("series", "frame", "list", "arrays")
+INPUT_KINDS = ("series", "frame", "array", "list", "arrays")
 
 
 @dataclass(frozen=True)
@@ -84,7 +84,7 @@ def _as_frame(item, name: str) -> tuple[pd.DataFrame, str]:
             raise ValueError(
                 f"`{name}` arrays must have shape (time,) or (time, dim), got shape {array.shape}."
             )
-        return pd.DataFrame(array, columns=[f"y{j}" for j in range(array.shape[1])]), "arrays"
+        return pd.DataFrame(array, columns=[f"y{j}" for j in range(array.shape[1])]), "array"
     raise TypeError(
         f"`{name}` must be a pandas Series, a DataFrame, an array, or a list of them; "
         f"got {type(item).__name__}."
@@ -135,7 +135,7 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
             raise ValueError(
                 f"`{label}` has {len(values)} time steps; this model needs at least {min_length}."
             )
-        index = validate_index(frame.index, label) if kind != "arrays" else pd.RangeIndex(len(values))
+        index = validate_index(frame.index, label) if kind != "array" else pd.RangeIndex(len(values))
         frames.append(frame)
         kinds.append(kind)
         arrays.append(values)
@@ -147,7 +147,7 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
                 f"`{name}[{i}]` has {frame.shape[1]} variables but `{name}[0]` has {len(columns)}: "
                 "all series must have the same variables."
             )
-    kind = ("arrays" if kinds[0] == "arrays" else "list") if is_list else kinds[0]
+    kind = ("arrays" if kinds[0] == "array" else "list") if is_list else kinds[0]
     max_len = max(len(a) for a in arrays)
     padded = np.full((len(arrays), max_len, len(columns)), np.nan)
     for i, a in enumerate(arrays):
