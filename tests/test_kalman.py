@@ -561,3 +561,40 @@ def test_bad_input_is_rejected_with_named_argument():
     original = params.transition_matrices.clone()
     kalman_smoother(y, None, params)
     assert torch.equal(params.transition_matrices, original)
+
+
+@pytest.mark.parametrize("num_times", [1, 2, 40, 64, 65, 700])
+@pytest.mark.parametrize("offsets", [False, True])
+def test_no_grad_numpy_path_matches_statsmodels(num_times, offsets):
+    # Without inputs that require grad, scalar observations and one parameter set
+    # run the float64 numpy schedule (blocked steady part); check it on short
+    # series (no convergence), block-boundary lengths and many series at once.
+    rng = np.random.default_rng(num_times + 7 * offsets)
+    system = random_system(rng, 4, 1, offsets=offsets)
+    ys = np.stack([simulate(rng, system, num_times) for _ in range(3)])
+    expected = np.array([statsmodels_smooth(system, y).llf for y in ys])
+    params = to_params(system)
+    with torch.no_grad():
+        actual = kalman_log_likelihood(torch.tensor(ys), None, params)
+    assert_close(actual, expected)
+    with_grad = params._replace(transition_matrices=params.transition_matrices.clone().requires_grad_())
+    assert_close(kalman_log_likelihood(torch.tensor(ys), None, with_grad), expected)
+
+
+def test_blocked_steady_predictions_match_a_plain_loop():
+    from tsgen.inference._kalman_numpy import _steady_predictions
+
+    rng = np.random.default_rng(5)
+    state_dim, batch, steps = 3, 2, 200
+    L = rng.normal(size=(state_dim, state_dim))
+    L *= 0.9995 / np.abs(np.linalg.eigvals(L)).max()  # slow decay: long memory
+    FK, c, h = rng.normal(size=state_dim), rng.normal(size=state_dim), rng.normal(size=state_dim)
+    x, start = rng.normal(size=(batch, steps)), rng.normal(size=(batch, state_dim))
+    expected = np.empty((batch, steps + 1))
+    state = start.copy()
+    for m in range(steps + 1):
+        expected[:, m] = state @ h
+        if m < steps:
+            state = state @ L.T + x[:, m, None] * FK + c
+    actual = _steady_predictions(L, FK, c, h, x, start)
+    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())

@@ -30,6 +30,7 @@ from tsgen.inference._kalman_affine import (
     affine_recurrence_sequential,
     affine_recurrence_varying_shared,
 )
+from tsgen.inference import _kalman_numpy
 from tsgen.inference._kalman_batch_last import steady_state_log_likelihood_many
 from tsgen.inference._kalman_params import PreparedParams
 from tsgen.inference._kalman_scan import combine
@@ -144,6 +145,10 @@ def riccati_predicted_covariances(p: PreparedParams, max_steps: int) -> Tensor:
 
 def steady_state_log_likelihood(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> Tensor:
     """Total log-likelihood ``(*b,)`` for time-invariant params and fully observed ``y``."""
+    if batch_shape.numel() > 0 and _kalman_numpy.applies(y, p):
+        total = _kalman_numpy.steady_state_log_likelihood_numpy(y, p, batch_shape)
+        if total is not None:
+            return total
     if p.batch_shape.numel() > MAX_PARAM_SETS_FOR_PARALLEL:
         return steady_state_log_likelihood_many(y, p, batch_shape)
     num_times, S, D = y.shape[-2], p.state_dim, p.obs_dim
