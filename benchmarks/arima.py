@@ -49,6 +49,7 @@ def main():
     parser.add_argument("--length", type=int, default=300)
     parser.add_argument("--n-auto-peer", type=int, default=200, help="series for the peers' auto fits")
     parser.add_argument("--horizon", type=int, default=12)
+    parser.add_argument("--no-auto", action="store_true", help="only the fixed-order comparison")
     args = parser.parse_args()
     warnings.simplefilter("ignore")
     import torch
@@ -63,6 +64,9 @@ def main():
     print(f"{n} simulated ARIMA(2,1,1) series of length {args.length}, horizon {h}\n")
 
     # ------------------------------------------------------------ fixed order
+    # one-time costs (lazy imports, first-call initialisation) are left out for every
+    # package alike: statsforecast's numba compilation below, a two-series fit here
+    ARIMA((2, 1, 1)).fit([pd.Series(s) for s in series[:2]])
     model, t_tsgen = timed(lambda: ARIMA((2, 1, 1)).fit([pd.Series(s) for s in series]))
     ours_llf = np.array(model.llf_)
     ours_fc = np.stack([f["mean"].to_numpy() for f in model.predict(h)])
@@ -105,6 +109,8 @@ def main():
         print(f"  mean |12-step forecast tsgen - statsforecast|: {np.abs(ours_fc - sf_fc).mean():.2e}")
 
     # ------------------------------------------------------------------ auto
+    if args.no_auto:
+        return
     print("\nautomatic order selection (stepwise, AICc): seconds per series (ratio to tsgen)")
     auto, t_auto = timed(lambda: ARIMA(order="auto", trend="auto").fit([pd.Series(s) for s in series]))
     orders = auto.order_

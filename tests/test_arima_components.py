@@ -146,6 +146,32 @@ def test_fast_likelihood_equals_kalman_filter(order, seasonal, trend, params):
     np.testing.assert_allclose(g_fast.numpy(), g_exact.numpy(), rtol=1e-7, atol=1e-8)
 
 
+def test_transient_filter_gradient_matches_finite_differences():
+    # per-series parameters, a series ending inside the transient window, and a capped transient
+    from tsgen.models._arima_transient import transient_filter
+
+    rng = np.random.default_rng(5)
+    spec = ArimaSpec.from_args((2, 1, 1), (0, 0, 0, 0), "t")
+    params = _t([[0.1, 0.5, -0.2, 0.4, 1.0], [0.0, 0.3, 0.1, -0.7, 2.0], [0.2, -0.4, 0.0, 0.9, 0.5]])
+    y = np.cumsum(rng.normal(size=(3, 30)), 1)
+    y[2, 20:] = np.nan  # padding: the uncapped filter cannot switch and runs over masked steps
+    kp, obs = state_space_inputs(spec, params, _t(y), regressors(spec, 30, None, 3))
+    y0 = torch.nan_to_num(obs[..., 0])
+    inputs = [kp.transition_matrices, kp.transition_covariance, kp.initial_state_mean,
+              kp.initial_state_covariance, y0]
+    inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
+    h = kp.observation_matrices[..., 0, :].detach()
+    observed = torch.isfinite(obs[..., 0])
+
+    for cap, length in [(16, 16), (None, 29)]:
+        def run(F, Q, a0, P0, y):
+            total, a, P, switch = transient_filter(F, h, Q, a0, P0, y, observed, 1e-11, 4, cap)
+            assert switch == length
+            return total, a, P
+
+        assert torch.autograd.gradcheck(run, inputs, atol=1e-6, rtol=1e-5)
+
+
 def test_has_inner_gaps():
     assert not has_inner_gaps(_t([[1.0, 2.0, np.nan, np.nan]]))
     assert has_inner_gaps(_t([[1.0, np.nan, 2.0, np.nan]]))

@@ -31,6 +31,7 @@ import torch
 from torch import Tensor
 
 from tsgen.inference.kalman import KalmanParams
+from tsgen.models._arima_transient import transient_filter
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -66,56 +67,18 @@ def fast_log_likelihood(
     """Total log-likelihood ``(B,)`` of ``y`` ``(B, T)`` (NaN only as trailing padding)."""
     F = params.transition_matrices
     h = params.observation_matrices[..., 0, :]
-    Q = params.transition_covariance
-    a, P = params.initial_state_mean, params.initial_state_covariance
     B, T = y.shape
     observed = torch.isfinite(y)
     y0 = torch.where(observed, y, torch.zeros((), dtype=y.dtype))
     zero = torch.zeros((), dtype=y.dtype)
-    total = y.new_zeros(B)
-    Ft = F.transpose(-1, -2)
-    switch = T
-    window = T if max_transient is None else min(T, max_transient)
-    lean = bool(observed[:, :window].all())
-    hrow = h.unsqueeze(-2)
-    fs, vs = [], []
-    prev = None
-    for t in range(T):
-        PH = (P * hrow).sum(-1)
-        f = (h * PH).sum(-1)
-        v = y0[:, t] - (h * a).sum(-1)
-        if lean:
-            # every series is observed here: no masking, the terms are summed after the loop
-            fs.append(f)
-            vs.append(v)
-            K = PH / f.unsqueeze(-1)
-            a = a + K * v.unsqueeze(-1)
-            P = P - K.unsqueeze(-1) * PH.unsqueeze(-2)
-        else:
-            m = observed[:, t]
-            f_safe = torch.where(m, f, torch.ones((), dtype=y.dtype))
-            total = total + torch.where(m, -0.5 * (LOG_2PI + torch.log(f_safe) + v * v / f_safe), zero)
-            K = PH / f_safe.unsqueeze(-1)
-            a = a + torch.where(m.unsqueeze(-1), K * v.unsqueeze(-1), zero)
-            P = P - torch.where(m[:, None, None], K.unsqueeze(-1) * PH.unsqueeze(-2), zero)
-        a = (F @ a.unsqueeze(-1)).squeeze(-1)
-        P = F @ P @ Ft + Q
-        if t % check_every == check_every - 1 and t + 1 < T and prev is not None:
-            with torch.no_grad():
-                change = (P - prev).abs().amax((-1, -2))
-                scale = P.abs().amax((-1, -2)).clamp_min(1e-300)
-                done = bool((change <= tol * scale).all()) or (max_transient is not None and t + 1 >= max_transient)
-                done = done and bool(observed[:, : t + 1].all())
-            if done:
-                switch = t + 1
-                break
-        if t % check_every == check_every - 2 or check_every == 1:
-            prev = P.detach()
-    if fs:
-        f_all, v_all = torch.stack(fs, 1), torch.stack(vs, 1)
-        total = total - 0.5 * (len(fs) * LOG_2PI + torch.log(f_all).sum(1) + (v_all * v_all / f_all).sum(1))
+    total, a, P, switch = transient_filter(
+        F, h, params.transition_covariance, params.initial_state_mean, params.initial_state_covariance,
+        y0, observed, tol, check_every, max_transient,
+    )
     if switch >= T:
         return total
+    F = F.expand(B, *F.shape[-2:])
+    h = h.expand(B, h.shape[-1])
     n = T - switch
     PH = (P @ h.unsqueeze(-1)).squeeze(-1)
     f = (h * PH).sum(-1)

@@ -1,0 +1,144 @@
+"""The transient (exact Riccati) phase of the univariate ARIMA filter, in float64 numpy
+with a hand-written reverse pass, as one autograd node.
+
+Per step, for every series at once (``P`` symmetric, ``m_t`` = observed)::
+
+    u = P h,  f = h'u,  v = y_t - h'a,
+    a' = a + m_t u v / f,   P' = P - m_t u u' / f,
+    a_next = F a',  P_next = F P' F' + Q,
+    ll += m_t * (-1/2) (log 2 pi + log f + v^2 / f)
+
+until ``P`` stops changing (relative change <= ``tol``, tested every
+``check_every`` steps as :func:`._arima_likelihood.fast_log_likelihood`
+does) or ``max_transient`` steps. Autograd through this loop costs a few
+dozen tiny tensor operations per step forward and twice that backward, all
+overhead; here each step is a handful of batched numpy operations and the
+adjoint recursion (reverse mode of the lines above, written out in
+:meth:`TransientFilter.backward`) runs once, backwards over the stored
+steps. Returns the log-likelihood of the transient steps and the predicted
+mean and covariance where it stopped, from which the steady-state phase
+continues in torch.
+"""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import torch
+from torch import Tensor
+
+LOG_2PI = math.log(2.0 * math.pi)
+
+
+def _forward(F, h, Q, a, P, y0, observed, tol, check_every, max_transient):
+    B, T = y0.shape
+    Ft = np.swapaxes(F, -1, -2)
+    tape = []
+    total = np.zeros(B)
+    prev = None
+    switch = T
+    for t in range(T):
+        m = observed[:, t].astype(np.float64)
+        u = np.einsum("bij,bj->bi", P, h)
+        f = np.einsum("bi,bi->b", h, u)
+        v = y0[:, t] - np.einsum("bi,bi->b", h, a)
+        total += m * -0.5 * (LOG_2PI + np.log(f) + v * v / f)
+        k = (m / f)[:, None] * u
+        a_post = a + k * v[:, None]
+        P_post = P - k[:, :, None] * u[:, None, :]
+        tape.append((a, P, u, f, v, m, a_post, P_post))
+        a = np.einsum("bij,bj->bi", F, a_post)
+        P = F @ P_post @ Ft + Q
+        if t % check_every == check_every - 1 and t + 1 < T and prev is not None:
+            change = np.abs(P - prev).max((-1, -2))
+            scale = np.maximum(np.abs(P).max((-1, -2)), 1e-300)
+            done = bool((change <= tol * scale).all()) or (max_transient is not None and t + 1 >= max_transient)
+            if done and bool(observed[:, : t + 1].all()):
+                switch = t + 1
+                break
+        if t % check_every == check_every - 2 or check_every == 1:
+            prev = P
+    return total, a, P, switch, tape
+
+
+def _backward(F, h, tape, g_total, g_a, g_P):
+    """Adjoints of ``(F, h, Q, a0, P0, y0[:, :switch])`` given those of the outputs."""
+    B, S = g_a.shape
+    gF = np.zeros_like(F)
+    gh = np.zeros((B, S))
+    gQ = np.zeros_like(F)
+    gy = np.zeros((B, len(tape)))
+    Ft = np.swapaxes(F, -1, -2)
+    ga, gP = g_a, g_P
+    for t in range(len(tape) - 1, -1, -1):
+        a, P, u, f, v, m, a_post, P_post = tape[t]
+        # P_next = F P' F' + Q, a_next = F a'
+        gQ += gP
+        sym = gP + np.swapaxes(gP, -1, -2)
+        gF += sym @ F @ P_post + ga[:, :, None] * a_post[:, None, :]
+        gP_post = Ft @ gP @ F
+        ga_post = np.einsum("bij,bi->bj", F, ga)
+        # P' = P - m u u' / f
+        gP = gP_post.copy()
+        gu = -(m / f)[:, None] * np.einsum("bij,bj->bi", gP_post + np.swapaxes(gP_post, -1, -2), u)
+        gf = m * np.einsum("bi,bij,bj->b", u, gP_post, u) / (f * f)
+        # a' = a + m u v / f
+        ga = ga_post.copy()
+        au = np.einsum("bi,bi->b", ga_post, u)
+        gu += (m * v / f)[:, None] * ga_post
+        gv = m * au / f
+        gf -= m * au * v / (f * f)
+        # ll term
+        gv += -g_total * m * v / f
+        gf += g_total * m * (-0.5 / f + 0.5 * v * v / (f * f))
+        # v = y - h'a
+        gy[:, t] = gv
+        ga -= gv[:, None] * h
+        gh -= gv[:, None] * a
+        # f = h'u, u = P h
+        gh += gf[:, None] * u
+        gu += gf[:, None] * h
+        gP += gu[:, :, None] * h[:, None, :]
+        gh += np.einsum("bji,bj->bi", P, gu)
+    return gF, gh, gQ, ga, gP, gy
+
+
+class TransientFilter(torch.autograd.Function):
+    """``(total (B,), a (B, S), P (B, S, S))`` after the transient; ``info["switch"]`` = its length."""
+
+    @staticmethod
+    def forward(ctx, F, h, Q, a0, P0, y0, observed, tol, check_every, max_transient, info):
+        arrays = [x.detach().numpy() for x in (F, h, Q, a0, P0, y0)]
+        Fn, hn = arrays[0], arrays[1]
+        with np.errstate(all="ignore"):
+            total, a, P, switch, tape = _forward(*arrays, observed.numpy(), tol, check_every, max_transient)
+        ctx.tape, ctx.F, ctx.h, ctx.T = tape, Fn, hn, y0.shape[1]
+        info["switch"] = switch
+        return torch.from_numpy(total), torch.from_numpy(a), torch.from_numpy(P)
+
+    @staticmethod
+    def backward(ctx, g_total, g_a, g_P):
+        B = g_total.shape[0]
+        with np.errstate(all="ignore"):
+            gF, gh, gQ, ga, gP, gy = _backward(ctx.F, ctx.h, ctx.tape, g_total.numpy(), g_a.numpy(), g_P.numpy())
+        gy_full = np.zeros((B, ctx.T))
+        gy_full[:, : gy.shape[1]] = gy
+        out = [torch.from_numpy(x) for x in (gF, gh, gQ, ga, gP, gy_full)]
+        return (*out, None, None, None, None, None)
+
+
+def transient_filter(
+    F: Tensor, h: Tensor, Q: Tensor, a0: Tensor, P0: Tensor, y0: Tensor, observed: Tensor,
+    tol: float, check_every: int, max_transient: int | None,
+) -> tuple[Tensor, Tensor, Tensor, int]:
+    """Run :class:`TransientFilter`; inputs broadcast to the batch of ``y0`` ``(B, T)``."""
+    B, S = y0.shape[0], F.shape[-1]
+    F = F.expand(B, S, S).contiguous()
+    Q = Q.expand(B, S, S).contiguous()
+    P0 = P0.expand(B, S, S).contiguous()
+    h = h.expand(B, S).contiguous()
+    a0 = a0.expand(B, S).contiguous()
+    info: dict = {}
+    total, a, P = TransientFilter.apply(F, h, Q, a0, P0, y0.contiguous(), observed, tol, check_every,
+                                        max_transient, info)
+    return total, a, P, info["switch"]
