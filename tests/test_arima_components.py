@@ -172,6 +172,22 @@ def test_transient_filter_gradient_matches_finite_differences():
         assert torch.autograd.gradcheck(run, inputs, atol=1e-6, rtol=1e-5)
 
 
+def test_steady_innovations_gradient_matches_finite_differences():
+    from tsgen.models._arima_transient import SteadyInnovations
+
+    gen = torch.Generator().manual_seed(0)
+    L = (0.3 * torch.randn(3, 3, 3, generator=gen, dtype=torch.float64)).requires_grad_(True)
+    rest = [torch.randn(3, 3, generator=gen, dtype=torch.float64).requires_grad_(True) for _ in range(3)]
+    s = torch.randn(3, 9, generator=gen, dtype=torch.float64).requires_grad_(True)
+    assert torch.autograd.gradcheck(SteadyInnovations.apply, [L, *rest, s])
+    # forward: the innovations of the constant-gain recursion, step by step
+    g, h, a = (x.detach() for x in rest)
+    v = SteadyInnovations.apply(L, g, h, a, s).detach()
+    for j in range(9):
+        np.testing.assert_allclose(v[:, j].numpy(), (s[:, j].detach() - (h * a).sum(-1)).numpy(), rtol=1e-12)
+        a = (L.detach() @ a.unsqueeze(-1)).squeeze(-1) + g * s[:, j, None].detach()
+
+
 def test_has_inner_gaps():
     assert not has_inner_gaps(_t([[1.0, 2.0, np.nan, np.nan]]))
     assert has_inner_gaps(_t([[1.0, np.nan, 2.0, np.nan]]))

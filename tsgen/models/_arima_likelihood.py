@@ -9,11 +9,12 @@ one observed dimension), specialised two ways:
    predicted covariance stops changing (relative change below ``tol``, for
    every series) the gain is constant and the predicted means obey the
    time-invariant recursion ``a_{t+1} = L a_t + g y_t`` with
-   ``L = F (I - K h')``, ``g = F K``. Then
+   ``L = F (I - K h')``, ``g = F K``, and the innovations are
+   ``v_t = y_t - h' a_t`` with the constant variance ``f``.
 
-       h' a_{t0+j} = c_j a_{t0} + sum_{i<j} psi_{j-1-i} y_{t0+i},   c_k = h' L^k,  psi_k = c_k g,
-
-   a causal convolution computed by FFT, with ``c_k`` by repeated squaring.
+Both phases run in float64 numpy, each as one autograd node with a
+hand-written reverse pass (:mod:`._arima_transient`): autograd through a
+Python loop over time costs mostly per-operation overhead.
 
 Series may end in NaN padding; missing values inside a series need the
 general filter (the caller checks, see ``has_inner_gaps``).
@@ -31,7 +32,7 @@ import torch
 from torch import Tensor
 
 from tsgen.inference.kalman import KalmanParams
-from tsgen.models._arima_transient import transient_filter
+from tsgen.models._arima_transient import SteadyInnovations, transient_filter
 
 LOG_2PI = math.log(2.0 * math.pi)
 
@@ -41,24 +42,6 @@ def has_inner_gaps(y: Tensor) -> bool:
     observed = torch.isfinite(y)
     later = observed.flip(1).cummax(1).values.flip(1)  # an observation at or after t
     return bool((~observed & later).any())
-
-
-def _powers_row(h: Tensor, L: Tensor, n: int) -> Tensor:
-    """``c_k = h' L^k`` for ``k = 0..n-1`` ``(B, n, S)`` by doubling."""
-    rows = h.unsqueeze(1)
-    power = L
-    while rows.shape[1] < n:
-        rows = torch.cat([rows, rows @ power], 1)
-        power = power @ power
-    return rows[:, :n]
-
-
-def _causal_convolution(kernel: Tensor, signal: Tensor) -> Tensor:
-    """``out_j = sum_{i<j} kernel_{j-1-i} signal_i`` along the last axis (zero at j=0)."""
-    n = signal.shape[-1]
-    size = 1 << (2 * n - 1).bit_length()
-    full = torch.fft.irfft(torch.fft.rfft(kernel, size) * torch.fft.rfft(signal, size), size)
-    return torch.cat([signal.new_zeros(*signal.shape[:-1], 1), full[..., : n - 1]], -1)
 
 
 def fast_log_likelihood(
@@ -79,18 +62,13 @@ def fast_log_likelihood(
         return total
     F = F.expand(B, *F.shape[-2:])
     h = h.expand(B, h.shape[-1])
-    n = T - switch
     PH = (P @ h.unsqueeze(-1)).squeeze(-1)
     f = (h * PH).sum(-1)
     K = PH / f.unsqueeze(-1)
     eye = torch.eye(F.shape[-1], dtype=y.dtype)
     L = F @ (eye - K.unsqueeze(-1) * h.unsqueeze(-2))
     g = (F @ K.unsqueeze(-1)).squeeze(-1)
-    rows = _powers_row(h, L, n)  # (B, n, S)
-    psi = (rows * g.unsqueeze(1)).sum(-1)
-    segment = y0[:, switch:]
-    predicted = (rows * a.unsqueeze(1)).sum(-1) + _causal_convolution(psi, segment)
-    v = segment - predicted
+    v = SteadyInnovations.apply(L, g, h, a, y0[:, switch:])
     m = observed[:, switch:]
     step = -0.5 * (LOG_2PI + torch.log(f).unsqueeze(-1) + v * v / f.unsqueeze(-1))
     return total + torch.where(m, step, zero).sum(-1)

@@ -1,4 +1,4 @@
-"""The transient (exact Riccati) phase of the univariate ARIMA filter, in float64 numpy
+"""The two phases of the univariate ARIMA filter (exact Riccati, then constant gain), in float64 numpy
 with a hand-written reverse pass, as one autograd node.
 
 Per step, for every series at once (``P`` symmetric, ``m_t`` = observed)::
@@ -142,3 +142,46 @@ def transient_filter(
     total, a, P = TransientFilter.apply(F, h, Q, a0, P0, y0.contiguous(), observed, tol, check_every,
                                         max_transient, info)
     return total, a, P, info["switch"]
+
+
+class SteadyInnovations(torch.autograd.Function):
+    """Innovations ``v_j = s_j - h'a_j`` of the constant-gain filter ``a_{j+1} = L a_j + g s_j``.
+
+    Inputs ``L (B, S, S)``, ``g, h, a_0 (B, S)``, ``s (B, n)``. The reverse pass
+    is the adjoint recursion ``lam_j = L' lam_{j+1} - h vbar_j`` (``lam_n = 0``), then
+    ``Lbar = sum_j lam_{j+1} a_j'``, ``gbar = sum_j lam_{j+1} s_j``,
+    ``hbar = -sum_j vbar_j a_j``, ``sbar_j = vbar_j + g'lam_{j+1}``, ``abar_0 = lam_0``.
+    """
+
+    @staticmethod
+    def forward(ctx, L, g, h, a0, s):
+        Ln, gn, hn, sn = (x.detach().numpy() for x in (L, g, h, s))
+        B, n = sn.shape
+        states = np.empty((B, n, Ln.shape[-1]))
+        a = a0.detach().numpy()[..., None]
+        gcol = gn[..., None]
+        for j in range(n):
+            states[:, j] = a[..., 0]
+            a = Ln @ a + gcol * sn[:, j, None, None]
+        ctx.save_for_backward(L, g, h, s)
+        ctx.states = states
+        return torch.from_numpy(sn - np.einsum("bjs,bs->bj", states, hn))
+
+    @staticmethod
+    def backward(ctx, grad_v):
+        L, g, h, s = (x.numpy() for x in ctx.saved_tensors)
+        states, vbar = ctx.states, grad_v.numpy()
+        B, n, S = states.shape
+        lams = np.zeros((B, n + 1, S))
+        Lt = np.swapaxes(L, -1, -2)
+        lam = np.zeros((B, S, 1))
+        hcol = h[..., None]
+        for j in range(n - 1, -1, -1):
+            lam = Lt @ lam - hcol * vbar[:, j, None, None]
+            lams[:, j] = lam[..., 0]
+        nxt = lams[:, 1:]
+        gL = np.einsum("bjs,bjt->bst", nxt, states)
+        gg = np.einsum("bjs,bj->bs", nxt, s)
+        gh = -np.einsum("bj,bjs->bs", vbar, states)
+        gs = vbar + np.einsum("bjs,bs->bj", nxt, g)
+        return tuple(torch.from_numpy(x) for x in (gL, gg, gh, lams[:, 0], gs))
