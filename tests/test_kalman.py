@@ -576,25 +576,28 @@ def test_no_grad_numpy_path_matches_statsmodels(num_times, offsets):
     params = to_params(system)
     with torch.no_grad():
         actual = kalman_log_likelihood(torch.tensor(ys), None, params)
+        y_one = torch.tensor(ys[:1])
+        one = kalman_log_likelihood(y_one, None, params)  # one series: views, no copies
     assert_close(actual, expected)
+    assert_close(one, expected[:1])
+    np.testing.assert_array_equal(y_one.numpy(), ys[:1])  # the caller's tensor is untouched
     with_grad = params._replace(transition_matrices=params.transition_matrices.clone().requires_grad_())
     assert_close(kalman_log_likelihood(torch.tensor(ys), None, with_grad), expected)
 
 
-def test_blocked_steady_predictions_match_a_plain_loop():
-    from tsgen.inference._kalman_numpy import _steady_predictions
+@pytest.mark.parametrize("steps", [0, 63, 64, 200])
+def test_blocked_steady_innovations_match_a_plain_loop(steps):
+    from tsgen.inference._kalman_numpy import _steady_squared_innovations
 
     rng = np.random.default_rng(5)
-    state_dim, batch, steps = 3, 2, 200
+    state_dim, batch = 3, 2
     L = rng.normal(size=(state_dim, state_dim))
     L *= 0.9995 / np.abs(np.linalg.eigvals(L)).max()  # slow decay: long memory
     FK, c, h = rng.normal(size=state_dim), rng.normal(size=state_dim), rng.normal(size=state_dim)
-    x, start = rng.normal(size=(batch, steps)), rng.normal(size=(batch, state_dim))
-    expected = np.empty((batch, steps + 1))
+    z, start = rng.normal(size=(batch, steps + 1)), rng.normal(size=(batch, state_dim))
+    expected = np.zeros(batch)
     state = start.copy()
     for m in range(steps + 1):
-        expected[:, m] = state @ h
-        if m < steps:
-            state = state @ L.T + x[:, m, None] * FK + c
-    actual = _steady_predictions(L, FK, c, h, x, start)
-    np.testing.assert_allclose(actual, expected, rtol=1e-10, atol=1e-10 * np.abs(expected).max())
+        expected += (z[:, m] - state @ h) ** 2
+        state = state @ L.T + z[:, m, None] * FK + c
+    np.testing.assert_allclose(_steady_squared_innovations(L, FK, c, h, z, start), expected, rtol=1e-10)

@@ -29,6 +29,8 @@ Schedule, for one parameter set shared by ``B`` series:
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import math
 
 import numpy as np
@@ -41,6 +43,25 @@ from tsgen.inference._kalman_step import LOG_2PI, RICCATI_TOLERANCE
 # Steps per block of the steady part: the in-block work is a (C x C) matrix
 # product per block, the chain of block starts K = T / C small steps.
 BLOCK = 64
+
+
+@functools.cache
+def _blas_controller():
+    try:
+        from threadpoolctl import ThreadpoolController  # installed with scikit-learn
+    except ImportError:  # pragma: no cover
+        return None
+    return ThreadpoolController()
+
+
+def _single_threaded_blas():
+    """The products here take well under a millisecond on one core; waking
+    BLAS worker threads costs more than it saves, and on a busy machine a
+    worker that is descheduled stalls the whole call for a time slice."""
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover
+        return contextlib.nullcontext()
+    return controller.limit(limits=1, user_api="blas")
 
 
 def applies(y: Tensor, p: PreparedParams) -> bool:
@@ -103,44 +124,59 @@ def _powers(L: np.ndarray, count: int) -> np.ndarray:
     return powers[:count]
 
 
-def _steady_predictions(L, FK, c, h, x, start):
-    """``h^T a_m`` for ``m = 0..M`` (``(B, M+1)``) of ``a_{m+1} = L a_m + FK x_m + c``,
-    ``a_0 = start`` ``(B, S)``, ``x`` ``(B, M)``, in blocks of ``C`` steps::
+def _steady_squared_innovations(L, FK, c, h, z, start):
+    """``sum_m (z_m - h^T a_m)^2`` per series ``(B,)`` over ``m = 0..M`` for
+    ``a_{m+1} = L a_m + FK z_m + c``, ``a_0 = start`` ``(B, S)``, ``z`` ``(B, M+1)``,
+    in blocks of ``C`` steps::
 
-        h^T a_{kC+j} = r_j s_k + sum_{i<j} g_{j-1-i} x_{kC+i} + sum_{i<j} r_i c,
-        s_{k+1} = L^C s_k + sum_{i<C} L^{C-1-i} (FK x_{kC+i} + c),
+        h^T a_{kC+j} = r_j s_k + sum_{i<j} g_{j-1-i} z_{kC+i} + sum_{i<j} r_i c,
+        s_{k+1} = L^C s_k + sum_{i<C} L^{C-1-i} (FK z_{kC+i} + c),
 
-    with ``r_j = h^T L^j``, ``g_j = r_j FK`` and ``s_k = a_{kC}``: the in-block
-    sums are one matrix product with a C x C Toeplitz matrix, and only the
-    K = (M+1)/C block starts are chained step by step.
+    with ``r_j = h^T L^j``, ``g_j = r_j FK`` and ``s_k = a_{kC}``. Each row of
+    the work matrix holds one block's ``z`` values, its start state and a 1;
+    one product with ``[I - Toeplitz(g); -r^T; -offsets]`` gives all the
+    innovations, and only the K = (M+1)/C block starts are chained step by step.
     """
-    batch, steps = x.shape
-    count = steps + 1
+    batch, count = z.shape
+    S = L.shape[0]
     chunk = min(BLOCK, count)
     num_blocks = -(-count // chunk)
+    full, rest = divmod(count, chunk)
     powers = _powers(L, chunk + 1)  # L^0..L^C
-    rows = np.einsum("s,jst->jt", h, powers)  # r_j = h^T L^j, (C+1, S)
-    g = rows[:chunk] @ FK  # (C,)
+    rows = np.einsum("s,jst->jt", h, powers[:chunk])  # r_j = h^T L^j, (C, S)
+    g = rows @ FK
     lag = np.arange(chunk)[None, :] - 1 - np.arange(chunk)[:, None]  # j-1-i
-    toeplitz = np.where(lag >= 0, g[np.clip(lag, 0, None)], 0.0)  # (C, C)
-    carry_x = powers[chunk - 1 :: -1] @ FK  # row i: L^{C-1-i} FK, (C, S)
-    padded = np.zeros((batch, num_blocks * chunk))
-    padded[:, :steps] = x
-    blocks = padded.reshape(batch * num_blocks, chunk)
-    ends = (blocks @ carry_x).reshape(batch, num_blocks, -1)
+    weights = np.empty((chunk + S + 1, chunk))
+    weights[:chunk] = np.eye(chunk) - np.where(lag >= 0, g[np.clip(lag, 0, None)], 0.0)
+    weights[chunk : chunk + S] = -rows.T
+    offsets = np.zeros(chunk)
+    if c is not None:
+        offsets[1:] = np.cumsum(rows[:-1] @ c)
+    weights[-1] = -offsets
+
+    work = np.empty((batch, num_blocks, chunk + S + 1))
+    work[:, :full, :chunk] = z[:, : full * chunk].reshape(batch, full, chunk)
+    if rest:
+        work[:, full, :rest] = z[:, full * chunk :]
+        work[:, full, rest:chunk] = 0.0
+    work[:, :, -1] = 1.0
+    carry = powers[chunk - 1 :: -1] @ FK  # row i: L^{C-1-i} FK, (C, S)
+    ends = work[:, :, :chunk] @ carry  # (B, K, S)
     if c is not None:
         ends += powers[:chunk].sum(0) @ c
     step = powers[chunk].T
-    starts = np.empty_like(ends)
     state = start
     for k in range(num_blocks):
-        starts[:, k] = state
-        state = state @ step + ends[:, k]
-    predicted = blocks @ toeplitz
-    predicted += starts.reshape(batch * num_blocks, -1) @ rows[:chunk].T
-    if c is not None:
-        predicted += np.concatenate([[0.0], np.cumsum(rows[: chunk - 1] @ c)])
-    return predicted.reshape(batch, num_blocks * chunk)[:, :count]
+        work[:, k, chunk : chunk + S] = state
+        if k + 1 < num_blocks:
+            state = state @ step + ends[:, k]
+    innovations = work.reshape(batch * num_blocks, -1) @ weights
+    innovations = innovations.reshape(batch, num_blocks * chunk)
+    total = np.einsum("bm,bm->b", innovations, innovations)
+    if rest:  # padded positions of the last block are not observations
+        pad = innovations[:, count:]
+        total -= np.einsum("bm,bm->b", pad, pad)
+    return total
 
 
 def steady_state_log_likelihood_numpy(
@@ -158,6 +194,14 @@ def steady_state_log_likelihood_numpy(
     z = y if p.d is None else y - p.d.reshape(1, 1)
     z = z.detach().expand(*batch_shape, num_times, 1).reshape(batch, num_times).numpy()
 
+    with _single_threaded_blas():
+        total = _log_likelihood(F, h, Q, r, P1, m1, c, z)
+    return None if total is None else torch.from_numpy(total).reshape(batch_shape)
+
+
+def _log_likelihood(F, h, Q, r, P1, m1, c, z):
+    batch, num_times = z.shape
+    S = F.shape[0]
     found = _transient(F, h, Q, r, P1, num_times)
     if found is None:
         return None
@@ -165,21 +209,20 @@ def steady_state_log_likelihood_numpy(
     n = variances.shape[0]
     FK = gains @ F.T  # (n, S): rows F K_t
     L_t = F[None] - FK[:, :, None] * h[None, None, :]  # (n, S, S)
-    # Transient means a_0..a_{n-1} (rows, batched over series).
-    a = np.broadcast_to(m1, (batch, S))
-    predicted = np.empty((batch, num_times))
-    Lt_t = L_t.transpose(0, 2, 1)
+    # Transient means a_0..a_{n-1}, batch-last (columns are series).
+    head_z = z[:, : n - 1].T.copy()  # (n-1, B); a copy: z may share the caller's memory
+    head_predicted = np.empty_like(head_z)
+    a = np.broadcast_to(m1[:, None], (S, batch))
+    FK_cols = FK[:, :, None]
     for t in range(n - 1):
-        predicted[:, t] = a @ h
-        a = a @ Lt_t[t] + z[:, t, None] * FK[t]
+        head_predicted[t] = h @ a
+        a = L_t[t] @ a + FK_cols[t] * head_z[t]
         if c is not None:
-            a = a + c
-    # Steady part: predictions at t = n-1..T-1.
-    predicted[:, n - 1 :] = _steady_predictions(L_t[-1], FK[-1], c, h, z[:, n - 1 : num_times - 1], a)
-
-    innovations = z - predicted
-    head = (np.log(variances[:-1]).sum() + (innovations[:, : n - 1] ** 2 / variances[:-1]).sum(1))
+            a = a + c[:, None]
+    head_z -= head_predicted
+    head = np.log(variances[:-1]).sum() + np.einsum("tb,tb,t->b", head_z, head_z, 1.0 / variances[:-1])
+    # Steady part: innovations at t = n-1..T-1.
     steady_var = variances[-1]
-    tail = (num_times - n + 1) * math.log(steady_var) + (innovations[:, n - 1 :] ** 2).sum(1) / steady_var
-    total = -0.5 * (num_times * LOG_2PI + head + tail)
-    return torch.from_numpy(total).reshape(batch_shape)
+    squares = _steady_squared_innovations(L_t[-1], FK[-1], c, h, z[:, n - 1 :], a.T)
+    tail = (num_times - n + 1) * math.log(steady_var) + squares / steady_var
+    return -0.5 * (num_times * LOG_2PI + head + tail)
