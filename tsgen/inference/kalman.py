@@ -165,6 +165,10 @@ def kalman_log_likelihood(
     if method not in LOG_LIKELIHOOD_METHODS:
         raise ValueError(f"`method` must be one of {LOG_LIKELIHOOD_METHODS}; got {method!r}.")
     p = prepare_params(params)
+    if method in ("auto", "steady_state") and not p.time_varying and _surely_fully_observed(y, mask):
+        # Skip building and reducing a NaN mask over all of y (two passes).
+        y, _, batch_shape = prepare_observations(y, torch.ones((), dtype=torch.bool).expand(y.shape), p)
+        return steady_state_log_likelihood(y, p, batch_shape)
     y, mask, batch_shape = prepare_observations(y, mask, p)
     if method == "auto":
         if not p.time_varying and bool(mask.all()):
@@ -186,6 +190,16 @@ def kalman_log_likelihood(
     if not bool(mask.all()):
         raise ValueError("method='steady_state' needs fully observed `y`; use 'scan'.")
     return steady_state_log_likelihood(y, p, batch_shape)
+
+
+def _surely_fully_observed(y: object, mask: Tensor | None) -> bool:
+    """True when ``mask`` is None and ``y`` holds no NaN, decided by one
+    reduction (a finite sum has no NaN; an overflowing or infinite sum
+    answers False and leaves the decision to the full mask)."""
+    if mask is not None or not isinstance(y, Tensor) or not y.is_floating_point() or y.dim() < 2:
+        return False
+    with torch.no_grad():
+        return bool(torch.isfinite(y.sum()))
 
 
 def _smoother_gains(filtered: FilterResult, p: PreparedParams) -> Tensor:
