@@ -188,6 +188,40 @@ def test_steady_innovations_gradient_matches_finite_differences():
         a = (L.detach() @ a.unsqueeze(-1)).squeeze(-1) + g * s[:, j, None].detach()
 
 
+@pytest.mark.parametrize("shared", [True, False])
+def test_filter_history_equals_kalman_filter(shared):
+    # shared: one parameter set, no gaps (one covariance sequence for all rows);
+    # otherwise per-row parameters and a missing value inside a series
+    from tsgen.inference.kalman import kalman_filter
+    from tsgen.models._arima_filter import filter_history
+
+    rng = np.random.default_rng(7)
+    spec = ArimaSpec.from_args((1, 0, 1), (0, 1, 1, 4), "t")
+    y = np.cumsum(rng.normal(size=(3, 40)), 1)
+    lengths = torch.tensor([40, 31, 6])
+    y[1, 31:] = np.nan
+    y[2, 6:] = np.nan
+    rows = [[0.2, 0.5, -0.3, -0.5, 1.3]] * 3  # drift, ar, ma, sma, sigma2
+    if not shared:
+        y[0, 20] = np.nan
+        rows[1] = [0.1, -0.2, 0.4, -0.2, 0.7]
+    params, X = _t(rows), regressors(spec, 40, None, 3)
+    summary = filter_history(spec, params, _t(y), X, lengths)
+    kp, obs = state_space_inputs(spec, params, _t(y), X)
+    exact = kalman_filter(obs, None, kp)
+    n = spec.n_integration
+    np.testing.assert_allclose(summary.log_likelihoods[:, n:].numpy(), exact.log_likelihoods.numpy(), rtol=1e-10)
+    assert (summary.log_likelihoods[:, :n] == 0).all()
+    F, Q = kp.transition_matrices, kp.transition_covariance
+    for i, length in enumerate(lengths.tolist()):
+        m, C = exact.filtered_means[i, length - n - 1], exact.filtered_covariances[i, length - n - 1]
+        np.testing.assert_allclose(summary.next_mean[i].numpy(), (F[i] @ m).numpy(), rtol=1e-9, atol=1e-9)
+        np.testing.assert_allclose(summary.next_covariance[i].numpy(), (F[i] @ C @ F[i].T + Q[i]).numpy(),
+                                   rtol=1e-8, atol=1e-9)
+        q = summary.noise_loading[i]
+        np.testing.assert_allclose((q[:, None] * q[None, :]).numpy(), Q[i].numpy(), atol=1e-12)
+
+
 def test_has_inner_gaps():
     assert not has_inner_gaps(_t([[1.0, 2.0, np.nan, np.nan]]))
     assert has_inner_gaps(_t([[1.0, np.nan, 2.0, np.nan]]))

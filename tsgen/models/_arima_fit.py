@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tsgen.inference.kalman import kalman_filter, kalman_log_likelihood
+from tsgen.inference.kalman import kalman_log_likelihood
 from tsgen.models._arima_likelihood import fast_log_likelihood, has_inner_gaps
 from tsgen.models._arima_optim import minimize_bfgs
 from tsgen.models._arima_spec import ArimaSpec
@@ -97,13 +97,6 @@ def log_likelihood(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor) -> Ten
     """Total exact log-likelihood ``(B,)`` (statsmodels' ``llf``); NaN entries are marginalised."""
     kp, obs = state_space_inputs(spec, params, y, X)
     return kalman_log_likelihood(obs, None, kp, method="auto")
-
-
-def log_likelihood_per_step(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor) -> Tensor:
-    """``log p(y_t | y_<t)`` ``(B, T)``; 0 for the d + sD conditioning steps and missing steps."""
-    kp, obs = state_space_inputs(spec, params, y, X)
-    per_step = kalman_filter(obs, None, kp).log_likelihoods
-    return torch.cat([per_step.new_zeros(y.shape[0], spec.n_integration), per_step], 1)
 
 
 @dataclass

@@ -32,14 +32,9 @@ from sklearn.utils.validation import check_is_fitted
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
 from tsgen.models._arima_auto import AutoOptions, auto_fit
-from tsgen.models._arima_fit import (
-    FitResult,
-    check_initial_observed,
-    fit_spec,
-    log_likelihood_per_step,
-    regressors,
-)
-from tsgen.models._arima_forecast import forecast_moments, sample_paths
+from tsgen.models._arima_filter import filter_history
+from tsgen.models._arima_fit import FitResult, check_initial_observed, fit_spec, regressors
+from tsgen.models._arima_forecast import forecast_moments, future_regression, sample_paths
 from tsgen.models._arima_spec import ArimaSpec
 
 
@@ -195,6 +190,7 @@ class ARIMA(BaseForecaster):
                 converged[i] = bool(result.converged[j])
         self._specs = specs
         self._params = params
+        self._filter_cache = {}
 
         def out(values):
             return list(values) if collection else values[0]
@@ -233,16 +229,35 @@ class ARIMA(BaseForecaster):
             params = torch.stack([self._params[k] for _, k in members])
             yield spec, rows, params
 
+    def _filtered(self, spec, rows, params, y, lengths, covariates, horizon=0):
+        """The filter over ``y[rows]`` and the regressors over the history and ``horizon`` more steps.
+
+        ``predict``, ``sample`` and ``log_likelihood`` on the same history share
+        one filter pass: the last few are kept, keyed by everything they depend on."""
+        cov = None if covariates is None else covariates[rows]
+        y_rows, len_rows = y[rows], lengths[rows]
+        check_initial_observed(spec, y_rows)
+        X = regressors(spec, y.shape[1] + horizon, cov, len(rows))
+        X_hist = X[:, : y.shape[1]]
+        key = (spec, params.numpy().tobytes(), y_rows.numpy().tobytes(), tuple(y_rows.shape),
+               len_rows.numpy().tobytes(), X_hist.numpy().tobytes())
+        cache = self.__dict__.setdefault("_filter_cache", {})
+        summary = cache.get(key)
+        if summary is None:
+            summary = filter_history(spec, params, y_rows, X_hist, len_rows)
+            if len(cache) >= 8:
+                cache.pop(next(iter(cache)))
+            cache[key] = summary
+        return summary, X
+
     def _log_likelihood(self, data, covariates, **options):
         if options:
             raise TypeError(f"ARIMA.log_likelihood got unexpected option(s) {sorted(options)}.")
         y = self._univariate(data)
         out = torch.zeros_like(y)
         for spec, rows, params in self._groups(y.shape[0]):
-            cov = None if covariates is None else covariates[rows]
-            check_initial_observed(spec, y[rows])
-            X = regressors(spec, y.shape[1], cov, len(rows))
-            out[rows] = log_likelihood_per_step(spec, params, y[rows], X)
+            summary, _ = self._filtered(spec, rows, params, y, data.lengths, covariates)
+            out[rows] = summary.log_likelihoods
         return out
 
     def _predict_gaussian(self, horizon, history, covariates):
@@ -250,8 +265,9 @@ class ARIMA(BaseForecaster):
         mean = torch.zeros(y.shape[0], horizon, 1, dtype=y.dtype)
         std = torch.zeros_like(mean)
         for spec, rows, params in self._groups(y.shape[0]):
-            cov = None if covariates is None else covariates[rows]
-            m, s = forecast_moments(spec, params, y[rows], history.lengths[rows], cov, horizon)
+            summary, X = self._filtered(spec, rows, params, y, history.lengths, covariates, horizon)
+            regression = future_regression(spec, params, X, history.lengths[rows], horizon)
+            m, s = forecast_moments(summary, regression, horizon)
             mean[rows, :, 0] = m
             std[rows, :, 0] = s
         return mean, std
@@ -260,10 +276,9 @@ class ARIMA(BaseForecaster):
         y = self._univariate(history)
         draws = torch.zeros(y.shape[0], n_samples, horizon, 1, dtype=y.dtype)
         for spec, rows, params in self._groups(y.shape[0]):
-            cov = None if covariates is None else covariates[rows]
-            draws[rows, ..., 0] = sample_paths(
-                spec, params, y[rows], history.lengths[rows], cov, horizon, n_samples, generator
-            )
+            summary, X = self._filtered(spec, rows, params, y, history.lengths, covariates, horizon)
+            regression = future_regression(spec, params, X, history.lengths[rows], horizon)
+            draws[rows, ..., 0] = sample_paths(summary, regression, horizon, n_samples, generator)
         return draws
 
     def _fitted_state(self):
@@ -285,9 +300,8 @@ class ARIMA(BaseForecaster):
         y = self._univariate(self.history_)
         results = []
         for spec, rows, params in self._groups(y.shape[0]):
-            cov = None if self.covariates_ is None else self.covariates_[rows]
-            X = regressors(spec, y.shape[1], cov, len(rows))
-            llf = log_likelihood_per_step(spec, params, y[rows], X).sum(1)
+            summary, _ = self._filtered(spec, rows, params, y, self.history_.lengths, self.covariates_)
+            llf = summary.log_likelihoods.sum(1)
             n_obs = torch.isfinite(y[rows, spec.n_integration:]).sum(1).to(y.dtype)
             flags = torch.tensor([True if converged is None else bool(converged[int(i)]) for i in rows])
             results.append((FitResult(spec, params, llf, n_obs, flags), rows.numpy()))
