@@ -43,6 +43,9 @@ from tsgen.inference._kalman_step import LOG_2PI, RICCATI_TOLERANCE
 # Steps per block of the steady part: the in-block work is a (C x C) matrix
 # product per block, the chain of block starts K = T / C small steps.
 BLOCK = 64
+# With one system per series the Toeplitz matrices are per series too: shorter
+# blocks keep them (G x C x C) small.
+BLOCK_SETS = 16
 
 
 @functools.cache
@@ -226,3 +229,160 @@ def _log_likelihood(F, h, Q, r, P1, m1, c, z):
     squares = _steady_squared_innovations(L_t[-1], FK[-1], c, h, z[:, n - 1 :], a.T)
     tail = (num_times - n + 1) * math.log(steady_var) + squares / steady_var
     return -0.5 * (num_times * LOG_2PI + head + tail)
+
+
+# ----------------------------------------------------------------------------- many parameter sets
+
+
+def applies_many(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> bool:
+    """True for the numpy path with one parameter set per series (no gradient,
+    float64 CPU, scalar observations)."""
+    fields = [x for x in (y, p.F, p.H, p.Q, p.R, p.m1, p.P1, p.c, p.d) if x is not None]
+    if torch.is_grad_enabled() and any(x.requires_grad for x in fields):
+        return False
+    return (
+        p.obs_dim == 1
+        and p.batch_shape == batch_shape
+        and batch_shape.numel() > 1
+        and all(x.dtype == torch.float64 and x.device.type == "cpu" for x in fields)
+    )
+
+
+def _powers_sets(L: np.ndarray, count: int) -> np.ndarray:
+    """``L_g^0..L_g^{count-1}`` ``(G, count, S, S)`` by doubling."""
+    G, S, _ = L.shape
+    powers = np.broadcast_to(np.eye(S), (G, 1, S, S))
+    power = L
+    while powers.shape[1] < count:
+        powers = np.concatenate([powers, powers @ power[:, None]], 1)
+        power = power @ power
+    return powers[:, :count]
+
+
+def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
+    """Like ``_steady_squared_innovations`` with one ``(L, FK, c, h)`` per series
+    (leading dim G) and ``counts[g]`` steps for series g (``z`` left-aligned,
+    anything beyond ``counts`` is ignored)."""
+    G, width = z.shape
+    S = L.shape[-1]
+    chunk = min(BLOCK_SETS, width)
+    num_blocks = -(-width // chunk)
+    powers = _powers_sets(L, chunk + 1)
+    rows = np.einsum("gs,gjst->gjt", h, powers[:, :chunk])  # (G, C, S)
+    g = np.einsum("gjs,gs->gj", rows, FK)
+    lag = np.arange(chunk)[None, :] - 1 - np.arange(chunk)[:, None]
+    weights = np.empty((G, chunk + S + 1, chunk))
+    weights[:, :chunk] = np.eye(chunk) - np.where(lag >= 0, g[:, np.clip(lag, 0, None)], 0.0)
+    weights[:, chunk : chunk + S] = -rows.transpose(0, 2, 1)
+    weights[:, -1] = 0.0
+    if c is not None:
+        weights[:, -1, 1:] = -np.cumsum(np.einsum("gjs,gs->gj", rows[:, :-1], c), 1)
+    work = np.empty((G, num_blocks, chunk + S + 1))
+    padded = np.zeros((G, num_blocks * chunk))
+    padded[:, :width] = z
+    work[:, :, :chunk] = padded.reshape(G, num_blocks, chunk)
+    work[:, :, -1] = 1.0
+    carry = np.einsum("gjst,gt->gjs", powers[:, chunk - 1 :: -1], FK)  # (G, C, S)
+    ends = work[:, :, :chunk] @ carry  # (G, K, S)
+    if c is not None:
+        ends += np.einsum("gst,gt->gs", powers[:, :chunk].sum(1), c)[:, None]
+    step_t = powers[:, chunk].transpose(0, 2, 1)
+    state = start
+    for k in range(num_blocks):
+        work[:, k, chunk : chunk + S] = state
+        if k + 1 < num_blocks:
+            state = np.einsum("gs,gst->gt", state, step_t) + ends[:, k]
+    innovations = (work @ weights).reshape(G, num_blocks * chunk)
+    innovations *= np.arange(num_blocks * chunk)[None, :] < counts[:, None]
+    return np.einsum("gm,gm->g", innovations, innovations)
+
+
+def steady_state_log_likelihood_numpy_many(
+    y: Tensor, p: PreparedParams, batch_shape: torch.Size
+) -> Tensor | None:
+    """Total log-likelihood ``(*b,)`` with one parameter set per series; None
+    when an innovation variance is not positive (the torch path names the step).
+
+    The Riccati and mean recursions run batched over the sets whose covariance
+    has not converged; a set that has converged leaves the loop with its
+    predicted mean, and the rest of its series is done by the blocked steady
+    scheme, all such sets at once (their remaining lengths differ: left-aligned).
+    """
+    num_times, S = y.shape[-2], p.state_dim
+    batch = batch_shape.numel()
+
+    def flat(x: Tensor, event: tuple[int, ...]) -> np.ndarray:
+        return x.detach().expand(*batch_shape, *event).reshape(batch, *event).numpy()
+
+    F, Q, P1 = (flat(x, (S, S)) for x in (p.F, p.Q, p.P1))
+    h = flat(p.H, (1, S))[:, 0]
+    r = flat(p.R, (1, 1))[:, 0, 0]
+    m1 = flat(p.m1, (S,))
+    c = None if p.c is None else flat(p.c, (S,))
+    z = y if p.d is None else y - p.d.unsqueeze(-2)
+    z = z.detach().expand(*batch_shape, num_times, 1).reshape(batch, num_times).numpy()
+    with _single_threaded_blas():
+        total = _log_likelihood_many(F, h, Q, r, P1, m1, c, z)
+    return None if total is None else torch.from_numpy(total).reshape(batch_shape)
+
+
+def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
+    batch, num_times = z.shape
+    originals = (F, h, r, c)
+    active = np.arange(batch)
+    Ft = F.transpose(0, 2, 1)
+    P, a = P1, m1
+    sums = np.zeros(batch)  # sum_t log s_t + v_t^2 / s_t
+    steady = []  # (indices, step, P, a) of the sets whose covariance converged
+    t = 0
+    while active.size:
+        ph = np.einsum("bij,bj->bi", P, h)
+        s = np.einsum("bi,bi->b", ph, h) + r
+        if not np.all(s > 0.0) or not np.all(np.isfinite(s)):
+            return None
+        v = z[active, t] - np.einsum("bi,bi->b", a, h)
+        sums[active] += np.log(s) + v * v / s
+        if t + 1 == num_times:
+            break
+        gain = ph / s[:, None]
+        a = np.einsum("bij,bj->bi", F, a + gain * v[:, None])
+        if c is not None:
+            a = a + c
+        P_next = F @ (P - gain[:, :, None] * ph[:, None, :]) @ Ft + Q
+        P_next = 0.5 * (P_next + P_next.transpose(0, 2, 1))
+        change = np.abs(P_next - P).max((1, 2))
+        done = change <= RICCATI_TOLERANCE * np.abs(P_next).max((1, 2))
+        P = P_next
+        t += 1
+        if done.any():
+            steady.append((active[done], np.full(int(done.sum()), t), P[done], a[done]))
+            keep = ~done
+            active = active[keep]
+            F, Ft, Q, P, a, h, r = (x[keep] for x in (F, Ft, Q, P, a, h, r))
+            c = None if c is None else c[keep]
+    if steady:
+        parts = [np.concatenate(x) for x in zip(*steady)]
+        steady_sums = _steady_sums_many(*parts, originals, z)
+        if steady_sums is None:
+            return None
+        sums[parts[0]] += steady_sums
+    return -0.5 * (num_times * LOG_2PI + sums)
+
+
+def _steady_sums_many(idx, first, P, a, originals, z):
+    """``sum_t log s + v_t^2 / s`` over ``t >= first`` for the converged sets
+    ``idx`` (steady predicted covariance ``P`` and mean ``a`` at step ``first``)."""
+    F, h, r, c = (None if x is None else x[idx] for x in originals)
+    num_times = z.shape[1]
+    ph = np.einsum("bij,bj->bi", P, h)
+    s = np.einsum("bi,bi->b", ph, h) + r
+    if not np.all(s > 0.0) or not np.all(np.isfinite(s)):
+        return None
+    FK = np.einsum("bij,bj->bi", F, ph / s[:, None])
+    L = F - FK[:, :, None] * h[:, None, :]
+    counts = num_times - first
+    width = int(counts.max())
+    cols = first[:, None] + np.arange(width)[None, :]
+    z_left = z[idx[:, None], np.minimum(cols, num_times - 1)]  # beyond counts: ignored
+    squares = _steady_squared_innovations_sets(L, FK, c, h, z_left, a, counts)
+    return counts * np.log(s) + squares / s

@@ -149,6 +149,10 @@ def steady_state_log_likelihood(y: Tensor, p: PreparedParams, batch_shape: torch
         total = _kalman_numpy.steady_state_log_likelihood_numpy(y, p, batch_shape)
         if total is not None:
             return total
+    if _kalman_numpy.applies_many(y, p, batch_shape):
+        total = _kalman_numpy.steady_state_log_likelihood_numpy_many(y, p, batch_shape)
+        if total is not None:
+            return total
     if p.batch_shape.numel() > MAX_PARAM_SETS_FOR_PARALLEL:
         return steady_state_log_likelihood_many(y, p, batch_shape)
     num_times, S, D = y.shape[-2], p.state_dim, p.obs_dim
