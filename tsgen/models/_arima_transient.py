@@ -33,22 +33,25 @@ LOG_2PI = math.log(2.0 * math.pi)
 def _forward(F, h, Q, a, P, y0, observed, tol, check_every, max_transient):
     B, T = y0.shape
     Ft = np.swapaxes(F, -1, -2)
+    mask = observed.astype(np.float64)
+    hcol = h[..., None]
     tape = []
     total = np.zeros(B)
     prev = None
     switch = T
     for t in range(T):
-        m = observed[:, t].astype(np.float64)
-        u = np.einsum("bij,bj->bi", P, h)
-        f = np.einsum("bi,bi->b", h, u)
-        v = y0[:, t] - np.einsum("bi,bi->b", h, a)
+        m = mask[:, t]
+        u = (P @ hcol)[..., 0]
+        f = (h * u).sum(-1)
+        v = y0[:, t] - (h * a).sum(-1)
         total += m * -0.5 * (LOG_2PI + np.log(f) + v * v / f)
         k = (m / f)[:, None] * u
         a_post = a + k * v[:, None]
         P_post = P - k[:, :, None] * u[:, None, :]
-        tape.append((a, P, u, f, v, m, a_post, P_post))
-        a = np.einsum("bij,bj->bi", F, a_post)
-        P = F @ P_post @ Ft + Q
+        FP = F @ P_post
+        tape.append((a, P, u, f, v, m, a_post, FP))
+        a = (F @ a_post[..., None])[..., 0]
+        P = FP @ Ft + Q
         if t % check_every == check_every - 1 and t + 1 < T and prev is not None:
             change = np.abs(P - prev).max((-1, -2))
             scale = np.maximum(np.abs(P).max((-1, -2)), 1e-300)
@@ -62,45 +65,43 @@ def _forward(F, h, Q, a, P, y0, observed, tol, check_every, max_transient):
 
 
 def _backward(F, h, tape, g_total, g_a, g_P):
-    """Adjoints of ``(F, h, Q, a0, P0, y0[:, :switch])`` given those of the outputs."""
-    B, S = g_a.shape
-    gF = np.zeros_like(F)
-    gh = np.zeros((B, S))
-    gQ = np.zeros_like(F)
-    gy = np.zeros((B, len(tape)))
+    """Adjoints of ``(F, h, Q, a0, P0, y0[:, :switch])`` given those of the outputs.
+
+    Only the adjoints of ``a`` and ``P`` recur; the sums over steps for ``F``,
+    ``Q`` and ``h`` are formed once from the stacked per-step terms."""
     Ft = np.swapaxes(F, -1, -2)
+    hcol = h[..., None]
     ga, gP = g_a, g_P
-    for t in range(len(tape) - 1, -1, -1):
-        a, P, u, f, v, m, a_post, P_post = tape[t]
+    n = len(tape)
+    gPs, syms, gas, gvs, gfs, gus = [None] * n, [None] * n, [None] * n, [None] * n, [None] * n, [None] * n
+    for t in range(n - 1, -1, -1):
+        a, P, u, f, v, m, a_post, FP = tape[t]
         # P_next = F P' F' + Q, a_next = F a'
-        gQ += gP
-        sym = gP + np.swapaxes(gP, -1, -2)
-        gF += sym @ F @ P_post + ga[:, :, None] * a_post[:, None, :]
+        gPs[t] = gP
+        syms[t] = gP + np.swapaxes(gP, -1, -2)
+        gas[t] = ga
         gP_post = Ft @ gP @ F
-        ga_post = np.einsum("bij,bi->bj", F, ga)
-        # P' = P - m u u' / f
-        gP = gP_post.copy()
-        gu = -(m / f)[:, None] * np.einsum("bij,bj->bi", gP_post + np.swapaxes(gP_post, -1, -2), u)
-        gf = m * np.einsum("bi,bij,bj->b", u, gP_post, u) / (f * f)
-        # a' = a + m u v / f
-        ga = ga_post.copy()
-        au = np.einsum("bi,bi->b", ga_post, u)
-        gu += (m * v / f)[:, None] * ga_post
-        gv = m * au / f
-        gf -= m * au * v / (f * f)
-        # ll term
-        gv += -g_total * m * v / f
-        gf += g_total * m * (-0.5 / f + 0.5 * v * v / (f * f))
-        # v = y - h'a
-        gy[:, t] = gv
-        ga -= gv[:, None] * h
-        gh -= gv[:, None] * a
-        # f = h'u, u = P h
-        gh += gf[:, None] * u
-        gu += gf[:, None] * h
-        gP += gu[:, :, None] * h[:, None, :]
-        gh += np.einsum("bji,bj->bi", P, gu)
-    return gF, gh, gQ, ga, gP, gy
+        ga_post = (ga[:, None, :] @ F)[:, 0]
+        # P' = P - m u u' / f,  a' = a + m u v / f
+        wu = (m / f)[:, None] * u
+        au = (ga_post * u).sum(-1)
+        Gu = (gP_post @ u[..., None])[..., 0]
+        GTu = (u[:, None, :] @ gP_post)[:, 0]
+        gf = (wu * (Gu - ga_post * v[:, None])).sum(-1) / f + g_total * m * (-0.5 / f + 0.5 * v * v / (f * f))
+        gv = m * (au - g_total * v) / f
+        gu = (m * v / f)[:, None] * ga_post - (Gu + GTu) * (m / f)[:, None] + gf[:, None] * h
+        # v = y - h'a;  f = h'u, u = P h
+        ga = ga_post - gv[:, None] * h
+        gP = gP_post + gu[:, :, None] * hcol.swapaxes(-1, -2)
+        gvs[t], gfs[t], gus[t] = gv, gf, gu
+    gQ = np.sum(gPs, 0)
+    a_posts = np.stack([x[6] for x in tape])
+    FPs = np.stack([x[7] for x in tape])
+    gF = (np.stack(syms) @ FPs).sum(0) + np.einsum("tbi,tbj->bij", np.stack(gas), a_posts)
+    gv, gf, gu = np.stack(gvs), np.stack(gfs), np.stack(gus)
+    a_pre, u_pre, P_pre = np.stack([x[0] for x in tape]), np.stack([x[2] for x in tape]), np.stack([x[1] for x in tape])
+    gh = (-(gv[..., None] * a_pre) + gf[..., None] * u_pre).sum(0) + np.einsum("tbji,tbj->bi", P_pre, gu)
+    return gF, gh, gQ, ga, gP, gv.T.copy()
 
 
 class TransientFilter(torch.autograd.Function):
