@@ -42,7 +42,7 @@ def quiet(**kwargs):
 @pytest.mark.parametrize("field, value", [
     ("max_epochs", 0), ("batch_size", 1.5), ("learning_rate", -1.0), ("grad_clip", 0.0),
     ("validation_fraction", 1.0), ("patience", 0), ("kl_annealing_start", 2.0), ("lr_decay", 0.0),
-    ("progress", "yes"), ("kl_annealing_epochs", -1),
+    ("progress", "yes"), ("kl_annealing_epochs", -1), ("max_seconds", 0.0),
 ])
 def test_config_rejects_bad_values_naming_the_field(field, value):
     with pytest.raises(ValueError, match=f"`{field}` must be"):
@@ -129,6 +129,36 @@ def test_early_stopping_restores_best_weights():
     assert len(history) == best + 1 + 3 < 50  # stopped 3 epochs after the best
     assert float(module.w.detach()) == visited[best]
     assert valid_losses[best] == pytest.approx((visited[best] - 0.35) ** 2)
+
+
+def test_without_validation_annealing_epochs_are_not_best_weight_candidates():
+    # Adam pushes w up by ~lr per epoch; the reported loss is 10 * kl_weight + (w - 0.35)^2,
+    # lowest while the KL weight is small, but those epochs are not the objective: the
+    # restored weights come from the best full-weight epoch
+    module = Scalar()
+    seen = []
+
+    def loss(batch, kl_weight):
+        w = module.w
+        seen.append(float(w.detach()))
+        return kl_weight * 10.0 + (w.detach() - 0.35) ** 2 - w + w.detach()
+
+    data = SequenceBatch(torch.zeros(2, 1, 1), torch.ones(2, 1, 1, dtype=torch.bool))
+    history = train(module, loss, data, config=quiet(max_epochs=20, batch_size=2, learning_rate=0.1, patience=2,
+                    kl_annealing_epochs=3), generator=torch.Generator().manual_seed(0))
+    full = [i for i, h in enumerate(history) if h["kl_weight"] == 1.0]
+    best = min(full, key=lambda i: history[i]["train_loss"])
+    assert len(full) == 3 and best == full[0]  # annealing epochs did not count towards patience
+    assert min(h["train_loss"] for h in history) < history[best]["train_loss"]
+    # one batch per epoch: the weights after epoch `best` are what epoch `best + 1` saw
+    assert float(module.w.detach()) == seen[best + 1]
+
+
+def test_max_seconds_ends_training_after_the_epoch_that_exhausts_it():
+    module = nn.Linear(2, 1)
+    history = train(module, linear_loss(module), regression_data(), config=quiet(max_epochs=1000,
+                    max_seconds=1e-9), generator=torch.Generator().manual_seed(0))
+    assert len(history) == 1
 
 
 def test_validation_fraction_holds_out_sequences():

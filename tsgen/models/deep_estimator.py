@@ -32,7 +32,7 @@ MAX_WINDOWS = 20_000
 
 _CONFIG_FIELDS = (
     "max_epochs", "batch_size", "learning_rate", "weight_decay", "grad_clip", "validation_fraction",
-    "patience", "kl_annealing_epochs", "kl_annealing_start", "lr_decay", "device", "progress",
+    "patience", "kl_annealing_epochs", "kl_annealing_start", "lr_decay", "device", "progress", "max_seconds",
 )
 
 

@@ -40,6 +40,7 @@ class TrainingConfig:
     lr_decay: float = 1.0
     device: str = "cpu"
     progress: bool = True
+    max_seconds: float | None = None  # stop after the epoch that passes this wall-clock budget
 
     def __post_init__(self):
         _check("max_epochs", _is_int(self.max_epochs) and self.max_epochs >= 1, "a positive integer", self.max_epochs)
@@ -60,6 +61,8 @@ class TrainingConfig:
                "a number in [0, 1]", self.kl_annealing_start)
         _check("lr_decay", _is_real(self.lr_decay) and 0 < self.lr_decay <= 1, "a number in (0, 1]", self.lr_decay)
         _check("progress", isinstance(self.progress, bool), "True or False", self.progress)
+        _check("max_seconds", self.max_seconds is None or (_is_real(self.max_seconds) and self.max_seconds > 0),
+               "None or a positive number", self.max_seconds)
 
     def kl_weight(self, epoch: int) -> float:
         """KL weight used during ``epoch`` (0-based)."""

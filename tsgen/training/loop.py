@@ -75,7 +75,10 @@ def train(
     (``kl_weight = 1``) when there is validation data (``valid_data`` or a
     random ``config.validation_fraction`` of the sequences), else the mean
     training loss. With ``config.patience`` set, training stops after that
-    many epochs without improvement and the best weights are restored.
+    many epochs without improvement and the best weights are restored
+    (without validation data, epochs under a partial KL weight are not
+    candidates: their loss is not the objective). ``config.max_seconds``
+    ends training after the epoch that exhausts that wall-clock budget.
 
     All global-RNG draws inside (dropout, reparameterised samples) come from
     a fork seeded by ``generator``, so runs are bit-for-bit repeatable on CPU.
@@ -109,6 +112,7 @@ def train(
     history: list[dict] = []
     best_loss, best_state, stale = math.inf, None, 0
     n = len(train_data)
+    began = time.perf_counter()
     with seeded_from(generator, device):
         epochs = tqdm(range(config.max_epochs), disable=not config.progress, desc="training", leave=False)
         for index in epochs:
@@ -140,13 +144,17 @@ def train(
             })
             epochs.set_postfix(train=f"{train_loss:.4g}", valid="-" if valid_loss is None else f"{valid_loss:.4g}")
             monitored = train_loss if valid_loss is None else valid_loss
-            if monitored < best_loss:
+            # a training loss under a partial KL weight is not the objective: not comparable
+            comparable = valid_loss is not None or kl_weight >= 1.0
+            if comparable and monitored < best_loss:
                 best_loss, stale = monitored, 0
                 if config.patience is not None:
                     best_state = _snapshot(module)
-            else:
+            elif comparable:
                 stale += 1
             if config.patience is not None and stale >= config.patience:
+                break
+            if config.max_seconds is not None and time.perf_counter() - began >= config.max_seconds:
                 break
         epochs.close()
     if best_state is not None:
