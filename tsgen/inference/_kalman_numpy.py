@@ -46,6 +46,8 @@ BLOCK = 64
 # With one system per series the Toeplitz matrices are per series too: shorter
 # blocks keep them (G x C x C) small.
 BLOCK_SETS = 16
+# Steps between convergence checks of the many-set Riccati loop.
+_CHECK_EVERY = 4
 
 
 @functools.cache
@@ -330,36 +332,46 @@ def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
     batch, num_times = z.shape
     originals = (F, h, r, c)
     active = np.arange(batch)
+    z_t = z.T.copy()  # (T, B): one row per step
     Ft = F.transpose(0, 2, 1)
-    P, a = P1, m1
-    sums = np.zeros(batch)  # sum_t log s_t + v_t^2 / s_t
+    h_col = h[:, :, None]
+    P, a = P1, m1[:, :, None]  # means as columns: batched products are plain matmuls
+    sums = np.zeros(batch)  # sum_t log s_t + v_t^2 / s_t, of the sets that left the loop
+    running = np.zeros(batch)  # the same for the sets still in the loop
     steady = []  # (indices, step, P, a) of the sets whose covariance converged
     t = 0
     while active.size:
-        ph = np.einsum("bij,bj->bi", P, h)
-        s = np.einsum("bi,bi->b", ph, h) + r
+        ph = P @ h_col  # (Ba, S, 1)
+        s = (ph[:, :, 0] * h).sum(1) + r
         if not np.all(s > 0.0) or not np.all(np.isfinite(s)):
             return None
-        v = z[active, t] - np.einsum("bi,bi->b", a, h)
-        sums[active] += np.log(s) + v * v / s
+        v = z_t[t, active] - (a[:, :, 0] * h).sum(1)
+        running += np.log(s) + v * v / s
         if t + 1 == num_times:
             break
-        gain = ph / s[:, None]
-        a = np.einsum("bij,bj->bi", F, a + gain * v[:, None])
+        gain = ph / s[:, None, None]
+        a = F @ (a + gain * v[:, None, None])
         if c is not None:
-            a = a + c
-        P_next = F @ (P - gain[:, :, None] * ph[:, None, :]) @ Ft + Q
+            a = a + c[:, :, None]
+        P_next = F @ (P - gain * ph.transpose(0, 2, 1)) @ Ft + Q
         P_next = 0.5 * (P_next + P_next.transpose(0, 2, 1))
+        t += 1
+        if t % _CHECK_EVERY:
+            P = P_next
+            continue
         change = np.abs(P_next - P).max((1, 2))
         done = change <= RICCATI_TOLERANCE * np.abs(P_next).max((1, 2))
         P = P_next
-        t += 1
         if done.any():
-            steady.append((active[done], np.full(int(done.sum()), t), P[done], a[done]))
+            steady.append((active[done], np.full(int(done.sum()), t), P[done], a[done, :, 0]))
+            sums[active[done]] = running[done]
             keep = ~done
             active = active[keep]
-            F, Ft, Q, P, a, h, r = (x[keep] for x in (F, Ft, Q, P, a, h, r))
+            F, Ft, Q, P, a, h, h_col, r, running = (
+                x[keep] for x in (F, Ft, Q, P, a, h, h_col, r, running)
+            )
             c = None if c is None else c[keep]
+    sums[active] = running
     if steady:
         parts = [np.concatenate(x) for x in zip(*steady)]
         steady_sums = _steady_sums_many(*parts, originals, z)
