@@ -585,9 +585,14 @@ def test_no_grad_numpy_path_matches_statsmodels(num_times, offsets):
     assert_close(kalman_log_likelihood(torch.tensor(ys), None, with_grad), expected)
 
 
-@pytest.mark.parametrize("steps", [0, 63, 64, 200])
-def test_blocked_steady_innovations_match_a_plain_loop(steps):
+@pytest.mark.parametrize("steps", [0, 15, 63, 64, 200])
+@pytest.mark.parametrize("many_series", [False, True])
+def test_blocked_steady_innovations_match_a_plain_loop(steps, many_series, monkeypatch):
+    from tsgen.inference import _kalman_numpy
     from tsgen.inference._kalman_numpy import _steady_squared_innovations
+
+    if many_series:  # the short blocks used for many series
+        monkeypatch.setattr(_kalman_numpy, "MANY_SERIES", 1)
 
     rng = np.random.default_rng(5)
     state_dim, batch = 3, 2
