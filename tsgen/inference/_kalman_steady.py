@@ -16,7 +16,8 @@ Two schedules, chosen by the number of distinct parameter sets:
 few sets (latency-bound): time-parallel schedules with few Python-level
 steps (Riccati by doubling, means by a chunked scan); many sets
 (throughput-bound): the work-efficient sequential recursions, batched over
-the parameter sets.
+the parameter sets. Calls that need no gradient with scalar observations go
+to the float64 numpy schedules of ``_kalman_numpy`` first (fewer, cheaper ops).
 """
 
 from __future__ import annotations

@@ -157,6 +157,9 @@ def kalman_log_likelihood(
       change below 1e-11, as statsmodels does), after which the steady-state
       gain is reused; the mean recursion ``a_{t+1} = F (I - K_t H) a_t +
       F K_t (y_t - d) + c`` is an affine recurrence solved by a chunked scan.
+      When no input requires grad and observations are scalar (float64), it
+      runs in numpy instead (``_kalman_numpy``: sequential Riccati with early
+      exit, steady part as blocked Toeplitz products), same results to rounding.
     - ``"scan"``: the temporally parallel filter (any params, missing data).
     - ``"sequential"``: the step-by-step filter.
     - ``"auto"``: ``"steady_state"`` when it applies, else ``"scan"`` (falling
