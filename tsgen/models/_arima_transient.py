@@ -166,7 +166,7 @@ class SteadyInnovations(torch.autograd.Function):
             a = Ln @ a + gcol * sn[:, j, None, None]
         ctx.save_for_backward(L, g, h, s)
         ctx.states = states
-        return torch.from_numpy(sn - np.einsum("bjs,bs->bj", states, hn))
+        return torch.from_numpy(sn - (states @ hn[..., None])[..., 0])
 
     @staticmethod
     def backward(ctx, grad_v):
@@ -181,8 +181,8 @@ class SteadyInnovations(torch.autograd.Function):
             lam = Lt @ lam - hcol * vbar[:, j, None, None]
             lams[:, j] = lam[..., 0]
         nxt = lams[:, 1:]
-        gL = np.einsum("bjs,bjt->bst", nxt, states)
-        gg = np.einsum("bjs,bj->bs", nxt, s)
-        gh = -np.einsum("bj,bjs->bs", vbar, states)
-        gs = vbar + np.einsum("bjs,bs->bj", nxt, g)
+        gL = np.swapaxes(nxt, -1, -2) @ states
+        gg = (np.swapaxes(nxt, -1, -2) @ s[..., None])[..., 0]
+        gh = -(np.swapaxes(states, -1, -2) @ vbar[..., None])[..., 0]
+        gs = vbar + (nxt @ g[..., None])[..., 0]
         return tuple(torch.from_numpy(x) for x in (gL, gg, gh, lams[:, 0], gs))
