@@ -334,47 +334,69 @@ def steady_state_log_likelihood_numpy_many(
 
 def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
     batch, num_times = z.shape
+    S = F.shape[-1]
     originals = (F, h, r, c)
     active = np.arange(batch)
     z_t = z.T.copy()  # (T, B): one row per step
     Ft = F.transpose(0, 2, 1)
+    h_row = h[:, None, :]
     h_col = h[:, :, None]
+    r3 = r[:, None, None]
+    c3 = None if c is None else c[:, :, None]
     P, a = P1, m1[:, :, None]  # means as columns: batched products are plain matmuls
     sums = np.zeros(batch)  # sum_t log s_t + v_t^2 / s_t, of the sets that left the loop
     running = np.zeros(batch)  # the same for the sets still in the loop
     steady = []  # (indices, step, P, a) of the sets whose covariance converged
+    # s_t and v_t of the steps since the last check, summed into `running` at
+    # the check: a handful of ops per _CHECK_EVERY steps instead of per step.
+    s_buf = np.empty((_CHECK_EVERY, batch, 1, 1))
+    v_buf = np.empty((_CHECK_EVERY, batch, 1, 1))
     t = 0
-    while active.size:
-        ph = P @ h_col  # (Ba, S, 1)
-        s = (ph[:, :, 0] * h).sum(1) + r
-        if not np.all(s > 0.0) or not np.all(np.isfinite(s)):
-            return None
-        v = z_t[t, active] - (a[:, :, 0] * h).sum(1)
-        running += np.log(s) + v * v / s
-        if t + 1 == num_times:
-            break
-        gain = ph / s[:, None, None]
-        a = F @ (a + gain * v[:, None, None])
-        if c is not None:
-            a = a + c[:, :, None]
-        P_next = F @ (P - gain * ph.transpose(0, 2, 1)) @ Ft + Q
-        P_next = 0.5 * (P_next + P_next.transpose(0, 2, 1))
-        t += 1
-        if t % _CHECK_EVERY:
+    filled = 0
+    # A non-positive or non-finite s_t makes its term non-finite: checked on
+    # the sums at each check instead of on every step.
+    with np.errstate(all="ignore"):
+        while active.size:
+            ph = P @ h_col  # (Ba, S, 1)
+            s = np.matmul(h_row, ph, out=s_buf[filled])
+            s += r3
+            v = np.subtract(z_t[t, active, None, None], h_row @ a, out=v_buf[filled])
+            filled += 1
+            last = t + 1 == num_times
+            t += 1
+            if not last:
+                gain = ph / s
+                a = F @ (a + gain * v)
+                if c3 is not None:
+                    a += c3
+                P_next = F @ (P - gain * ph.transpose(0, 2, 1)) @ Ft
+                P_next += Q
+                P_next += P_next.transpose(0, 2, 1).copy()
+                P_next *= 0.5
+                if t % _CHECK_EVERY:
+                    P = P_next
+                    continue
+            sb, vb = s_buf[:filled, :, 0, 0], v_buf[:filled, :, 0, 0]
+            running += (np.log(sb) + vb * vb / sb).sum(0)
+            filled = 0
+            if not np.all(np.isfinite(running)):
+                return None
+            if last:
+                break
+            change = np.abs(P_next - P).max((1, 2))
+            done = change <= RICCATI_TOLERANCE * np.abs(P_next).max((1, 2))
             P = P_next
-            continue
-        change = np.abs(P_next - P).max((1, 2))
-        done = change <= RICCATI_TOLERANCE * np.abs(P_next).max((1, 2))
-        P = P_next
-        if done.any():
-            steady.append((active[done], np.full(int(done.sum()), t), P[done], a[done, :, 0]))
-            sums[active[done]] = running[done]
-            keep = ~done
-            active = active[keep]
-            F, Ft, Q, P, a, h, h_col, r, running = (
-                x[keep] for x in (F, Ft, Q, P, a, h, h_col, r, running)
-            )
-            c = None if c is None else c[keep]
+            if done.any():
+                steady.append((active[done], np.full(int(done.sum()), t), P[done], a[done, :, 0]))
+                sums[active[done]] = running[done]
+                keep = ~done
+                active = active[keep]
+                F, Ft, Q, P, a, h_row, h_col, r3, running = (
+                    x[keep] for x in (F, Ft, Q, P, a, h_row, h_col, r3, running)
+                )
+                c3 = None if c3 is None else c3[keep]
+                s_buf = np.empty((_CHECK_EVERY, active.size, 1, 1))
+                v_buf = np.empty((_CHECK_EVERY, active.size, 1, 1))
     sums[active] = running
     if steady:
         parts = [np.concatenate(x) for x in zip(*steady)]
