@@ -155,6 +155,78 @@ def test_refit_policy_fits_exactly_when_asked(refit, expected_fits):
         np.testing.assert_allclose(mean, values[t - 1] + mu * np.arange(1, 5), rtol=1e-12)
 
 
+class _IndependentRandomWalk(_RandomWalk):
+    """The random walk fitted per series (its own `mu`, `sigma` for each series of a list), as ARIMA does."""
+
+    _fits_series_independently = True
+    fit_calls: list = []
+
+    def _fit(self, data, covariates):
+        values = data.values.numpy()
+        diffs = np.diff(values, axis=1)  # (series, time - 1, dims), NaN past each series' end
+        self.mu_ = np.nanmean(diffs, axis=1)
+        self.sigma_ = np.nanstd(diffs, axis=1)
+        _IndependentRandomWalk.fit_calls.append(data.lengths.tolist())
+
+    def _per_series(self, n_series):
+        if len(self.mu_) == 1:
+            return np.repeat(self.mu_, n_series, 0), np.repeat(self.sigma_, n_series, 0)
+        assert len(self.mu_) == n_series, "histories must pair one to one with the fitted series"
+        return self.mu_, self.sigma_
+
+    def _predict_gaussian(self, horizon, history, covariates):
+        mu, sigma = self._per_series(history.n_series)
+        h = np.arange(1, horizon + 1)[None, :, None]
+        mean = self._last(history)[:, None, :] + h * mu[:, None, :]
+        return torch.from_numpy(mean), torch.from_numpy(np.sqrt(h) * sigma[:, None, :] + 0 * mean)
+
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        mu, sigma = (torch.from_numpy(a)[:, None, None, :] for a in self._per_series(history.n_series))
+        eps = torch.randn(history.n_series, n_samples, horizon, history.n_dims, generator=generator, dtype=torch.float64)
+        return torch.from_numpy(self._last(history))[:, None, None, :] + (mu + sigma * eps).cumsum(2)
+
+    def _log_likelihood(self, data, covariates, **options):
+        mu, sigma = self._per_series(data.n_series)
+        values = data.values.numpy()
+        out = np.zeros(values.shape[:2])
+        for i, n in enumerate(data.lengths.tolist()):
+            out[i, 1:n] = stats.norm.logpdf(values[i, 1:n], values[i, : n - 1] + mu[i], sigma[i]).sum(-1)
+        return torch.from_numpy(out)
+
+
+@pytest.mark.parametrize("refit, batch_size, expected_calls", [
+    (True, 32, [[20, 21, 22, 23, 24]]),
+    (True, 2, [[20, 21], [22, 23], [24]]),
+    (2, 32, [[20, 22, 24]]),
+    (3, 1, [[20], [23]]),
+])
+def test_independent_fits_are_batched_over_refit_origins(refit, batch_size, expected_calls):
+    """Estimators fitted per series get every refit window in one `fit` call, each origin keeping its own fit."""
+    y = _series(28)
+    _IndependentRandomWalk.fit_calls.clear()
+    result = backtest(_IndependentRandomWalk(), y, 4, start=20, refit=refit, batch_size=batch_size, random_state=0)
+    assert _IndependentRandomWalk.fit_calls == expected_calls
+    fitted_lengths = [n for call in expected_calls for n in call]
+    assert list(result.fits["train_length"]) == fitted_lengths
+    values = y.to_numpy()
+    for k, t in enumerate(range(20, 25)):
+        fitted_at = max(f for f in fitted_lengths if f <= t)
+        train = values[:fitted_at]
+        mu, sigma = np.mean(np.diff(train)), np.std(np.diff(train))
+        mean = result.forecasts.query("origin == @k")["mean"].to_numpy()
+        np.testing.assert_allclose(mean, values[t - 1] + mu * np.arange(1, 5), rtol=1e-12)
+        actual = values[t : t + 4]
+        previous = np.concatenate([[values[t - 1]], actual[:-1]])
+        np.testing.assert_allclose(_value(result, k, "log_score"),
+                                   -stats.norm.logpdf(actual, previous + mu, sigma), rtol=1e-10)
+    # the same origins scored one fit at a time give the same point forecasts
+    _RandomWalk.fit_lengths.clear()
+    one_by_one = backtest(_RandomWalk(), y, 4, start=20, refit=refit, random_state=0)
+    assert _RandomWalk.fit_lengths == fitted_lengths
+    pd.testing.assert_frame_equal(one_by_one.forecasts.drop(columns=["q0.1", "q0.5", "q0.9"]),
+                                  result.forecasts.drop(columns=["q0.1", "q0.5", "q0.9"]))
+
+
 def test_sliding_window_trains_on_the_last_window_length_steps():
     y = _series(30)
     _RandomWalk.fit_lengths.clear()

@@ -113,6 +113,8 @@ class BaseForecaster(BaseEstimator):
     _supports_covariates = False
     #: samples drawn by ``predict`` when the model has no closed-form marginals
     _n_predict_samples = 500
+    #: whether ``fit`` on a list fits each series on its own (no shared parameters), so one call can stand for many fits
+    _fits_series_independently = False
 
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)

@@ -74,6 +74,36 @@ def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season,
     return fits, outcomes
 
 
+def _run_batched_refits(model, groups, data, horizon, quantiles, n_samples, season, keep_samples, batch_size):
+    """Refit every group of ``groups`` in ONE ``fit`` call on the list of their training windows; runs on a worker.
+
+    Only for estimators whose fit on a list is one independent fit per
+    series (``_fits_series_independently``, e.g. ARIMA's batched BFGS), so
+    series ``g`` of the fitted model is the fit on group ``g``'s window
+    alone. The ``p``-th origin of every group is then conditioned at once:
+    series ``g`` of ``y=`` continues with group ``g``'s parameters. Groups
+    with fewer origins are padded with their first history (scored, then
+    dropped) so that ``y`` keeps pairing one history with each fit.
+    """
+    windows = [data.iloc[g.origins[0].train_start : g.origins[0].stop] for g in groups]
+    fitted = _seeded_clone(model, groups[0].fit_seed).fit(windows)
+    fits = [(g.series, g.origins[0].position, g.origins[0].stop, len(w)) for g, w in zip(groups, windows)]
+    outcomes = []
+    for p in range(max(len(g.origins) for g in groups)):
+        batch = [g.origins[p] if p < len(g.origins) else g.origins[0] for g in groups]
+        real = [p < len(g.origins) for g in groups]
+        seed = next(o.seed for o, r in zip(batch, real) if r)
+        histories = [data.iloc[o.train_start : o.stop] for o in batch]
+        actuals = [data.iloc[o.stop : o.stop + horizon] for o in batch]
+        scored = score_origins(
+            with_seed(fitted, seed), histories, actuals, horizon, quantiles, n_samples, season, keep_samples
+        )
+        for g, origin, keep, (scores, forecast, samples) in zip(groups, batch, real, scored):
+            if keep:
+                outcomes.append(_Outcome(g.series, origin.position, origin.stop, scores, forecast, samples))
+    return fits, outcomes
+
+
 def _chunks(group, size: int):
     """Split a never-refit group into tasks of ``size`` origins (fixed, so results ignore ``n_jobs``)."""
     return [type(group)(group.series, group.fit_seed, group.origins[k : k + size])
@@ -188,9 +218,15 @@ def backtest(
     common = dict(horizon=horizon, quantiles=quantiles, n_samples=n_samples, season=season,
                   keep_samples=keep_samples, batch_size=int(batch_size))
     fits, outcomes = [], []
+    batched = refit_every >= 1 and getattr(model, "_fits_series_independently", False)
     with parallel_context(n_jobs, backend, client) as parallel:
         tasks = []
         for i, groups in enumerate(groups_per_series):
+            if batched:
+                # refits of `batch_size` groups share one batched fit call (fixed chunks: results ignore n_jobs)
+                tasks += [(_run_batched_refits, None, groups[k : k + int(batch_size)], datasets[i])
+                          for k in range(0, len(groups), int(batch_size))]
+                continue
             for group in groups:
                 fitted = None
                 if refit_every == 0:
@@ -201,8 +237,12 @@ def backtest(
                     chunks = _chunks(group, int(batch_size))
                 else:
                     chunks = [group]
-                tasks += [(fitted, chunk, datasets[i]) for chunk in chunks]
-        results = parallel(delayed(_run_task)(model, f, g, d, **common) for f, g, d in tasks)
+                tasks += [(_run_task, fitted, chunk, datasets[i]) for chunk in chunks]
+        results = parallel(
+            delayed(run)(model, g, d, **common) if run is _run_batched_refits
+            else delayed(run)(model, f, g, d, **common)
+            for run, f, g, d in tasks
+        )
         if progress:
             from tqdm import tqdm
 

@@ -77,6 +77,7 @@ class ARIMA(BaseForecaster):
     """
 
     _supports_covariates = True
+    _fits_series_independently = True  # a list is fitted by one batched BFGS with per-series parameters
 
     def __init__(
         self,
