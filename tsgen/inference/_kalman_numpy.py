@@ -254,15 +254,36 @@ def applies_many(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> bool:
     )
 
 
-def _powers_sets(L: np.ndarray, count: int) -> np.ndarray:
-    """``L_g^0..L_g^{count-1}`` ``(G, count, S, S)`` by doubling."""
-    G, S, _ = L.shape
-    powers = np.broadcast_to(np.eye(S), (G, 1, S, S))
-    power = L
-    while powers.shape[1] < count:
-        powers = np.concatenate([powers, powers @ power[:, None]], 1)
+def _sequences_sets(L, FK, h, c, count):
+    """Per set g: rows ``h^T L^j`` and columns ``L^j FK`` (and ``L^j c``) for
+    ``j < count`` ``(G, count, S)``, and ``L^count`` ``(G, S, S)``. By doubling
+    on the vectors (a few stacked products), not on the S x S powers."""
+    rows = h[:, None, :]
+    cols = FK[:, None, :] if c is None else np.stack([FK, c], 1)
+    power = L  # L^m, m = number of terms so far
+    while rows.shape[1] < count:
+        rows = np.concatenate([rows, rows @ power], 1)
+        # columns kept as rows: (L^m x)^T = x^T (L^m)^T
+        cols = np.concatenate([cols, cols @ power.transpose(0, 2, 1)], 1)
         power = power @ power
-    return powers[:, :count]
+    if rows.shape[1] > count:
+        power = None
+    width = 1 if c is None else 2
+    kept = cols.reshape(cols.shape[0], -1, width, cols.shape[-1])[:, :count]
+    return rows[:, :count], kept[:, :, 0], (None if c is None else kept[:, :, 1]), power
+
+
+def _matrix_power_sets(L, count):
+    """``L_g^count`` by squaring."""
+    result = None
+    power = L
+    while count:
+        if count & 1:
+            result = power if result is None else result @ power
+        count >>= 1
+        if count:
+            power = power @ power
+    return result
 
 
 def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
@@ -273,8 +294,8 @@ def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
     S = L.shape[-1]
     chunk = min(BLOCK_SETS, width)
     num_blocks = -(-width // chunk)
-    powers = _powers_sets(L, chunk + 1)
-    rows = np.einsum("gs,gjst->gjt", h, powers[:, :chunk])  # (G, C, S)
+    rows, gains, drifts, power = _sequences_sets(L, FK, h, c, chunk)  # (G, C, S) each
+    step = _matrix_power_sets(L, chunk) if power is None else power  # L^C
     g = np.einsum("gjs,gs->gj", rows, FK)
     lag = np.arange(chunk)[None, :] - 1 - np.arange(chunk)[:, None]
     weights = np.empty((G, chunk + S + 1, chunk))
@@ -288,11 +309,11 @@ def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
     padded[:, :width] = z
     work[:, :, :chunk] = padded.reshape(G, num_blocks, chunk)
     work[:, :, -1] = 1.0
-    carry = np.einsum("gjst,gt->gjs", powers[:, chunk - 1 :: -1], FK)  # (G, C, S)
+    carry = gains[:, ::-1]  # row i: L^{C-1-i} FK, (G, C, S)
     ends = work[:, :, :chunk] @ carry  # (G, K, S)
     if c is not None:
-        ends += np.einsum("gst,gt->gs", powers[:, :chunk].sum(1), c)[:, None]
-    step_t = powers[:, chunk].transpose(0, 2, 1)
+        ends += drifts.sum(1)[:, None]
+    step_t = step.transpose(0, 2, 1)
     state = start
     for k in range(num_blocks):
         work[:, k, chunk : chunk + S] = state
@@ -420,7 +441,11 @@ def _steady_sums_many(idx, first, P, a, originals, z):
     L = F - FK[:, :, None] * h[:, None, :]
     counts = num_times - first
     width = int(counts.max())
-    cols = first[:, None] + np.arange(width)[None, :]
-    z_left = z[idx[:, None], np.minimum(cols, num_times - 1)]  # beyond counts: ignored
+    # Each set's z from its own first step, left-aligned: rows of a sliding
+    # window over zero-padded z (one contiguous copy per row, no 2-D gather).
+    padded = np.zeros((idx.size, num_times + width))
+    padded[:, :num_times] = z[idx]
+    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
+    z_left = windows[np.arange(idx.size), first]  # beyond counts: ignored
     squares = _steady_squared_innovations_sets(L, FK, c, h, z_left, a, counts)
     return counts * np.log(s) + squares / s
