@@ -9,7 +9,7 @@ from joblib import delayed
 from sklearn.base import clone
 
 from tsgen.base import _check_n_samples, _check_quantiles
-from tsgen.data import SeriesBatch, to_series_batch, validate_horizon
+from tsgen.data import SeriesBatch, quantile_label, to_series_batch, validate_horizon
 from tsgen.evaluation._parallel import parallel_context
 from tsgen.evaluation._result import BacktestResult
 from tsgen.evaluation._score import as_2d, score_origins, with_seed
@@ -29,7 +29,8 @@ class _Outcome:
     position: int
     stop: int
     scores: dict
-    forecast: pd.DataFrame
+    forecast: np.ndarray  # (horizon, dim, statistic): mean, then the requested quantiles
+    times: pd.Index
     samples: np.ndarray | None
 
 
@@ -62,16 +63,19 @@ def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season,
         fitted = _seeded_clone(model, group.fit_seed).fit(data.iloc[first.train_start : first.stop])
         fits.append((group.series, first.position, first.stop, first.stop - first.train_start))
     outcomes = []
+    values, columns = as_2d(data), _columns(data)
     for b in range(0, len(group.origins), batch_size):
         batch = group.origins[b : b + batch_size]
-        histories = [data.iloc[o.train_start : o.stop] for o in batch]
-        actuals = [data.iloc[o.stop : o.stop + horizon] for o in batch]
-        scored = score_origins(
-            with_seed(fitted, batch[0].seed), histories, actuals, horizon, quantiles, n_samples, season, keep_samples
-        )
-        for origin, (scores, forecast, samples) in zip(batch, scored):
-            outcomes.append(_Outcome(group.series, origin.position, origin.stop, scores, forecast, samples))
+        scored = score_origins(with_seed(fitted, batch[0].seed), values, data.index, columns,
+                               [(o.train_start, o.stop) for o in batch], horizon, quantiles, n_samples, season,
+                               keep_samples)
+        for origin, out in zip(batch, scored):
+            outcomes.append(_Outcome(group.series, origin.position, origin.stop, *out))
     return fits, outcomes
+
+
+def _columns(data) -> tuple:
+    return (data.name,) if isinstance(data, pd.Series) else tuple(data.columns)
 
 
 def _run_batched_refits(model, groups, data, horizon, quantiles, n_samples, season, keep_samples, batch_size):
@@ -89,18 +93,17 @@ def _run_batched_refits(model, groups, data, horizon, quantiles, n_samples, seas
     fitted = _seeded_clone(model, groups[0].fit_seed).fit(windows)
     fits = [(g.series, g.origins[0].position, g.origins[0].stop, len(w)) for g, w in zip(groups, windows)]
     outcomes = []
+    values, columns = as_2d(data), _columns(data)
     for p in range(max(len(g.origins) for g in groups)):
         batch = [g.origins[p] if p < len(g.origins) else g.origins[0] for g in groups]
         real = [p < len(g.origins) for g in groups]
         seed = next(o.seed for o, r in zip(batch, real) if r)
-        histories = [data.iloc[o.train_start : o.stop] for o in batch]
-        actuals = [data.iloc[o.stop : o.stop + horizon] for o in batch]
-        scored = score_origins(
-            with_seed(fitted, seed), histories, actuals, horizon, quantiles, n_samples, season, keep_samples
-        )
-        for g, origin, keep, (scores, forecast, samples) in zip(groups, batch, real, scored):
+        scored = score_origins(with_seed(fitted, seed), values, data.index, columns,
+                               [(o.train_start, o.stop) for o in batch], horizon, quantiles, n_samples, season,
+                               keep_samples)
+        for g, origin, keep, out in zip(groups, batch, real, scored):
             if keep:
-                outcomes.append(_Outcome(g.series, origin.position, origin.stop, scores, forecast, samples))
+                outcomes.append(_Outcome(g.series, origin.position, origin.stop, *out))
     return fits, outcomes
 
 
@@ -250,10 +253,10 @@ def backtest(
         for task_fits, task_outcomes in results:
             fits += task_fits
             outcomes += task_outcomes
-    return _assemble(fits, outcomes, datasets, cutoffs, horizon, keep_samples)
+    return _assemble(fits, outcomes, datasets, cutoffs, horizon, quantiles, keep_samples)
 
 
-def _assemble(fits, outcomes, datasets, cutoffs, horizon, keep_samples) -> BacktestResult:
+def _assemble(fits, outcomes, datasets, cutoffs, horizon, quantiles, keep_samples) -> BacktestResult:
     """Stack every origin's scores and forecasts into the two tidy frames (built once, not per origin)."""
     outcomes = sorted(outcomes, key=lambda o: (o.series, o.position))
     names = list(dict.fromkeys(name for o in outcomes for name in o.scores))
@@ -275,12 +278,13 @@ def _assemble(fits, outcomes, datasets, cutoffs, horizon, keep_samples) -> Backt
     first = datasets[0]
     variables = [first.name] if isinstance(first, pd.Series) else list(first.columns)
     n_dims = len(variables)
-    stats = list(dict.fromkeys(c if n_dims == 1 else c[1] for c in outcomes[0].forecast.columns))
+    stats = ["mean"] + [quantile_label(q) for q in quantiles]
     # (origin, horizon, variable, statistic) -> (origin, variable, horizon, statistic)
-    values = np.stack([o.forecast.to_numpy(dtype=np.float64).reshape(horizon, n_dims, len(stats)) for o in outcomes])
+    values = np.stack([o.forecast for o in outcomes])
     values = values.transpose(0, 2, 1, 3).reshape(-1, len(stats))
-    actual = np.stack([as_2d(datasets[o.series].iloc[o.stop : o.stop + horizon]) for o in outcomes])
-    times = outcomes[0].forecast.index.append([o.forecast.index for o in outcomes[1:]])
+    arrays = [as_2d(data) for data in datasets]
+    actual = np.stack([arrays[o.series][o.stop : o.stop + horizon] for o in outcomes])
+    times = outcomes[0].times.append([o.times for o in outcomes[1:]])
     time = times.to_numpy().reshape(n_out, 1, horizon).repeat(n_dims, axis=1).reshape(-1)
     forecasts = pd.DataFrame({
         "series": np.repeat(series, n_dims * horizon),

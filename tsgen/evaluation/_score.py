@@ -25,9 +25,10 @@ import copy
 
 import numpy as np
 import pandas as pd
+import torch
 
 from tsgen import metrics
-from tsgen.data import quantile_label
+from tsgen.data import SeriesBatch, quantile_label
 
 #: central interval levels reported as coverage_<level>
 COVERAGE_LEVELS = (0.8, 0.95)
@@ -47,11 +48,14 @@ def with_seed(model, seed: int):
     return seeded
 
 
-def stat_block(frame: pd.DataFrame, stat: str, n_dims: int) -> np.ndarray:
-    """Column ``stat`` of a forecast frame as ``(horizon, dim)``."""
-    if n_dims == 1:
-        return frame[stat].to_numpy(dtype=np.float64)[:, None]
-    return frame.xs(stat, axis=1, level="statistic").to_numpy(dtype=np.float64)
+def _stat_arrays(frames: list, n_dims: int) -> tuple[list[str], np.ndarray]:
+    """Statistic names and every forecast frame's values as one ``(origin, horizon, dim, statistic)`` array."""
+    columns = frames[0].columns
+    stats = list(dict.fromkeys(c if n_dims == 1 else c[1] for c in columns))
+    horizon = len(frames[0])
+    values = np.stack([f.to_numpy(dtype=np.float64) for f in frames])
+    # univariate frames are (horizon, statistic); multivariate ones variable-major (variable, statistic)
+    return stats, values.reshape(len(frames), horizon, n_dims, len(stats))
 
 
 def as_2d(y) -> np.ndarray:
@@ -59,68 +63,96 @@ def as_2d(y) -> np.ndarray:
     return values[:, None] if values.ndim == 1 else values
 
 
-def _safe_mase(actual, mean, history, season) -> np.ndarray:
+def _mase(actual, mean, trains, season) -> np.ndarray:
+    """MASE of every origin ``(origin, horizon)``; NaN for an origin whose history has no seasonal scale."""
     try:
-        return metrics.mase(actual, mean, history, m=season, axis=1)
+        return metrics.mase(actual, mean, trains, m=season, axis=2, time_axis=1)
     except ValueError:
-        # MASE is undefined when the history is too short or constant at the seasonal lag
-        return np.full(actual.shape[0], np.nan)
+        # undefined for some origin (history too short or constant at the seasonal lag): score each alone
+        out = np.full(actual.shape[:2], np.nan)
+        for k in range(actual.shape[0]):
+            try:
+                out[k] = metrics.mase(actual[k], mean[k], trains[k], m=season, axis=1)
+            except ValueError:
+                pass
+        return out
 
 
-def _log_scores(model, windows: list, horizon: int):
-    """Per-window ``(horizon,)`` log scores from one batched ``log_likelihood`` call, or None."""
+def _log_scores(model, windows, horizon: int):
+    """``(origin, horizon)`` log scores from one batched ``log_likelihood`` call, or None."""
     try:
         per_step = model.log_likelihood(windows, per_step=True)
     except NotImplementedError:
         return None
-    return [metrics.log_score(s.to_numpy(dtype=np.float64)[-horizon:], axis=()) for s in per_step]
+    return metrics.log_score(np.stack([s.to_numpy(dtype=np.float64)[-horizon:] for s in per_step]), axis=())
 
 
-def _scores(y, frame, samples, train, horizon, quantiles, season) -> dict:
-    n_dims = y.shape[1]
-    mean = stat_block(frame, "mean", n_dims)
+def _scores(y, mean, bands, samples, trains, quantiles, season) -> dict:
+    """Every metric of every origin as ``(origin, horizon)`` arrays (averaged over variables).
+
+    ``y``, ``mean`` are ``(origin, horizon, dim)``, ``bands`` maps a
+    quantile level to its ``(origin, horizon, dim)`` forecast, ``samples``
+    is ``(n_samples, origin, horizon, dim)``, ``trains`` the NaN-padded
+    histories ``(origin, time, dim)``.
+    """
     scores = {
-        "mae": metrics.mae(y, mean, axis=1),
-        "rmse": metrics.rmse(y, mean, axis=1),
-        "mase": _safe_mase(y, mean, train, season),
-        "smape": metrics.smape(y, mean, axis=1),
-        "crps": metrics.crps_sample(y, samples, axis=1),
+        "mae": metrics.mae(y, mean, axis=2),
+        "rmse": metrics.rmse(y, mean, axis=2),
+        "mase": _mase(y, mean, trains, season),
+        "smape": metrics.smape(y, mean, axis=2),
+        "crps": metrics.crps_sample(y, samples, axis=2),
     }
     if quantiles:
-        preds = np.stack([stat_block(frame, quantile_label(q), n_dims) for q in quantiles], axis=-1)
-        losses = np.asarray(metrics.pinball_loss(y, preds, list(quantiles), axis=1)).reshape(horizon, -1)
+        preds = np.stack([bands[q] for q in quantiles], axis=-1)
+        losses = np.asarray(metrics.pinball_loss(y, preds, list(quantiles), axis=2)).reshape(*y.shape[:2], -1)
         for j, q in enumerate(quantiles):
-            scores[f"pinball_{quantile_label(q)}"] = losses[:, j]
+            scores[f"pinball_{quantile_label(q)}"] = losses[..., j]
     for level in COVERAGE_LEVELS:
         lo, hi = interval_quantiles((level,))
-        scores[f"coverage_{round(level * 100)}"] = metrics.interval_coverage(
-            y, stat_block(frame, quantile_label(lo), n_dims), stat_block(frame, quantile_label(hi), n_dims), axis=1
-        )
+        scores[f"coverage_{round(level * 100)}"] = metrics.interval_coverage(y, bands[lo], bands[hi], axis=2)
     return scores
 
 
-def score_origins(model, histories: list, actuals: list, horizon: int, quantiles, n_samples: int, season: int,
-                  keep_samples: bool) -> list:
-    """Forecast ``horizon`` steps after each history and score them against the matching actuals.
+def window_batch(values: np.ndarray, index: pd.Index, columns: tuple, spans: list) -> SeriesBatch:
+    """The windows ``values[a:b]`` for ``(a, b)`` in ``spans`` as one NaN-padded batch (no pandas per window)."""
+    lengths = [b - a for a, b in spans]
+    padded = np.full((len(spans), max(lengths), values.shape[1]), np.nan)
+    for k, (a, b) in enumerate(spans):
+        padded[k, : b - a] = values[a:b]
+    tensor = torch.from_numpy(padded)
+    return SeriesBatch(values=tensor, mask=~torch.isnan(tensor), lengths=torch.tensor(lengths, dtype=torch.long),
+                       indexes=tuple(index[a:b] for a, b in spans), columns=tuple(columns), kind="list")
 
-    All histories go to the model in one call per method (``y=`` a list),
-    so models that batch over series condition on every origin at once.
-    Returns one ``(scores, forecast, samples)`` per history: ``scores``
-    maps metric names to ``(horizon,)`` arrays, ``forecast`` is the
-    ``predict`` frame, ``samples`` the ``(n_samples, horizon, dim)`` paths
-    (None unless kept).
+
+def score_origins(model, values: np.ndarray, index: pd.Index, columns: tuple, spans: list, horizon: int, quantiles,
+                  n_samples: int, season: int, keep_samples: bool) -> list:
+    """Forecast ``horizon`` steps after each training window ``values[a:b]`` and score them.
+
+    ``values`` ``(time, dim)`` is one validated series with its ``index``
+    and ``columns``; ``spans`` the ``(train_start, stop)`` of each origin.
+    All windows go to the model in one call per method (``y=`` a batch),
+    so models that batch over series condition on every origin at once,
+    and every metric is computed once for all origins. Returns one
+    ``(scores, forecast, times, samples)`` per origin: ``scores`` maps
+    metric names to ``(horizon,)`` arrays, ``forecast`` is
+    ``(horizon, dim, statistic)`` for the statistics ``mean`` and the
+    requested quantiles, ``times`` the forecast index, ``samples`` the
+    ``(n_samples, horizon, dim)`` paths (None unless kept).
     """
+    n_dims = values.shape[1]
     levels = tuple(sorted(set(quantiles) | set(interval_quantiles())))
-    frames = model.predict(horizon, y=list(histories), quantiles=levels)
-    draws = model.sample(horizon, n_samples=n_samples, y=list(histories))
-    log_scores = _log_scores(model, [pd.concat([h, a]) for h, a in zip(histories, actuals)], horizon)
-    keep = ["mean"] + [quantile_label(q) for q in quantiles]
-    out = []
-    for k, (history, actual, frame) in enumerate(zip(histories, actuals, frames)):
-        y, samples = as_2d(actual), np.asarray(draws[k], dtype=np.float64)
-        scores = _scores(y, frame, samples, as_2d(history), horizon, quantiles, season)
-        if log_scores is not None:
-            scores["log_score"] = log_scores[k]
-        forecast = frame[[c for c in frame.columns if (c if y.shape[1] == 1 else c[1]) in keep]]
-        out.append((scores, forecast, samples if keep_samples else None))
-    return out
+    histories = window_batch(values, index, columns, spans)
+    frames = model.predict(horizon, y=histories, quantiles=levels)
+    draws = np.stack([np.asarray(d, dtype=np.float64) for d in model.sample(horizon, n_samples=n_samples, y=histories)])
+    log_scores = _log_scores(model, window_batch(values, index, columns, [(a, b + horizon) for a, b in spans]), horizon)
+    stats, forecast = _stat_arrays(frames, n_dims)
+    bands = {q: forecast[..., stats.index(quantile_label(q))] for q in levels}
+    y = np.stack([values[b : b + horizon] for _, b in spans])
+    scores = _scores(y, forecast[..., stats.index("mean")], bands, draws.swapaxes(0, 1),
+                     histories.values.numpy(), quantiles, season)
+    if log_scores is not None:
+        scores["log_score"] = log_scores
+    keep = [stats.index("mean")] + [stats.index(quantile_label(q)) for q in quantiles]
+    kept = forecast[..., keep]
+    return [({name: v[k] for name, v in scores.items()}, kept[k], frames[k].index,
+             draws[k] if keep_samples else None) for k in range(len(spans))]
