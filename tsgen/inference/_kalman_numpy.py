@@ -297,30 +297,34 @@ def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
     rows, gains, drifts, power = _sequences_sets(L, FK, h, c, chunk)  # (G, C, S) each
     step = _matrix_power_sets(L, chunk) if power is None else power  # L^C
     g = np.einsum("gjs,gs->gj", rows, FK)
-    lag = np.arange(chunk)[None, :] - 1 - np.arange(chunk)[:, None]
-    weights = np.empty((G, chunk + S + 1, chunk))
-    weights[:, :chunk] = np.eye(chunk) - np.where(lag >= 0, g[:, np.clip(lag, 0, None)], 0.0)
-    weights[:, chunk : chunk + S] = -rows.transpose(0, 2, 1)
-    weights[:, -1] = 0.0
-    if c is not None:
-        weights[:, -1, 1:] = -np.cumsum(np.einsum("gjs,gs->gj", rows[:, :-1], c), 1)
-    work = np.empty((G, num_blocks, chunk + S + 1))
-    padded = np.zeros((G, num_blocks * chunk))
-    padded[:, :width] = z
-    work[:, :, :chunk] = padded.reshape(G, num_blocks, chunk)
-    work[:, :, -1] = 1.0
+    # Toeplitz block T[i, j] = e[C + j - i] with e = (0 x C, 1, -g_0, .., -g_{C-2}):
+    # its rows are windows of e, no index arrays.
+    e = np.zeros((G, 2 * chunk))
+    e[:, chunk] = 1.0
+    e[:, chunk + 1 :] = -g[:, :-1]
+    toeplitz = np.lib.stride_tricks.sliding_window_view(e, chunk, axis=1)[:, chunk:0:-1]
+    if width % chunk:
+        padded = np.zeros((G, num_blocks * chunk))
+        padded[:, :width] = z
+        z = padded
+    blocks = z.reshape(G, num_blocks, chunk)  # a view when z is contiguous
     carry = gains[:, ::-1]  # row i: L^{C-1-i} FK, (G, C, S)
-    ends = work[:, :, :chunk] @ carry  # (G, K, S)
+    ends = blocks @ carry  # (G, K, S)
     if c is not None:
         ends += drifts.sum(1)[:, None]
     step_t = step.transpose(0, 2, 1)
+    states = np.empty((G, num_blocks, S))
     state = start
     for k in range(num_blocks):
-        work[:, k, chunk : chunk + S] = state
+        states[:, k] = state
         if k + 1 < num_blocks:
             state = np.einsum("gs,gst->gt", state, step_t) + ends[:, k]
-    innovations = (work @ weights).reshape(G, num_blocks * chunk)
-    innovations *= np.arange(num_blocks * chunk)[None, :] < counts[:, None]
+    innovations = blocks @ toeplitz
+    innovations -= states @ rows.transpose(0, 2, 1)
+    if c is not None:
+        innovations[:, :, 1:] -= np.cumsum(np.einsum("gjs,gs->gj", rows[:, :-1], c), 1)[:, None]
+    innovations = innovations.reshape(G, num_blocks * chunk)
+    innovations = np.where(np.arange(num_blocks * chunk)[None, :] < counts[:, None], innovations, 0.0)
     return np.einsum("gm,gm->g", innovations, innovations)
 
 
@@ -440,12 +444,13 @@ def _steady_sums_many(idx, first, P, a, originals, z):
     FK = np.einsum("bij,bj->bi", F, ph / s[:, None])
     L = F - FK[:, :, None] * h[:, None, :]
     counts = num_times - first
-    width = int(counts.max())
-    # Each set's z from its own first step, left-aligned: rows of a sliding
-    # window over zero-padded z (one contiguous copy per row, no 2-D gather).
-    padded = np.zeros((idx.size, num_times + width))
-    padded[:, :num_times] = z[idx]
-    windows = np.lib.stride_tricks.sliding_window_view(padded, width, axis=1)
-    z_left = windows[np.arange(idx.size), first]  # beyond counts: ignored
+    # rounded up to whole blocks, so the blocks are a view of z_left
+    width = -(-int(counts.max()) // BLOCK_SETS) * BLOCK_SETS
+    # Each set's z from its own first step, left-aligned: windows over the
+    # flattened z (row-major, zero tail), one contiguous row copy per set.
+    # A window that runs past its series reads the next one: beyond counts, ignored.
+    flat = np.concatenate([z.ravel(), np.zeros(width)])
+    windows = np.lib.stride_tricks.sliding_window_view(flat, width)
+    z_left = windows[idx * num_times + first]
     squares = _steady_squared_innovations_sets(L, FK, c, h, z_left, a, counts)
     return counts * np.log(s) + squares / s
