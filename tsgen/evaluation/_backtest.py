@@ -130,7 +130,7 @@ def backtest(
     backend: str = "loky",
     client=None,
     random_state: int | None = None,
-    batch_size: int = 32,
+    batch_size: int = 64,
     keep_samples: bool = False,
     progress: bool = False,
 ) -> BacktestResult:
@@ -183,8 +183,11 @@ def backtest(
     batch_size : int
         Origins that share a fitted model are conditioned together, this
         many per model call (models batched over series, such as the
-        Kalman-based ones, then filter all histories in one pass). Part of
-        the random stream: changing it changes the sample draws.
+        Kalman-based ones, then filter all histories in one pass); for
+        estimators fitted per series (``_fits_series_independently``, e.g.
+        ARIMA) it is also how many refits share one batched ``fit`` call.
+        Also the unit of parallel work. Part of the random stream: changing
+        it changes the sample draws.
     keep_samples : bool
         Keep every origin's sample paths in ``result.samples``.
     progress : bool
