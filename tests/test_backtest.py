@@ -346,3 +346,38 @@ def test_arima_without_refit_matches_statsmodels_conditioning():
         lower = oracle.conf_int(alpha=0.2).iloc[:, 0]
         np.testing.assert_allclose(window["q0.1"], lower, rtol=1e-6)
         assert list(window["time"]) == list(y.index[t:t + 4])
+
+
+def test_arima_batched_refits_equal_one_fit_per_window():
+    """ARIMA refits share one batched fit; each origin's forecast is still that of its own window's fit."""
+    from tsgen.models.arima import ARIMA
+
+    rng = np.random.default_rng(7)
+    e = rng.normal(size=71)
+    y = pd.Series(np.cumsum(e[1:] - 0.4 * e[:-1]) + 5, index=pd.period_range("2001-01", periods=70, freq="M"))
+    result = backtest(ARIMA((0, 1, 1), random_state=0), y, 3, start=55, step=4, refit=True,
+                      random_state=0, n_samples=20)
+    stops = [55, 59, 63, 67]
+    assert list(result.fits["train_length"]) == stops
+    for k, t in enumerate(stops):
+        alone = ARIMA((0, 1, 1)).fit(y.iloc[:t])
+        oracle = alone.predict(3, quantiles=(0.1, 0.9))
+        window = result.forecasts.query("origin == @k")
+        np.testing.assert_allclose(window["mean"], oracle["mean"], rtol=1e-5)
+        np.testing.assert_allclose(window["q0.1"], oracle["q0.1"], rtol=1e-5)
+        per_step = alone.log_likelihood(y.iloc[: t + 3], per_step=True).to_numpy()[-3:]
+        np.testing.assert_allclose(_value(result, k, "log_score"), -per_step, rtol=1e-5)
+
+
+def test_mase_is_nan_only_at_origins_whose_history_has_no_scale():
+    values = np.concatenate([10 + np.cumsum(np.random.default_rng(2).normal(size=10)), np.full(6, 3.0), [4.0, 5.0]])
+    y = pd.Series(values, index=pd.date_range("2021-01-01", periods=len(values), freq="D"))
+    result = backtest(_RandomWalk(), y, 1, start=10, window="sliding", window_length=4, refit=False,
+                      random_state=0)
+    mase = np.concatenate([_value(result, k, "mase") for k in range(result.n_origins)])
+    constant = [k for k, t in enumerate(range(10, len(values))) if np.ptp(values[t - 4 : t]) == 0]
+    assert constant and np.isnan(mase[constant]).all()
+    fine = [k for k in range(len(mase)) if k not in constant]
+    means = result.forecasts.groupby("origin")["mean"].first().to_numpy()
+    expected = [abs(values[10 + k] - means[k]) / np.mean(np.abs(np.diff(values[6 + k : 10 + k]))) for k in fine]
+    np.testing.assert_allclose(mase[fine], expected, rtol=1e-12)
