@@ -381,3 +381,14 @@ def test_mase_is_nan_only_at_origins_whose_history_has_no_scale():
     means = result.forecasts.groupby("origin")["mean"].first().to_numpy()
     expected = [abs(values[10 + k] - means[k]) / np.mean(np.abs(np.diff(values[6 + k : 10 + k]))) for k in fine]
     np.testing.assert_allclose(mase[fine], expected, rtol=1e-12)
+
+
+def test_batched_refits_match_serial_in_parallel():
+    y = [_series(30, seed=8), _series(29, seed=9)]
+    kwargs = dict(start=20, refit=True, batch_size=3, n_samples=20, random_state=5)
+    serial = backtest(_IndependentRandomWalk(), y, 3, **kwargs)
+    threads = backtest(_IndependentRandomWalk(), y, 3, n_jobs=2, backend="threading", **kwargs)
+    pd.testing.assert_frame_equal(serial.metrics, threads.metrics)
+    pd.testing.assert_frame_equal(serial.forecasts, threads.forecasts)
+    pd.testing.assert_frame_equal(serial.fits, threads.fits)
+    assert list(serial.fits["train_length"]) == list(range(20, 28)) + list(range(20, 27))
