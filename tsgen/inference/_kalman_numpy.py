@@ -367,12 +367,9 @@ def _packed_riccati_operators(F, h):
     upper_i, upper_j = np.triu_indices(S)
     n = upper_i.size
     # (F M F^T)_{ij} = sum_{k<=l} u_kl (F_ik F_jl + [k != l] F_il F_jk)
-    Fi_k = F[:, upper_i][:, :, upper_i]  # F[i_p, k_q], (G, n, n)
-    Fj_l = F[:, upper_j][:, :, upper_j]
-    Fi_l = F[:, upper_i][:, :, upper_j]
-    Fj_k = F[:, upper_j][:, :, upper_i]
+    pairs = np.einsum("bik,bjl->bijkl", F, F)[:, upper_i, upper_j]  # F_ik F_jl, (G, n, S, S)
     off = (upper_i != upper_j)[None, None, :]
-    A = Fi_k * Fj_l + np.where(off, Fi_l * Fj_k, 0.0)
+    A = pairs[:, :, upper_i, upper_j] + np.where(off, pairs[:, :, upper_j, upper_i], 0.0)
     # (P h)_i = sum_q u_q ([k_q = i] h_{l_q} + [l_q = i, k_q != l_q] h_{k_q})
     eye = np.eye(S)
     Hh = eye[upper_i][None] * h[:, upper_j, None] + np.where(
@@ -391,6 +388,8 @@ def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
     active = np.arange(batch)
     z_t = z.T.copy()  # (T, B): one row per step
     A, Hh, upper_i, upper_j, full = _packed_riccati_operators(F, h)
+    A_t = np.ascontiguousarray(A.transpose(0, 2, 1))
+    F_t = np.ascontiguousarray(F.transpose(0, 2, 1))
     P1_sym = 0.5 * (P1 + P1.transpose(0, 2, 1))
     u = P1_sym[:, upper_i, upper_j]  # (B, n)
     q = Q[:, upper_i, upper_j]
@@ -408,7 +407,8 @@ def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
     # the sums at each check instead of on every step.
     with np.errstate(all="ignore"):
         while active.size:
-            ph = np.einsum("bq,bqi->bi", u, Hh)  # P h, (Ba, S)
+            # row vector times matrix: numpy's fastest form for these batched products
+            ph = (u[:, None, :] @ Hh)[:, 0]  # P h, (Ba, S)
             s = np.einsum("bi,bi->b", ph, h, out=s_buf[filled])
             s += r
             v = np.subtract(z_t[t, active], np.einsum("bi,bi->b", a, h), out=v_buf[filled])
@@ -417,11 +417,11 @@ def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
             t += 1
             if not last:
                 gain = ph / s[:, None]
-                a = np.einsum("bij,bj->bi", F, a + gain * v[:, None])
+                a = ((a + gain * v[:, None])[:, None, :] @ F_t)[:, 0]
                 if c is not None:
                     a += c
                 reduced = u - gain[:, upper_i] * ph[:, upper_j]  # P - K h^T P
-                u_next = np.einsum("bpq,bq->bp", A, reduced)
+                u_next = (reduced[:, None, :] @ A_t)[:, 0]
                 u_next += q
                 if t % _CHECK_EVERY:
                     u = u_next
@@ -444,8 +444,8 @@ def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
                 sums[active[done]] = running[done]
                 keep = ~done
                 active = active[keep]
-                F, A, Hh, q, u, a, h, r, running = (
-                    x[keep] for x in (F, A, Hh, q, u, a, h, r, running)
+                F_t, A_t, Hh, q, u, a, h, r, running = (
+                    x[keep] for x in (F_t, A_t, Hh, q, u, a, h, r, running)
                 )
                 c = None if c is None else c[keep]
                 s_buf = np.empty((_CHECK_EVERY, active.size))
