@@ -606,3 +606,41 @@ def test_blocked_steady_innovations_match_a_plain_loop(steps, many_series, monke
         expected += (z[:, m] - state @ h) ** 2
         state = state @ L.T + z[:, m, None] * FK + c
     np.testing.assert_allclose(_steady_squared_innovations(L, FK, c, h, z, start), expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("num_times", [1, 2, 17, 300])
+def test_no_grad_numpy_path_with_own_params_matches_statsmodels(num_times):
+    # One parameter set per series (b2): sets leave the Riccati loop at their
+    # own convergence step (or never, on short series) and the steady parts
+    # start at different steps; packed covariance and left-aligned blocks.
+    rng = np.random.default_rng(100 + num_times)
+    systems = [random_system(rng, 4, 1, offsets=k % 2 == 0) for k in range(12)]
+    for s in systems[1::2]:  # mix: offsets on half of the sets (zeros elsewhere)
+        s["c"], s["d"] = np.zeros(4), np.zeros(1)
+    ys = np.stack([simulate(rng, s, num_times) for s in systems])
+    stacked = {k: np.stack([s[k] for s in systems]) for k in systems[0]}
+    expected = np.array([statsmodels_smooth(s, y).llf for s, y in zip(systems, ys)])
+    with torch.no_grad():
+        actual = kalman_log_likelihood(torch.tensor(ys), None, to_params(stacked, time_axis=False))
+    assert_close(actual, expected)
+
+
+@pytest.mark.parametrize("max_count", [1, 16, 37])
+def test_blocked_steady_innovations_of_many_sets_match_a_plain_loop(max_count):
+    from tsgen.inference._kalman_numpy import _steady_squared_innovations_sets
+
+    rng = np.random.default_rng(max_count)
+    sets, state_dim = 5, 3
+    L = rng.normal(size=(sets, state_dim, state_dim))
+    L *= 0.99 / np.abs(np.linalg.eigvals(L)).max(1)[:, None, None]
+    FK, c, h = (rng.normal(size=(sets, state_dim)) for _ in range(3))
+    z, start = rng.normal(size=(sets, max_count)), rng.normal(size=(sets, state_dim))
+    counts = np.minimum(np.arange(1, sets + 1) * 8, max_count)
+    expected = np.zeros(sets)
+    for g in range(sets):
+        state = start[g].copy()
+        for m in range(counts[g]):
+            expected[g] += (z[g, m] - state @ h[g]) ** 2
+            state = L[g] @ state + z[g, m] * FK[g] + c[g]
+    actual = _steady_squared_innovations_sets(L, FK, c, h, z, start, counts)
+    np.testing.assert_allclose(actual, expected, rtol=1e-10)
