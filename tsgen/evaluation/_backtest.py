@@ -130,7 +130,7 @@ def backtest(
     backend: str = "loky",
     client=None,
     random_state: int | None = None,
-    batch_size: int = 64,
+    batch_size: int = 32,
     keep_samples: bool = False,
     progress: bool = False,
 ) -> BacktestResult:
