@@ -16,8 +16,10 @@ of a multivariate target):
   of the whole window. Omitted for models without a likelihood.
 
 Origins that share a fitted model are forecast together: the histories
-go to ``predict``/``sample``/``log_likelihood`` as one list, which models
-that batch over series (the Kalman-based ones) handle in one pass.
+go to ``predict``/``sample``/``log_likelihood`` as one NaN-padded
+``SeriesBatch`` (cut from the series' array, no pandas object per origin),
+which models that batch over series (the Kalman-based ones) handle in one
+pass, and each metric is computed once over ``(origin, horizon, dim)``.
 """
 from __future__ import annotations
 
