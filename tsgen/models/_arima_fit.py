@@ -199,7 +199,12 @@ def fit_spec(
         if free_mask is not None:
             free = torch.where(free_mask, free, torch.zeros((), dtype=free.dtype))
         params_scaled = constrain(spec, free, xscale)
-        if max_transient is None:
+        if max_transient is None and fast:
+            # the exact specialised filter: ragged (end-padded) batches would send
+            # kalman_log_likelihood down its slower general path
+            kp, obs = state_space_inputs(spec, params_scaled, ys, X)
+            llf = fast_log_likelihood(kp, obs[..., 0], max_transient=None)
+        elif max_transient is None:
             llf = log_likelihood(spec, params_scaled, ys, X)
         else:
             llf = -objective(free, torch.arange(B)) * n_obs
