@@ -53,6 +53,8 @@ BLOCK_SETS = 16
 # Steps between convergence checks of the many-set Riccati loop (a set stays
 # up to 7 steps past convergence, on the exact recursion; measured 8 fastest).
 _CHECK_EVERY = 8
+# Sets per group in the innovations of the many-set steady part.
+_SETS_PER_GROUP = 128
 
 
 @functools.cache
@@ -320,13 +322,24 @@ def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
         states[:, k] = state
         if k + 1 < num_blocks:
             state = np.einsum("gs,gst->gt", state, step_t) + ends[:, k]
-    innovations = blocks @ toeplitz
-    innovations -= states @ rows.transpose(0, 2, 1)
+    rows_t = np.ascontiguousarray(rows.transpose(0, 2, 1))
+    offsets = None
     if c is not None:
-        innovations[:, :, 1:] -= np.cumsum(np.einsum("gjs,gs->gj", rows[:, :-1], c), 1)[:, None]
-    innovations = innovations.reshape(G, num_blocks * chunk)
-    innovations = np.where(np.arange(num_blocks * chunk)[None, :] < counts[:, None], innovations, 0.0)
-    return np.einsum("gm,gm->g", innovations, innovations)
+        offsets = np.zeros((G, 1, chunk))
+        offsets[:, 0, 1:] = np.cumsum(np.einsum("gjs,gs->gj", rows[:, :-1], c), 1)
+    positions = np.arange(num_blocks * chunk)[None, :]
+    totals = np.empty(G)
+    # Groups of sets small enough that each group's innovations stay in cache.
+    for lo in range(0, G, _SETS_PER_GROUP):
+        part = slice(lo, lo + _SETS_PER_GROUP)
+        innovations = blocks[part] @ toeplitz[part]
+        innovations -= states[part] @ rows_t[part]
+        if offsets is not None:
+            innovations -= offsets[part]
+        innovations = innovations.reshape(-1, num_blocks * chunk)
+        innovations = np.where(positions < counts[part, None], innovations, 0.0)
+        totals[part] = np.einsum("gm,gm->g", innovations, innovations)
+    return totals
 
 
 def steady_state_log_likelihood_numpy_many(
