@@ -182,12 +182,16 @@ def _steady_squared_innovations(L, FK, c, h, z, start):
         work[:, k, chunk : chunk + S] = state
         if k + 1 < num_blocks:
             state = state @ step + ends[:, k]
-    innovations = work.reshape(batch * num_blocks, -1) @ weights
-    innovations = innovations.reshape(batch, num_blocks * chunk)
-    total = np.einsum("bm,bm->b", innovations, innovations)
-    if rest:  # padded positions of the last block are not observations
-        pad = innovations[:, count:]
-        total -= np.einsum("bm,bm->b", pad, pad)
+    total = np.empty(batch)
+    # Groups of series small enough that each group's innovations stay in cache.
+    for lo in range(0, batch, _SETS_PER_GROUP):
+        part = slice(lo, lo + _SETS_PER_GROUP)
+        innovations = work[part].reshape(-1, work.shape[-1]) @ weights
+        innovations = innovations.reshape(-1, num_blocks * chunk)
+        total[part] = np.einsum("bm,bm->b", innovations, innovations)
+        if rest:  # padded positions of the last block are not observations
+            pad = innovations[:, count:]
+            total[part] -= np.einsum("bm,bm->b", pad, pad)
     return total
 
 
