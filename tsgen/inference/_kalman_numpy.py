@@ -490,13 +490,24 @@ def _steady_sums_many(idx, first, P, a, originals, z):
     FK = np.einsum("bij,bj->bi", F, ph / s[:, None])
     L = F - FK[:, :, None] * h[:, None, :]
     counts = num_times - first
-    # rounded up to whole blocks, so the blocks are a view of z_left
-    width = -(-int(counts.max()) // BLOCK_SETS) * BLOCK_SETS
-    # Each set's z from its own first step, left-aligned: windows over the
-    # flattened z (row-major, zero tail), one contiguous row copy per set.
-    # A window that runs past its series reads the next one: beyond counts, ignored.
-    flat = np.concatenate([z.ravel(), np.zeros(width)])
-    windows = np.lib.stride_tricks.sliding_window_view(flat, width)
-    z_left = windows[idx * num_times + first]
-    squares = _steady_squared_innovations_sets(L, FK, c, h, z_left, a, counts)
+    flat = None
+    squares = np.empty(idx.size)
+    # Groups of sets with similar remaining lengths (sorted): each group's
+    # arrays stay in cache and are only as wide as its longest remainder.
+    order = np.argsort(-counts, kind="stable")
+    for lo in range(0, idx.size, _SETS_PER_GROUP):
+        part = order[lo : lo + _SETS_PER_GROUP]
+        # rounded up to whole blocks, so the blocks are a view of z_left
+        width = -(-int(counts[part].max()) // BLOCK_SETS) * BLOCK_SETS
+        if flat is None:  # the first group is the widest
+            # Each set's z from its own first step, left-aligned: windows over
+            # the flattened z (row-major, zero tail), one contiguous row copy
+            # per set. A window that runs past its series reads the next one:
+            # beyond counts, ignored.
+            flat = np.concatenate([z.ravel(), np.zeros(width)])
+        windows = np.lib.stride_tricks.sliding_window_view(flat, width)
+        z_left = windows[idx[part] * num_times + first[part]]
+        squares[part] = _steady_squared_innovations_sets(
+            L[part], FK[part], None if c is None else c[part], h[part], z_left, a[part], counts[part]
+        )
     return counts * np.log(s) + squares / s
