@@ -644,3 +644,21 @@ def test_blocked_steady_innovations_of_many_sets_match_a_plain_loop(max_count):
             state = L[g] @ state + z[g, m] * FK[g] + c[g]
     actual = _steady_squared_innovations_sets(L, FK, c, h, z, start, counts)
     np.testing.assert_allclose(actual, expected, rtol=1e-10)
+
+
+@pytest.mark.parametrize("share_params", [False, True])
+def test_no_grad_numpy_path_on_more_series_than_one_group(share_params):
+    # Beyond 128 series the numpy steady parts run in groups (sorted by
+    # remaining length for own params): every series must land in its slot.
+    rng = np.random.default_rng(21 + share_params)
+    num_series = 150
+    systems = [random_system(rng, 4, 1) for _ in range(1 if share_params else num_series)]
+    ys = np.stack([simulate(rng, systems[k % len(systems)], 70) for k in range(num_series)])
+    expected = np.array([statsmodels_smooth(systems[k % len(systems)], y).llf for k, y in enumerate(ys)])
+    if share_params:
+        params = to_params(systems[0])
+    else:
+        params = to_params({k: np.stack([s[k] for s in systems]) for k in systems[0]}, time_axis=False)
+    with torch.no_grad():
+        actual = kalman_log_likelihood(torch.tensor(ys), None, params)
+    assert_close(actual, expected)
