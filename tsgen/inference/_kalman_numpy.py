@@ -385,9 +385,11 @@ def _packed_riccati_operators(F, h):
     upper_i, upper_j = np.triu_indices(S)
     n = upper_i.size
     # (F M F^T)_{ij} = sum_{k<=l} u_kl (F_ik F_jl + [k != l] F_il F_jk)
-    pairs = np.einsum("bik,bjl->bijkl", F, F)[:, upper_i, upper_j]  # F_ik F_jl, (G, n, S, S)
+    products = np.einsum("bik,bjl->bijkl", F, F).reshape(G, S**4)  # F_ik F_jl
+    row = (upper_i * S + upper_j)[:, None] * S * S  # pair p = (i, j)
     off = (upper_i != upper_j)[None, None, :]
-    A = pairs[:, :, upper_i, upper_j] + np.where(off, pairs[:, :, upper_j, upper_i], 0.0)
+    A = np.take(products, row + upper_i * S + upper_j, axis=1)  # F_ik F_jl at q = (k, l)
+    A += np.where(off, np.take(products, row + upper_j * S + upper_i, axis=1), 0.0)  # F_il F_jk
     # (P h)_i = sum_q u_q ([k_q = i] h_{l_q} + [l_q = i, k_q != l_q] h_{k_q})
     eye = np.eye(S)
     Hh = eye[upper_i][None] * h[:, upper_j, None] + np.where(
