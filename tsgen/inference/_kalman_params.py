@@ -19,7 +19,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
-__all__ = ["KalmanParams", "PreparedParams", "prepare_params", "prepare_observations"]
+__all__ = ["KalmanParams", "PreparedParams", "event_shapes", "prepare_params", "prepare_observations"]
 
 
 class KalmanParams(NamedTuple):
@@ -45,6 +45,21 @@ class KalmanParams(NamedTuple):
     transition_offsets: Tensor | None = None
     observation_offsets: Tensor | None = None
     time_varying: frozenset[str] = frozenset()
+
+
+def event_shapes(state_dim: int, obs_dim: int) -> dict[str, tuple[int, ...]]:
+    """The event shape of every :class:`KalmanParams` field for ``S`` states and ``D`` observed dims."""
+    S, D = state_dim, obs_dim
+    return {
+        "transition_matrices": (S, S),
+        "observation_matrices": (D, S),
+        "transition_covariance": (S, S),
+        "observation_covariance": (D, D),
+        "initial_state_mean": (S,),
+        "initial_state_covariance": (S, S),
+        "transition_offsets": (S,),
+        "observation_offsets": (D,),
+    }
 
 
 # Number of event dimensions of each field (the time axis, if any, sits just before them).
@@ -150,16 +165,7 @@ def prepare_params(params: KalmanParams, dtype: torch.dtype | None = None) -> Pr
 
     state_dim = tensors["initial_state_mean"].shape[-1]
     obs_dim = tensors["observation_matrices"].shape[-2]
-    expected = {
-        "transition_matrices": (state_dim, state_dim),
-        "observation_matrices": (obs_dim, state_dim),
-        "transition_covariance": (state_dim, state_dim),
-        "observation_covariance": (obs_dim, obs_dim),
-        "initial_state_mean": (state_dim,),
-        "initial_state_covariance": (state_dim, state_dim),
-        "transition_offsets": (state_dim,),
-        "observation_offsets": (obs_dim,),
-    }
+    expected = event_shapes(state_dim, obs_dim)
     batch_shapes = []
     num_times = None
     for name, value in tensors.items():

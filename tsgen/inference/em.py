@@ -71,6 +71,7 @@ from torch import Tensor
 
 from tsgen.inference.kalman import (
     KalmanParams,
+    event_shapes,
     kalman_filter,
     kalman_log_likelihood,
     kalman_smoother,
@@ -206,12 +207,9 @@ def _validate_params(params: KalmanParams) -> KalmanParams:
         )
     D = H.shape[0]
     expected = {
-        "transition_covariance": (S, S),
-        "observation_covariance": (D, D),
-        "initial_state_mean": (S,),
-        "initial_state_covariance": (S, S),
-        "transition_offsets": (S,),
-        "observation_offsets": (D,),
+        name: shape
+        for name, shape in event_shapes(S, D).items()
+        if name not in ("transition_matrices", "observation_matrices")
     }
     fields = {}
     for name, shape in expected.items():

@@ -34,6 +34,7 @@ from torch import Tensor
 from tsgen.exceptions import NumericalError
 from tsgen.inference._kalman_params import (
     KalmanParams,
+    event_shapes,
     PreparedParams,
     prepare_observations,
     prepare_params,
@@ -58,6 +59,7 @@ from tsgen.inference._kalman_step import (
 
 __all__ = [
     "KalmanParams",
+    "event_shapes",
     "KalmanState",
     "FilterResult",
     "SmootherResult",

@@ -24,6 +24,7 @@ from tsgen.data import SeriesBatch, to_series_batch, unwrap
 from tsgen.inference.em import EM_VARIABLES, fit_em, fit_mle
 from tsgen.inference.kalman import (
     KalmanParams,
+    event_shapes,
     kalman_filter,
     kalman_forecast,
     kalman_sample,
@@ -180,16 +181,7 @@ class LinearGaussianSSM(BaseForecaster):
             "transition_offsets": torch.zeros(S, dtype=_DTYPE),
             "observation_offsets": mean.clone(),
         }
-        shapes = {
-            "transition_matrices": (S, S),
-            "observation_matrices": (D, S),
-            "transition_covariance": (S, S),
-            "observation_covariance": (D, D),
-            "initial_state_mean": (S,),
-            "initial_state_covariance": (S, S),
-            "transition_offsets": (S,),
-            "observation_offsets": (D,),
-        }
+        shapes = event_shapes(S, D)
         values = {}
         for name in PARAM_NAMES:
             given = getattr(self, name)
