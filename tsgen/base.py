@@ -7,7 +7,8 @@ call private hooks that receive tensors only:
 - ``_sample(horizon, n_samples, history, covariates, generator)``
   -> ``(n_series, n_samples, horizon, dim)``
 - ``_log_likelihood(data, covariates, **options)`` -> ``(n_series, time)``
-  one-step predictive log densities, 0 where nothing was observed
+  one-step predictive log densities, 0 where nothing was observed and NaN
+  at steps the model does not score (e.g. ARIMA's first d + sD steps)
 - optional ``_predict_gaussian(horizon, history, covariates)`` -> ``(mean, std)``
   each ``(n_series, horizon, dim)``, for models with exact Gaussian marginals
 - optional ``_fitted_state()`` / ``_load_fitted_state(meta, tensors)`` for save/load
@@ -249,7 +250,7 @@ class BaseForecaster(BaseEstimator):
         per_step_values = self._log_likelihood(data, covariates, **options).detach().cpu()
         if per_step:
             return unwrap(data, per_step_series(data, per_step_values.numpy()))
-        return float(per_step_values.sum())
+        return float(per_step_values.nansum())
 
     def score(self, y, X=None):
         """Mean log-likelihood per observed value (higher is better)."""

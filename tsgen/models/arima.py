@@ -259,6 +259,9 @@ class ARIMA(BaseForecaster):
         for spec, rows, params in self._groups(y.shape[0]):
             summary, _ = self._filtered(spec, rows, params, y, data.lengths, covariates)
             out[rows] = summary.log_likelihoods
+            # the first d + sD steps only start the differencing: they carry no density
+            # (statsmodels' llf convention), so they are not scored rather than scored 0
+            out[rows, : spec.n_integration] = torch.nan
         return out
 
     def _predict_gaussian(self, horizon, history, covariates):
