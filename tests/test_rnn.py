@@ -221,3 +221,10 @@ def test_progress_false_is_silent(capsys):
     tiny(max_epochs=2).fit(make_series())
     captured = capsys.readouterr()
     assert captured.out == "" and captured.err == ""
+
+
+def test_max_seconds_bounds_training_time():
+    y = pd.Series(np.sin(np.arange(200) / 5.0))
+    model = RNNForecaster(hidden_dim=8, num_layers=1, max_epochs=10_000, max_seconds=0.5, progress=False,
+                          random_state=0).fit(y)
+    assert 1 <= len(model.training_history_) < 10_000

@@ -354,7 +354,7 @@ class DeepMarkovModel(DeepForecaster):
         (None: 64 steps; a list of arrays is used whole).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip,
     validation_fraction, patience, kl_annealing_epochs, kl_annealing_start,
-    lr_decay, device, progress :
+    lr_decay, device, progress, max_seconds :
         Training settings (:class:`tsgen.training.TrainingConfig`).
     random_state : int or None
         Seeds initialisation, shuffling, the ELBO's draws and sampling.
@@ -394,6 +394,7 @@ class DeepMarkovModel(DeepForecaster):
         random_state=None,
         device="cpu",
         progress=True,
+        max_seconds=None,
     ):
         self.emission = emission
         self.latent_dim = latent_dim
@@ -421,6 +422,7 @@ class DeepMarkovModel(DeepForecaster):
         self.random_state = random_state
         self.device = device
         self.progress = progress
+        self.max_seconds = max_seconds
 
     @classmethod
     def get_test_params(cls):

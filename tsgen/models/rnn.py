@@ -233,7 +233,7 @@ class RNNForecaster(DeepForecaster):
         Length of training windows and of the forecast context (None: 64
         steps for pandas series, whole sequences for a list of arrays).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip,
-    validation_fraction, patience, lr_decay, device, progress :
+    validation_fraction, patience, lr_decay, device, progress, max_seconds :
         Training settings (:class:`tsgen.training.TrainingConfig`).
     random_state : int or None
         Seeds initialisation, shuffling, dropout and sampling.
@@ -271,6 +271,7 @@ class RNNForecaster(DeepForecaster):
         random_state=None,
         device="cpu",
         progress=True,
+        max_seconds=None,
     ):
         self.cell = cell
         self.hidden_dim = hidden_dim
@@ -291,6 +292,7 @@ class RNNForecaster(DeepForecaster):
         self.random_state = random_state
         self.device = device
         self.progress = progress
+        self.max_seconds = max_seconds
 
     @classmethod
     def get_test_params(cls):
