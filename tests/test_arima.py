@@ -332,3 +332,15 @@ def test_auto_seasonal_airline_finds_the_airline_model(airline):
     assert model.order_ == (0, 1, 1) and model.seasonal_order_ == (0, 1, 1, 12)
     fixed = ARIMA((0, 1, 1), (0, 1, 1, 12)).fit(airline)
     assert model.aicc_ == pytest.approx(fixed.aicc_, abs=1e-6)
+
+
+def test_rejected_ma_roots_are_pushed_out_to_the_projection_radius():
+    from tsgen.models._arima_auto import PROJECTED_MA_RADIUS, _push_roots_out
+
+    # 1 - z has its root on the unit circle: moved onto the radius, i.e. 1 - z / R
+    np.testing.assert_allclose(_push_roots_out(np.array([-1.0]), PROJECTED_MA_RADIUS), [-1.0 / PROJECTED_MA_RADIUS])
+    # (1 - z / 0.9)(1 - z / 3): only the inner root moves; the outer one is kept
+    coef = np.array([-(1 / 0.9 + 1 / 3), 1 / (0.9 * 3)])
+    pushed = _push_roots_out(coef, 1.02)
+    roots = np.sort(np.abs(np.roots(np.r_[1.0, pushed][::-1])))
+    np.testing.assert_allclose(roots, [1.02, 3.0], rtol=1e-10)

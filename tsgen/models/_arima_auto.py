@@ -9,7 +9,9 @@
 3. Stepwise search by AICc: four starting models, then repeatedly the
    neighbours of the best one (each of p, q, P, Q by +-1, (p, q) and (P, Q)
    jointly by +-1, the constant toggled) until none improves. Models with
-   an AR or MA root within 1.01 of the unit circle are rejected.
+   an AR or MA root within 1.01 of the unit circle are rejected; a fit
+   rejected only for its MA roots is replaced by the same fit with those
+   roots pushed out to 1.02, scored exactly (see :func:`_admissible`).
 
 All series that share (d, D) run one search together: each round collects
 every series' untried neighbours, groups them by order, and fits each
@@ -123,6 +125,47 @@ def _roots_ok(spec: ArimaSpec, params: Tensor) -> Tensor:
             if len(poly) > 1 and np.min(np.abs(np.roots(poly))) < 1.01:
                 ok[i] = False
     return ok
+
+
+#: MA roots inside this radius are pushed out to it when a fit is rejected (see _admissible)
+PROJECTED_MA_RADIUS = 1.02
+
+
+def _push_roots_out(coef: np.ndarray, radius: float) -> np.ndarray:
+    """Coefficients ``c`` of ``1 + sum_j c_j z^j`` with every root inside ``radius``
+    moved radially onto it (the others kept)."""
+    poly = np.concatenate([[1.0], coef])
+    nz = np.flatnonzero(np.abs(poly) > 0)
+    roots = np.roots(poly[: nz[-1] + 1][::-1])
+    if roots.size == 0:
+        return coef.copy()
+    mod = np.abs(roots)
+    roots = np.where(mod < radius, roots * radius / np.maximum(mod, 1e-12), roots)
+    # prod_i (1 - z / r_i): ascending coefficients are np.poly(1 / r_i)
+    out = np.zeros_like(coef)
+    out[: roots.size] = np.real(np.poly(1.0 / roots))[1:]
+    return out
+
+
+def _admissible(spec: ArimaSpec, params: Tensor) -> Tensor:
+    """``params`` with the MA and seasonal MA roots pushed out to PROJECTED_MA_RADIUS.
+
+    Why: exact ML of an over-differenced series piles its MA roots up at the
+    unit circle, which the search rejects, so whole MA branches (e.g. every
+    (p, 2, q > 0) of an I(1) series with d = 2) would be unreachable. The
+    projected point is an admissible model whose likelihood is then evaluated
+    exactly; R/statsforecast reach similar points because their optimiser
+    stops short of the boundary.
+    """
+    b = spec.blocks
+    out = params.clone()
+    for name, radius in (("ma", PROJECTED_MA_RADIUS), ("sma", PROJECTED_MA_RADIUS ** max(spec.s, 1))):
+        block = b[name]
+        if block.stop == block.start:
+            continue
+        coef = params[:, block].numpy()
+        out[:, block] = torch.as_tensor(np.stack([_push_roots_out(c, radius) for c in coef]), dtype=params.dtype)
+    return out
 
 
 def _neighbours(spec: ArimaSpec, opts: AutoOptions, seasonal: bool, trend_allowed: str | None) -> list[ArimaSpec]:
@@ -277,6 +320,9 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
         where = torch.as_tensor(_embedding(spec, outer))
         params = result.params[sl][:, where]
         ok = _roots_ok(spec, params) & torch.isfinite(aicc_all[sl])
+        if (spec.q or spec.Q) and not bool(ok.all()):
+            params, ok, aicc_all = _rescue(spec, params, ok, aicc_all, sl, y[member],
+                                             None if covariates is None else covariates[member])
         aicc = torch.where(ok, aicc_all[sl], torch.full_like(aicc_all[sl], math.inf))
         if spec in out:
             old_params, old_aicc = out[spec]
@@ -285,6 +331,22 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
             aicc = torch.where(better, aicc, old_aicc)
         out[spec] = (params, aicc)
     return out
+
+
+def _rescue(spec, params, ok, aicc_all, sl, y, covariates):
+    """Rows rejected for MA roots: score the projected admissible point exactly."""
+    bad = torch.nonzero(~ok).flatten()
+    projected = _admissible(spec, params[bad])
+    cov = None if covariates is None else covariates[bad]
+    scored = fit_spec(spec, y[bad], cov, start=projected, max_iter=0)
+    good = _roots_ok(spec, projected) & torch.isfinite(scored.aicc)
+    params = params.clone()
+    params[bad] = torch.where(good.unsqueeze(-1), projected, params[bad])
+    ok = ok.clone()
+    ok[bad] = good
+    aicc_all = aicc_all.clone()
+    aicc_all[torch.arange(sl.start, sl.stop)[bad]] = torch.where(good, scored.aicc, aicc_all[sl][bad])
+    return params, ok, aicc_all
 
 
 def stepwise_search(
@@ -341,13 +403,30 @@ def _collect(best, y, covariates, d, D, s, opts, n_exog):
         start = torch.stack([p for _, p in members])
         rows_t = torch.as_tensor(rows)
         cov = None if covariates is None else covariates[rows_t]
-        out.append((fit_spec(spec, y[rows_t], cov, start=start, max_iter=opts.max_iter), rows))
+        result = fit_spec(spec, y[rows_t], cov, start=start, max_iter=opts.max_iter)
+        if spec.q or spec.Q:
+            result = _keep_admissible(spec, result, start, y[rows_t], cov)
+        out.append((result, rows))
     if missing:
         spec = ArimaSpec(0, d, 0, 0, D if s >= 2 else 0, 0, s if (s >= 2 and D) else 0, None, n_exog)
         rows_t = torch.tensor(missing)
         cov = None if covariates is None else covariates[rows_t]
         out.append((fit_spec(spec, y[rows_t], cov, max_iter=opts.max_iter), np.array(missing)))
     return out
+
+
+def _keep_admissible(spec, result: FitResult, start: Tensor, y: Tensor, cov) -> FitResult:
+    """Rows whose exact refit ran back to an MA root the search rejects keep
+    their admissible search point (scored exactly)."""
+    back = ~_roots_ok(spec, result.params) & _roots_ok(spec, start)
+    if not bool(back.any()):
+        return result
+    at_start = fit_spec(spec, y, cov, start=start, max_iter=0)
+    pick = back.unsqueeze(-1)
+    return FitResult(
+        spec, torch.where(pick, at_start.params, result.params), torch.where(back, at_start.llf, result.llf),
+        result.n_obs, torch.where(back, at_start.converged, result.converged), result.n_free_rows,
+    )
 
 
 def auto_fit(
