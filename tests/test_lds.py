@@ -137,3 +137,13 @@ def test_save_load_round_trip(tmp_path, series):
     np.testing.assert_array_equal(again.sample(3), model.sample(3))
     np.testing.assert_array_equal(again.transition_matrices_, model.transition_matrices_)
     assert torch.equal(again.history_.values.nan_to_num(), model.history_.values.nan_to_num())
+
+
+def test_stopping_before_tolerance_warns_and_is_recorded(series, tmp_path):
+    from tsgen.exceptions import ConvergenceWarning
+
+    with pytest.warns(ConvergenceWarning, match="max_iter"):
+        model = LinearGaussianSSM(n_dim_state=2, max_iter=2, tol=1e-12, random_state=0).fit(series)
+    assert model.converged_ is False
+    model.save(tmp_path / "lds.tsgen")
+    assert tsgen.load(tmp_path / "lds.tsgen").converged_ is False

@@ -25,12 +25,15 @@ test for ``D`` (:mod:`._arima_auto`).
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
+from tsgen.exceptions import ConvergenceWarning
 from tsgen.models._arima_auto import AutoOptions, auto_fit
 from tsgen.models._arima_filter import filter_history
 from tsgen.models._arima_fit import FitResult, check_initial_observed, fit_spec, regressors
@@ -206,6 +209,14 @@ class ARIMA(BaseForecaster):
         self.aicc_ = out([float(v) for v in stats["aicc"]])
         self.bic_ = out([float(v) for v in stats["bic"]])
         self.converged_ = out([bool(v) for v in converged])
+        n_failed = sum(not bool(v) for v in converged)
+        if n_failed:
+            warnings.warn(
+                f"the optimiser did not converge for {n_failed} of {len(converged)} series within "
+                f"`max_iter`={self.max_iter}; see `converged_`.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     def _groups(self, n_series: int):
         """Series grouped by spec, so that each group runs as one batch.

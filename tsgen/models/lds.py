@@ -12,6 +12,7 @@ gradients. Many sequences share one parameter set.
 """
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import numpy as np
@@ -21,6 +22,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch, to_series_batch, unwrap
+from tsgen.exceptions import ConvergenceWarning
 from tsgen.inference.em import EM_VARIABLES, fit_em, fit_mle
 from tsgen.inference.kalman import (
     KalmanParams,
@@ -211,6 +213,7 @@ class LinearGaussianSSM(BaseForecaster):
             self._set_params(params)
             self.log_likelihoods_ = []
             self.n_iter_ = 0
+            self.converged_ = True  # nothing to learn
             return
         fitter = fit_em if self.method == "em" else fit_mle
         result = fitter(data.values, data.mask, params, learned, max_iter=self.max_iter, tol=self.tol)
@@ -218,6 +221,13 @@ class LinearGaussianSSM(BaseForecaster):
         self.log_likelihoods_ = [float(v) for v in result.log_likelihoods]
         self.n_iter_ = result.n_iter
         self.converged_ = bool(result.converged)
+        if not self.converged_:
+            warnings.warn(
+                f"{self.method.upper()} stopped after `max_iter`={self.max_iter} iterations before the "
+                f"log-likelihood changed by less than `tol`={self.tol}; raise `max_iter`.",
+                ConvergenceWarning,
+                stacklevel=3,
+            )
 
     # ------------------------------------------------------------ inference
     def _filter(self, batch: SeriesBatch):
@@ -278,10 +288,15 @@ class LinearGaussianSSM(BaseForecaster):
     # ----------------------------------------------------------- save/load
     def _fitted_state(self):
         tensors = {n: getattr(self.params_, n) for n in PARAM_NAMES if getattr(self.params_, n) is not None}
-        meta = {"log_likelihoods": getattr(self, "log_likelihoods_", []), "n_iter": getattr(self, "n_iter_", 0)}
+        meta = {
+            "log_likelihoods": getattr(self, "log_likelihoods_", []),
+            "n_iter": getattr(self, "n_iter_", 0),
+            "converged": getattr(self, "converged_", True),
+        }
         return meta, tensors
 
     def _load_fitted_state(self, meta, tensors):
         self._set_params(KalmanParams(**{n: tensors.get(n) for n in PARAM_NAMES}))
         self.log_likelihoods_ = meta["log_likelihoods"]
         self.n_iter_ = meta["n_iter"]
+        self.converged_ = meta["converged"]
