@@ -16,7 +16,7 @@ from statsmodels.tsa.stattools import kpss
 from tsgen.inference.kalman import kalman_log_likelihood
 from tsgen.models._arima_auto import choose_d, kpss_statistic
 from tsgen.models._arima_fit import regressors, state_space_inputs
-from tsgen.models._arima_likelihood import fast_log_likelihood, has_inner_gaps
+from tsgen.models._arima_likelihood import _ExactLogLikelihood, fast_log_likelihood
 from tsgen.models._arima_optim import minimize_bfgs
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
@@ -133,11 +133,15 @@ def test_hannan_rissanen_recovers_arma_coefficients():
 )
 def test_fast_likelihood_equals_kalman_filter(order, seasonal, trend, params):
     rng = np.random.default_rng(2)
-    y = np.cumsum(rng.normal(size=(3, 80)), 1)
+    y = np.cumsum(rng.normal(size=(4, 80)), 1)
     y[1, 70:] = np.nan  # trailing padding of a shorter series
+    y[2, 30] = np.nan  # a gap after the covariance has converged
+    y[3, 50:53] = np.nan
     spec = ArimaSpec.from_args(order, seasonal, trend)
-    p = _t([params] * 3).requires_grad_(True)
-    kp, obs = state_space_inputs(spec, p, _t(y), regressors(spec, 80, None, 3))
+    rows = np.array([params] * 4)
+    rows[3, -1] *= 2.0  # one series with parameters of its own
+    p = _t(rows).requires_grad_(True)
+    kp, obs = state_space_inputs(spec, p, _t(y), regressors(spec, 80, None, 4))
     fast = fast_log_likelihood(kp, obs[..., 0])
     exact = kalman_log_likelihood(obs, None, kp, method="sequential")
     np.testing.assert_allclose(fast.detach().numpy(), exact.detach().numpy(), rtol=1e-11)
@@ -146,46 +150,45 @@ def test_fast_likelihood_equals_kalman_filter(order, seasonal, trend, params):
     np.testing.assert_allclose(g_fast.numpy(), g_exact.numpy(), rtol=1e-7, atol=1e-8)
 
 
-def test_transient_filter_gradient_matches_finite_differences():
-    # per-series parameters, a series ending inside the transient window, and a capped transient
-    from tsgen.models._arima_transient import transient_filter
-
+@pytest.mark.parametrize("tol,cap", [(0.0, None), (1e-11, 8)])
+def test_compiled_filter_gradient_matches_finite_differences(tol, cap):
+    # per-series matrices, trailing padding, gaps before and after a capped (frozen) gain;
+    # tol=0 never freezes the gain (the exact Riccati throughout)
     rng = np.random.default_rng(5)
     spec = ArimaSpec.from_args((2, 1, 1), (0, 0, 0, 0), "t")
     params = _t([[0.1, 0.5, -0.2, 0.4, 1.0], [0.0, 0.3, 0.1, -0.7, 2.0], [0.2, -0.4, 0.0, 0.9, 0.5]])
     y = np.cumsum(rng.normal(size=(3, 30)), 1)
-    y[2, 20:] = np.nan  # padding: the uncapped filter cannot switch and runs over masked steps
+    y[2, 20:] = np.nan
+    y[0, 5] = np.nan
+    y[1, 15:17] = np.nan
     kp, obs = state_space_inputs(spec, params, _t(y), regressors(spec, 30, None, 3))
-    y0 = torch.nan_to_num(obs[..., 0])
-    inputs = [kp.transition_matrices, kp.transition_covariance, kp.initial_state_mean,
-              kp.initial_state_covariance, y0]
+    inputs = [kp.transition_matrices, kp.observation_matrices[..., 0, :], kp.transition_covariance,
+              kp.initial_state_mean, kp.initial_state_covariance]
     inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
-    h = kp.observation_matrices[..., 0, :].detach()
-    observed = torch.isfinite(obs[..., 0])
+    y_obs = obs[..., 0].detach().clone().requires_grad_(True)
 
-    for cap, length in [(16, 16), (None, 29)]:
-        def run(F, Q, a0, P0, y):
-            total, a, P, switch = transient_filter(F, h, Q, a0, P0, y, observed, 1e-11, 4, cap)
-            assert switch == length
-            return total, a, P
+    def run(*args):
+        return _ExactLogLikelihood.apply(*args, tol, cap)
 
-        assert torch.autograd.gradcheck(run, inputs, atol=1e-6, rtol=1e-5)
+    assert torch.autograd.gradcheck(run, [*inputs, y_obs], atol=1e-6, rtol=1e-5)
 
 
-def test_steady_innovations_gradient_matches_finite_differences():
-    from tsgen.models._arima_transient import SteadyInnovations
-
-    gen = torch.Generator().manual_seed(0)
-    L = (0.3 * torch.randn(3, 3, 3, generator=gen, dtype=torch.float64)).requires_grad_(True)
-    rest = [torch.randn(3, 3, generator=gen, dtype=torch.float64).requires_grad_(True) for _ in range(3)]
-    s = torch.randn(3, 9, generator=gen, dtype=torch.float64).requires_grad_(True)
-    assert torch.autograd.gradcheck(SteadyInnovations.apply, [L, *rest, s])
-    # forward: the innovations of the constant-gain recursion, step by step
-    g, h, a = (x.detach() for x in rest)
-    v = SteadyInnovations.apply(L, g, h, a, s).detach()
-    for j in range(9):
-        np.testing.assert_allclose(v[:, j].numpy(), (s[:, j].detach() - (h * a).sum(-1)).numpy(), rtol=1e-12)
-        a = (L.detach() @ a.unsqueeze(-1)).squeeze(-1) + g * s[:, j, None].detach()
+def test_steady_state_switch_keeps_value_and_gradient():
+    # freezing each series' gain once its covariance has converged changes nothing
+    # beyond round-off, with gaps that restart the Riccati recursion after the switch
+    rng = np.random.default_rng(3)
+    spec = ArimaSpec.from_args((1, 1, 1), (1, 0, 1, 4), None)
+    y = np.cumsum(rng.normal(size=(3, 200)), 1)
+    y[1, 120:125] = np.nan
+    y[2, 150:] = np.nan
+    p = _t([[0.4, 0.3, -0.3, 0.2, 1.5]] * 3).requires_grad_(True)
+    kp, obs = state_space_inputs(spec, p, _t(y), regressors(spec, 200, None, 3))
+    steady = fast_log_likelihood(kp, obs[..., 0])
+    full = fast_log_likelihood(kp, obs[..., 0], tol=0.0)
+    np.testing.assert_allclose(steady.detach().numpy(), full.detach().numpy(), rtol=1e-10)
+    (g_steady,) = torch.autograd.grad(steady.sum(), p, retain_graph=True)
+    (g_full,) = torch.autograd.grad(full.sum(), p)
+    np.testing.assert_allclose(g_steady.numpy(), g_full.numpy(), rtol=1e-8, atol=1e-8)
 
 
 @pytest.mark.parametrize("shared", [True, False])
@@ -220,11 +223,6 @@ def test_filter_history_equals_kalman_filter(shared):
                                    rtol=1e-8, atol=1e-9)
         q = summary.noise_loading[i]
         np.testing.assert_allclose((q[:, None] * q[None, :]).numpy(), Q[i].numpy(), atol=1e-12)
-
-
-def test_has_inner_gaps():
-    assert not has_inner_gaps(_t([[1.0, 2.0, np.nan, np.nan]]))
-    assert has_inner_gaps(_t([[1.0, np.nan, 2.0, np.nan]]))
 
 
 def test_batched_bfgs_solves_independent_quadratics_and_rosenbrock():

@@ -6,34 +6,30 @@ same filter over the history: the one-step log densities
     log p(y_t | y_<t) = -1/2 (log 2 pi + log f_t + v_t^2 / f_t),   v_t = y_t - h'a_t,  f_t = h'P_t h
 
 and the predicted state ``(a, P)`` of the step after each series' last one.
-This module runs that filter once in float64 numpy (univariate update, as
-:mod:`._arima_transient`) and returns both.
+This module runs that filter once, compiled (:func:`._arima_kernels.filter_groups`).
 
 The covariance recursion ``P_{t+1} = F (P_t - P_t h h'P_t / f_t) F' + Q``
 does not depend on the data. Series that share their parameters and have no
 missing value before their end (the usual case: one fitted model
 conditioned on many histories, as in a no-refit backtest) therefore share
 one covariance sequence, computed once; only the means
-``a_{t+1} = F (a_t + K_t v_t)`` run per series. Otherwise the covariances
-run per series, with missing steps skipped (``a, P`` only predicted).
-
-The state-space matrices depend only on the parameters (the Lyapunov solve
-for the stationary initial covariance dominates for seasonal models), so
-they are built once per distinct parameter row.
+``a_{t+1} = F (a_t + K_t v_t)`` run per series. A series with a missing
+step gets a covariance sequence of its own. The state-space matrices depend
+only on the parameters (the Lyapunov solve for the stationary initial
+covariance dominates for seasonal models), so they are built once per
+distinct parameter row.
 """
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass
 
 import numpy as np
 import torch
 from torch import Tensor
 
+from tsgen.models._arima_kernels import filter_groups
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_statespace import ArmaMatrices, kalman_params
-
-LOG_2PI = math.log(2.0 * math.pi)
 
 
 @dataclass
@@ -76,37 +72,22 @@ def filter_history(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor, length
         a[:, :n] = eta[:, :n][:, ::-1]
     obs = eta[:, n:]
     observed = np.isfinite(obs)
-    obs = np.where(observed, obs, 0.0)
     steps = obs.shape[1]
-    # predicted state wanted for step k = (own length - n) of the filtered part
-    wanted = np.clip(lengths.numpy() - n, 0, steps)
-    ended = np.arange(steps)[None, :] >= wanted[:, None]
-    shared = F_u.shape[0] == 1 and not bool((~observed & ~ended).any())
-    F, h, Q = F_u[which], h_u[which], Q_u[which]
-    if shared:
-        Fc, hc, Qc, P = F_u, h_u, Q_u, P1_u.copy()
-    else:
-        Fc, hc, Qc, P = F, h, Q, P1_u[which].copy()
-    Fct = np.swapaxes(Fc, -1, -2)
+    # the filter of each series runs up to its own end (its predicted state is wanted there)
+    wanted = np.clip(lengths.numpy() - n, 0, steps).astype(np.int64)
+    gappy = (~observed & (np.arange(steps)[None, :] < wanted[:, None])).any(1)
+    # groups: one per parameter row for the gap-free series, one per series with gaps
+    key = np.where(gappy, which.max(initial=0) + 1 + np.arange(B), which)
+    order = np.lexsort((-wanted, key))
+    keys, group_start = np.unique(key[order], return_index=True)
+    group_param = which[order[group_start]]
+    group_start = np.append(group_start, B).astype(np.int64)
     ll = np.zeros((B, T))
-    next_a = a.copy()
-    next_P = np.broadcast_to(P, (B, S, S)).copy()
     with np.errstate(all="ignore"):
-        for t in range(steps):
-            m = observed[:, t]
-            u = (P @ hc[..., None])[..., 0]  # (Bc, S)
-            f = (hc * u).sum(-1)
-            v = obs[:, t] - (h * a).sum(-1)
-            ll[:, n + t] = np.where(m, -0.5 * (LOG_2PI + np.log(f) + v * v / f), 0.0)
-            gain = u / f[:, None]
-            a = a + np.where(m, v, 0.0)[:, None] * gain
-            mc = np.ones(1, dtype=bool) if shared else m
-            P = P - np.where(mc[:, None, None], gain[:, :, None] * u[:, None, :], 0.0)
-            a = a @ Fct[0] if shared else (F @ a[..., None])[..., 0]
-            P = Fc @ P @ Fct + Qc
-            hit = wanted == t + 1
-            if hit.any():
-                next_a[hit] = a[hit]
-                next_P[hit] = P[0] if shared else P[hit]
-    out = (ll, next_a, next_P, F, h, Q, q_u[which])
+        ll[:, n:], next_a, next_P = filter_groups(
+            F_u[group_param], h_u[group_param], Q_u[group_param], P1_u[group_param], a,
+            np.where(observed, obs, 0.0), observed, wanted, order.astype(np.int64), group_start,
+            gappy[order[group_start[:-1]]], 1e-11,
+        )
+    out = (ll, next_a, next_P, F_u[which], h_u[which], Q_u[which], q_u[which])
     return FilterSummary(*(torch.from_numpy(np.ascontiguousarray(x)) for x in out))

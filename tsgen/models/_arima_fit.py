@@ -19,8 +19,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
-from tsgen.inference.kalman import kalman_log_likelihood
-from tsgen.models._arima_likelihood import fast_log_likelihood, has_inner_gaps
+from tsgen.models._arima_likelihood import fast_log_likelihood
 from tsgen.models._arima_optim import minimize_bfgs
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
@@ -91,12 +90,6 @@ def state_space_inputs(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor):
     n = spec.n_integration
     lags = eta[:, :n].flip(-1)
     return kalman_params(spec, params, lags), eta[:, n:].unsqueeze(-1)
-
-
-def log_likelihood(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor) -> Tensor:
-    """Total exact log-likelihood ``(B,)`` (statsmodels' ``llf``); NaN entries are marginalised."""
-    kp, obs = state_space_inputs(spec, params, y, X)
-    return kalman_log_likelihood(obs, None, kp, method="auto")
 
 
 @dataclass
@@ -172,26 +165,20 @@ def fit_spec(
     if free_mask is not None:
         free0 = torch.where(free_mask, free0, torch.zeros((), dtype=free0.dtype))
 
-    # the specialised filter agrees with kalman_log_likelihood to round-off
-    # (tests/test_arima_components.py); inner gaps need the general filter
-    fast = not has_inner_gaps(y)
-
     def make_objective(cap):
         def objective(free: Tensor, rows: Tensor) -> Tensor:
             if free_mask is not None:
                 free = torch.where(free_mask[rows], free, torch.zeros((), dtype=free.dtype))
             params = constrain(spec, free, xscale[rows])
-            if fast:
-                kp, obs = state_space_inputs(spec, params, ys[rows], X[rows])
-                return -fast_log_likelihood(kp, obs[..., 0], max_transient=cap) / n_obs[rows]
-            return -log_likelihood(spec, params, ys[rows], X[rows]) / n_obs[rows]
+            kp, obs = state_space_inputs(spec, params, ys[rows], X[rows])
+            return -fast_log_likelihood(kp, obs[..., 0], max_transient=cap) / n_obs[rows]
 
         return objective
 
-    if max_transient is None and fast:
-        # Trial points near a unit MA root make the exact Riccati phase long for
-        # the whole batch: optimise with a capped transient first, then polish
-        # exactly (rows whose transient had converged stop at the first step).
+    if max_transient is None:
+        # Trial points near a unit MA root make the exact Riccati phase long:
+        # optimise with a capped transient first, then polish exactly (rows
+        # whose transient had converged stop at the first step).
         free0, _, _ = minimize_bfgs(make_objective(POLISH_AFTER), free0, max_iter=max_iter)
     objective = make_objective(max_transient)
     free, _, converged = minimize_bfgs(objective, free0, max_iter=max_iter)
@@ -199,15 +186,8 @@ def fit_spec(
         if free_mask is not None:
             free = torch.where(free_mask, free, torch.zeros((), dtype=free.dtype))
         params_scaled = constrain(spec, free, xscale)
-        if max_transient is None and fast:
-            # the exact specialised filter: ragged (end-padded) batches would send
-            # kalman_log_likelihood down its slower general path
-            kp, obs = state_space_inputs(spec, params_scaled, ys, X)
-            llf = fast_log_likelihood(kp, obs[..., 0], max_transient=None)
-        elif max_transient is None:
-            llf = log_likelihood(spec, params_scaled, ys, X)
-        else:
-            llf = -objective(free, torch.arange(B)) * n_obs
+        kp, obs = state_space_inputs(spec, params_scaled, ys, X)
+        llf = fast_log_likelihood(kp, obs[..., 0], max_transient=max_transient)
         llf = llf - n_obs * torch.log(scale)
     n_free = None if free_mask is None else free_mask.sum(1)
     return FitResult(spec, _scaled(spec, params_scaled, scale), llf, n_obs, converged, n_free)
