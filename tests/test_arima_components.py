@@ -1,5 +1,5 @@
 """Oracles for the ARIMA building blocks: transforms, polynomials, state-space form,
-Lyapunov initialisation, starting values, the fast likelihood and the unit-root tests."""
+Lyapunov initialisation, starting values, the conditioning filter and the unit-root tests."""
 import warnings
 
 import numpy as np
@@ -16,8 +16,6 @@ from statsmodels.tsa.stattools import kpss
 from tsgen.inference.kalman import kalman_log_likelihood
 from tsgen.models._arima_auto import choose_d, kpss_statistic
 from tsgen.models._arima_fit import regressors, state_space_inputs
-from tsgen.models._arima_likelihood import _ExactLogLikelihood, fast_log_likelihood
-from tsgen.models._arima_optim import minimize_bfgs
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_statespace import ArmaMatrices, lag_polynomial, stationary_covariance
@@ -125,72 +123,6 @@ def test_hannan_rissanen_recovers_arma_coefficients():
     np.testing.assert_allclose(start[:, 2], 1.0, atol=0.1)
 
 
-@pytest.mark.parametrize(
-    "order,seasonal,trend,params",
-    [((2, 1, 1), (0, 0, 0, 0), "t", [0.1, 0.5, -0.2, 0.4, 1.0]),
-     ((0, 1, 1), (0, 1, 1, 4), None, [-0.4, -0.6, 0.5]),
-     ((1, 0, 1), (0, 0, 0, 0), "c", [2.0, 0.95, -0.9, 1.0])],
-)
-def test_fast_likelihood_equals_kalman_filter(order, seasonal, trend, params):
-    rng = np.random.default_rng(2)
-    y = np.cumsum(rng.normal(size=(4, 80)), 1)
-    y[1, 70:] = np.nan  # trailing padding of a shorter series
-    y[2, 30] = np.nan  # a gap after the covariance has converged
-    y[3, 50:53] = np.nan
-    spec = ArimaSpec.from_args(order, seasonal, trend)
-    rows = np.array([params] * 4)
-    rows[3, -1] *= 2.0  # one series with parameters of its own
-    p = _t(rows).requires_grad_(True)
-    kp, obs = state_space_inputs(spec, p, _t(y), regressors(spec, 80, None, 4))
-    fast = fast_log_likelihood(kp, obs[..., 0])
-    exact = kalman_log_likelihood(obs, None, kp, method="sequential")
-    np.testing.assert_allclose(fast.detach().numpy(), exact.detach().numpy(), rtol=1e-11)
-    (g_fast,) = torch.autograd.grad(fast.sum(), p, retain_graph=True)
-    (g_exact,) = torch.autograd.grad(exact.sum(), p)
-    np.testing.assert_allclose(g_fast.numpy(), g_exact.numpy(), rtol=1e-7, atol=1e-8)
-
-
-@pytest.mark.parametrize("tol,cap", [(0.0, None), (1e-11, 8)])
-def test_compiled_filter_gradient_matches_finite_differences(tol, cap):
-    # per-series matrices, trailing padding, gaps before and after a capped (frozen) gain;
-    # tol=0 never freezes the gain (the exact Riccati throughout)
-    rng = np.random.default_rng(5)
-    spec = ArimaSpec.from_args((2, 1, 1), (0, 0, 0, 0), "t")
-    params = _t([[0.1, 0.5, -0.2, 0.4, 1.0], [0.0, 0.3, 0.1, -0.7, 2.0], [0.2, -0.4, 0.0, 0.9, 0.5]])
-    y = np.cumsum(rng.normal(size=(3, 30)), 1)
-    y[2, 20:] = np.nan
-    y[0, 5] = np.nan
-    y[1, 15:17] = np.nan
-    kp, obs = state_space_inputs(spec, params, _t(y), regressors(spec, 30, None, 3))
-    inputs = [kp.transition_matrices, kp.observation_matrices[..., 0, :], kp.transition_covariance,
-              kp.initial_state_mean, kp.initial_state_covariance]
-    inputs = [x.detach().clone().requires_grad_(True) for x in inputs]
-    y_obs = obs[..., 0].detach().clone().requires_grad_(True)
-
-    def run(*args):
-        return _ExactLogLikelihood.apply(*args, tol, cap)
-
-    assert torch.autograd.gradcheck(run, [*inputs, y_obs], atol=1e-6, rtol=1e-5)
-
-
-def test_steady_state_switch_keeps_value_and_gradient():
-    # freezing each series' gain once its covariance has converged changes nothing
-    # beyond round-off, with gaps that restart the Riccati recursion after the switch
-    rng = np.random.default_rng(3)
-    spec = ArimaSpec.from_args((1, 1, 1), (1, 0, 1, 4), None)
-    y = np.cumsum(rng.normal(size=(3, 200)), 1)
-    y[1, 120:125] = np.nan
-    y[2, 150:] = np.nan
-    p = _t([[0.4, 0.3, -0.3, 0.2, 1.5]] * 3).requires_grad_(True)
-    kp, obs = state_space_inputs(spec, p, _t(y), regressors(spec, 200, None, 3))
-    steady = fast_log_likelihood(kp, obs[..., 0])
-    full = fast_log_likelihood(kp, obs[..., 0], tol=0.0)
-    np.testing.assert_allclose(steady.detach().numpy(), full.detach().numpy(), rtol=1e-10)
-    (g_steady,) = torch.autograd.grad(steady.sum(), p, retain_graph=True)
-    (g_full,) = torch.autograd.grad(full.sum(), p)
-    np.testing.assert_allclose(g_steady.numpy(), g_full.numpy(), rtol=1e-8, atol=1e-8)
-
-
 @pytest.mark.parametrize("shared", [True, False])
 def test_filter_history_equals_kalman_filter(shared):
     # shared: one parameter set, no gaps (one covariance sequence for all rows);
@@ -223,25 +155,6 @@ def test_filter_history_equals_kalman_filter(shared):
                                    rtol=1e-8, atol=1e-9)
         q = summary.noise_loading[i]
         np.testing.assert_allclose((q[:, None] * q[None, :]).numpy(), Q[i].numpy(), atol=1e-12)
-
-
-def test_batched_bfgs_solves_independent_quadratics_and_rosenbrock():
-    A = _t([[[3.0, 1.0], [1.0, 2.0]], [[1.0, 0.0], [0.0, 10.0]]])
-    b = _t([[1.0, -1.0], [2.0, 3.0]])
-
-    def quadratic(x, rows):
-        Ax = (A[rows] @ x.unsqueeze(-1)).squeeze(-1)
-        return 0.5 * (x * Ax).sum(-1) - (b[rows] * x).sum(-1)
-
-    x, _, ok = minimize_bfgs(quadratic, torch.zeros(2, 2, dtype=torch.float64), gtol=1e-10)
-    np.testing.assert_allclose(x.numpy(), torch.linalg.solve(A, b.unsqueeze(-1)).squeeze(-1).numpy(), atol=1e-8)
-    assert ok.all()
-
-    def rosenbrock(x, rows):
-        return (1 - x[:, 0]) ** 2 + 100 * (x[:, 1] - x[:, 0] ** 2) ** 2
-
-    x, f, ok = minimize_bfgs(rosenbrock, _t([[-1.2, 1.0], [0.0, 0.0]]), max_iter=500, gtol=1e-9)
-    np.testing.assert_allclose(x.numpy(), 1.0, atol=1e-5)
 
 
 def test_kpss_statistic_matches_statsmodels():

@@ -1,10 +1,10 @@
 """Batched maximum likelihood for one ARIMA order over many series.
 
-Every series gets its own parameters; the summed negative log-likelihood
-(per observation) is minimised by :func:`minimize_bfgs`, whose per-series
-inverse Hessians respect the block-diagonal structure. The likelihood is
-tsgen's Kalman filter on the levels form of :mod:`._arima_statespace`, so it
-is the exact likelihood of the differenced series (statsmodels' ``llf``).
+Every series gets its own parameters; its negative log-likelihood per
+observation is minimised by its own BFGS, all series in one compiled call
+(:mod:`._arima_mle`). The likelihood is the exact Kalman filter on the
+levels form of :mod:`._arima_statespace`, so it is the exact likelihood of
+the differenced series (statsmodels' ``llf``).
 
 Free parameters: ``beta * xscale`` (regressors in units of the differenced
 series), Monahan-Jones transforms of the AR/MA blocks, ``log sigma2``. Each
@@ -16,11 +16,11 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_likelihood import fast_log_likelihood
-from tsgen.models._arima_optim import minimize_bfgs
+from tsgen.models._arima_mle import minimize
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_statespace import kalman_params
@@ -29,6 +29,10 @@ from tsgen.models._arima_transforms import constrain_ar, constrain_ma, unconstra
 
 #: exact Riccati steps of the first optimisation phase of an exact fit
 POLISH_AFTER = 40
+#: relative change of the predicted covariance below which the gain is frozen
+STEADY_TOL = 1e-11
+#: BFGS: gradient (per observation) and relative-decrease tolerances, line-search halvings
+GTOL, FTOL, MAX_HALVINGS = 1e-6, 1e-12, 30
 
 
 def regressors(spec: ArimaSpec, rows: int, covariates: Tensor | None, n_series: int) -> Tensor:
@@ -136,7 +140,8 @@ def fit_spec(
     """Fit ``spec`` to every row of ``y`` ``(B, T)`` (NaN = missing or padding).
 
     ``start``: constrained parameters to start from (default Hannan-Rissanen);
-    ``max_transient``: see :func:`fast_log_likelihood` (None = exact);
+    ``max_transient``: exact Riccati steps before the gain is frozen (see
+    :mod:`._arima_kernels`; None = exact throughout);
     ``free_mask`` ``(B, k)``: parameters that are estimated, the others stay
     at 0 on the free scale, which pins regression coefficients at 0 and
     trailing partial autocorrelations at 0, i.e. fits a lower order inside
@@ -165,31 +170,25 @@ def fit_spec(
     if free_mask is not None:
         free0 = torch.where(free_mask, free0, torch.zeros((), dtype=free0.dtype))
 
-    def make_objective(cap):
-        def objective(free: Tensor, rows: Tensor) -> Tensor:
-            if free_mask is not None:
-                free = torch.where(free_mask[rows], free, torch.zeros((), dtype=free.dtype))
-            params = constrain(spec, free, xscale[rows])
-            kp, obs = state_space_inputs(spec, params, ys[rows], X[rows])
-            return -fast_log_likelihood(kp, obs[..., 0], max_transient=cap) / n_obs[rows]
+    n_free = None if free_mask is None else free_mask.sum(1)
+    mask = np.ones(free0.shape, dtype=bool) if free_mask is None else np.ascontiguousarray(free_mask.numpy())
+    free0 = np.ascontiguousarray(free0.numpy())
 
-        return objective
+    def run(cap, start, iterations):
+        arrays = (np.ascontiguousarray(v.numpy()) for v in (xscale, ys, X, n_obs))
+        data = (mask, spec.n_regressors, spec.p, spec.q, spec.P, spec.Q, spec.s,
+                spec.integration_coefficients(), *arrays, STEADY_TOL, -1 if cap is None else int(cap))
+        return minimize(start, data, int(iterations), GTOL, FTOL, MAX_HALVINGS)
 
     if max_transient is None:
         # Trial points near a unit MA root make the exact Riccati phase long:
-        # optimise with a capped transient first, then polish exactly (rows
+        # optimise with a capped transient first, then polish exactly (series
         # whose transient had converged stop at the first step).
-        free0, _, _ = minimize_bfgs(make_objective(POLISH_AFTER), free0, max_iter=max_iter)
-    objective = make_objective(max_transient)
-    free, _, converged = minimize_bfgs(objective, free0, max_iter=max_iter)
-    with torch.no_grad():
-        if free_mask is not None:
-            free = torch.where(free_mask, free, torch.zeros((), dtype=free.dtype))
-        params_scaled = constrain(spec, free, xscale)
-        kp, obs = state_space_inputs(spec, params_scaled, ys, X)
-        llf = fast_log_likelihood(kp, obs[..., 0], max_transient=max_transient)
-        llf = llf - n_obs * torch.log(scale)
-    n_free = None if free_mask is None else free_mask.sum(1)
+        free0, _, _ = run(POLISH_AFTER, free0, max_iter)
+    free, f, converged = run(max_transient, free0, max_iter)
+    free, f, converged = (torch.from_numpy(v) for v in (free, f, converged))
+    params_scaled = constrain(spec, torch.where(torch.from_numpy(mask), free, 0.0), xscale)
+    llf = -f * n_obs - n_obs * torch.log(scale)
     return FitResult(spec, _scaled(spec, params_scaled, scale), llf, n_obs, converged, n_free)
 
 

@@ -22,8 +22,8 @@ and skip the covariance update. A missing step moves ``P`` again (``P_next
 converged (models with an MA root on the unit circle converge like 1/t);
 that approximation only ranks candidate orders in the automatic search.
 
-:func:`value_and_grad` also runs the reverse (adjoint) recursion of these
-lines over the steps it stored, giving the gradient of each series' total
+:func:`filter_series` also runs the reverse (adjoint) recursion of these
+lines over the steps it stored, giving the gradient of the series' total
 with respect to ``F, h, Q, a_1, P_1`` and ``y`` in the same call.
 :func:`filter_groups` is the forward pass for conditioning a fitted model:
 per-step log densities and the predicted state after each series' end, with
@@ -86,196 +86,175 @@ def _largest(P):
     return out
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
-def value_and_grad(F, h, Q, a0, P0, y, observed, lengths, tol, max_transient, need_grad):
-    """Total log-likelihood of every row of ``y`` ``(B, T)`` and, if ``need_grad``, its gradient.
+@njit(cache=True)
+def filter_workspace(T, S):
+    """Scratch arrays of :func:`filter_series` for series of up to ``T`` steps and ``S`` states."""
+    return (np.empty((T, S)), np.empty((T, S)), np.empty(T), np.zeros(T, np.bool_), np.empty((T, S)),
+            np.empty(T), np.empty((T, S, S)), np.empty((T, S, S)), np.empty((6, S)), np.empty((5, S, S)))
 
-    Inputs are per series: ``F, Q, P0`` ``(B, S, S)``, ``h, a0`` ``(B, S)``;
-    ``observed`` ``(B, T)`` bool (``y`` is ignored where False); the filter
-    stops after ``lengths[b]`` steps. ``max_transient < 0``: no cap.
-    Returns ``(total, gF, gh, gQ, ga0, gP0, gy)`` (empty gradients unless ``need_grad``).
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def filter_series(F, h, Q, a0, P0, y, observed, n, tol, max_transient, need_grad, work,
+                  gF, gh, gQ, ga0, gP0, gy):
+    """Log-likelihood of one series ``y`` ``(T,)`` over its first ``n`` steps and, if
+    ``need_grad``, its gradient, written into ``gF, gh, gQ, ga0, gP0, gy``.
+
+    ``F, Q, P0`` ``(S, S)``, ``h, a0`` ``(S,)``; ``observed`` ``(T,)`` bool (``y``
+    is ignored where False); ``max_transient < 0``: no cap; ``work`` from
+    :func:`filter_workspace`. The gradient arrays are overwritten.
 
     The tape of a step holds ``a, a', v`` and, for steps that move the
     covariance, ``u, f, P`` and ``F P'``. A steady stretch uses the ``u, f, P``
     frozen at its first step (stored in that step's slot); its adjoints of
     ``u`` and ``f`` are summed and pushed to ``P`` and ``h`` once, at its first step.
     """
-    B, T = y.shape
-    S = F.shape[-1]
-    total = np.zeros(B)
-    nb = B if need_grad else 0
-    gF = np.zeros((nb, S, S))
-    gh = np.zeros((nb, S))
-    gQ = np.zeros((nb, S, S))
-    ga0 = np.zeros((nb, S))
-    gP0 = np.zeros((nb, S, S))
-    gy = np.zeros((nb, T))
-    nt = T if need_grad else 0
-    tape_a = np.empty((nt, S))
-    tape_post = np.empty((nt, S))
-    tape_v = np.empty(nt)
-    tape_moving = np.zeros(nt, np.bool_)
-    tape_u = np.empty((nt, S))
-    tape_f = np.empty(nt)
-    tape_P = np.empty((nt, S, S))
-    tape_FP = np.empty((nt, S, S))
-    a = np.empty(S)
-    P = np.empty((S, S))
-    P_next = np.empty((S, S))
-    FP = np.empty((S, S))
-    u = np.empty(S)
-    post = np.empty(S)
-    ga = np.empty(S)
-    ga_post = np.empty(S)
-    gu = np.empty(S)
-    gu_sum = np.empty(S)
-    gP = np.empty((S, S))
-    gP_post = np.empty((S, S))
-    for b in range(B):
-        Fb, hb, Qb = F[b], h[b], Q[b]
-        for i in range(S):
-            a[i] = a0[b, i]
-            for j in range(S):
-                P[i, j] = P0[b, i, j]
-        steady = False
-        starts_steady = False
-        f = 1.0
-        log_f = 0.0
-        tot = 0.0
-        n = min(lengths[b], T)
-        for t in range(n):
-            m = observed[b, t]
-            moving = (not steady) or (not m)
-            if moving:
-                f, ha = _innovation(P, hb, a, u)
-                log_f = math.log(f)
-            else:  # u and f of the frozen covariance
-                ha = 0.0
-                for i in range(S):
-                    ha += hb[i] * a[i]
-            v = y[b, t] - ha if m else 0.0
-            k = v / f if m else 0.0
-            if m:
-                tot += -0.5 * (LOG_2PI + log_f + v * k)
+    S = F.shape[0]
+    tape_a, tape_post, tape_v, tape_moving, tape_u, tape_f, tape_P, tape_FP, vecs, mats = work
+    a, u, post, gu, ga_post, gu_sum = vecs[0], vecs[1], vecs[2], vecs[3], vecs[4], vecs[5]
+    P, P_next, FP, gP_post = mats[0], mats[1], mats[2], mats[3]
+    for i in range(S):
+        a[i] = a0[i]
+        for j in range(S):
+            P[i, j] = P0[i, j]
+    steady = False
+    starts_steady = False
+    f = 1.0
+    log_f = 0.0
+    total = 0.0
+    for t in range(n):
+        m = observed[t]
+        moving = (not steady) or (not m)
+        if moving:
+            f, ha = _innovation(P, h, a, u)
+            log_f = math.log(f)
+        else:  # u and f of the frozen covariance
+            ha = 0.0
             for i in range(S):
-                post[i] = a[i] + k * u[i]
-            if need_grad:
-                tape_v[t] = v
-                tape_moving[t] = moving
-                tape_f[t] = f
+                ha += h[i] * a[i]
+        v = y[t] - ha if m else 0.0
+        k = v / f if m else 0.0
+        if m:
+            total += -0.5 * (LOG_2PI + log_f + v * k)
+        for i in range(S):
+            post[i] = a[i] + k * u[i]
+        if need_grad:
+            tape_v[t] = v
+            tape_moving[t] = moving
+            tape_f[t] = f
+            for i in range(S):
+                tape_a[t, i] = a[i]
+                tape_post[t, i] = post[i]
+                tape_u[t, i] = u[i]
+            if moving or starts_steady:
                 for i in range(S):
-                    tape_a[t, i] = a[i]
-                    tape_post[t, i] = post[i]
-                    tape_u[t, i] = u[i]
-                if moving or starts_steady:
-                    for i in range(S):
-                        for j in range(S):
-                            tape_P[t, i, j] = P[i, j]
-            starts_steady = False
+                    for j in range(S):
+                        tape_P[t, i, j] = P[i, j]
+        starts_steady = False
+        for i in range(S):
+            acc = 0.0
+            for j in range(S):
+                acc += F[i, j] * post[j]
+            a[i] = acc
+        if moving:
+            change = _predict_covariance(F, Q, P, u, 1.0 / f if m else 0.0, FP, P_next)
+            largest = 0.0
+            for i in range(S):
+                for j in range(S):
+                    P[i, j] = P_next[i, j]
+                    largest = max(largest, abs(P_next[i, j]))
+                    if need_grad:
+                        tape_FP[t, i, j] = FP[i, j]
+            steady = m and (change <= tol * largest or (max_transient >= 0 and t + 1 >= max_transient))
+            if steady:
+                starts_steady = True
+                f, _ = _innovation(P, h, a, u)
+                log_f = math.log(f)
+    if not need_grad:
+        return total
+    # ---------------------------------------------------- reverse sweep
+    ga = ga0
+    gP = gP0
+    ga[:] = 0.0
+    gP[:, :] = 0.0
+    gF[:, :] = 0.0
+    gh[:] = 0.0
+    gQ[:, :] = 0.0
+    gy[:] = 0.0
+    gu_sum[:] = 0.0
+    for t in range(n - 1, -1, -1):
+        m = observed[t]
+        moving = tape_moving[t]
+        f = tape_f[t]
+        v = tape_v[t]
+        # a_next = F a', and P_next = F P' F' + Q on a moving step
+        if moving:
+            for i in range(S):
+                for j in range(S):
+                    gQ[i, j] += gP[i, j]
+                    acc = 0.0
+                    for k in range(S):
+                        acc += (gP[i, k] + gP[k, i]) * tape_FP[t, k, j]
+                    gF[i, j] += acc
+            for i in range(S):  # gP_post = F' gP F (FP as scratch for gP F)
+                for j in range(S):
+                    acc = 0.0
+                    for k in range(S):
+                        acc += gP[i, k] * F[k, j]
+                    FP[i, j] = acc
+            for i in range(S):
+                for j in range(S):
+                    acc = 0.0
+                    for k in range(S):
+                        acc += F[k, i] * FP[k, j]
+                    gP_post[i, j] = acc
+        for i in range(S):
+            acc = 0.0
+            for k in range(S):
+                acc += F[k, i] * ga[k]
+                gF[i, k] += ga[i] * tape_post[t, k]
+            ga_post[i] = acc
+        if m:
+            au = 0.0
+            for i in range(S):
+                au += ga_post[i] * tape_u[t, i]
+            gv = (au - v) / f
+            gf = -(v / (f * f)) * au - 0.5 / f + 0.5 * v * v / (f * f)
+            gy[t] = gv
+            for i in range(S):
+                ga[i] = ga_post[i] - gv * h[i]
+                gh[i] -= gv * tape_a[t, i]
+                gu[i] = (v / f) * ga_post[i]
+            if moving:  # P' = P - u u' / f
+                uGu = 0.0
+                for i in range(S):
+                    acc_r = 0.0
+                    acc_c = 0.0
+                    for j in range(S):
+                        acc_r += gP_post[i, j] * tape_u[t, j]
+                        acc_c += gP_post[j, i] * tape_u[t, j]
+                    uGu += tape_u[t, i] * acc_r
+                    gu[i] -= (acc_r + acc_c) / f
+                gf += uGu / (f * f)
+            for i in range(S):  # f = h'u
+                gh[i] += gf * tape_u[t, i]
+                gu_sum[i] += gu[i] + gf * h[i]
+        else:
+            for i in range(S):
+                ga[i] = ga_post[i]
+        if moving:
+            for i in range(S):
+                for j in range(S):
+                    gP[i, j] = gP_post[i, j]
+        if moving or tape_moving[t - 1]:
+            # u = P h with this step's P: the start of a steady stretch, or a moving step
             for i in range(S):
                 acc = 0.0
                 for j in range(S):
-                    acc += Fb[i, j] * post[j]
-                a[i] = acc
-            if moving:
-                change = _predict_covariance(Fb, Qb, P, u, 1.0 / f if m else 0.0, FP, P_next)
-                largest = 0.0
-                for i in range(S):
-                    for j in range(S):
-                        P[i, j] = P_next[i, j]
-                        largest = max(largest, abs(P_next[i, j]))
-                        if need_grad:
-                            tape_FP[t, i, j] = FP[i, j]
-                steady = m and (change <= tol * largest or (max_transient >= 0 and t + 1 >= max_transient))
-                if steady:
-                    starts_steady = True
-                    f, _ = _innovation(P, hb, a, u)
-                    log_f = math.log(f)
-        total[b] = tot
-        if not need_grad:
-            continue
-        # ------------------------------------------------ reverse sweep
-        ga[:] = 0.0
-        gP[:, :] = 0.0
-        gu_sum[:] = 0.0
-        gFb, ghb, gQb = gF[b], gh[b], gQ[b]
-        for t in range(n - 1, -1, -1):
-            m = observed[b, t]
-            moving = tape_moving[t]
-            f = tape_f[t]
-            v = tape_v[t]
-            # a_next = F a', and P_next = F P' F' + Q on a moving step
-            if moving:
-                for i in range(S):
-                    for j in range(S):
-                        gQb[i, j] += gP[i, j]
-                        acc = 0.0
-                        for k in range(S):
-                            acc += (gP[i, k] + gP[k, i]) * tape_FP[t, k, j]
-                        gFb[i, j] += acc
-                for i in range(S):  # gP_post = F' gP F (FP as scratch for gP F)
-                    for j in range(S):
-                        acc = 0.0
-                        for k in range(S):
-                            acc += gP[i, k] * Fb[k, j]
-                        FP[i, j] = acc
-                for i in range(S):
-                    for j in range(S):
-                        acc = 0.0
-                        for k in range(S):
-                            acc += Fb[k, i] * FP[k, j]
-                        gP_post[i, j] = acc
-            for i in range(S):
-                acc = 0.0
-                for k in range(S):
-                    acc += Fb[k, i] * ga[k]
-                    gFb[i, k] += ga[i] * tape_post[t, k]
-                ga_post[i] = acc
-            if m:
-                au = 0.0
-                for i in range(S):
-                    au += ga_post[i] * tape_u[t, i]
-                gv = (au - v) / f
-                gf = -(v / (f * f)) * au - 0.5 / f + 0.5 * v * v / (f * f)
-                gy[b, t] = gv
-                for i in range(S):
-                    ga[i] = ga_post[i] - gv * hb[i]
-                    ghb[i] -= gv * tape_a[t, i]
-                    gu[i] = (v / f) * ga_post[i]
-                if moving:  # P' = P - u u' / f
-                    uGu = 0.0
-                    for i in range(S):
-                        acc_r = 0.0
-                        acc_c = 0.0
-                        for j in range(S):
-                            acc_r += gP_post[i, j] * tape_u[t, j]
-                            acc_c += gP_post[j, i] * tape_u[t, j]
-                        uGu += tape_u[t, i] * acc_r
-                        gu[i] -= (acc_r + acc_c) / f
-                    gf += uGu / (f * f)
-                # f = h'u
-                for i in range(S):
-                    ghb[i] += gf * tape_u[t, i]
-                    gu_sum[i] += gu[i] + gf * hb[i]
-            else:
-                for i in range(S):
-                    ga[i] = ga_post[i]
-            if moving:
-                for i in range(S):
-                    for j in range(S):
-                        gP[i, j] = gP_post[i, j]
-            if moving or tape_moving[t - 1]:
-                # u = P h with this step's P: the end of a (backward) stretch
-                for i in range(S):
-                    acc = 0.0
-                    for j in range(S):
-                        gP[i, j] += gu_sum[i] * hb[j]
-                        acc += tape_P[t, j, i] * gu_sum[j]
-                    ghb[i] += acc
-                gu_sum[:] = 0.0
-        ga0[b] = ga
-        gP0[b] = gP
-    return total, gF, gh, gQ, ga0, gP0, gy
+                    gP[i, j] += gu_sum[i] * h[j]
+                    acc += tape_P[t, j, i] * gu_sum[j]
+                gh[i] += acc
+            gu_sum[:] = 0.0
+    return total
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
