@@ -2,7 +2,7 @@
 
 Every series gets its own parameters; its negative log-likelihood per
 observation is minimised by its own BFGS, all series in one compiled call
-(:mod:`._arima_mle`). The likelihood is the exact Kalman filter on the
+(:mod:`._arima_kernels`). The likelihood is the exact Kalman filter on the
 levels form of :mod:`._arima_statespace`, so it is the exact likelihood of
 the differenced series (statsmodels' ``llf``).
 
@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_mle import minimize
+from tsgen.models._arima_kernels import minimize
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_statespace import kalman_params
