@@ -65,7 +65,7 @@ from numba import njit
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _innovation(P, h, a, u):
     """``u = P h`` (into ``u``); returns ``f = h'u`` and ``h'a``."""
     S = h.shape[0]
@@ -82,7 +82,7 @@ def _innovation(P, h, a, u):
     return f, ha
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _nonzeros(F, nz_i, nz_k, nz_v):
     """The non-zero entries of ``F`` as a flat list ``(i, k, F[i, k])``; returns their count.
 
@@ -99,7 +99,7 @@ def _nonzeros(F, nz_i, nz_k, nz_v):
     return count
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _predict_covariance(nnz, nz_i, nz_k, nz_v, Q, P, u, scale, Pp, FP, P_next):
     """``FP = F (P - scale u u')`` and ``P_next = FP F' + Q`` with ``F`` given by its
     non-zeros; returns ``max |P_next - P|``."""
@@ -124,7 +124,7 @@ def _predict_covariance(nnz, nz_i, nz_k, nz_v, Q, P, u, scale, Pp, FP, P_next):
     return change
 
 
-@njit(cache=True, nogil=True, error_model="numpy")
+@njit(cache=True, nogil=True, error_model="numpy", inline="always")
 def _transition(nnz, nz_i, nz_k, nz_v, x, out):
     """``out = F x``, or ``F' x`` with ``nz_i`` and ``nz_k`` swapped."""
     out[:] = 0.0
