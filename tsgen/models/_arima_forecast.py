@@ -8,9 +8,11 @@ from ``x_{n+1} ~ N(a, P)`` and run the state recursion with one shock per step.
 """
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
+from tsgen.models import _arima_kernels as kernels
 from tsgen.models._arima_filter import FilterSummary
 from tsgen.models._arima_spec import ArimaSpec
 
@@ -27,17 +29,12 @@ def future_regression(spec: ArimaSpec, params: Tensor, X: Tensor, lengths: Tenso
 
 def forecast_moments(summary: FilterSummary, regression: Tensor, horizon: int) -> tuple[Tensor, Tensor]:
     """Predictive means and standard deviations ``(B, horizon)``."""
-    F, h, Q = summary.transition, summary.observation, summary.transition_covariance
-    a, P = summary.next_mean, summary.next_covariance
-    Ft = F.transpose(-1, -2)
-    means, variances = [], []
-    for _ in range(horizon):
-        means.append((h * a).sum(-1))
-        variances.append((h * (P @ h.unsqueeze(-1)).squeeze(-1)).sum(-1))
-        a = (F @ a.unsqueeze(-1)).squeeze(-1)
-        P = F @ P @ Ft + Q
-    mean = torch.stack(means, 1) + regression
-    std = torch.stack(variances, 1).clamp_min(0.0).sqrt()
+    arrays = [np.ascontiguousarray(x.numpy()) for x in (summary.transition, summary.observation,
+                                                         summary.transition_covariance, summary.next_mean,
+                                                         summary.next_covariance)]
+    means, variances = kernels.forecast_moments(*arrays, horizon)
+    mean = torch.from_numpy(means) + regression
+    std = torch.from_numpy(variances).clamp_min(0.0).sqrt()
     return mean, std
 
 
@@ -48,7 +45,7 @@ def sample_paths(
 
     ``x_1 = a + V sqrt(lambda) z`` with ``P = V diag(lambda) V'`` (P is singular:
     the lags of the levels are known), then ``x_{k+1} = F x_k + q eps_k`` with
-    ``Q = q q'``, and ``y_k = h'x_k``.
+    ``Q = q q'``, and ``y_k = h'x_k`` (compiled, :func:`._arima_kernels.simulate_paths`).
     """
     P = summary.next_covariance
     B, S = summary.next_mean.shape
@@ -56,11 +53,7 @@ def sample_paths(
     root = vectors * eigenvalues.clamp_min(0.0).sqrt().unsqueeze(-2)  # (B, S, S)
     z = torch.randn(B, n_samples, S, generator=generator, dtype=P.dtype)
     shocks = torch.randn(B, n_samples, horizon, generator=generator, dtype=P.dtype)
-    x = summary.next_mean.unsqueeze(1) + z @ root.transpose(-1, -2)
-    Ft = summary.transition.transpose(-1, -2)
-    h, q = summary.observation.unsqueeze(1), summary.noise_loading.unsqueeze(1)
-    draws = []
-    for k in range(horizon):
-        draws.append((x * h).sum(-1))
-        x = x @ Ft + shocks[:, :, k, None] * q
-    return torch.stack(draws, -1) + regression.unsqueeze(1)
+    x1 = summary.next_mean.unsqueeze(1) + z @ root.transpose(-1, -2)
+    arrays = [np.ascontiguousarray(x.numpy()) for x in (summary.transition, summary.observation,
+                                                         summary.noise_loading, x1, shocks)]
+    return torch.from_numpy(kernels.simulate_paths(*arrays)) + regression.unsqueeze(1)

@@ -65,7 +65,7 @@ from numba import njit
 LOG_2PI = math.log(2.0 * math.pi)
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _innovation(P, h, a, u):
     """``u = P h`` (into ``u``); returns ``f = h'u`` and ``h'a``."""
     S = h.shape[0]
@@ -82,7 +82,7 @@ def _innovation(P, h, a, u):
     return f, ha
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _nonzeros(F, nz_i, nz_k, nz_v):
     """The non-zero entries of ``F`` as a flat list ``(i, k, F[i, k])``; returns their count.
 
@@ -99,7 +99,7 @@ def _nonzeros(F, nz_i, nz_k, nz_v):
     return count
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _predict_covariance(nnz, nz_i, nz_k, nz_v, Q, P, u, scale, Pp, FP, P_next):
     """``FP = F (P - scale u u')`` and ``P_next = FP F' + Q`` with ``F`` given by its
     non-zeros; returns ``max |P_next - P|``."""
@@ -124,7 +124,7 @@ def _predict_covariance(nnz, nz_i, nz_k, nz_v, Q, P, u, scale, Pp, FP, P_next):
     return change
 
 
-@njit(cache=True, nogil=True, error_model="numpy", inline="always")
+@njit(cache=True, nogil=True, error_model="numpy")
 def _transition(nnz, nz_i, nz_k, nz_v, x, out):
     """``out = F x``, or ``F' x`` with ``nz_i`` and ``nz_k`` swapped."""
     out[:] = 0.0
@@ -769,3 +769,65 @@ def minimize(x0, data, max_iter, gtol, ftol, max_halvings):
                 break
         fs[b] = f
     return xs, fs, converged
+
+
+# ----------------------------------------------------------- forecasting
+@njit(cache=True, error_model="numpy")
+def forecast_moments(F, h, Q, a, P, horizon):
+    """Means and variances ``(B, horizon)`` of ``h'x_k`` for ``x_1 ~ N(a, P)``,
+    ``x_{k+1} = F x_k + w_k``, ``w_k ~ N(0, Q)``; every input has a leading batch axis."""
+    B, S = a.shape
+    means = np.empty((B, horizon))
+    variances = np.empty((B, horizon))
+    nz_i = np.empty(S * S, np.int64)
+    nz_k = np.empty(S * S, np.int64)
+    nz_v = np.empty(S * S)
+    x = np.empty(S)
+    x_next = np.empty(S)
+    V = np.empty((S, S))
+    V_next = np.empty((S, S))
+    FV = np.empty((S, S))
+    scratch = np.empty((S, S))
+    u = np.empty(S)
+    for b in range(B):
+        nnz = _nonzeros(F[b], nz_i, nz_k, nz_v)
+        x[:] = a[b]
+        V[:, :] = P[b]
+        for k in range(horizon):
+            f, hx = _innovation(V, h[b], x, u)
+            means[b, k] = hx
+            variances[b, k] = f
+            _transition(nnz, nz_i, nz_k, nz_v, x, x_next)
+            x[:] = x_next
+            _predict_covariance(nnz, nz_i, nz_k, nz_v, Q[b], V, u, 0.0, scratch, FV, V_next)
+            V[:, :] = V_next
+    return means, variances
+
+
+@njit(cache=True, error_model="numpy")
+def simulate_paths(F, h, q, x1, shocks):
+    """Paths ``y_k = h'x_k`` ``(B, n, horizon)`` of ``x_{k+1} = F x_k + q eps_k`` from
+    ``x1`` ``(B, n, S)`` with standard normal ``shocks`` ``(B, n, horizon)``."""
+    B, n, S = x1.shape
+    horizon = shocks.shape[2]
+    draws = np.empty((B, n, horizon))
+    nz_i = np.empty(S * S, np.int64)
+    nz_k = np.empty(S * S, np.int64)
+    nz_v = np.empty(S * S)
+    x = np.empty(S)
+    x_next = np.empty(S)
+    for b in range(B):
+        nnz = _nonzeros(F[b], nz_i, nz_k, nz_v)
+        hb, qb = h[b], q[b]
+        for j in range(n):
+            x[:] = x1[b, j]
+            for k in range(horizon):
+                acc = 0.0
+                for i in range(S):
+                    acc += hb[i] * x[i]
+                draws[b, j, k] = acc
+                _transition(nnz, nz_i, nz_k, nz_v, x, x_next)
+                eps = shocks[b, j, k]
+                for i in range(S):
+                    x[i] = x_next[i] + qb[i] * eps
+    return draws
