@@ -213,32 +213,46 @@ class BaseForecaster(BaseEstimator):
         check_is_fitted(self)
         horizon = validate_horizon(horizon)
         n_samples = _check_n_samples(n_samples)
-        history, conditioned = self._history(y)
-        covariates = self._future_covariates(X, history, horizon, conditioned)
-        draws = self._sample(horizon, n_samples, history, covariates, make_generator(self.random_state))
-        arrays = [d.detach().cpu().numpy() for d in draws]
-        return unwrap(history, arrays)
+        history, covariates = self._conditioning(horizon, y, X)
+        return unwrap(history, list(self._draw_paths(horizon, n_samples, history, covariates)))
 
     def predict(self, horizon, y=None, X=None, quantiles=(0.05, 0.5, 0.95)):
         """Forecast frame(s): ``mean`` and one ``q<level>`` column per quantile."""
         check_is_fitted(self)
         horizon = validate_horizon(horizon)
         levels = _check_quantiles(quantiles)
+        history, covariates = self._conditioning(horizon, y, X)
+        mean, bands = self._forecast(horizon, history, covariates, levels)
+        return unwrap(history, forecast_frames(history, mean, bands))
+
+    # ------------------------------------------- array-level results (no pandas)
+    def _conditioning(self, horizon, y, X):
+        """The validated history to continue and its covariates over history and horizon."""
         history, conditioned = self._history(y)
-        covariates = self._future_covariates(X, history, horizon, conditioned)
+        return history, self._future_covariates(X, history, horizon, conditioned)
+
+    def _draw_paths(self, horizon, n_samples, history, covariates) -> np.ndarray:
+        """Joint sample paths ``(series, n_samples, horizon, n_dims)``."""
+        draws = self._sample(horizon, n_samples, history, covariates, make_generator(self.random_state))
+        return draws.detach().cpu().numpy()
+
+    def _forecast(self, horizon, history, covariates, levels) -> tuple[np.ndarray, dict]:
+        """Predictive mean ``(series, horizon, n_dims)`` and one such array per quantile level."""
         gaussian = self._predict_gaussian(horizon, history, covariates)
         if gaussian is not None:
             mean, std = (t.detach().cpu().numpy() for t in gaussian)
-            bands = {q: mean + stats.norm.ppf(q) * std for q in levels}
-        else:
-            draws = self._sample(
-                horizon, self._n_predict_samples, history, covariates, make_generator(self.random_state)
-            ).detach().cpu()
-            mean = draws.mean(1).numpy()
-            levels_t = torch.tensor(levels, dtype=draws.dtype)
-            qs = torch.quantile(draws, levels_t, dim=1).numpy()
-            bands = {q: qs[k] for k, q in enumerate(levels)}
-        return unwrap(history, forecast_frames(history, mean, bands))
+            return mean, {q: mean + stats.norm.ppf(q) * std for q in levels}
+        draws = self._sample(
+            horizon, self._n_predict_samples, history, covariates, make_generator(self.random_state)
+        ).detach().cpu()
+        qs = torch.quantile(draws, torch.tensor(levels, dtype=draws.dtype), dim=1).numpy()
+        return draws.mean(1).numpy(), {q: qs[k] for k, q in enumerate(levels)}
+
+    def _per_step_log_likelihood(self, data: SeriesBatch, covariates, **options) -> np.ndarray:
+        """``log p(y_t | y_<t)`` ``(series, time)``; NaN where nothing was observed or past a series' end."""
+        values = self._log_likelihood(data, covariates, **options).detach().cpu().numpy().astype(float)
+        observed = data.mask.any(-1).numpy()
+        return np.where(observed, values, np.nan)
 
     def log_likelihood(self, y, per_step=False, X=None, **options):
         """Total ``log p(y)``, or per-step ``log p(y_t | y_<t)`` as Series when ``per_step``."""
@@ -246,11 +260,10 @@ class BaseForecaster(BaseEstimator):
         data = to_series_batch(y, "y", 1)
         if data.n_dims != self.n_dims_:
             raise ValueError(f"`y` has {data.n_dims} variables; the model was fitted on {self.n_dims_}.")
-        covariates = self._covariates(X, data, 0)
-        per_step_values = self._log_likelihood(data, covariates, **options).detach().cpu()
+        per_step_values = self._per_step_log_likelihood(data, self._covariates(X, data, 0), **options)
         if per_step:
-            return unwrap(data, per_step_series(data, per_step_values.numpy()))
-        return float(per_step_values.nansum())
+            return unwrap(data, per_step_series(data, per_step_values))
+        return float(np.nansum(per_step_values))
 
     def score(self, y, X=None):
         """Mean log-likelihood per observed value (higher is better)."""

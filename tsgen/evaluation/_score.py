@@ -16,10 +16,12 @@ of a multivariate target):
   of the whole window. Omitted for models without a likelihood.
 
 Origins that share a fitted model are forecast together: the histories
-go to ``predict``/``sample``/``log_likelihood`` as one NaN-padded
-``SeriesBatch`` (cut from the series' array, no pandas object per origin),
-which models that batch over series (the Kalman-based ones) handle in one
-pass, and each metric is computed once over ``(origin, horizon, dim)``.
+go to the estimator's array-level methods (the ones under ``predict``,
+``sample`` and ``log_likelihood``, without their pandas wrapping) as one
+NaN-padded ``SeriesBatch`` cut from the series' array, so no pandas object
+is made per origin; models that batch over series (the Kalman-based ones)
+handle them in one pass, and each metric is computed once over
+``(origin, horizon, dim)``.
 """
 from __future__ import annotations
 
@@ -50,16 +52,6 @@ def with_seed(model, seed: int):
     return seeded
 
 
-def _stat_arrays(frames: list, n_dims: int) -> tuple[list[str], np.ndarray]:
-    """Statistic names and every forecast frame's values as one ``(origin, horizon, dim, statistic)`` array."""
-    columns = frames[0].columns
-    stats = list(dict.fromkeys(c if n_dims == 1 else c[1] for c in columns))
-    horizon = len(frames[0])
-    values = np.stack([f.to_numpy(dtype=np.float64) for f in frames])
-    # univariate frames are (horizon, statistic); multivariate ones variable-major (variable, statistic)
-    return stats, values.reshape(len(frames), horizon, n_dims, len(stats))
-
-
 def as_2d(y) -> np.ndarray:
     values = y.to_numpy(dtype=np.float64, na_value=np.nan)
     return values[:, None] if values.ndim == 1 else values
@@ -80,13 +72,15 @@ def _mase(actual, mean, trains, season) -> np.ndarray:
         return out
 
 
-def _log_scores(model, windows, horizon: int):
-    """``(origin, horizon)`` log scores from one batched ``log_likelihood`` call, or None."""
+def _log_scores(model, windows: SeriesBatch, horizon: int):
+    """``(origin, horizon)`` log scores from one batched per-step likelihood, or None."""
     try:
-        per_step = model.log_likelihood(windows, per_step=True)
+        per_step = model._per_step_log_likelihood(windows, model._covariates(None, windows, 0))
     except NotImplementedError:
         return None
-    return metrics.log_score(np.stack([s.to_numpy(dtype=np.float64)[-horizon:] for s in per_step]), axis=())
+    rows = np.arange(len(windows.lengths))[:, None]
+    last = windows.lengths.numpy()[:, None] - horizon + np.arange(horizon)[None, :]
+    return metrics.log_score(per_step[rows, last], axis=())
 
 
 def _scores(y, mean, bands, samples, trains, quantiles, season) -> dict:
@@ -141,20 +135,16 @@ def score_origins(model, values: np.ndarray, index: pd.Index, columns: tuple, sp
     requested quantiles, ``times`` the forecast index, ``samples`` the
     ``(n_samples, horizon, dim)`` paths (None unless kept).
     """
-    n_dims = values.shape[1]
     levels = tuple(sorted(set(quantiles) | set(interval_quantiles())))
-    histories = window_batch(values, index, columns, spans)
-    frames = model.predict(horizon, y=histories, quantiles=levels)
-    draws = np.stack([np.asarray(d, dtype=np.float64) for d in model.sample(horizon, n_samples=n_samples, y=histories)])
+    history, covariates = model._conditioning(horizon, window_batch(values, index, columns, spans), None)
+    mean, bands = model._forecast(horizon, history, covariates, levels)
+    draws = model._draw_paths(horizon, n_samples, history, covariates)
     log_scores = _log_scores(model, window_batch(values, index, columns, [(a, b + horizon) for a, b in spans]), horizon)
-    stats, forecast = _stat_arrays(frames, n_dims)
-    bands = {q: forecast[..., stats.index(quantile_label(q))] for q in levels}
     y = np.stack([values[b : b + horizon] for _, b in spans])
-    scores = _scores(y, forecast[..., stats.index("mean")], bands, draws.swapaxes(0, 1),
-                     histories.values.numpy(), quantiles, season)
+    scores = _scores(y, mean, bands, draws.swapaxes(0, 1), history.values.numpy(), quantiles, season)
     if log_scores is not None:
         scores["log_score"] = log_scores
-    keep = [stats.index("mean")] + [stats.index(quantile_label(q)) for q in quantiles]
-    kept = forecast[..., keep]
-    return [({name: v[k] for name, v in scores.items()}, kept[k], frames[k].index,
-             draws[k] if keep_samples else None) for k in range(len(spans))]
+    kept = np.stack([mean] + [bands[q] for q in quantiles], axis=-1)
+    # the forecast of an origin is scored against the next `horizon` observations: its times are theirs
+    return [({name: v[k] for name, v in scores.items()}, kept[k], index[b : b + horizon],
+             draws[k] if keep_samples else None) for k, (_, b) in enumerate(spans)]
