@@ -21,6 +21,7 @@ distinct parameter row.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 
 import numpy as np
@@ -47,16 +48,29 @@ class FilterSummary:
 
 
 def _matrices(spec: ArimaSpec, params: Tensor):
-    """``F, h, Q, P1`` for each distinct parameter row, and each row's index into them."""
+    """``F, h, Q, P1`` and the noise loading for each distinct parameter row, and each row's index into them."""
     unique, inverse = torch.unique(params, dim=0, return_inverse=True)
-    lags = torch.zeros(unique.shape[0], spec.n_integration, dtype=params.dtype)
+    unique = np.ascontiguousarray(unique.detach().numpy())
+    return _matrices_of(spec, unique.shape, unique.tobytes()), inverse.numpy()
+
+
+@functools.lru_cache(maxsize=32)
+def _matrices_of(spec: ArimaSpec, shape: tuple, raw: bytes):
+    """Cached by value: a fitted model conditioned again and again (backtests, streaming
+    anomaly scores) needs the same matrices each time, and the stationary covariance
+    of a seasonal model is the costly part. Callers must not write into the arrays."""
+    unique = torch.from_numpy(np.frombuffer(raw, dtype=np.float64).reshape(shape).copy())
+    lags = torch.zeros(unique.shape[0], spec.n_integration, dtype=unique.dtype)
     kp = kalman_params(spec, unique, lags)
     arma = ArmaMatrices(spec, unique)
     loading = torch.zeros_like(kp.initial_state_mean)
     loading[:, spec.n_integration:] = arma.transition()[1] * arma.sigma2.sqrt().unsqueeze(-1)
     arrays = (kp.transition_matrices, kp.observation_matrices[:, 0, :], kp.transition_covariance,
               kp.initial_state_covariance, loading)
-    return tuple(np.ascontiguousarray(x.detach().numpy()) for x in arrays), inverse.numpy()
+    out = tuple(np.ascontiguousarray(x.detach().numpy()) for x in arrays)
+    for x in out:
+        x.flags.writeable = False
+    return out
 
 
 def filter_history(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor, lengths: Tensor) -> FilterSummary:
