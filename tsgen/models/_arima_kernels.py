@@ -746,13 +746,7 @@ def minimize(x0, data, max_iter, gtol, ftol, max_halvings):
             if sy > 1e-12 * math.sqrt(ss) * math.sqrt(yy):
                 # H <- (I - rho s y') H (I - rho y s') + rho s s'
                 rho = 1.0 / sy
-                yHy = 0.0
-                for i in range(k):
-                    acc = 0.0
-                    for j in range(k):
-                        acc += H[i, j] * yv[j]
-                    Hy[i] = acc
-                    yHy += yv[i] * acc
+                yHy, _ = _innovation(H, yv, yv, Hy)  # Hy = H y, yHy = y'H y
                 for i in range(k):
                     for j in range(k):
                         H[i, j] += (-rho * (step_vec[i] * Hy[j] + Hy[i] * step_vec[j])
