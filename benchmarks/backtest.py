@@ -102,7 +102,8 @@ def main() -> None:
 
             with LocalCluster(n_workers=2, threads_per_worker=1, dashboard_address=None) as cluster, \
                     Client(cluster) as client:
-                backtest(model, y, HORIZON, start=len(y) - HORIZON - 1, backend="dask", client=client)  # warm-up
+                # warm-up of both workers (imports, loading the compiled kernels), as for joblib above
+                backtest(model, y, HORIZON, start=len(y) - HORIZON - 1, backend="dask", client=client, batch_size=1)
                 on_dask = run_tsgen(f"tsgen {name}, Dask LocalCluster(2)", refit, backend="dask", client=client)
             pd.testing.assert_frame_equal(serial.metrics, on_dask.metrics)
     for label, fn in (("statsmodels apply loop (no refit)", statsmodels_apply),
