@@ -139,10 +139,24 @@ def test_forecast_frames_univariate_and_multivariate_columns():
     assert frame.columns.nlevels == 2 and frame[("b", "q0.5")].tolist() == [1.0, 1.0]
 
 
-def test_per_step_series_is_nan_where_nothing_was_observed():
-    batch = to_series_batch(monthly([1.0, np.nan, 3.0]))
-    series = per_step_series(batch, np.array([[1.0, 0.0, 2.0]]))[0]
-    assert np.isnan(series.iloc[1]) and series.iloc[2] == 2.0
+def test_per_step_series_cuts_each_series_to_its_length():
+    batch = to_series_batch([monthly([1.0, 2.0, 3.0]), monthly([4.0, 5.0], start="2001-01")])
+    series = per_step_series(batch, np.array([[1.0, 0.0, 2.0], [3.0, 4.0, np.nan]]))
+    assert series[0].tolist() == [1.0, 0.0, 2.0] and series[1].tolist() == [3.0, 4.0]
+    assert series[1].index.equals(batch.indexes[1])
+
+
+def test_per_step_log_likelihood_is_nan_where_nothing_was_observed():
+    from tsgen import LinearGaussianSSM
+
+    y = monthly([1.0, 2.0, np.nan, 1.5, 2.5, 2.0])
+    model = LinearGaussianSSM.from_params(
+        transition_matrices=[[0.5]], observation_matrices=[[1.0]], transition_covariance=[[1.0]],
+        observation_covariance=[[0.5]], initial_state_mean=[0.0], initial_state_covariance=[[1.0]],
+    )
+    per_step = model.log_likelihood(y, per_step=True)
+    assert np.isnan(per_step.iloc[2]) and np.isfinite(per_step.drop(per_step.index[2])).all()
+    assert model.log_likelihood(y) == pytest.approx(per_step.sum())
 
 
 def test_spec_round_trip_preserves_batch():

@@ -39,14 +39,9 @@ def forecast_frames(
 
 
 def per_step_series(batch: SeriesBatch, per_step: np.ndarray, name: str = "log_likelihood") -> list[pd.Series]:
-    """Per-step values ``(batch, time)`` as one Series per series; NaN where nothing was observed."""
-    out = []
-    for i, index in enumerate(batch.indexes):
-        n = int(batch.lengths[i])
-        values = per_step[i, :n].astype(float).copy()
-        values[~batch.mask[i, :n].any(-1).numpy()] = np.nan
-        out.append(pd.Series(values, index=index, name=name))
-    return out
+    """Per-step values ``(batch, time)`` as one Series per series (each cut to its own length)."""
+    return [pd.Series(per_step[i, : int(n)].astype(float), index=index, name=name)
+            for i, (index, n) in enumerate(zip(batch.indexes, batch.lengths))]
 
 
 def unwrap(batch: SeriesBatch, items: list):

@@ -28,7 +28,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_kernels import filter_groups
+from tsgen.models._arima_kernels import STEADY_TOL, filter_groups
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_statespace import ArmaMatrices, kalman_params
 
@@ -93,7 +93,7 @@ def filter_history(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor, length
     # groups: one per parameter row for the gap-free series, one per series with gaps
     key = np.where(gappy, which.max(initial=0) + 1 + np.arange(B), which)
     order = np.lexsort((-wanted, key))
-    keys, group_start = np.unique(key[order], return_index=True)
+    _, group_start = np.unique(key[order], return_index=True)
     group_param = which[order[group_start]]
     group_start = np.append(group_start, B).astype(np.int64)
     ll = np.zeros((B, T))
@@ -101,7 +101,7 @@ def filter_history(spec: ArimaSpec, params: Tensor, y: Tensor, X: Tensor, length
         ll[:, n:], next_a, next_P = filter_groups(
             F_u[group_param], h_u[group_param], Q_u[group_param], P1_u[group_param], a,
             np.where(observed, obs, 0.0), observed, wanted, order.astype(np.int64), group_start,
-            gappy[order[group_start[:-1]]], 1e-11,
+            gappy[order[group_start[:-1]]], STEADY_TOL,
         )
     out = (ll, next_a, next_P, F_u[which], h_u[which], Q_u[which], q_u[which])
     return FilterSummary(*(torch.from_numpy(np.ascontiguousarray(x)) for x in out))

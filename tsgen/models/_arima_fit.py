@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_kernels import minimize
+from tsgen.models._arima_kernels import STEADY_TOL, minimize
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_statespace import kalman_params
@@ -29,8 +29,6 @@ from tsgen.models._arima_transforms import constrain_ar, constrain_ma, unconstra
 
 #: exact Riccati steps of the first optimisation phase of an exact fit
 POLISH_AFTER = 40
-#: relative change of the predicted covariance below which the gain is frozen
-STEADY_TOL = 1e-11
 #: BFGS: gradient (per observation) and relative-decrease tolerances, line-search halvings
 GTOL, FTOL, MAX_HALVINGS = 1e-6, 1e-12, 30
 

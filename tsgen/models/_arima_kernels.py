@@ -63,6 +63,8 @@ import numpy as np
 from numba import njit
 
 LOG_2PI = math.log(2.0 * math.pi)
+#: largest change of the predicted covariance, relative to its largest entry, at which the gain is frozen
+STEADY_TOL = 1e-11
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
