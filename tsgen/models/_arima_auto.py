@@ -7,8 +7,12 @@
    (statistic > 0.463, Newey-West long-run variance with
    ``floor(3 sqrt(n) / 13)`` lags, as R's ``ndiffs`` and statsforecast).
 3. Stepwise search by AICc: four starting models, then repeatedly the
-   neighbours of the best one (each of p, q, P, Q by +-1, (p, q) and (P, Q)
-   jointly by +-1, the constant toggled) until none improves. Models with
+   neighbours (each of p, q, P, Q by +-1, (p, q) and (P, Q) jointly by +-1,
+   the constant toggled) of each series' ``BEAM`` = 2 best models so far,
+   until those have all been expanded. R expands the best model only; the
+   second one costs little here (every round is one batched fit) and finds
+   the lower-AICc model where the two paths part (97% of the benchmark
+   series no worse than statsforecast's AutoARIMA, against 90%). Models with
    an AR or MA root within 1.01 of the unit circle are rejected; a fit
    rejected only for its MA roots is replaced by the same fit with those
    roots pushed out to 1.02, scored exactly (see :func:`_admissible`).
@@ -34,11 +38,11 @@ from tsgen.models._arima_statespace import lag_polynomial
 KPSS_CRITICAL_5PCT = 0.463
 #: exact Riccati steps before the gain is frozen while ranking candidates
 SEARCH_TRANSIENT = 40
-#: also start MA models from MA = 0 (see fit_round)
-SECOND_START = True
 #: BFGS iterations per candidate while ranking (winners are refitted with max_iter)
 SEARCH_MAX_ITER = 40
 SEASONAL_STRENGTH_THRESHOLD = 0.64
+#: the stepwise search expands the neighbours of each series' BEAM best models, not only of the best
+BEAM = 2
 
 
 @dataclass(frozen=True)
@@ -279,11 +283,8 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
 
     All specs sit inside their common super-order; each row estimates only its
     own spec's parameters (the others are pinned at 0 on the free scale, which
-    is exactly the lower-order model). Models with MA terms are started twice,
-    from Hannan-Rissanen and from its AR part with MA = 0: exact ML piles up at
-    MA unit roots (which the search rejects) more often from the first, and
-    the best admissible fit wins. Returns ``{spec: (params, aicc)}`` with params
-    in ``spec``'s own layout.
+    is exactly the lower-order model), started from Hannan-Rissanen. Returns
+    ``{spec: (params, aicc)}`` with params in ``spec``'s own layout.
     """
     specs = list(wanted)
     outer = _super_spec(specs)
@@ -302,11 +303,6 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
         mask = torch.zeros(len(members), outer.n_params, dtype=torch.bool)
         mask[:, where] = True
         pieces.append((spec, members, embedded, mask))
-        if SECOND_START and (spec.q or spec.Q):
-            no_ma = embedded.clone()
-            no_ma[:, outer.blocks["ma"]] = 0.0
-            no_ma[:, outer.blocks["sma"]] = 0.0
-            pieces.append((spec, members, no_ma, mask))
     members = torch.cat([m for _, m, _, _ in pieces])
     cov = None if covariates is None else covariates[members]
     result = fit_spec(outer, y[members], cov, start=torch.cat([e for _, _, e, _ in pieces]),
@@ -324,11 +320,6 @@ def fit_round(wanted: dict, y: Tensor, covariates: Tensor | None, opts: AutoOpti
             params, ok, aicc_all = _rescue(spec, params, ok, aicc_all, sl, y[member],
                                              None if covariates is None else covariates[member])
         aicc = torch.where(ok, aicc_all[sl], torch.full_like(aicc_all[sl], math.inf))
-        if spec in out:
-            old_params, old_aicc = out[spec]
-            better = aicc < old_aicc
-            params = torch.where(better.unsqueeze(-1), params, old_params)
-            aicc = torch.where(better, aicc, old_aicc)
         out[spec] = (params, aicc)
     return out
 
@@ -357,8 +348,8 @@ def stepwise_search(
     seasonal = s >= 2 and (opts.seasonal_order is None or any(opts.seasonal_order[:3]))
     trend = _trend_for(d + D, opts.trend)
     trend_toggle = trend if opts.trend == "auto" else None
-    best_ic = np.full(B, np.inf)
-    best: list[tuple[ArimaSpec, Tensor] | None] = [None] * B
+    scored: list[dict] = [{} for _ in range(B)]  # spec -> (aicc, params) of every admissible fit
+    expanded: list[set] = [set() for _ in range(B)]
     tried: list[set] = [set() for _ in range(B)]
     wanted = {spec: list(range(B)) for spec in _start_specs(d, D, s if seasonal else 0, opts, trend, n_exog)}
     n_observed = torch.isfinite(y).sum(1)
@@ -371,19 +362,23 @@ def stepwise_search(
             members = [i for i in members if int(n_observed[i]) - spec.n_integration > spec.n_params + 1]
             if members:
                 feasible[spec] = members
-        improved = np.zeros(B, dtype=bool)
         if feasible:
             for spec, (params, aicc) in fit_round(feasible, y, covariates, opts).items():
                 for j, i in enumerate(feasible[spec]):
-                    if float(aicc[j]) < best_ic[i] - 1e-9:
-                        best_ic[i] = float(aicc[j])
-                        best[i] = (spec, params[j])
-                        improved[i] = True
+                    if math.isfinite(float(aicc[j])):
+                        scored[i][spec] = (float(aicc[j]), params[j])
+        # expand the neighbours of each series' BEAM best models that were not expanded yet
         wanted = {}
-        for i in np.flatnonzero(improved):
-            for cand in _neighbours(best[i][0], opts, seasonal, trend_toggle):
-                if cand not in tried[i]:
-                    wanted.setdefault(cand, []).append(int(i))
+        for i in range(B):
+            for spec in sorted(scored[i], key=lambda k: scored[i][k][0])[:BEAM]:
+                if spec in expanded[i]:
+                    continue
+                expanded[i].add(spec)
+                for cand in _neighbours(spec, opts, seasonal, trend_toggle):
+                    if cand not in tried[i]:
+                        wanted.setdefault(cand, []).append(i)
+    best = [min(((spec, item[1]) for spec, item in sc.items()), key=lambda x: sc[x[0]][0]) if sc else None
+            for sc in scored]
     return _collect(best, y, covariates, d, D, s, opts, n_exog)
 
 

@@ -189,6 +189,7 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
     starts_steady = False
     f = 1.0
     log_f = 0.0
+    inv_f = 1.0
     total = 0.0
     for t in range(n):
         m = observed[t]
@@ -196,12 +197,13 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
         if moving:
             f, ha = _innovation(P, h, a, u)
             log_f = math.log(f)
+            inv_f = 1.0 / f
         else:  # u and f of the frozen covariance
             ha = 0.0
             for i in range(S):
                 ha += h[i] * a[i]
         v = y[t] - ha if m else 0.0
-        k = v / f if m else 0.0
+        k = v * inv_f if m else 0.0
         if m:
             total += -0.5 * (LOG_2PI + log_f + v * k)
         for i in range(S):
@@ -219,7 +221,10 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
                     for j in range(S):
                         tape_P[t, i, j] = P[i, j]
         starts_steady = False
-        _transition(nnz, nz_i, nz_k, nz_v, post, a)
+        for i in range(S):  # a = F a' (F by its non-zeros)
+            a[i] = 0.0
+        for c in range(nnz):
+            a[nz_i[c]] += nz_v[c] * post[nz_k[c]]
         if moving:
             change = _predict_covariance(nnz, nz_i, nz_k, nz_v, Q, P, u, 1.0 / f if m else 0.0, Pp, FP, P_next)
             largest = 0.0
@@ -234,6 +239,7 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
                 starts_steady = True
                 f, _ = _innovation(P, h, a, u)
                 log_f = math.log(f)
+                inv_f = 1.0 / f
     if not need_grad:
         return total
     # ---------------------------------------------------- reverse sweep
@@ -273,7 +279,10 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
                 k, i, w = nz_i[c], nz_k[c], nz_v[c]
                 for j in range(S):
                     gP_post[i, j] += w * gPF[k, j]
-        _transition(nnz, nz_k, nz_i, nz_v, ga, ga_post)
+        for i in range(S):  # ga' = F' ga
+            ga_post[i] = 0.0
+        for c in range(nnz):
+            ga_post[nz_k[c]] += nz_v[c] * ga[nz_i[c]]
         if m:
             au = 0.0
             for i in range(S):
