@@ -144,11 +144,23 @@ def _largest(P):
 
 
 @njit(cache=True)
+def _grown(buffer):
+    """``buffer`` ``(m, S, S)`` copied into one of twice the length."""
+    out = np.empty((2 * buffer.shape[0], buffer.shape[1], buffer.shape[2]))
+    out[: buffer.shape[0]] = buffer
+    return out
+
+
+@njit(cache=True)
 def filter_workspace(T, S):
-    """Scratch arrays of :func:`filter_series` for series of up to ``T`` steps and ``S`` states."""
+    """Scratch arrays of :func:`filter_series` for series of up to ``T`` steps and ``S`` states.
+
+    The covariances of the tape are kept only for the steps that move them (the
+    transient and missing steps), so their buffer starts small and grows on demand."""
+    capacity = min(T, 128)
     return (np.empty((T, S)), np.empty((T, S)), np.empty(T), np.zeros(T, np.bool_), np.empty((T, S)),
-            np.empty(T), np.empty((T, S, S)), np.empty((T, S, S)), np.empty((6, S)), np.empty((6, S, S)),
-            np.empty((4, S * S), np.int64), np.empty(S * S))
+            np.empty(T), np.empty((capacity, S, S)), np.empty((6, S)), np.empty((6, S, S)),
+            np.empty((4, S * S), np.int64), np.empty(S * S), np.empty(T, np.int64))
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -163,13 +175,13 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
     where ``F_free`` (bool ``(S, S)``) is True: the other entries of ``F`` are
     taken as constants, so their adjoints are never formed.
 
-    The tape of a step holds ``a, a', v`` and, for steps that move the
-    covariance, ``u, f, P`` and ``F P'``. A steady stretch uses the ``u, f, P``
+    The tape of a step holds ``a, a', v, u, f`` and, for steps that move the
+    covariance, ``P`` (``F P'`` is recomputed from it). A steady stretch uses the ``u, f, P``
     frozen at its first step (stored in that step's slot); its adjoints of
     ``u`` and ``f`` are summed and pushed to ``P`` and ``h`` once, at its first step.
     """
     S = F.shape[0]
-    tape_a, tape_post, tape_v, tape_moving, tape_u, tape_f, tape_P, tape_FP, vecs, mats, index, nz_v = work
+    tape_a, tape_post, tape_v, tape_moving, tape_u, tape_f, tape_P, vecs, mats, index, nz_v, tape_slot = work
     a, u, post, gu, ga_post, gu_sum = vecs[0], vecs[1], vecs[2], vecs[3], vecs[4], vecs[5]
     P, P_next, FP, gP_post, Pp, gPF = mats[0], mats[1], mats[2], mats[3], mats[4], mats[5]
     nz_i, nz_k, free_i, free_k = index[0], index[1], index[2], index[3]
@@ -191,6 +203,7 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
     log_f = 0.0
     inv_f = 1.0
     total = 0.0
+    slots = 0
     for t in range(n):
         m = observed[t]
         moving = (not steady) or (not m)
@@ -217,9 +230,13 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
                 tape_post[t, i] = post[i]
                 tape_u[t, i] = u[i]
             if moving or starts_steady:
+                if slots == tape_P.shape[0]:
+                    tape_P = _grown(tape_P)
+                tape_slot[t] = slots
                 for i in range(S):
                     for j in range(S):
-                        tape_P[t, i, j] = P[i, j]
+                        tape_P[slots, i, j] = P[i, j]
+                slots += 1
         starts_steady = False
         for i in range(S):  # a = F a' (F by its non-zeros)
             a[i] = 0.0
@@ -232,8 +249,6 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
                 for j in range(S):
                     P[i, j] = P_next[i, j]
                     largest = max(largest, abs(P_next[i, j]))
-                    if need_grad:
-                        tape_FP[t, i, j] = FP[i, j]
             steady = m and (change <= tol * largest or (max_transient >= 0 and t + 1 >= max_transient))
             if steady:
                 starts_steady = True
@@ -257,13 +272,17 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
         moving = tape_moving[t]
         f = tape_f[t]
         v = tape_v[t]
-        # a_next = F a', and P_next = F P' F' + Q on a moving step
+        # a_next = F a', and P_next = F P' F' + Q on a moving step, with F P' recomputed
+        # from the stored P (cheaper than keeping a second S x S matrix per step)
+        if moving:
+            _predict_covariance(nnz, nz_i, nz_k, nz_v, Q, tape_P[tape_slot[t]], tape_u[t], 1.0 / f if m else 0.0,
+                                Pp, FP, P_next)
         for c in range(n_free):
             i, j = free_i[c], free_k[c]
             acc = ga[i] * tape_post[t, j]
             if moving:
                 for k in range(S):
-                    acc += (gP[i, k] + gP[k, i]) * tape_FP[t, k, j]
+                    acc += (gP[i, k] + gP[k, i]) * FP[k, j]
             gF[i, j] += acc
         if moving:
             for i in range(S):
@@ -321,7 +340,7 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
                 acc = 0.0
                 for j in range(S):
                     gP[i, j] += gu_sum[i] * h[j]
-                    acc += tape_P[t, j, i] * gu_sum[j]
+                    acc += tape_P[tape_slot[t], j, i] * gu_sum[j]
                 gh[i] += acc
             gu_sum[:] = 0.0
     return total
