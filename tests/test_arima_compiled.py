@@ -24,14 +24,17 @@ def _filter(F, h, Q, a0, P0, y, observed, tol, cap):
     return total, grads
 
 
+@pytest.mark.parametrize("S", [3, 8])  # dense F (S <= DENSE_UP_TO) and F by its non-zeros
 @pytest.mark.parametrize("tol,cap", [(0.0, -1), (1e-11, 6), (1e-11, -1)])
-def test_filter_gradient_matches_finite_differences(tol, cap):
+def test_filter_gradient_matches_finite_differences(tol, cap, S):
     # gaps before and after the gain is frozen (cap) or has converged; tol=0 never freezes it
-    # (150 moving steps also outgrow the tape's first covariance buffer of 128)
+    # (150 moving steps also outgrow the tape's first covariance buffers of 128)
     rng = np.random.default_rng(0)
-    S, T = 3, 150
-    F = rng.normal(size=(S, S)) * 0.4
-    F[0, 1] = F[2, 0] = 0.0  # structural zeros skipped by the products, still differentiated
+    T = 150
+    F = rng.normal(size=(S, S)) * (0.4 if S == 3 else 0.2)
+    F[0, 1] = F[2, 0] = 0.0  # zeros: skipped by the sparse products, still differentiated
+    if S > 3:
+        F[rng.random((S, S)) < 0.6] = 0.0
     h, a0, y = rng.normal(size=S), rng.normal(size=S), rng.normal(size=T)
     Q, P0 = 0.5 * np.eye(S) + 0.1, np.eye(S)
     observed = np.ones(T, bool)
