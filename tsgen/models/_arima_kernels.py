@@ -109,7 +109,8 @@ def _nonzeros(F, nz_i, nz_k, nz_v):
 
 @njit(cache=True, nogil=True, error_model="numpy")
 def _predict_covariance(F, nnz, nz_i, nz_k, nz_v, Q, P, u, scale, Pp, FP, P_next):
-    """``FP = F (P - scale u u')`` and ``P_next = FP F' + Q``; returns ``max |P_next - P|``.
+    """``FP = F (P - scale u u')`` and ``P_next = FP F' + Q``; returns the change
+    ``max |P_next - P|`` relative to ``max |P_next|`` (the steady-state test).
 
     ``F`` is used through its non-zeros when ``nnz`` is below ``S^2`` (see
     :func:`_nonzeros`), densely otherwise."""
@@ -144,10 +145,12 @@ def _predict_covariance(F, nnz, nz_i, nz_k, nz_v, Q, P, u, scale, Pp, FP, P_next
                     acc += FP[i, k] * F[j, k]
                 P_next[i, j] = acc
     change = 0.0
+    largest = 0.0
     for i in range(S):
         for j in range(S):
             change = max(change, abs(P_next[i, j] - P[i, j]))
-    return change
+            largest = max(largest, abs(P_next[i, j]))
+    return change / max(largest, 1e-300)
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -165,15 +168,6 @@ def _transition(F, nnz, nz_i, nz_k, nz_v, x, out):
             for j in range(S):
                 acc += F[i, j] * x[j]
             out[i] = acc
-
-
-@njit(cache=True, nogil=True, error_model="numpy")
-def _largest(P):
-    out = 0.0
-    for i in range(P.shape[0]):
-        for j in range(P.shape[1]):
-            out = max(out, abs(P[i, j]))
-    return out
 
 
 @njit(cache=True)
@@ -275,15 +269,13 @@ def filter_series(F, F_free, h, Q, a0, P0, y, observed, n, tol, max_transient, n
                     acc += F[i, j] * post[j]
                 a[i] = acc
         if moving:
-            change = _predict_covariance(F, nnz, nz_i, nz_k, nz_v, Q, P, u, 1.0 / f if m else 0.0, Pp, FP, P_next)
-            largest = 0.0
+            change = _predict_covariance(F, nnz, nz_i, nz_k, nz_v, Q, P, u, inv_f if m else 0.0, Pp, FP, P_next)
             for i in range(S):
                 for j in range(S):
                     P[i, j] = P_next[i, j]
-                    largest = max(largest, abs(P_next[i, j]))
                     if need_grad:
                         tape_FP[slots - 1, i, j] = FP[i, j]
-            steady = m and (change <= tol * largest or (max_transient >= 0 and t + 1 >= max_transient))
+            steady = m and (change <= tol or (max_transient >= 0 and t + 1 >= max_transient))
             if steady:
                 starts_steady = True
                 f, _ = _innovation(P, h, a, u)
@@ -472,9 +464,8 @@ def filter_groups(F, h, Q, P0, a0, y, observed, lengths, order, group_start, mov
             if not steady or not m_cov:
                 scale = 1.0 / f if m_cov else 0.0
                 change = _predict_covariance(Fg, nnz, nz_i, nz_k, nz_v, Qg, P, u, scale, Pp, FP, P_next)
-                largest = _largest(P_next)
                 P[:, :] = P_next
-                steady = m_cov and change <= tol * largest
+                steady = m_cov and change <= tol
                 f, _ = _innovation(P, hg, post, u)
             for r in range(first, last):
                 b = order[r]
