@@ -5,10 +5,10 @@ from pathlib import Path
 
 import pandas as pd
 
+from tsgen.data._index import seasonal_period  # noqa: F401  (the CLI's import path)
+
 #: column names taken as the time column when ``--time-col`` is not given
 TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds", "month", "period", "day", "week", "year", "quarter")
-#: seasonal period of common frequencies (by the first letters of the frequency code)
-SEASONAL_PERIODS = {"M": 12, "Q": 4, "W": 52, "D": 7, "B": 5, "H": 24, "h": 24}
 
 
 class CLIError(Exception):
@@ -84,11 +84,3 @@ def read_series(path, time_col: str | None = None, columns: list[str] | None = N
         return values.iloc[:, 0]
     return values
 
-
-def seasonal_period(index: pd.Index) -> int:
-    """Seasonal period implied by the index frequency (1 when there is none)."""
-    freq = getattr(index, "freqstr", None)
-    if not freq:
-        return 1
-    code = freq.lstrip("0123456789")
-    return SEASONAL_PERIODS.get(code[:1], 1)

@@ -66,6 +66,19 @@ def validate_index(index: pd.Index, name: str) -> pd.Index:
     )
 
 
+#: seasonal period of common frequencies (by the first letters of the frequency code)
+SEASONAL_PERIODS = {"M": 12, "Q": 4, "W": 52, "D": 7, "B": 5, "H": 24, "h": 24}
+
+
+def seasonal_period(index: pd.Index) -> int:
+    """Seasonal period implied by the index frequency (1 when there is none)."""
+    freq = getattr(index, "freqstr", None)
+    if not freq:
+        return 1
+    code = freq.lstrip("0123456789")
+    return SEASONAL_PERIODS.get(code[:1], 1)
+
+
 def future_index(index: pd.Index, horizon: int) -> pd.Index:
     """The ``horizon`` timestamps that follow ``index`` at its frequency."""
     if isinstance(index, pd.PeriodIndex):
