@@ -15,6 +15,10 @@ of a multivariate target):
   horizon is the joint log predictive density ``-log p(y_{t+1:t+H} | y_{1:t})``
   of the whole window. Omitted for models without a likelihood.
 
+These per-step values are summarised over many steps by
+:func:`tsgen.evaluation._result.aggregate` (pooling the points, so the
+RMSE of a window is not the mean of its per-step RMSEs).
+
 Origins that share a fitted model are forecast together: the histories
 go to the estimator's array-level methods (the ones under ``predict``,
 ``sample`` and ``log_likelihood``, without their pandas wrapping) as one

@@ -3,11 +3,12 @@ from __future__ import annotations
 
 import pandas as pd
 
+from tsgen.evaluation._result import aggregate
 from tsgen.plotting._common import new_axes, time_values
 
 
 def plot_backtest(result, metric: str = "crps", series: int = 0, variable=None, ax=None, title=None):
-    """Two panels: mean ``metric`` by horizon step, and the observed values with each origin's forecast.
+    """Two panels: ``metric`` by horizon step over all origins, and the observed values with each origin's forecast.
 
     Parameters
     ----------
@@ -32,12 +33,13 @@ def plot_backtest(result, metric: str = "crps", series: int = 0, variable=None, 
         raise ValueError(f"`variable` must be one of {variables}; got {variable!r}.")
     chosen = chosen[chosen["variable"] == variable]
     figure, (top, bottom) = new_axes(2, ax)
-    by_horizon = metrics[metrics["metric"] == metric].groupby(["series", "horizon"])["value"].mean()
+    # pooled over origins as summary() does (an RMSE by horizon is not the mean of per-step RMSEs)
+    by_horizon = aggregate(metrics[metrics["metric"] == metric], forecasts, ["series", "horizon"]).droplevel("metric")
     for s, values in by_horizon.groupby(level="series"):
         top.plot(values.index.get_level_values("horizon"), values.to_numpy(), marker="o", label=f"series {s}")
     top.set_xlabel("horizon step")
     top.set_ylabel(metric)
-    top.set_title(title or f"Backtest: mean {metric} by horizon over {result.n_origins} origins")
+    top.set_title(title or f"Backtest: {metric} by horizon over {result.n_origins} origins")
     if by_horizon.index.get_level_values("series").nunique() > 1:
         top.legend(fontsize="small")
     actual = chosen.drop_duplicates("time").sort_values("time")
