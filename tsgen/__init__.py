@@ -1,12 +1,15 @@
-"""tsgen: probabilistic time-series forecasting with sequential generative models."""
-from tsgen import metrics
-from tsgen.anomaly import AnomalyDetector
-from tsgen.base import BaseForecaster, load
-from tsgen.evaluation import BacktestResult, backtest
-from tsgen.models.arima import ARIMA
-from tsgen.models.dmm import DeepMarkovModel
-from tsgen.models.lds import LinearGaussianSSM
-from tsgen.models.rnn import RNNForecaster
+"""tsgen: probabilistic time-series forecasting with sequential generative models.
+
+The public names are imported on first use (``tsgen.ARIMA`` imports the
+ARIMA estimator and what it needs, not torch's deep-learning stack), so
+``import tsgen`` itself imports none of torch, numba, scikit-learn or
+matplotlib.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tsgen._lazy import attach
 
 __version__ = "0.1.0"
 
@@ -23,3 +26,29 @@ __all__ = [
     "metrics",
     "__version__",
 ]
+
+__getattr__, __dir__ = attach(
+    __name__,
+    {
+        "ARIMA": "tsgen.models.arima",
+        "AnomalyDetector": "tsgen.anomaly",
+        "BacktestResult": "tsgen.evaluation",
+        "BaseForecaster": "tsgen.base",
+        "DeepMarkovModel": "tsgen.models.dmm",
+        "LinearGaussianSSM": "tsgen.models.lds",
+        "RNNForecaster": "tsgen.models.rnn",
+        "backtest": "tsgen.evaluation",
+        "load": "tsgen.base",
+    },
+    submodules=["metrics"],
+)
+
+if TYPE_CHECKING:
+    from tsgen import metrics
+    from tsgen.anomaly import AnomalyDetector
+    from tsgen.base import BaseForecaster, load
+    from tsgen.evaluation import BacktestResult, backtest
+    from tsgen.models.arima import ARIMA
+    from tsgen.models.dmm import DeepMarkovModel
+    from tsgen.models.lds import LinearGaussianSSM
+    from tsgen.models.rnn import RNNForecaster

@@ -305,6 +305,11 @@ def load(path):
     if meta.get("format") != _FORMAT:
         raise ValueError(f"`path` {str(path)!r} is not a tsgen model file.")
     cls = _REGISTRY.get(meta["class"])
+    if cls is None:  # tsgen imports its estimators on first use: a fresh process may not have this one yet
+        import tsgen
+
+        if meta["class"] in tsgen.__all__:
+            cls = getattr(tsgen, meta["class"])
     if cls is None:
         raise ValueError(f"unknown model class {meta['class']!r} in {str(path)!r}.")
     tensors = payload["tensors"]

@@ -4,14 +4,16 @@
     tsgen backtest FILE.csv --model arima --horizon 12 --start 96 --out metrics.csv
     tsgen detect FILE.csv --model arima --train-size 0.5 --out scores.csv --plot anomalies.png
     tsgen models
+
+Parsing imports neither pandas nor a model: ``tsgen --help`` and argument
+errors are answered at once, and a command imports what it needs when it runs.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from tsgen.cli import _commands
-from tsgen.cli._io import CLIError
+from tsgen.cli._arguments import SPOT_MIN_TRAIN, dest, positive_int, refit, start
 from tsgen.cli._registry import all_options
 
 
@@ -24,15 +26,8 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     group = parser.add_argument_group("model options (each applies to the models listed by `tsgen models`)")
     for flag, owners in all_options().items():
         names = ", ".join(name for name, _ in owners)
-        group.add_argument(flag, dest=_commands._dest(flag), type=owners[0][1].type, default=None,
+        group.add_argument(flag, dest=dest(flag), type=owners[0][1].type, default=None,
                            help=f"[{names}] {owners[0][1].help}")
-
-
-def _positive_int(text: str) -> int:
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected a positive integer; got {text}")
-    return value
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -43,27 +38,27 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = commands.add_parser("forecast", help="fit a model and forecast with prediction intervals")
     _data_arguments(p)
-    p.add_argument("--horizon", type=_positive_int, required=True, help="number of steps to forecast")
+    p.add_argument("--horizon", type=positive_int, required=True, help="number of steps to forecast")
     p.add_argument("--out", help="write the forecast (mean and quantiles) to this CSV")
     p.add_argument("--plot", help="write a fan chart to this image file (png, pdf, svg)")
-    p.set_defaults(handler=_commands.forecast)
+    p.set_defaults(handler="forecast")
 
     p = commands.add_parser("backtest", help="rolling-origin evaluation with probabilistic scores")
     _data_arguments(p)
-    p.add_argument("--horizon", type=_positive_int, required=True, help="forecast length scored at each origin")
-    p.add_argument("--start", type=_commands._start, help="training length or timestamp of the first origin "
+    p.add_argument("--horizon", type=positive_int, required=True, help="forecast length scored at each origin")
+    p.add_argument("--start", type=start, help="training length or timestamp of the first origin "
                    "(default: half the series)")
-    p.add_argument("--step", type=_positive_int, default=1, help="steps between origins (default 1)")
+    p.add_argument("--step", type=positive_int, default=1, help="steps between origins (default 1)")
     p.add_argument("--window", choices=("expanding", "sliding"), default="expanding")
-    p.add_argument("--refit", type=_commands._refit, default=True,
+    p.add_argument("--refit", type=refit, default=True,
                    help="'always' (default), 'never' (condition the first fit on each history) or every k origins")
-    p.add_argument("--samples", type=_positive_int, default=100, help="sample paths per origin for the CRPS")
+    p.add_argument("--samples", type=positive_int, default=100, help="sample paths per origin for the CRPS")
     p.add_argument("--n-jobs", type=int, default=1, help="parallel workers (-1: all cores)")
     p.add_argument("--out", help="write the tidy metrics to this CSV")
     p.add_argument("--forecasts-out", help="write every origin's forecast to this CSV")
     p.add_argument("--plot", help="write the backtest overview to this image file")
     p.add_argument("--metric", default="crps", help="metric drawn by --plot (default crps)")
-    p.set_defaults(handler=_commands.backtest)
+    p.set_defaults(handler="backtest")
 
     p = commands.add_parser("detect", help="flag anomalies by the model's one-step predictive likelihood")
     _data_arguments(p)
@@ -71,15 +66,15 @@ def build_parser() -> argparse.ArgumentParser:
                    "(default: all)")
     p.add_argument("--method", choices=("auto", "spot", "quantile"), default="auto",
                    help="threshold: SPOT tail fit, or quantile of the training scores (default auto: SPOT "
-                   f"from {_commands.SPOT_MIN_TRAIN} training steps on)")
+                   f"from {SPOT_MIN_TRAIN} training steps on)")
     p.add_argument("--false-alarm-rate", type=float, default=0.01, help="target false-alarm rate (default 0.01)")
-    p.add_argument("--window", type=_positive_int, default=1, help="average scores over this many steps")
+    p.add_argument("--window", type=positive_int, default=1, help="average scores over this many steps")
     p.add_argument("--out", help="write score, threshold and anomaly flag per step to this CSV")
     p.add_argument("--plot", help="write the anomaly chart to this image file")
-    p.set_defaults(handler=_commands.detect)
+    p.set_defaults(handler="detect")
 
     p = commands.add_parser("models", help="list the models and their main options")
-    p.set_defaults(handler=_commands.models)
+    p.set_defaults(handler="models")
     return parser
 
 
@@ -87,8 +82,11 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tsgen`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from tsgen.cli import _commands  # pandas, and the chosen model, from here on
+    from tsgen.cli._io import CLIError
+
     try:
-        return args.handler(args)
+        return getattr(_commands, args.handler)(args)
     except CLIError as err:
         print(f"tsgen: error: {err}", file=sys.stderr)
         return 2

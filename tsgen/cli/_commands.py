@@ -1,17 +1,16 @@
 """What each subcommand does once its arguments are parsed."""
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
 import pandas as pd
 
+from tsgen.cli._arguments import SPOT_MIN_TRAIN
+from tsgen.cli._arguments import dest as _dest
 from tsgen.cli._io import CLIError, read_series, seasonal_period
 from tsgen.cli._registry import all_options, available_models
 
-#: shortest training set for which ``detect --method auto`` picks SPOT (10 peaks over the 0.98 quantile)
-SPOT_MIN_TRAIN = 500
 #: forecast quantiles: the 50/80/95% fan bands and the median
 FAN_QUANTILES = (0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975)
 
@@ -31,10 +30,6 @@ def _model(args, y):
             raise CLIError(f"{flag} is an option of {', '.join(n for n, _ in owners)}, not of {args.model}.")
         chosen[next(o.param for n, o in owners if n == entry.name)] = value
     return entry.build(seasonal_period(y.index), chosen, args.seed)
-
-
-def _dest(flag: str) -> str:
-    return "model_" + flag.lstrip("-").replace("-", "_")
 
 
 def _load(args):
@@ -68,23 +63,6 @@ def forecast(args) -> int:
 
         _save_figure(plot_forecast(y, frame, title=f"{type(model).__name__} forecast of {Path(args.file).name}"), args.plot)
     return 0
-
-
-def _refit(text: str):
-    if text in ("always", "never"):
-        return text == "always"
-    try:
-        return int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected 'always', 'never' or a number of origins; got {text!r}") from None
-
-
-def _start(text: str):
-    """An int (training length) or a timestamp string, which the backtest looks up in the index."""
-    try:
-        return int(text)
-    except ValueError:
-        return text
 
 
 def backtest(args) -> int:

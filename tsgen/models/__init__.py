@@ -1,4 +1,28 @@
-"""Model families: one module per family, each a generative module and its estimator."""
-from tsgen.models.rnn import RNNForecaster  # noqa: F401
-from tsgen.models.dmm import DeepMarkovModel  # noqa: F401
-from tsgen.models.arima import ARIMA  # noqa: F401
+"""Model families: one module per family, each a generative module and its estimator.
+
+The estimators are imported on first use, so ``tsgen.models.arima`` does not
+import the deep models (and their torch/Pyro stack) through this package.
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from tsgen._lazy import attach
+
+__all__ = ["ARIMA", "DeepMarkovModel", "LinearGaussianSSM", "RNNForecaster"]
+
+__getattr__, __dir__ = attach(
+    __name__,
+    {
+        "ARIMA": "tsgen.models.arima",
+        "DeepMarkovModel": "tsgen.models.dmm",
+        "LinearGaussianSSM": "tsgen.models.lds",
+        "RNNForecaster": "tsgen.models.rnn",
+    },
+)
+
+if TYPE_CHECKING:
+    from tsgen.models.arima import ARIMA
+    from tsgen.models.dmm import DeepMarkovModel
+    from tsgen.models.lds import LinearGaussianSSM
+    from tsgen.models.rnn import RNNForecaster
