@@ -17,6 +17,9 @@ call private hooks that receive tensors only:
 ``None`` or a float64 tensor ``(n_series, rows, features)`` aligned with each
 series' own time steps: row ``j`` belongs to step ``j`` of that series, so
 for a forecast rows ``length_i .. length_i + horizon - 1`` are the future.
+The edge aligns the user's ``X`` to those steps by timestamp when both are
+time-indexed and by position otherwise (:func:`tsgen.data.to_covariates`);
+``feature_names_in_`` keeps ``X``'s column names (None when it had none).
 """
 from __future__ import annotations
 
@@ -42,6 +45,7 @@ from tsgen.data import (
 _FORMAT = "tsgen-model"
 _FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}
+_UNSET = object()
 
 
 def make_generator(random_state) -> torch.Generator:
@@ -146,33 +150,34 @@ class BaseForecaster(BaseEstimator):
         pass
 
     # ---------------------------------------------------------- validation
-    def _covariates(self, X, batch: SeriesBatch, horizon: int, name: str = "X"):
-        """Validate ``X`` against ``batch`` (and ``horizon`` future rows)."""
-        if not self._supports_covariates:
-            if X is not None:
-                raise ValueError(f"`{name}` was given but {type(self).__name__} takes no covariates.")
-            return None
+    def _covariates(self, X, batch: SeriesBatch, horizon: int, name: str = "X", history: bool = True):
+        """``X`` for a fitted model, aligned to ``batch``'s steps (if ``history``) and ``horizon`` future steps."""
+        n_features = getattr(self, "n_features_", 0)
         if X is None:
-            if getattr(self, "n_features_", 0):
+            if n_features:
                 raise ValueError(
-                    f"`{name}` is required: the model was fitted with {self.n_features_} covariate(s)."
+                    f"`{name}` is required: the model was fitted with {n_features} covariate(s)."
                 )
             return None
-        needed = [int(n) + horizon for n in batch.lengths]
-        covariates = to_covariates(X, name, batch.n_series, needed)
-        expected = getattr(self, "n_features_", covariates.shape[-1])
-        if covariates.shape[-1] != expected:
-            raise ValueError(f"`{name}` has {covariates.shape[-1]} columns; the model was fitted with {expected}.")
+        if not self._supports_covariates:
+            raise ValueError(f"`{name}` was given but {type(self).__name__} takes no covariates.")
+        if not n_features:
+            raise ValueError(
+                f"`{name}` was given but the model was fitted without covariates; refit with "
+                f"`fit(y, {name}=...)` to use them, or leave `{name}` out."
+            )
+        covariates, _ = to_covariates(
+            X, name, batch.indexes, horizon, history=history,
+            feature_names=getattr(self, "feature_names_in_", None), n_features=n_features,
+        )
         return covariates
 
     def _future_covariates(self, X, history: SeriesBatch, horizon: int, conditioned: bool):
-        """Covariates for history plus future: ``X`` is the future only when continuing the fit data."""
-        if not self._supports_covariates or conditioned or X is None:
+        """Covariates for history plus future: ``X`` is needed for the future only when continuing the fit data."""
+        if conditioned or X is None:
             return self._covariates(X, history, horizon)
-        future = to_covariates(X, "X", history.n_series, [horizon] * history.n_series)
+        future = self._covariates(X, history, horizon, history=False)
         past = self.covariates_
-        if future.shape[-1] != past.shape[-1]:
-            raise ValueError(f"`X` has {future.shape[-1]} columns; the model was fitted with {past.shape[-1]}.")
         rows = past.shape[1] + horizon
         combined = torch.zeros(history.n_series, rows, past.shape[-1], dtype=past.dtype)
         for i, n in enumerate(history.lengths.tolist()):
@@ -197,11 +202,22 @@ class BaseForecaster(BaseEstimator):
     def fit(self, y, X=None):
         """Fit the model to ``y`` (Series, DataFrame, array or list of them); returns ``self``."""
         data = to_series_batch(y, "y", self._min_length())
-        if X is None and self._supports_covariates:
-            covariates = None
-        else:
-            covariates = self._covariates(X, data, 0)
-        self._fit(data, covariates)
+        covariates, names = None, None
+        if X is not None:
+            if not self._supports_covariates:
+                raise ValueError(f"`X` was given but {type(self).__name__} takes no covariates.")
+            covariates, names = to_covariates(X, "X", data.indexes)
+        # set before `_fit` so that a model can name its coefficients after X's columns
+        previous = self.__dict__.get("feature_names_in_", _UNSET)
+        self.feature_names_in_ = None if names is None else np.asarray(names, dtype=object)
+        try:
+            self._fit(data, covariates)
+        except BaseException:
+            if previous is _UNSET:
+                del self.feature_names_in_
+            else:
+                self.feature_names_in_ = previous
+            raise
         self.history_ = data
         self.n_dims_ = data.n_dims
         self.n_features_ = 0 if covariates is None else covariates.shape[-1]

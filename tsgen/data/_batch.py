@@ -163,41 +163,6 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
     )
 
 
-def to_covariates(X, name: str, n_series: int, min_rows: "list[int] | None" = None) -> torch.Tensor | None:
-    """Exogenous regressors as a float64 tensor ``(n_series, rows, n_features)``.
-
-    ``X`` mirrors ``y``: one array-like for one series, or a list with one
-    entry per series. Covariates may not be missing.
-    """
-    if X is None:
-        return None
-    items = list(X) if isinstance(X, (list, tuple)) and not np.isscalar(X[0]) else [X]
-    if len(items) != n_series:
-        raise ValueError(f"`{name}` has {len(items)} entries but there are {n_series} series.")
-    arrays = []
-    for i, item in enumerate(items):
-        label = f"{name}[{i}]" if len(items) > 1 else name
-        frame = item.to_frame() if isinstance(item, pd.Series) else (
-            item if isinstance(item, pd.DataFrame) else pd.DataFrame(np.asarray(item, dtype=float).reshape(len(item), -1))
-        )
-        values = _numeric_values(frame, label)
-        if np.isnan(values).any():
-            raise ValueError(f"`{label}` contains NaN: covariates must be fully observed.")
-        if min_rows is not None and len(values) < min_rows[i]:
-            raise ValueError(f"`{label}` has {len(values)} rows; expected at least {min_rows[i]}.")
-        arrays.append(values)
-    widths = {a.shape[1] for a in arrays}
-    if len(widths) != 1:
-        raise ValueError(f"`{name}` entries must all have the same number of columns.")
-    # rows beyond a series' own length are padding, like the padding of `y`
-    rows = max(len(a) for a in arrays) if min_rows is None else max(min_rows)
-    padded = np.zeros((len(arrays), rows, arrays[0].shape[1]))
-    for i, a in enumerate(arrays):
-        used = min(len(a), rows)
-        padded[i, :used] = a[:used]
-    return torch.from_numpy(padded)
-
-
 def validate_horizon(horizon) -> int:
     if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, (int, np.integer)):
         raise TypeError(f"`horizon` must be a positive integer, got {horizon!r}.")

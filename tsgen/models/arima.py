@@ -202,7 +202,7 @@ class ARIMA(BaseForecaster):
         self.order_ = out([s.order for s in specs])
         self.seasonal_order_ = out([s.seasonal_order for s in specs])
         self.trend_ = out([s.trend for s in specs])
-        self.params_ = out([dict(zip(s.param_names, p.tolist())) for s, p in zip(specs, params)])
+        self.params_ = out([dict(zip(self._param_names(s), p.tolist())) for s, p in zip(specs, params)])
         self.sigma2_ = out([float(p[-1]) for p in params])
         self.llf_ = out([float(v) for v in stats["llf"]])
         self.aic_ = out([float(v) for v in stats["aic"]])
@@ -217,6 +217,14 @@ class ARIMA(BaseForecaster):
                 ConvergenceWarning,
                 stacklevel=3,
             )
+
+    def _param_names(self, spec: ArimaSpec) -> list[str]:
+        """statsmodels' names, with regressors named ``x.<column>`` after ``X``'s columns when it had names."""
+        columns = self.__dict__.get("feature_names_in_")
+        if columns is None or not spec.n_exog:
+            return spec.param_names
+        exog = {f"x{j + 1}": f"x.{c}" for j, c in enumerate(columns)}
+        return [exog.get(n, n) for n in spec.param_names]
 
     def _groups(self, n_series: int):
         """Series grouped by spec, so that each group runs as one batch.
