@@ -21,6 +21,11 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="CSV file: a time column and one or more value columns")
     parser.add_argument("--time-col", help="name of the time column (default: auto-detected)")
     parser.add_argument("--columns", help="comma-separated value columns (default: all but the time column)")
+    order = parser.add_mutually_exclusive_group()
+    order.add_argument("--dayfirst", dest="dayfirst", action="store_const", const=True, default=None,
+                       help="read dates such as 01/02/2020 as 1 February (default: from the values, else ask)")
+    order.add_argument("--monthfirst", dest="dayfirst", action="store_const", const=False,
+                       help="read dates such as 01/02/2020 as 2 January")
     parser.add_argument("--model", default="arima", help="model name, see `tsgen models` (default: arima)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
     group = parser.add_argument_group("model options (each applies to the models listed by `tsgen models`)")

@@ -33,13 +33,54 @@ def _model(args, y):
 
 
 def _load(args):
+    _check_outputs(args)
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    return read_series(args.file, args.time_col, columns)
+    return read_series(args.file, args.time_col, columns, args.dayfirst)
+
+
+#: the output flags of the commands: (argparse destination, flag)
+OUTPUTS = (("out", "--out"), ("forecasts_out", "--forecasts-out"), ("plot", "--plot"))
+
+
+def _check_outputs(args) -> None:
+    """Refuse, before any work, an output that cannot be written or would overwrite the input or another output."""
+    source = Path(args.file)
+    seen = {}
+    for name, flag in OUTPUTS:
+        value = getattr(args, name, None)
+        if not value:
+            continue
+        path = Path(value)
+        if path.is_dir() or value.endswith(("/", "\\")):
+            raise CLIError(f"{flag} {value!r} is a directory; give a file name inside it.")
+        folder = path.parent
+        if not folder.is_dir():
+            raise CLIError(f"{flag} {value!r}: the folder {str(folder)!r} does not exist; create it first.")
+        if path.exists() and source.exists() and path.samefile(source):
+            raise CLIError(f"{flag} {value!r} is the input file; writing there would overwrite the data.")
+        key = path.resolve()
+        if key in seen:
+            raise CLIError(f"{flag} and {seen[key]} are the same file {value!r}; give each output its own file.")
+        seen[key] = flag
+    if getattr(args, "plot", None):
+        from matplotlib.figure import Figure
+
+        suffix = Path(args.plot).suffix.lstrip(".").lower()
+        formats = Figure().canvas.get_supported_filetypes()
+        if suffix and suffix not in formats:
+            raise CLIError(f"--plot {args.plot!r}: unknown image format {suffix!r}; use one of {', '.join(formats)}.")
+
+
+def _write(what: str, path, write) -> None:
+    try:
+        write(path)
+    except OSError as err:  # permissions, full disk: one line, not a traceback
+        raise CLIError(f"could not write {what} to {str(path)!r}: {err.strerror or err}.") from None
+    print(f"{what} written to {path}")
 
 
 def _save_figure(figure, path) -> None:
-    figure.savefig(path, dpi=110)
-    print(f"plot written to {path}")
+    _write("plot", path, lambda target: figure.savefig(target, dpi=110))
 
 
 def _show(frame: pd.DataFrame) -> None:
@@ -56,8 +97,7 @@ def forecast(args) -> int:
     table = frame.drop(columns=[c for c in frame.columns if (c if isinstance(c, str) else c[1]) in ("q0.25", "q0.75")])
     _show(table)
     if args.out:
-        frame.to_csv(args.out)
-        print(f"forecast written to {args.out}")
+        _write("forecast", args.out, frame.to_csv)
     if args.plot:
         from tsgen.plotting import plot_forecast
 
@@ -75,16 +115,14 @@ def backtest(args) -> int:
         season=seasonal_period(y.index), n_jobs=args.n_jobs, n_samples=args.samples,
         random_state=args.seed, progress=True,
     )
-    print(f"{result.n_origins} origins, horizon {result.horizon}; mean scores by horizon step:")
+    print(f"{result.n_origins} origins, horizon {result.horizon}; scores by horizon step (over all origins):")
     _show(result.summary(by="horizon"))
     print("overall:")
     _show(result.summary())
     if args.out:
-        result.metrics.to_csv(args.out, index=False)
-        print(f"metrics written to {args.out}")
+        _write("metrics", args.out, lambda target: result.metrics.to_csv(target, index=False))
     if args.forecasts_out:
-        result.forecasts.to_csv(args.forecasts_out, index=False)
-        print(f"forecasts written to {args.forecasts_out}")
+        _write("forecasts", args.forecasts_out, lambda target: result.forecasts.to_csv(target, index=False))
     if args.plot:
         _save_figure(result.plot(args.metric), args.plot)
     return 0
@@ -115,8 +153,7 @@ def detect(args) -> int:
     if len(flagged):
         _show(out.loc[out["anomaly"], ["score"]].head(50))
     if args.out:
-        out.to_csv(args.out)
-        print(f"scores written to {args.out}")
+        _write("scores", args.out, out.to_csv)
     if args.plot:
         from tsgen.plotting import plot_anomalies
 

@@ -1,8 +1,12 @@
 """CSV in, pandas out: find the time column, parse it, set the frequency, pick the value columns."""
 from __future__ import annotations
 
+import csv
+import sys
+import warnings
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 
 from tsgen.data._index import seasonal_period  # noqa: F401  (the CLI's import path)
@@ -15,6 +19,12 @@ class CLIError(Exception):
     """A user mistake on the command line: printed without a traceback."""
 
 
+#: integers read as calendar years when they are a time column (outside: refused, never nanoseconds)
+YEAR_RANGE = (1000, 2999)
+#: a day-month-year or month-day-year date: two small numbers before the year
+_DMY = r"^\s*(\d{1,2})[/.\-](\d{1,2})[/.\-](\d{2}|\d{4})(?:\D|$)"
+
+
 def _guess_time_column(frame: pd.DataFrame) -> str | None:
     for column in frame.columns:
         if str(column).strip().lower() in TIME_NAMES:
@@ -25,8 +35,112 @@ def _guess_time_column(frame: pd.DataFrame) -> str | None:
     return None
 
 
-def _parse_times(values: pd.Series, column: str) -> pd.Index:
-    parsed = pd.to_datetime(values, errors="coerce", format="mixed")
+def _looks_like_data(cell: str) -> bool:
+    """A header cell that is really a value: a number or a date (with a digit: 'today' parses too)."""
+    text = cell.strip()
+    if not text:
+        return False
+    try:
+        float(text)
+        return True
+    except ValueError:
+        pass
+    if not any(ch.isdigit() for ch in text):
+        return False
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dateutil's "could not infer format" chatter
+        return not pd.isna(pd.to_datetime(text, errors="coerce", format="mixed"))
+
+
+def _has_header(path: Path) -> bool:
+    """False when every cell of the first line is a number or a date: that line is data, not names."""
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        try:
+            first = next(csv.reader(handle))
+        except (StopIteration, csv.Error, UnicodeDecodeError):
+            return True  # let pandas report an empty or unreadable file
+    cells = [c for c in first if c.strip()]
+    return not cells or not all(_looks_like_data(c) for c in cells)
+
+
+def _name_headerless(frame: pd.DataFrame) -> pd.DataFrame:
+    """Names for a file without a header: a leading text or year column is ``time``, values ``y`` or ``y1..``."""
+    first = frame.iloc[:, 0]
+    leading_time = not pd.api.types.is_numeric_dtype(first) or _are_years(first)
+    n_values = frame.shape[1] - int(leading_time)
+    values = ["y"] if n_values == 1 else [f"y{k}" for k in range(1, n_values + 1)]
+    return frame.set_axis((["time"] if leading_time else []) + values, axis=1)
+
+
+def _are_years(values: pd.Series) -> bool:
+    numbers = values.to_numpy(dtype="float64", na_value=float("nan"))
+    return bool(
+        len(numbers) and np.isfinite(numbers).all() and (numbers == np.round(numbers)).all()
+        and (numbers >= YEAR_RANGE[0]).all() and (numbers <= YEAR_RANGE[1]).all()
+    )
+
+
+def _parse_years(values: pd.Series, column: str) -> pd.PeriodIndex:
+    """Integer years as an annual PeriodIndex (pandas would read them as nanoseconds since 1970)."""
+    if not _are_years(values):
+        raise CLIError(
+            f"time column {column!r} holds numbers that are not calendar years ({YEAR_RANGE[0]}-{YEAR_RANGE[1]}); "
+            "write dates such as 2020-01-31, or name the time column with --time-col."
+        )
+    years = values.to_numpy(dtype="int64")
+    gaps = np.flatnonzero(np.diff(years) != 1)
+    if len(gaps):
+        row = int(gaps[0]) + 1
+        raise CLIError(
+            f"time column {column!r} must hold consecutive years; row {row + 2} holds {years[row]} after "
+            f"{years[row - 1]}. Add the missing years with empty values."
+        )
+    return pd.period_range(start=pd.Period(year=int(years[0]), freq="Y"), periods=len(years))
+
+
+def _day_first(text: pd.Series, column: str, dayfirst: bool | None) -> bool | None:
+    """Whether ``a/b/yyyy`` dates are day-first: from the flag, from values above 12, or refused when ambiguous.
+
+    None when the dates are not of that form (ISO dates are year-first and
+    unambiguous).
+    """
+    parts = text.str.extract(_DMY)
+    if parts[0].isna().any():
+        return None
+    first, second = parts[0].astype(int), parts[1].astype(int)
+    day_first_ok = bool((second <= 12).all())
+    month_first_ok = bool((first <= 12).all())
+    if dayfirst is not None:
+        fits = day_first_ok if dayfirst else month_first_ok
+        if not fits:
+            wrong = second if dayfirst else first
+            row = int((wrong > 12).to_numpy().argmax())
+            order = "day-first (--dayfirst)" if dayfirst else "month-first (--monthfirst)"
+            raise CLIError(f"time column {column!r} is not {order}: row {row + 2} holds {text.iloc[row]!r}.")
+        return dayfirst
+    if day_first_ok and not month_first_ok:
+        return True
+    if month_first_ok and not day_first_ok:
+        return False
+    if day_first_ok and month_first_ok:
+        raise CLIError(
+            f"time column {column!r} has dates such as {text.iloc[0].strip()!r} that read both day-first and "
+            "month-first; pass --dayfirst or --monthfirst."
+        )
+    return None  # neither order fits every row: the parser names the bad row
+
+
+def _parse_times(values: pd.Series, column: str, dayfirst: bool | None = None) -> pd.Index:
+    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
+        if values.isna().any():
+            row = int(values.isna().to_numpy().argmax())
+            raise CLIError(f"time column {column!r} is empty at row {row + 2}; fill it in or remove the row.")
+        return _parse_years(values, column)
+    text = values.astype("string")
+    order = _day_first(text.fillna(""), column, dayfirst)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dateutil's "could not infer format" chatter
+        parsed = pd.to_datetime(values, errors="coerce", format="mixed", dayfirst=bool(order))
     bad = parsed.isna() & values.notna()
     if bad.any() or values.isna().any():
         row = int((bad | values.isna()).to_numpy().argmax())
@@ -48,15 +162,28 @@ def _parse_times(values: pd.Series, column: str) -> pd.Index:
     return index
 
 
-def read_series(path, time_col: str | None = None, columns: list[str] | None = None):
-    """The CSV at ``path`` as a Series (one value column) or a DataFrame indexed by time."""
+def read_series(path, time_col: str | None = None, columns: list[str] | None = None, dayfirst: bool | None = None):
+    """The CSV at ``path`` as a Series (one value column) or a DataFrame indexed by time.
+
+    A first line made only of numbers and dates is data, not a header (the
+    columns are then called ``time`` and ``y``/``y1``...; a note goes to
+    stderr). Integer years become an annual PeriodIndex. Dates written
+    ``a/b/yyyy`` are day-first or month-first as the values show (a part
+    above 12); when every value reads both ways, ``dayfirst`` (True/False)
+    decides and None refuses.
+    """
     path = Path(path)
     if not path.is_file():
         raise CLIError(f"file not found: {str(path)!r}.")
+    header = _has_header(path)
     try:
-        frame = pd.read_csv(path)
+        frame = pd.read_csv(path, header=0 if header else None)
     except (pd.errors.ParserError, UnicodeDecodeError, pd.errors.EmptyDataError) as err:
         raise CLIError(f"could not read {str(path)!r} as CSV: {err}") from None
+    if not header:
+        frame = _name_headerless(frame)
+        print(f"{path.name} has no header row: reading its first line as data, columns {list(frame.columns)}.",
+              file=sys.stderr)
     available = [str(c) for c in frame.columns]
     if time_col is not None and time_col not in frame.columns:
         raise CLIError(f"--time-col {time_col!r} is not a column of {path.name}; columns: {available}.")
@@ -78,7 +205,7 @@ def read_series(path, time_col: str | None = None, columns: list[str] | None = N
         )
     values = values.astype("float64")
     if time_col is not None:
-        values.index = _parse_times(frame[time_col], str(time_col))
+        values.index = _parse_times(frame[time_col], str(time_col), dayfirst)
         values.index.name = time_col
     if values.shape[1] == 1:
         return values.iloc[:, 0]
