@@ -69,11 +69,49 @@ class SeriesBatch:
         )
 
 
-def _as_frame(item, name: str) -> tuple[pd.DataFrame, str]:
+def _is_real(dtype) -> bool:
+    if isinstance(dtype, np.dtype):
+        return dtype.kind in "iuf"  # the common case, decided without pandas' slower checks
+    return (pd.api.types.is_numeric_dtype(dtype) and not pd.api.types.is_bool_dtype(dtype)
+            and not pd.api.types.is_complex_dtype(dtype))
+
+
+def _check_real(dtypes, columns, name: str) -> None:
+    bad = [c for c, dtype in zip(columns, dtypes) if not _is_real(dtype)]
+    if bad:
+        raise TypeError(
+            f"`{name}` has non-numeric column(s) {bad!r}: expected real numbers (NaN for missing)."
+        )
+
+
+def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
+    """A frame's values as a float64 copy, after checking that every column holds real numbers."""
+    if frame.shape[1] == 0:
+        raise ValueError(f"`{name}` has no columns: expected at least one value column.")
+    _check_real(frame.dtypes, frame.columns, name)
+    values = frame.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
+    if np.isinf(values).any():
+        raise ValueError(f"`{name}` contains infinite values: expected finite numbers or NaN.")
+    return values
+
+
+def _item_values(item, name: str) -> tuple[np.ndarray, pd.Index | None, tuple, str]:
+    """``(values (T, D), index or None, columns, kind)`` of one series.
+
+    ``values`` may share memory with ``item``: the caller copies it into the
+    padded block, so nothing of the user's is aliased or modified."""
     if isinstance(item, pd.Series):
-        return item.to_frame(name=item.name if item.name is not None else "y"), "series"
+        _check_real([item.dtype], [item.name], name)
+        if isinstance(item.dtype, np.dtype):
+            values = item.to_numpy()
+        else:  # extension dtypes (nullable, Arrow) mark missing values with NA
+            values = item.to_numpy(dtype=np.float64, na_value=np.nan)
+        return values[:, None], item.index, (item.name if item.name is not None else "y",), "series"
     if isinstance(item, pd.DataFrame):
-        return item, "frame"
+        if item.shape[1] == 0:
+            raise ValueError(f"`{name}` has no columns: expected at least one value column.")
+        _check_real(item.dtypes, item.columns, name)
+        return item.to_numpy(dtype=np.float64, na_value=np.nan), item.index, tuple(item.columns), "frame"
     if isinstance(item, (np.ndarray, torch.Tensor)) or (
         isinstance(item, (list, tuple)) and len(item) > 0 and np.isscalar(item[0])
     ):
@@ -84,27 +122,13 @@ def _as_frame(item, name: str) -> tuple[pd.DataFrame, str]:
             raise ValueError(
                 f"`{name}` arrays must have shape (time,) or (time, dim), got shape {array.shape}."
             )
-        return pd.DataFrame(array, columns=[f"y{j}" for j in range(array.shape[1])]), "array"
+        columns = tuple(f"y{j}" for j in range(array.shape[1]))
+        _check_real([array.dtype] * array.shape[1], columns, name)
+        return array, None, columns, "array"
     raise TypeError(
         f"`{name}` must be a pandas Series, a DataFrame, an array, or a list of them; "
         f"got {type(item).__name__}."
     )
-
-
-def _numeric_values(frame: pd.DataFrame, name: str) -> np.ndarray:
-    if frame.shape[1] == 0:
-        raise ValueError(f"`{name}` has no columns: expected at least one value column.")
-    bad = [c for c in frame.columns if not (
-        pd.api.types.is_numeric_dtype(frame[c].dtype) and not pd.api.types.is_bool_dtype(frame[c].dtype)
-    ) or pd.api.types.is_complex_dtype(frame[c].dtype)]
-    if bad:
-        raise TypeError(
-            f"`{name}` has non-numeric column(s) {bad!r}: expected real numbers (NaN for missing)."
-        )
-    values = frame.to_numpy(dtype=np.float64, na_value=np.nan, copy=True)
-    if np.isinf(values).any():
-        raise ValueError(f"`{name}` contains infinite values: expected finite numbers or NaN.")
-    return values
 
 
 def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
@@ -113,6 +137,10 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
     ``y`` is a ``pd.Series`` (univariate), a ``pd.DataFrame`` (columns are
     variables), an array of shape ``(time,)``/``(time, dim)``, or a list of
     any of those (many series, or a collection of sequences).
+
+    Many series cost little more than one: each series is only unpacked
+    (values and index) in Python, and the value checks (infinite, all
+    missing, too short) and the mask run once on the padded block.
     """
     if isinstance(y, SeriesBatch):
         return y
@@ -122,45 +150,67 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
     items = list(y) if is_list else [y]
     if len(items) == 0:
         raise ValueError(f"`{name}` is an empty list: expected at least one series.")
-    frames, kinds, arrays, indexes = [], [], [], []
-    for i, item in enumerate(items):
-        label = f"{name}[{i}]" if is_list else name
-        frame, kind = _as_frame(item, label)
-        values = _numeric_values(frame, label)
+    labels = [f"{name}[{i}]" for i in range(len(items))] if is_list else [name]
+    arrays, raw_indexes, kinds, columns = [], [], [], None
+    for i, (item, label) in enumerate(zip(items, labels)):
+        values, index, item_columns, kind = _item_values(item, label)
         if len(values) == 0:
             raise ValueError(f"`{label}` is empty: expected at least {max(min_length, 1)} time steps.")
-        if np.isnan(values).all():
-            raise ValueError(f"`{label}` is all NaN: expected at least one observed value.")
-        if len(values) < min_length:
+        if columns is None:
+            columns = item_columns
+        elif len(item_columns) != len(columns):
             raise ValueError(
-                f"`{label}` has {len(values)} time steps; this model needs at least {min_length}."
-            )
-        index = validate_index(frame.index, label) if kind != "array" else pd.RangeIndex(len(values))
-        frames.append(frame)
-        kinds.append(kind)
-        arrays.append(values)
-        indexes.append(index)
-    columns = tuple(frames[0].columns)
-    for i, frame in enumerate(frames[1:], start=1):
-        if frame.shape[1] != len(columns):
-            raise ValueError(
-                f"`{name}[{i}]` has {frame.shape[1]} variables but `{name}[0]` has {len(columns)}: "
+                f"`{label}` has {len(item_columns)} variables but `{name}[0]` has {len(columns)}: "
                 "all series must have the same variables."
             )
-    kind = ("arrays" if kinds[0] == "array" else "list") if is_list else kinds[0]
-    max_len = max(len(a) for a in arrays)
-    padded = np.full((len(arrays), max_len, len(columns)), np.nan)
+        arrays.append(values)
+        raw_indexes.append(index)
+        kinds.append(kind)
+    lengths = np.array([len(a) for a in arrays])
+    padded = np.full((len(arrays), int(lengths.max()), len(columns)), np.nan)
     for i, a in enumerate(arrays):
         padded[i, : len(a)] = a
-    values = torch.from_numpy(padded)
+    mask = ~np.isnan(padded)
+    _check_block(padded, mask, lengths, labels, min_length)
+    indexes = _validated_indexes(raw_indexes, lengths, labels)
+    kind = ("arrays" if kinds[0] == "array" else "list") if is_list else kinds[0]
     return SeriesBatch(
-        values=values,
-        mask=~torch.isnan(values),
-        lengths=torch.tensor([len(a) for a in arrays], dtype=torch.long),
-        indexes=tuple(indexes),
+        values=torch.from_numpy(padded),
+        mask=torch.from_numpy(mask),
+        lengths=torch.from_numpy(lengths.astype(np.int64)),
+        indexes=indexes,
         columns=columns,
         kind=kind,
     )
+
+
+def _check_block(padded: np.ndarray, mask: np.ndarray, lengths: np.ndarray, labels: list, min_length: int) -> None:
+    """Value checks over all series at once; each error names the first offending series."""
+    infinite = np.isinf(padded).any(axis=(1, 2))
+    if infinite.any():
+        raise ValueError(f"`{labels[int(np.argmax(infinite))]}` contains infinite values: expected finite numbers or NaN.")
+    unobserved = ~mask.any(axis=(1, 2))
+    if unobserved.any():
+        raise ValueError(f"`{labels[int(np.argmax(unobserved))]}` is all NaN: expected at least one observed value.")
+    short = lengths < min_length
+    if short.any():
+        i = int(np.argmax(short))
+        raise ValueError(f"`{labels[i]}` has {lengths[i]} time steps; this model needs at least {min_length}.")
+
+
+def _validated_indexes(raw_indexes: list, lengths: np.ndarray, labels: list) -> tuple:
+    """Each series' validated index; an index object shared by several series is checked once."""
+    seen: dict[int, pd.Index] = {}
+    out = []
+    for index, n, label in zip(raw_indexes, lengths, labels):
+        if index is None:
+            out.append(pd.RangeIndex(int(n)))
+            continue
+        checked = seen.get(id(index))
+        if checked is None:
+            checked = seen[id(index)] = validate_index(index, label)
+        out.append(checked)
+    return tuple(out)
 
 
 def validate_horizon(horizon) -> int:

@@ -16,6 +16,14 @@ def validate_index(index: pd.Index, name: str) -> pd.Index:
     """Return ``index`` with its frequency set, or raise naming ``name``."""
     if len(index) == 0:
         raise ValueError(f"`{name}` is empty: expected at least one time step.")
+    # Fast paths for the usual indexes, which cost O(1) or one pass instead of
+    # building a reference range: pandas only lets a DatetimeIndex carry a
+    # freq that its timestamps follow (checked when the freq is set), and
+    # consecutive periods have ordinals one frequency step apart.
+    if isinstance(index, pd.DatetimeIndex) and index.freq is not None and index.freq.n > 0:
+        return index
+    if isinstance(index, pd.PeriodIndex) and (len(index) == 1 or bool(np.all(np.diff(index.asi8) == index.freq.n))):
+        return index
     if index.has_duplicates:
         dup = index[index.duplicated()][0]
         raise ValueError(f"`{name}` has duplicated timestamps (first: {dup!r}).")

@@ -185,13 +185,18 @@ class ARIMA(BaseForecaster):
         params = [None] * n_series
         stats = {k: np.zeros(n_series) for k in ("llf", "aic", "aicc", "bic")}
         converged = np.zeros(n_series, dtype=bool)
+        values = [None] * n_series  # parameters as Python floats, for ``params_``
+        # one conversion per group of series, not per series: a list of many series is set in O(groups) tensor ops
         for result, rows in results:
-            for j, i in enumerate(rows):
+            rows = np.asarray(rows)
+            block = result.params.detach().clone()
+            for i, row, floats in zip(rows.tolist(), block.unbind(0), block.tolist()):
                 specs[i] = result.spec
-                params[i] = result.params[j].detach().clone()
-                for k in stats:
-                    stats[k][i] = float(getattr(result, k)[j])
-                converged[i] = bool(result.converged[j])
+                params[i] = row.clone()  # its own storage, so that saving one series does not save all
+                values[i] = floats
+            for k in stats:
+                stats[k][rows] = getattr(result, k).detach().numpy()
+            converged[rows] = result.converged.numpy()
         self._specs = specs
         self._params = params
         self._filter_cache = {}
@@ -199,16 +204,19 @@ class ARIMA(BaseForecaster):
         def out(values):
             return list(values) if collection else values[0]
 
+        names = {}
+        for spec in set(specs):
+            names[spec] = self._param_names(spec)
         self.order_ = out([s.order for s in specs])
         self.seasonal_order_ = out([s.seasonal_order for s in specs])
         self.trend_ = out([s.trend for s in specs])
-        self.params_ = out([dict(zip(self._param_names(s), p.tolist())) for s, p in zip(specs, params)])
-        self.sigma2_ = out([float(p[-1]) for p in params])
-        self.llf_ = out([float(v) for v in stats["llf"]])
-        self.aic_ = out([float(v) for v in stats["aic"]])
-        self.aicc_ = out([float(v) for v in stats["aicc"]])
-        self.bic_ = out([float(v) for v in stats["bic"]])
-        self.converged_ = out([bool(v) for v in converged])
+        self.params_ = out([dict(zip(names[s], v)) for s, v in zip(specs, values)])
+        self.sigma2_ = out([v[-1] for v in values])
+        self.llf_ = out(stats["llf"].tolist())
+        self.aic_ = out(stats["aic"].tolist())
+        self.aicc_ = out(stats["aicc"].tolist())
+        self.bic_ = out(stats["bic"].tolist())
+        self.converged_ = out(converged.tolist())
         n_failed = sum(not bool(v) for v in converged)
         if n_failed:
             warnings.warn(
