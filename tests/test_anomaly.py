@@ -190,3 +190,55 @@ def test_nab_score_perfect_null_and_hand_values():
         nab_score(labels, flagged(45), profile="strict")
     with pytest.raises(TypeError, match="`labels`"):
         nab_score(np.array(["a"] * n), flagged(45))
+
+
+def _lds():
+    from tsgen.models.lds import LinearGaussianSSM
+
+    return LinearGaussianSSM(n_dim_state=1, max_iter=5)
+
+
+@pytest.mark.filterwarnings("ignore::tsgen.exceptions.ConvergenceWarning")
+@pytest.mark.parametrize("method, kind", [("spot", "series"), ("quantile", "frame"), ("quantile", "array")])
+def test_detector_save_and_load_round_trip(tmp_path, method, kind):
+    """Issue 9 §5: AnomalyDetector had no save; it uses the estimators' format and continues streaming."""
+    import tsgen
+
+    y = _series(600, seed=3)
+    if kind == "frame":
+        y = pd.concat([y.rename("u"), _series(600, seed=4, name="v")], axis=1)
+    elif kind == "array":
+        y = y.to_numpy()
+    train = y[:500] if kind == "array" else y.iloc[:500]
+    new = y[500:] if kind == "array" else y.iloc[500:]
+    detector = AnomalyDetector(_lds(), method=method, false_alarm_rate=0.005, spot_level=0.95, window=2).fit(train)
+    path = tmp_path / "detector.pt"
+    detector.save(path)
+    loaded = tsgen.load(path)
+    assert isinstance(loaded, AnomalyDetector) and loaded.get_params(deep=False)["window"] == 2
+    assert repr(loaded.model) == repr(detector.model) and loaded.threshold_ == detector.threshold_
+    pd.testing.assert_series_equal(loaded.train_scores_, detector.train_scores_)
+    pd.testing.assert_series_equal(loaded.score(y), detector.score(y))
+    pd.testing.assert_frame_equal(loaded.update(new), detector.update(new))  # SPOT state carried over
+    assert loaded.threshold_ == detector.threshold_
+
+
+@pytest.mark.filterwarnings("ignore::tsgen.exceptions.ConvergenceWarning")
+def test_saved_detector_file_names_only_registered_classes(tmp_path):
+    import json
+
+    import torch
+
+    import tsgen
+
+    path = tmp_path / "detector.pt"
+    AnomalyDetector(_lds(), method="quantile").fit(_series(100)).save(path)
+    payload = torch.load(path, weights_only=True)
+    meta = json.loads(payload["meta"])
+    for forged in ({**meta, "class": "backtest"}, {**meta, "template": {**meta["template"], "class": "load"}},
+                   {**meta, "model": {**meta["model"], "class": "AnomalyDetector"}}):
+        torch.save({"meta": json.dumps(forged), "tensors": payload["tensors"]}, path)
+        with pytest.raises(ValueError, match="unknown model class"):
+            tsgen.load(path)
+    with pytest.raises(TypeError, match="only tsgen estimators"):
+        AnomalyDetector(_RandomWalk(), method="quantile").fit(_series(100)).save(path)

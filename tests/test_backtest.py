@@ -392,3 +392,22 @@ def test_batched_refits_match_serial_in_parallel():
     pd.testing.assert_frame_equal(serial.forecasts, threads.forecasts)
     pd.testing.assert_frame_equal(serial.fits, threads.fits)
     assert list(serial.fits["train_length"]) == list(range(20, 28)) + list(range(20, 27))
+
+
+@pytest.mark.parametrize("freq", ["ME", "MS", "M-period", "D"])
+def test_start_names_a_period_on_datetime_and_period_indexes(freq):
+    """Issue 9 §5: ``start="1995-12"`` worked on a PeriodIndex only; the cutoff is the period's last step."""
+    n = 400 if freq == "D" else 40
+    if freq == "M-period":
+        index = pd.period_range("1993-01", periods=n, freq="M")
+    else:
+        index = pd.date_range("1993-01-01", periods=n, freq=freq)
+    y = pd.Series(_series(n).to_numpy(), index=index)
+    result = backtest(_RandomWalk(), y, 2, start="1993-12", random_state=0)
+    cutoff = result.metrics.cutoff.iloc[0]
+    expected = {"ME": pd.Timestamp("1993-12-31"), "MS": pd.Timestamp("1993-12-01"),
+                "M-period": pd.Period("1993-12", "M"), "D": pd.Timestamp("1993-12-31")}[freq]
+    assert cutoff == expected
+    assert result.fits["train_length"].iloc[0] == int(np.flatnonzero(index == expected)[0]) + 1
+    with pytest.raises(ValueError, match="`start`"):
+        backtest(_RandomWalk(), y, 2, start="1980-06")

@@ -72,3 +72,17 @@ def test_anomaly_chart_marks_flags_and_threshold():
     figure.canvas.draw()
     with pytest.raises(ValueError, match="`scores`"):
         plot_anomalies(spiked, scores.iloc[:10], 1.0)
+
+
+def test_fan_chart_of_predict_with_its_default_quantiles():
+    """Issue 9 §5: ``plot_forecast(y, m.predict(12))`` failed (default bands needed q0.025/q0.975)."""
+    y = _series(60)
+    forecast = _RandomWalk(random_state=0).fit(y).predict(12)
+    figure = plot_forecast(y, forecast)
+    axis = figure.axes[0]
+    assert len(axis.collections) == 1  # the 90% band of q0.05/q0.95
+    band = axis.collections[0].get_paths()[0].vertices[:, 1]
+    assert band.min() == pytest.approx(forecast["q0.05"].min()) and band.max() == pytest.approx(forecast["q0.95"].max())
+    assert [t.get_text() for t in axis.get_legend().get_texts()][1] == "90%"
+    multi = pd.concat([_series(30, 1, "u"), _series(30, 2, "v")], axis=1)
+    assert len(plot_forecast(multi, _RandomWalk().fit(multi).predict(4)).axes) == 2

@@ -290,6 +290,10 @@ class BaseForecaster(BaseEstimator):
     def save(self, path) -> None:
         """Store a JSON config and tensors; :func:`tsgen.load` never unpickles objects."""
         check_is_fitted(self)
+        write_payload(path, *self._to_payload())
+
+    def _to_payload(self) -> tuple[dict, dict]:
+        """``(meta, tensors)``: JSON-ready metadata and the tensors that :meth:`_from_payload` rebuilds from."""
         fitted_meta, tensors = self._fitted_state()
         all_tensors = {f"model.{k}": v.detach().cpu() for k, v in tensors.items()}
         history_meta = None
@@ -299,8 +303,6 @@ class BaseForecaster(BaseEstimator):
         if self.covariates_ is not None:
             all_tensors["covariates"] = self.covariates_
         meta = {
-            "format": _FORMAT,
-            "version": _FORMAT_VERSION,
             "class": type(self).__name__,
             "params": _encode(self.get_params(deep=False)),
             "fitted": fitted_meta,
@@ -308,11 +310,51 @@ class BaseForecaster(BaseEstimator):
             "n_dims": self.n_dims_,
             "n_features": self.n_features_,
         }
-        torch.save({"meta": json.dumps(meta), "tensors": all_tensors}, Path(path))
+        return meta, all_tensors
+
+    @classmethod
+    def _from_payload(cls, meta: dict, tensors: dict):
+        model = cls(**_decode(meta["params"]))
+        model.history_ = None if meta["history"] is None else SeriesBatch.from_spec(
+            meta["history"], {k[len("history."):]: v for k, v in tensors.items() if k.startswith("history.")}
+        )
+        model.n_dims_ = meta["n_dims"]
+        model.n_features_ = meta["n_features"]
+        model.covariates_ = tensors.get("covariates")
+        model._load_fitted_state(
+            meta["fitted"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        return model
+
+
+def register_saveable(cls: type) -> type:
+    """Let :func:`load` rebuild ``cls`` (a class with ``_to_payload``/``_from_payload``, e.g. AnomalyDetector)."""
+    _REGISTRY[cls.__name__] = cls
+    return cls
+
+
+def saved_class(name, path, base: type = object) -> type:
+    """The registered class a file names, importing tsgen's public one on first use; never any other object."""
+    cls = _REGISTRY.get(name) if isinstance(name, str) else None
+    if cls is None and isinstance(name, str):  # tsgen imports its estimators on first use: a fresh process may not have this one yet
+        import tsgen
+
+        if name in tsgen.__all__:
+            getattr(tsgen, name)
+            cls = _REGISTRY.get(name)
+    if cls is None or not issubclass(cls, base):
+        raise ValueError(f"unknown model class {name!r} in {str(path)!r}.")
+    return cls
+
+
+def write_payload(path, meta: dict, tensors: dict) -> None:
+    """The one file format of :func:`load`: JSON metadata and a flat dict of tensors (``weights_only`` safe)."""
+    meta = {"format": _FORMAT, "version": _FORMAT_VERSION, **meta}
+    torch.save({"meta": json.dumps(meta), "tensors": tensors}, Path(path))
 
 
 def load(path):
-    """Load an estimator written by ``save`` (safe: tensors and JSON only)."""
+    """Load an estimator (or AnomalyDetector) written by ``save`` (safe: tensors and JSON only)."""
     payload = torch.load(Path(path), weights_only=True)
     try:
         meta = json.loads(payload["meta"])
@@ -320,23 +362,4 @@ def load(path):
         raise ValueError(f"`path` {str(path)!r} is not a tsgen model file.") from None
     if meta.get("format") != _FORMAT:
         raise ValueError(f"`path` {str(path)!r} is not a tsgen model file.")
-    cls = _REGISTRY.get(meta["class"])
-    if cls is None:  # tsgen imports its estimators on first use: a fresh process may not have this one yet
-        import tsgen
-
-        if meta["class"] in tsgen.__all__:
-            cls = getattr(tsgen, meta["class"])
-    if cls is None:
-        raise ValueError(f"unknown model class {meta['class']!r} in {str(path)!r}.")
-    tensors = payload["tensors"]
-    model = cls(**_decode(meta["params"]))
-    model.history_ = None if meta["history"] is None else SeriesBatch.from_spec(
-        meta["history"], {k[len("history."):]: v for k, v in tensors.items() if k.startswith("history.")}
-    )
-    model.n_dims_ = meta["n_dims"]
-    model.n_features_ = meta["n_features"]
-    model.covariates_ = tensors.get("covariates")
-    model._load_fitted_state(
-        meta["fitted"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-    )
-    return model
+    return saved_class(meta["class"], path)._from_payload(meta, payload["tensors"])

@@ -3,11 +3,13 @@ from __future__ import annotations
 
 import numpy as np
 import pandas as pd
+import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from tsgen.anomaly._spot import SPOT, _check_probability
-from tsgen.data import future_index, to_series_batch
+from tsgen.base import BaseForecaster, _decode, _encode, register_saveable, saved_class, write_payload
+from tsgen.data import SeriesBatch, future_index, to_series_batch
 
 METHODS = ("spot", "quantile")
 
@@ -51,6 +53,11 @@ class AnomalyDetector(BaseEstimator):
     model_ : fitted estimator
     threshold_ : float
     train_scores_ : pd.Series
+
+    A fitted detector is saved with :meth:`save` and restored with
+    :func:`tsgen.load` in the estimators' format (JSON and tensors, no
+    pickle): the fitted model, the threshold, SPOT's peaks and the data
+    seen so far, so that :meth:`update` continues where it stopped.
     """
 
     def __init__(self, model, method="spot", false_alarm_rate=0.01, window=1, spot_level=0.98, adapt=True):
@@ -141,3 +148,88 @@ class AnomalyDetector(BaseEstimator):
         self.history_ = combined
         index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(len(combined) - len(scores), len(combined))
         return pd.DataFrame({"score": scores, "threshold": thresholds, "anomaly": flags}, index=index)
+
+    # ------------------------------------------------------------ save/load
+    def save(self, path) -> None:
+        """Store the fitted detector; :func:`tsgen.load` restores it (JSON and tensors, no pickle)."""
+        check_is_fitted(self)
+        write_payload(path, *self._to_payload())
+
+    def _to_payload(self) -> tuple[dict, dict]:
+        params = self.get_params(deep=False)
+        template = params.pop("model")
+        if not _is_saveable(template):
+            raise TypeError(f"cannot save a detector whose `model` is a {type(template).__name__}; "
+                            "only tsgen estimators can be saved.")
+        model_meta, model_tensors = self.model_._to_payload()
+        history = to_series_batch(self.history_, "history")
+        history_meta, history_tensors = history.to_spec()
+        history_meta["name"] = _encode(getattr(self.history_, "name", None))
+        history_meta["ndim"] = int(np.ndim(self.history_))
+        tensors = {f"model.{k}": v for k, v in model_tensors.items()}
+        tensors.update({f"history.{k}": v for k, v in history_tensors.items()})
+        tensors["train_scores"] = torch.as_tensor(self.train_scores_.to_numpy(dtype=np.float64))
+        meta = {
+            "class": type(self).__name__,
+            "params": _encode(params),
+            "template": {"class": type(template).__name__, "params": _encode(template.get_params(deep=False))},
+            "model": model_meta,
+            "history": history_meta,
+            "threshold": float(self.threshold_),
+            "spot": None,
+        }
+        if hasattr(self, "spot_"):
+            spot = self.spot_
+            tensors["spot.peaks"] = torch.as_tensor(np.asarray(spot.peaks_, dtype=np.float64))
+            meta["spot"] = {"initial_threshold": spot.initial_threshold_, "n": int(spot.n_), "gamma": spot.gamma_,
+                            "sigma": spot.sigma_, "threshold": spot.threshold_}
+        return meta, tensors
+
+    @classmethod
+    def _from_payload(cls, meta: dict, tensors: dict) -> "AnomalyDetector":
+        template = meta["template"]
+        model_cls = saved_class(template["class"], "the detector's model", BaseForecaster)
+        detector = cls(model=model_cls(**_decode(template["params"])), **_decode(meta["params"]))
+        detector._validate()
+        fitted = saved_class(meta["model"]["class"], "the detector's model", BaseForecaster)
+        detector.model_ = fitted._from_payload(
+            meta["model"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
+        )
+        history_meta = meta["history"]
+        batch = SeriesBatch.from_spec(
+            history_meta, {k[len("history."):]: v for k, v in tensors.items() if k.startswith("history.")}
+        )
+        detector.history_ = _as_input(batch, _decode(history_meta["name"]), history_meta["ndim"])
+        scores = tensors["train_scores"].numpy().astype(np.float64)
+        index = batch.indexes[0][: len(scores)] if batch.indexes[0] is not None else pd.RangeIndex(len(scores))
+        detector.train_scores_ = pd.Series(scores, index=index, name="anomaly_score")
+        detector.threshold_ = float(meta["threshold"])
+        if meta["spot"] is not None:
+            state = meta["spot"]
+            spot = SPOT(detector.false_alarm_rate, detector.spot_level)
+            spot.initial_threshold_, spot.n_ = float(state["initial_threshold"]), int(state["n"])
+            spot.gamma_, spot.sigma_, spot.threshold_ = (float(state[k]) for k in ("gamma", "sigma", "threshold"))
+            spot.peaks_ = [float(v) for v in tensors["spot.peaks"].numpy()]
+            detector.spot_ = spot
+        return detector
+
+
+def _is_saveable(model) -> bool:
+    """Whether ``tsgen.load`` can rebuild ``model``'s class (a registered public estimator)."""
+    try:
+        return saved_class(type(model).__name__, "", BaseForecaster) is type(model)
+    except ValueError:
+        return False
+
+
+def _as_input(batch: SeriesBatch, name, ndim: int):
+    """The one series of ``batch`` as the kind of object the detector was given (Series, DataFrame or array)."""
+    values = batch.values[0, : int(batch.lengths[0])].numpy().copy()
+    if batch.kind == "series":
+        return pd.Series(values[:, 0], index=batch.indexes[0], name=name)
+    if batch.kind == "frame":
+        return pd.DataFrame(values, index=batch.indexes[0], columns=list(batch.columns))
+    return values[:, 0] if ndim == 1 else values
+
+
+register_saveable(AnomalyDetector)

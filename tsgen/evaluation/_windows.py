@@ -39,15 +39,38 @@ def _is_int(value) -> bool:
     return isinstance(value, Integral) and not isinstance(value, bool)
 
 
+def _last_position(location) -> int:
+    """The last position of ``index.get_loc``'s answer.
+
+    A DatetimeIndex answers a coarser string ("1995-12" on month-end or
+    daily dates) with the slice or mask of the timestamps inside that period,
+    as a PeriodIndex answers with one position: the cutoff is the last of them.
+    """
+    if isinstance(location, slice):
+        positions = np.arange(location.start or 0, location.stop, location.step or 1)
+    elif isinstance(location, np.ndarray):
+        positions = np.flatnonzero(location) if location.dtype == bool else location
+    else:
+        return int(location)
+    if len(positions) == 0:
+        raise KeyError("no timestamp of the series falls in `start`")
+    return int(positions[-1])
+
+
 def resolve_start(start, length: int, horizon: int, index) -> int:
-    """Training length at the first origin: an int (negative counts from the end), a timestamp, or None (half)."""
+    """Training length at the first origin: an int (negative counts from the end), a timestamp, or None (half).
+
+    A timestamp is the first cutoff (the last training step); a string naming
+    a period ("1995-12") means its last step in the series, on a DatetimeIndex
+    as on a PeriodIndex.
+    """
     if start is None:
         first = length // 2
     elif _is_int(start):
         first = int(start) if start >= 0 else length + int(start)
     else:
         try:
-            first = int(index.get_loc(start)) + 1
+            first = _last_position(index.get_loc(start)) + 1
         except (KeyError, TypeError, ValueError):
             raise ValueError(
                 f"`start` must be a number of training steps or a timestamp of the series; got {start!r}."

@@ -7,7 +7,26 @@ import pandas as pd
 from tsgen.data import quantile_label
 from tsgen.plotting._common import as_frame, new_axes, time_values
 
+#: bands drawn from sample paths when no levels are given
 DEFAULT_LEVELS = (0.5, 0.8, 0.95)
+
+
+def _quantile_levels(forecast: pd.DataFrame) -> set[float]:
+    stats = forecast.columns.get_level_values(-1) if isinstance(forecast.columns, pd.MultiIndex) else forecast.columns
+    levels = set()
+    for name in map(str, stats):
+        if name.startswith("q"):
+            try:
+                levels.add(round(float(name[1:]), 12))
+            except ValueError:
+                pass
+    return levels
+
+
+def central_levels(forecast: pd.DataFrame) -> tuple[float, ...]:
+    """The central interval levels whose two quantiles are columns of ``forecast`` (0.9 for q0.05/q0.95)."""
+    quantiles = _quantile_levels(forecast)
+    return tuple(sorted(round(1 - 2 * q, 12) for q in quantiles if q < 0.5 and round(1 - q, 12) in quantiles))
 
 
 def _statistic(forecast: pd.DataFrame, variable, stat: str):
@@ -30,7 +49,7 @@ def _band(forecast, samples, variable, j, level):
     )
 
 
-def plot_forecast(history, forecast: pd.DataFrame, samples=None, levels=DEFAULT_LEVELS, ax=None, title=None):
+def plot_forecast(history, forecast: pd.DataFrame, samples=None, levels=None, ax=None, title=None):
     """Fan chart of a forecast after its history; returns the matplotlib Figure.
 
     Parameters
@@ -42,8 +61,11 @@ def plot_forecast(history, forecast: pd.DataFrame, samples=None, levels=DEFAULT_
         (a ``(variable, statistic)`` MultiIndex for many variables).
     samples : array, shape (n_samples, horizon, dim), optional
         Sample paths used for any band whose quantiles the frame lacks.
-    levels : sequence of float
-        Central interval levels drawn as nested bands (50/80/95% default).
+    levels : sequence of float, optional
+        Central interval levels drawn as nested bands. Default: every
+        central interval whose two quantiles ``forecast`` has (the 90% band
+        of ``predict``'s default quantiles 0.05/0.95), or 50/80/95% from
+        ``samples`` when given.
     ax : matplotlib Axes or sequence of them, optional
         Where to draw (one per variable); a new Figure otherwise.
     """
@@ -57,6 +79,13 @@ def plot_forecast(history, forecast: pd.DataFrame, samples=None, levels=DEFAULT_
         if samples.shape[1:] != (len(forecast), past.shape[1]):
             raise ValueError(
                 f"`samples` must have shape (n_samples, {len(forecast)}, {past.shape[1]}); got {samples.shape}."
+            )
+    if levels is None:
+        levels = DEFAULT_LEVELS if samples is not None else central_levels(forecast)
+        if not levels:
+            raise ValueError(
+                "`forecast` lacks a central interval (two quantile columns such as q0.05 and q0.95): "
+                "predict with quantiles=(0.05, 0.5, 0.95) or pass `samples`."
             )
     figure, axes = new_axes(past.shape[1], ax, sharex=True)
     x_past, x_future = time_values(past.index), time_values(forecast.index)
