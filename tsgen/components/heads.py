@@ -18,7 +18,6 @@ from __future__ import annotations
 from typing import ClassVar
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 from torch.distributions import (
     Bernoulli,
@@ -30,12 +29,7 @@ from torch.distributions import (
     StudentT,
 )
 
-#: floor added after softplus so scales and rates never reach 0 (log-density -> inf)
-_MIN_POSITIVE = 1e-6
-
-
-def _positive(raw: torch.Tensor) -> torch.Tensor:
-    return F.softplus(raw) + _MIN_POSITIVE
+from tsgen.components.positive import positive
 
 
 class DistributionHead(nn.Module):
@@ -58,6 +52,10 @@ class DistributionHead(nn.Module):
     fill_value: ClassVar[float] = 0.0
     #: whether DeepAR mean scaling makes sense for this likelihood
     scalable: ClassVar[bool] = True
+    #: a location-scale family: dividing the data by a constant is a change of units
+    location_scale: ClassVar[bool] = False
+    #: the values the likelihood covers, in words (None: every real number)
+    support: ClassVar[str | None] = None
 
     def __init__(self, in_features: int, dim: int):
         super().__init__()
@@ -83,6 +81,27 @@ class DistributionHead(nn.Module):
         base = self.distribution(self.domain_map(**raw), scale)
         return Independent(base, 1)
 
+    def outside_support(self, values: torch.Tensor) -> torch.Tensor:
+        """Bool tensor: True where a value cannot be drawn from this likelihood."""
+        return torch.zeros(values.shape, dtype=torch.bool, device=values.device)
+
+    def check_support(self, values: torch.Tensor, mask: torch.Tensor, argument: str = "y") -> None:
+        """Raise one clear ``ValueError`` when an observed value lies outside the support.
+
+        Without it torch's own check fires deep in training and prints the
+        whole tensor; this names the emission and a few offending values.
+        """
+        bad = self.outside_support(values) & mask
+        if not bool(bad.any()):
+            return
+        offending = values[bad]
+        examples = ", ".join(f"{v:g}" for v in offending.unique()[:3].tolist())
+        raise ValueError(
+            f"`emission={self.name!r}` models {self.support}, but `{argument}` holds {int(bad.sum())} "
+            f"value(s) outside that (e.g. {examples}); use a continuous emission such as 'normal' or "
+            f"'studentt' for this data."
+        )
+
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, dim={self.dim}"
 
@@ -92,9 +111,10 @@ class NormalHead(DistributionHead):
 
     name = "normal"
     args_dim = {"loc": 1, "scale": 1}
+    location_scale = True
 
     def domain_map(self, loc, scale):
-        return {"loc": loc, "scale": _positive(scale)}
+        return {"loc": loc, "scale": positive(scale)}
 
     def distribution(self, args, scale=None):
         loc, sigma = args["loc"], args["scale"]
@@ -111,9 +131,10 @@ class StudentTHead(DistributionHead):
 
     name = "studentt"
     args_dim = {"df": 1, "loc": 1, "scale": 1}
+    location_scale = True
 
     def domain_map(self, df, loc, scale):
-        return {"df": 2.0 + _positive(df), "loc": loc, "scale": _positive(scale)}
+        return {"df": 2.0 + positive(df), "loc": loc, "scale": positive(scale)}
 
     def distribution(self, args, scale=None):
         df, loc, sigma = args["df"], args["loc"], args["scale"]
@@ -128,6 +149,10 @@ class BernoulliHead(DistributionHead):
     name = "bernoulli"
     args_dim = {"logits": 1}
     scalable = False
+    support = "binary values (0 or 1)"
+
+    def outside_support(self, values):
+        return (values != 0) & (values != 1)
 
     def domain_map(self, logits):
         return {"logits": logits}
@@ -136,14 +161,22 @@ class BernoulliHead(DistributionHead):
         return Bernoulli(logits=args["logits"])
 
 
+def _not_a_count(values: torch.Tensor) -> torch.Tensor:
+    return ~torch.isfinite(values) | (values < 0) | (values != torch.round(values))
+
+
 class PoissonHead(DistributionHead):
     """Poisson counts: ``x_d ~ Poisson(s lambda_d)``, ``lambda = softplus(.)``."""
 
     name = "poisson"
     args_dim = {"rate": 1}
+    support = "non-negative integer counts"
+
+    def outside_support(self, values):
+        return _not_a_count(values)
 
     def domain_map(self, rate):
-        return {"rate": _positive(rate)}
+        return {"rate": positive(rate)}
 
     def distribution(self, args, scale=None):
         rate = args["rate"]
@@ -162,9 +195,13 @@ class NegativeBinomialHead(DistributionHead):
 
     name = "negbin"
     args_dim = {"mu": 1, "alpha": 1}
+    support = "non-negative integer counts"
+
+    def outside_support(self, values):
+        return _not_a_count(values)
 
     def domain_map(self, mu, alpha):
-        return {"mu": _positive(mu), "alpha": _positive(alpha)}
+        return {"mu": positive(mu), "alpha": positive(alpha)}
 
     def distribution(self, args, scale=None):
         mu, alpha = args["mu"], args["alpha"]

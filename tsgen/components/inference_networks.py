@@ -17,7 +17,7 @@ diagonal Gaussian over ``z_t``:
 Combiner (eq. 8 of the paper, with ``n`` RNN directions)::
 
     h_comb = (tanh(W z_{t-1} + b) + sum_directions h_t) / (n + 1)
-    loc    = A h_comb + a,      scale = softplus(C h_comb + c)
+    loc    = A h_comb + a,      scale = softplus(C h_comb + c) + floor   (tsgen.components.positive)
 
 Mean field uses ``h_comb = sum_directions h_t / n``.
 
@@ -44,6 +44,8 @@ from typing import NamedTuple
 import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
+
+from tsgen.components.positive import positive, positive_derivative
 
 __all__ = [
     "INFERENCE_NETWORKS",
@@ -139,7 +141,7 @@ class _CombinerScan(torch.autograd.Function):
     r"""The structured guide's draw ``z_{1:T}`` with a hand-written backward.
 
     Per step: ``u_t = tanh(z_{t-1} W^T + b)``, ``[loc_t, r_t] = c_t + u_t V``,
-    ``scale_t = softplus(r_t)``, ``z_t = loc_t + scale_t eps_t``. The backward
+    ``scale_t = positive(r_t)`` (softplus plus the floor), ``z_t = loc_t + scale_t eps_t``. The backward
     loop carries ``dL/dz_t`` and stores the per-step pre-activation gradients;
     the gradients of ``W``, ``b`` and ``V`` are then single matmuls over all
     steps instead of per-step accumulations.
@@ -161,7 +163,7 @@ class _CombinerScan(torch.autograd.Function):
         for t, n in enumerate(active):
             u = torch.tanh(torch.addmm(bias, z[:n], weight_t))
             loc, pre_scale = torch.addmm(terms[:n, t], u, out_weight).split(latent, dim=-1)
-            scale = F.softplus(pre_scale)
+            scale = positive(pre_scale)
             hidden[:n, t], zs[:n, t], locs[:n, t], scales[:n, t] = u, torch.addcmul(loc, scale, noise[:n, t]), loc, scale
             z = zs[:, t]
         ctx.save_for_backward(noise, z0, weight, out_weight, hidden, zs, scales)
@@ -179,11 +181,12 @@ class _CombinerScan(torch.autograd.Function):
         grad_scale = zero.expand_as(noise) if grad_scale is None else grad_scale
         grad_params = noise.new_zeros(rows, steps, 2 * latent)
         grad_pre_tanh = torch.zeros_like(hidden)
-        # d softplus(r) / dr = sigmoid(r) = 1 - exp(-softplus(r))
-        dscale = -torch.expm1(-scales)
+        dscale = positive_derivative(scales)
         out_weight_t = out_weight.t()
         carried = torch.zeros_like(z0)
-        for t in range(steps - 1, -1, -1):
+        # only the steps some row computed: when every sequence of the batch ends
+        # early (trailing missing values) the later steps were never run
+        for t in range(len(ctx.active) - 1, -1, -1):
             n = ctx.active[t]
             through_z = grad_z[:n, t] + carried[:n]
             grad_params[:n, t, :latent] = grad_loc[:n, t] + through_z
@@ -249,7 +252,7 @@ class Combiner(nn.Module):
             hidden = torch.tanh(self.z_to_hidden(z_prev))
             params = params + F.linear(self.weight * hidden, self.hidden_to_params.weight)
         loc, pre_scale = params.split(self.latent_dim, dim=-1)
-        return loc, F.softplus(pre_scale)
+        return loc, positive(pre_scale)
 
     def recurrent_weights(self) -> tuple[Tensor, Tensor, Tensor] | None:
         """``(W, b, V)`` with ``params_t = term_t + tanh(z_{t-1} W^T + b) V`` (``V`` already
@@ -330,6 +333,11 @@ class StructuredInferenceNetwork(nn.Module):
         else:
             self.iafs = nn.ModuleList()
 
+    @property
+    def causal(self) -> bool:
+        """Whether ``q(z_t | ...)`` reads only ``x_{1:t}`` (the forward ``"st-l"`` guide)."""
+        return self.directions == ("left",)
+
     # ------------------------------------------------------------ summaries
     def summarise(self, values: Tensor, mask: Tensor, step_mask: Tensor) -> Tensor:
         """Sum of the RNN directions' outputs ``(B, T, rnn_dim)``.
@@ -397,7 +405,7 @@ class StructuredInferenceNetwork(nn.Module):
         if not self.combiner.uses_previous and not self.iafs:
             loc, pre_scale = terms.split(self.latent_dim, dim=-1)
             loc = loc.expand(noise.shape)
-            scale = F.softplus(pre_scale).expand(noise.shape)
+            scale = positive(pre_scale).expand(noise.shape)
             z = loc + scale * noise
             return GuideSample(z, loc, scale, z, None)
         sample_shape, n_steps, latent = noise.shape[:-3], noise.shape[-2], self.latent_dim
@@ -424,7 +432,7 @@ class StructuredInferenceNetwork(nn.Module):
                 weight, bias, out_weight = weights
                 params = torch.addmm(term, torch.tanh(F.linear(z_prev, weight, bias)), out_weight)
             loc, pre_scale = params.split(latent, dim=-1)
-            scale = F.softplus(pre_scale)
+            scale = positive(pre_scale)
             base = torch.addcmul(loc, scale, eps)
             z = base
             if self.iafs:

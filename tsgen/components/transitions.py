@@ -12,6 +12,8 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tsgen.components.positive import positive
+
 __all__ = ["GatedTransition"]
 
 
@@ -25,7 +27,7 @@ class GatedTransition(nn.Module):
         h_t &= W_4\,\mathrm{ReLU}(W_3 z_{t-1} + b_3) + b_4
             \quad\text{(proposed mean)}\\
         \mu_t &= (1 - g_t) \odot (W_5 z_{t-1} + b_5) + g_t \odot h_t\\
-        \sigma_t &= \mathrm{softplus}(W_6\,\mathrm{ReLU}(h_t) + b_6)
+        \sigma_t &= \mathrm{softplus}(W_6\,\mathrm{ReLU}(h_t) + b_6) + \text{floor}
 
     so that ``z_t ~ N(mu_t, diag(sigma_t^2))``. ``W_5`` starts as the identity
     and ``b_5`` at zero: an untrained transition is a random walk, which
@@ -60,5 +62,5 @@ class GatedTransition(nn.Module):
         gate = torch.sigmoid(self.gate_out(F.relu(self.gate_hidden(z_prev))))
         proposed = self.proposed_out(F.relu(self.proposed_hidden(z_prev)))
         loc = torch.lerp(self.linear_loc(z_prev), proposed, gate)
-        scale = F.softplus(self.scale_out(F.relu(proposed)))
+        scale = positive(self.scale_out(F.relu(proposed)))
         return loc, scale

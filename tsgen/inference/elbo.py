@@ -39,6 +39,7 @@ __all__ = [
     "iwae_bound",
     "logmeanexp",
     "per_step_iwae",
+    "prefix_increments",
     "sequence_elbo",
     "valid_steps",
 ]
@@ -105,7 +106,17 @@ def per_step_iwae(step_log_weights: Tensor, observed: Tensor | None = None) -> T
     is False (nothing seen: their exact value is ``log 1 = 0``) get exactly
     zero; their latent moves are carried into the next observed step.
     """
-    prefix = logmeanexp(step_log_weights.cumsum(-1), dim=0)  # (..., T)
+    return prefix_increments(logmeanexp(step_log_weights.cumsum(-1), dim=0), observed)
+
+
+def prefix_increments(prefix: Tensor, observed: Tensor | None = None) -> Tensor:
+    r"""Per-step values ``L_t - L_{t'}`` from prefix estimates ``L_t`` of ``log p(x_{1:t})`` ``(..., T)``.
+
+    ``t'`` is the previous step where ``observed`` ``(..., T)`` is True
+    (``L = 0`` before the first): unobserved steps read exactly 0 and their
+    entries of ``prefix`` are never used, and the values sum to ``L`` at
+    the last observed step. Without ``observed`` every step counts.
+    """
     if observed is not None:
         steps = torch.arange(prefix.shape[-1], device=prefix.device)
         last_seen = torch.where(observed, steps, torch.full_like(steps, -1)).cummax(-1).values

@@ -14,6 +14,12 @@ Training data: a collection of sequences (a list of several arrays, e.g.
 piano rolls) is used whole, padded at the end; pandas series (and a single
 array) are cut into windows of ``window_length`` steps (default ``min(64, longest series)``)
 aligned to each series' end. Everything trains in float32.
+
+Before training, a module with a ``scaler``
+(:class:`tsgen.components.scaling.CausalScale`) gets the training data's
+mean absolute value as its prior scale ``s_0``, so the network works in
+units-free quantities; data outside the emission's support (a count
+emission on non-integers) is refused with one sentence.
 """
 from __future__ import annotations
 
@@ -64,6 +70,11 @@ class DeepForecaster(BaseForecaster):
     def _initialise(self, module: nn.Module, batch: SequenceBatch) -> None:
         """Data-dependent initialisation before training (default: none)."""
 
+    @staticmethod
+    def _emission_head(module: nn.Module):
+        """The module's distribution head (None for a custom emission without one)."""
+        return getattr(module, "head", None)
+
     # -------------------------------------------------------------- helpers
     def _training_config(self) -> TrainingConfig:
         """A :class:`TrainingConfig` from whichever of its fields the estimator has as arguments."""
@@ -91,6 +102,16 @@ class DeepForecaster(BaseForecaster):
             values, mask, lengths, covariates = cut_windows(values, mask, lengths, window_length, stride, covariates)
         batch = SequenceBatch(values=values, mask=mask, covariates=covariates, lengths=lengths)
         return batch.to(dtype=self.dtype)
+
+    def _scale_window(self) -> int:
+        """``W`` of the causal data scale: the training window (64 steps for whole sequences)."""
+        return self.window_length_ or DEFAULT_WINDOW_LENGTH
+
+    def _check_support(self, data: SeriesBatch, module: nn.Module | None = None) -> None:
+        """One clear ``ValueError`` when ``y`` holds values the emission cannot produce."""
+        head = self._emission_head(self.module_ if module is None else module)
+        if head is not None and hasattr(head, "check_support"):
+            head.check_support(data.values, data.mask, "y")
 
     def _device(self) -> torch.device:
         return next(self.module_.parameters()).device
@@ -132,6 +153,10 @@ class DeepForecaster(BaseForecaster):
         self.window_length_ = self._resolve_window_length(data)
         n_features = 0 if covariates is None else covariates.shape[-1]
         module = self._new_module(data.n_dims, n_features, generator)
+        self._check_support(data, module)
+        scaler = getattr(module, "scaler", None)
+        if scaler is not None:
+            scaler.fit_prior(data.values, data.mask)
         batch = self._training_data(data, covariates)
         with torch.no_grad():
             self._initialise(module, batch)
@@ -156,9 +181,9 @@ class DeepForecaster(BaseForecaster):
         return meta, tensors
 
     def _load_fitted_state(self, meta: dict, tensors: dict) -> None:
+        self.window_length_ = meta["window_length"]  # the module's scale window depends on it
         module = self._new_module(meta["n_dims"], meta["n_features"], make_generator(0))
         module.load_state_dict(tensors)
-        self.window_length_ = meta["window_length"]
         self.training_history_ = meta["training_history"]
         try:
             device = resolve_device(getattr(self, "device", "cpu"))

@@ -9,10 +9,14 @@ Guide (inference network, see :mod:`tsgen.components.inference_networks`)::
 
     q(z_{1:T} | x_{1:T}) = prod_t q(z_t | z_{t-1}, h_t(x))
 
-With DeepAR mean scaling (``scaling``), the guide reads ``x / s`` with
-``s_d = mean_t |x_td|`` of the sequence and the head's scale argument maps
-the emission back to the original units, so ``log p(x | s)`` stays a
-density of the data.
+With DeepAR mean scaling (``scaling``), step ``t`` has the causal scale
+``s_t`` of :mod:`tsgen.components.scaling` (the mean ``|x|`` of the steps
+before ``t``, shrunk towards the training data's): the guide reads
+``x_t / s_t`` and the head's scale argument maps the emission back to the
+original units, so ``g(x_t | z_t, s_t)`` stays a density of the data and,
+``s_t`` being a function of ``x_{<t}``, the model stays a density of the
+sequence. Normal and Student-t emissions without DeepAR scaling still have
+the training data's units divided out (``s_t = s_0``).
 
 Training maximises the ELBO with the KL in closed form given the sampled
 ``z_{t-1}`` (:mod:`tsgen.inference.elbo`). Only the guide's draw of
@@ -33,11 +37,12 @@ from tsgen.base import make_generator
 from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.inference_networks import GuideSample, StructuredInferenceNetwork
 from tsgen.components.mlp import MLP
+from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.transitions import GatedTransition
-from tsgen.inference.elbo import gaussian_kl, iwae_bound, per_step_iwae, sequence_elbo, valid_steps
-from tsgen.models.base import SequentialModel, ancestral_sample
+from tsgen.inference.elbo import gaussian_kl, iwae_bound, logmeanexp, prefix_increments, sequence_elbo, valid_steps
+from tsgen.models.base import SequentialModel, ancestral_sample, map_state
 from tsgen.models.deep_estimator import DeepForecaster
-from tsgen.training import SequenceBatch, mean_abs_scale, seeded_from
+from tsgen.training import SequenceBatch, seeded_from
 
 __all__ = ["DMMState", "DeepMarkovModel", "DeepMarkovModule", "Emitter"]
 
@@ -61,10 +66,12 @@ class Emitter(nn.Module):
 
 @dataclass
 class DMMState:
-    """The DMM's recurrent state: ``z`` ``(*batch, Z)`` and the data scale ``(*batch, D)`` (or None)."""
+    """The DMM's recurrent state: ``z`` ``(*batch, Z)``, the data scale ``s_t`` ``(*batch, D)``
+    (None without one) and the window it was computed from (None unless scaling)."""
 
     z: Tensor
     scale: Tensor | None = None
+    window: ScaleWindow | None = None
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -72,20 +79,6 @@ def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
     if generator is not None and generator.device != like.device:
         return torch.randn(shape, generator=generator, dtype=like.dtype).to(like.device)
     return torch.randn(shape, generator=generator, dtype=like.dtype, device=like.device)
-
-
-def _carry_to_observed(per_step: Tensor, observed: Tensor) -> Tensor:
-    """Move each unobserved step's value onto the next observed step ``(B, T)``.
-
-    Values after the last observed step are dropped: they are zero here
-    (outside the valid steps).
-    """
-    totals = per_step.cumsum(-1)
-    steps = torch.arange(per_step.shape[-1], device=per_step.device)
-    last_seen = torch.where(observed, steps, torch.full_like(steps, -1)).cummax(-1).values
-    zero = torch.zeros((), dtype=per_step.dtype, device=per_step.device)
-    totals = torch.where(last_seen >= 0, totals.gather(-1, last_seen.clamp_min(0)), zero)
-    return torch.diff(totals, dim=-1, prepend=torch.zeros_like(totals[..., :1]))
 
 
 class DeepMarkovModule(SequentialModel):
@@ -103,8 +96,11 @@ class DeepMarkovModule(SequentialModel):
         Sizes of ``z``, the gated transition's hidden layers and the guide's RNN.
     inference, rnn_type, num_layers, rnn_dropout, observe_mask, iafs, iaf_dim :
         Passed to :class:`StructuredInferenceNetwork`.
-    scaling : bool
-        DeepAR mean scaling of each sequence (module docstring).
+    scaling : bool or {"prefix", "fixed", "none"}
+        The data scale (:mod:`tsgen.components.scaling`): True is DeepAR's
+        causal mean scaling ("prefix"), False none.
+    scale_window : int
+        ``W``, the steps the causal scale looks back over.
     transition : nn.Module, optional
         Replaces the gated transition: ``z_prev -> (loc, scale)``.
     """
@@ -123,13 +119,15 @@ class DeepMarkovModule(SequentialModel):
         observe_mask: bool = False,
         iafs: int = 0,
         iaf_dim: int = 100,
-        scaling: bool = False,
+        scaling: bool | str = False,
         transition: nn.Module | None = None,
+        scale_window: int = 64,
     ):
         super().__init__()
         self.data_dim = data_dim
         self.latent_dim = latent_dim
-        self.scaling = scaling
+        mode = ("prefix" if scaling else "none") if isinstance(scaling, bool) else scaling
+        self.scaler = CausalScale(data_dim, scale_window, mode)
         self.z_0 = nn.Parameter(torch.zeros(latent_dim))
         self.transition_net = transition if transition is not None else GatedTransition(latent_dim, transition_dim)
         self.emitter = emitter
@@ -138,10 +136,17 @@ class DeepMarkovModule(SequentialModel):
             dropout=rnn_dropout, observe_mask=observe_mask, iafs=iafs, iaf_dim=iaf_dim,
         )
 
+    @property
+    def scaling(self) -> bool:
+        """Whether DeepAR (per-series, causal) scaling is on."""
+        return self.scaler.mode == "prefix"
+
     # ------------------------------------------------------------ protocol
-    def init_state(self, batch_shape, covariates=None, scale: Tensor | None = None) -> DMMState:
-        """``z_0`` broadcast to ``(*batch_shape, Z)``."""
-        return DMMState(self.z_0.expand(*tuple(batch_shape), self.latent_dim), scale)
+    def init_state(self, batch_shape, covariates=None) -> DMMState:
+        """``z_0`` broadcast to ``(*batch_shape, Z)`` and the first step's scale."""
+        z = self.z_0.expand(*tuple(batch_shape), self.latent_dim)
+        window, scale = self.scaler.start(batch_shape, z)
+        return DMMState(z, scale, window)
 
     def transition_distribution(self, state: DMMState) -> Distribution:
         """``f(z_t | z_{t-1})``: a diagonal Gaussian with event shape ``(Z,)``."""
@@ -149,8 +154,10 @@ class DeepMarkovModule(SequentialModel):
         return Independent(Normal(loc, scale), 1)
 
     def transition(self, state: DMMState, x_prev=None, covariates=None) -> DMMState:
-        """Draw ``z_t ~ f(. | z_{t-1})`` (global RNG, forked by the callers); ``x_prev`` is unused."""
-        return DMMState(self.transition_distribution(state).sample(), state.scale)
+        """Draw ``z_t ~ f(. | z_{t-1})`` (global RNG, forked by the callers); ``x_prev``
+        (the previous step's value, NaN/None = missing) moves only the data scale."""
+        window, scale = self.scaler.advance(state.window, state.scale, x_prev)
+        return DMMState(self.transition_distribution(state).sample(), scale, window)
 
     def emission(self, state: DMMState, covariates=None) -> Distribution:
         """``g(x_t | z_t)`` with event shape ``(D,)``."""
@@ -158,17 +165,21 @@ class DeepMarkovModule(SequentialModel):
 
     # ------------------------------------------------------------- scaling
     def scale_of(self, values: Tensor, mask: Tensor) -> Tensor | None:
-        """``s`` ``(B, D)`` of sequences ``(B, T, D)``, or None without scaling."""
-        return mean_abs_scale(values, mask) if self.scaling else None
+        """``s_t`` ``(B, T, D)`` of every step of sequences ``(B, T, D)``, or None without a scale."""
+        return self.scaler.sequence(values, mask)
 
     # ----------------------------------------------------------- inference
+    def draw_guide(self, values: Tensor, mask: Tensor, noise: Tensor, scale: Tensor | None = None) -> GuideSample:
+        """Draws of ``z_{1:T}`` from the guide driven by standard-normal ``noise`` ``(S, B, T, Z)``."""
+        step_mask = valid_steps(mask)
+        inputs = values if scale is None else values / scale
+        summary = self.guide.summarise(inputs, mask, step_mask)
+        return self.guide.sample(summary, noise, step_mask.sum(-1))
+
     def sample_guide(self, values: Tensor, mask: Tensor, n_samples: int, generator=None, scale=None) -> GuideSample:
         """``n_samples`` draws of ``z_{1:T}`` from the guide, shapes ``(S, B, T, ...)``."""
-        step_mask = valid_steps(mask)
-        inputs = values if scale is None else values / scale.unsqueeze(-2)
-        summary = self.guide.summarise(inputs, mask, step_mask)
         shape = (n_samples, *values.shape[:-1], self.latent_dim)
-        return self.guide.sample(summary, _randn(shape, generator, summary), step_mask.sum(-1))
+        return self.draw_guide(values, mask, _randn(shape, generator, values), scale)
 
     def _step_terms(self, values: Tensor, mask: Tensor, draw: GuideSample, scale: Tensor | None):
         """``log g(x_t|z_t)``, ``f(z_t|z_{t-1})`` and ``q(z_t|.)`` pieces at the valid steps only.
@@ -187,7 +198,7 @@ class DeepMarkovModule(SequentialModel):
         z = draw.z[where]
         x, observed = values.expand(n_samples, *values.shape)[where], mask.expand(n_samples, *mask.shape)[where]
         if scale is not None:
-            scale = scale[:, None, :].expand(n_samples, *values.shape)[where]
+            scale = scale.expand(n_samples, *values.shape)[where]
         log_lik = masked_log_prob(self.emitter(z, scale), x, observed)
         log_det = None if draw.log_det is None else draw.log_det[where]
         return where, log_lik, p_loc, p_scale, z, draw.loc[where], draw.scale[where], draw.base[where], log_det
@@ -199,14 +210,8 @@ class DeepMarkovModule(SequentialModel):
         out[where] = values
         return out
 
-    def elbo_terms(self, values: Tensor, mask: Tensor, n_samples: int = 1, generator=None):
-        """``(log_lik, kl, step_mask)``: per-step ``(S, B, T)`` terms of the ELBO, 0 outside the valid steps.
-
-        ``kl`` is analytic without flows and the one-sample ``log q - log f``
-        with flows.
-        """
-        scale = self.scale_of(values, mask)
-        draw = self.sample_guide(values, mask, n_samples, generator, scale)
+    def _elbo_terms(self, values, mask, noise, scale):
+        draw = self.draw_guide(values, mask, noise, scale)
         where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
         if log_det is None:
             kl = gaussian_kl(q_loc, q_scale, p_loc, p_scale)
@@ -214,6 +219,15 @@ class DeepMarkovModule(SequentialModel):
             log_q = Normal(q_loc, q_scale).log_prob(base).sum(-1) - log_det
             kl = log_q - Normal(p_loc, p_scale).log_prob(z).sum(-1)
         return self._scatter(where, log_lik), self._scatter(where, kl), valid_steps(mask)
+
+    def elbo_terms(self, values: Tensor, mask: Tensor, n_samples: int = 1, generator=None):
+        """``(log_lik, kl, step_mask)``: per-step ``(S, B, T)`` terms of the ELBO, 0 outside the valid steps.
+
+        ``kl`` is analytic without flows and the one-sample ``log q - log f``
+        with flows.
+        """
+        shape = (n_samples, *values.shape[:-1], self.latent_dim)
+        return self._elbo_terms(values, mask, _randn(shape, generator, values), self.scale_of(values, mask))
 
     def elbo(self, values: Tensor, mask: Tensor, kl_weight: float = 1.0, n_samples: int = 1, generator=None) -> Tensor:
         """Per-sequence ELBO ``(S, B)`` (``kl_weight`` < 1 anneals the KL)."""
@@ -225,18 +239,55 @@ class DeepMarkovModule(SequentialModel):
         steps = valid_steps(batch.mask).sum().clamp_min(1)
         return -self.elbo(batch.values, batch.mask, kl_weight, 1, generator).sum() / steps
 
-    def step_log_weights(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
-        """``log g(x_t|z_t) + log f(z_t|z_{t-1}) - log q(z_t|.)`` per draw and step ``(S, B, T)``.
-
-        Zero at steps beyond each sequence's last observation.
-        """
-        scale = self.scale_of(values, mask)
-        draw = self.sample_guide(values, mask, n_samples, generator, scale)
+    def _log_weights(self, values, mask, noise, scale) -> Tensor:
+        draw = self.draw_guide(values, mask, noise, scale)
         where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
         log_q = Normal(q_loc, q_scale).log_prob(base).sum(-1)
         if log_det is not None:
             log_q = log_q - log_det
         return self._scatter(where, log_lik + Normal(p_loc, p_scale).log_prob(z).sum(-1) - log_q)
+
+    def step_log_weights(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
+        """``log g(x_t|z_t) + log f(z_t|z_{t-1}) - log q(z_t|.)`` per draw and step ``(S, B, T)``.
+
+        Zero at steps beyond each sequence's last observation.
+        """
+        shape = (n_samples, *values.shape[:-1], self.latent_dim)
+        return self._log_weights(values, mask, _randn(shape, generator, values), self.scale_of(values, mask))
+
+    def _step_values(self, method: str, values, mask, noise, scale) -> Tensor:
+        """Per draw and step ``(S, B, T)``: the log weights (``"iwae"``) or ``log g - KL`` (``"elbo"``)."""
+        if method == "iwae":
+            return self._log_weights(values, mask, noise, scale)
+        log_lik, kl, step_mask = self._elbo_terms(values, mask, noise, scale)
+        return torch.where(step_mask, log_lik - kl, torch.zeros((), dtype=log_lik.dtype, device=log_lik.device))
+
+    def _prefix_totals(self, method, values, mask, noise, scale, causal: bool, max_rows: int) -> Tensor:
+        """``(S, B, T)``: at each observed step ``t`` the draws' totals over steps ``1..t`` of
+        a bound on ``log p(x_{1:t})`` (other entries are never read).
+
+        With ``causal`` and a guide that reads the future, the bound at ``t``
+        runs the guide on ``x_{1:t}`` alone (one extra sequence per observed
+        step, processed in groups of at most ``max_rows`` latent rows); each
+        sequence's last observed step is the whole-sequence pass, so the
+        totals equal the ``causal=False`` ones exactly.
+        """
+        totals = self._step_values(method, values, mask, noise, scale).cumsum(-1)
+        if not causal or self.guide.causal:
+            return totals
+        observed = mask.any(-1)
+        steps = torch.arange(values.shape[1], device=values.device)
+        last = torch.where(observed, steps, torch.full_like(steps, -1)).max(-1).values
+        rows, ends = (observed & (steps < last[:, None])).nonzero(as_tuple=True)  # earlier prefixes
+        group = max(1, max_rows // max(1, noise.shape[0] * values.shape[1]))
+        for start in range(0, len(rows), group):
+            b, t = rows[start : start + group], ends[start : start + group]
+            length = int(t.max()) + 1  # the longest prefix of the group: shorter ones are masked
+            prefix_mask = mask[b, :length] & (steps[:length] <= t[:, None])[..., None]
+            prefix_scale = None if scale is None else scale[b, :length]
+            step = self._step_values(method, values[b, :length], prefix_mask, noise[:, b, :length], prefix_scale)
+            totals[:, b, t] = step.sum(-1)
+        return totals
 
     def log_likelihood(
         self,
@@ -246,63 +297,79 @@ class DeepMarkovModule(SequentialModel):
         n_samples: int = 100,
         generator=None,
         max_rows: int = 200_000,
+        causal: bool = True,
     ) -> Tensor:
         """Per-step contributions ``(B, T)`` to the log-likelihood estimate.
 
-        ``method="iwae"``: the increments of the prefix IWAE estimates
-        between observed steps (:func:`tsgen.inference.elbo.per_step_iwae`),
-        which sum to the ``K = n_samples`` IWAE bound of each sequence and
-        are 0 where nothing was observed. ``method="elbo"``: each step's
-        ``E_q[log g(x_t|z_t)] - KL_t``, averaged over ``n_samples`` draws,
-        summing to the ELBO; the KL of a step where nothing was observed is
-        carried into the next observed step so that step reads 0 too. Draws are processed in
-        chunks of at most ``max_rows`` latent rows to bound memory.
+        The value at an observed step ``t`` is ``L_t - L_{t'}`` (``t'`` the
+        previous observed step, ``L_0 = 0``), where ``L_t`` is a bound on
+        ``log p(x_{1:t})`` from ``n_samples`` guide draws: the IWAE bound
+        (``method="iwae"``) or the ELBO averaged over the draws
+        (``method="elbo"``). Steps where nothing was observed read 0, and the
+        values sum to the bound of the whole sequence.
+
+        With ``causal=True`` each ``L_t`` is computed from ``x_{1:t}`` alone
+        (the guide run on that prefix; one pass for the forward-only ``"st-l"``
+        guide), so the value at ``t`` never depends on later data: an estimate
+        of ``log p(x_t | x_{<t})``. ``causal=False`` takes every ``L_t`` from
+        one guide pass over the whole sequence (cheaper; the same total, but
+        a guide that reads ahead makes earlier values depend on later data).
+        Draws are processed in chunks of at most ``max_rows`` latent rows to
+        bound memory; the noise is drawn per chunk of the whole-sequence
+        pass, so the totals do not depend on ``causal``.
         """
         if method not in ("iwae", "elbo"):
             raise ValueError(f"`method` must be 'iwae' or 'elbo'; got {method!r}.")
+        scale = self.scale_of(values, mask)
         rows_per_draw = max(1, values.shape[0] * values.shape[1])
         chunk = max(1, min(n_samples, max_rows // rows_per_draw))
         pieces = []
         for start in range(0, n_samples, chunk):
             size = min(chunk, n_samples - start)
-            if method == "iwae":
-                pieces.append(self.step_log_weights(values, mask, size, generator))
-            else:
-                log_lik, kl, step_mask = self.elbo_terms(values, mask, size, generator)
-                zero = torch.zeros((), dtype=log_lik.dtype, device=log_lik.device)
-                pieces.append(torch.where(step_mask, log_lik - kl, zero))
-        stacked = torch.cat(pieces, dim=0)
-        if method == "iwae":
-            return per_step_iwae(stacked, mask.any(-1))
-        return _carry_to_observed(stacked.mean(0), mask.any(-1))
+            noise = _randn((size, *values.shape[:-1], self.latent_dim), generator, values)
+            pieces.append(self._prefix_totals(method, values, mask, noise, scale, causal, max_rows))
+        totals = torch.cat(pieces, dim=0)
+        prefix = logmeanexp(totals, dim=0) if method == "iwae" else totals.mean(0)
+        return prefix_increments(prefix, mask.any(-1))
 
     def iwae(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
         """The IWAE bound per sequence ``(B,)`` with ``K = n_samples`` draws."""
         return iwae_bound(self.step_log_weights(values, mask, n_samples, generator).sum(-1), dim=0)
 
-    def condition(self, values: Tensor, mask: Tensor, lengths: Tensor, n_samples: int, generator=None) -> DMMState:
-        """Draws of the state after each sequence's last step: ``z`` ``(n_samples, B, Z)``.
+    def condition(self, values: Tensor, mask: Tensor, lengths: Tensor, n_samples: int,
+                  generator=None) -> tuple[DMMState, Tensor]:
+        """Draws of the state at each sequence's last step, and that step's values.
 
-        The guide's marginal at the last observed step approximates the
-        filtering posterior ``p(z_T | x_{1:T})`` for every inference network
-        (at ``T`` smoothing and filtering coincide). Steps after the last
-        observation up to ``lengths`` (trailing missing values) are bridged
-        by the transition, so the forecast starts right after each series.
+        Returns a state with ``z`` ``(n_samples, B, Z)`` and the last values
+        ``(n_samples, B, D)`` (NaN where missing), which the next transition
+        takes (they move the data scale). The guide's marginal at the last
+        observed step approximates the filtering posterior
+        ``p(z_T | x_{1:T})`` for every inference network (at ``T`` smoothing
+        and filtering coincide). Steps after the last observation up to
+        ``lengths`` (trailing missing values) are bridged by the transition,
+        so the forecast starts right after each series.
         """
         scale = self.scale_of(values, mask)
         draw = self.sample_guide(values, mask, n_samples, generator, scale)
         observed_steps = valid_steps(mask).sum(-1)
         last = (observed_steps - 1).clamp_min(0)
         index = last.view(1, -1, 1, 1).expand(n_samples, -1, 1, self.latent_dim)
-        state = DMMState(
-            torch.gather(draw.z, 2, index).squeeze(2),
-            None if scale is None else scale.expand(n_samples, *scale.shape),
-        )
+        z = torch.gather(draw.z, 2, index).squeeze(2)
         gap = lengths.to(observed_steps.device) - observed_steps  # trailing unobserved steps
         for k in range(int(gap.max()) if gap.numel() else 0):
-            moved = self.transition(state)
-            state = DMMState(torch.where((gap > k)[:, None], moved.z, state.z), state.scale)
-        return state
+            moved = self.transition_distribution(DMMState(z)).sample()
+            z = torch.where((gap > k)[:, None], moved, z)
+        ends = lengths.to(values.device) - 1
+        window, step_scale = self.scaler.at(values, mask, ends)
+        rows = torch.arange(values.shape[0], device=values.device)
+        x_last = torch.where(mask[rows, ends], values[rows, ends],
+                             torch.full((), float("nan"), dtype=values.dtype, device=values.device))
+
+        def per_draw(t):  # the scale is the same for every draw: a view, not a copy
+            return t.expand(n_samples, *t.shape)
+
+        state = DMMState(z, map_state(step_scale, per_draw), map_state(window, per_draw))
+        return state, per_draw(x_last)
 
 
 class DeepMarkovModel(DeepForecaster):
@@ -319,12 +386,21 @@ class DeepMarkovModel(DeepForecaster):
     ``log_likelihood(y, method="iwae", n_samples=K)`` is the importance
     weighted bound (the papers' reported figure; it tends to ``log p(y)``
     as K grows) and ``method="elbo"`` the ELBO (averaged over ``n_samples``
-    draws). With ``per_step=True`` the IWAE is split into the increments of
-    its prefix estimates ``log p̂(y_{1:t}) - log p̂(y_{1:t-1})`` (estimates of
-    ``log p(y_t | y_{<t})`` that sum to the total), the ELBO into its
-    per-step terms. Forecasts condition on the history through the guide's
-    draw of the last latent state (the filtering posterior), then sample
-    forward.
+    draws).
+
+    ``log_likelihood(y, per_step=True)`` at an observed step ``t`` is
+    ``L_t - L_{t'}``, where ``L_t`` is that bound (IWAE or ELBO, with the
+    same ``K`` draws) on ``log p(y_1, ..., y_t)`` computed from
+    ``y_1, ..., y_t`` alone (the guide is run on the prefix, so a guide
+    that reads ahead, like ``"dks"``, never sees later values; the forward
+    ``"st-l"`` guide needs one pass) and ``t'`` is the previous observed
+    step. It estimates ``log p(y_t | y_{<t})`` (a difference of two
+    bounds, so not itself a bound), depends on data up to ``t`` only, is
+    NaN where nothing was observed, and the values sum to the total
+    (``L_T``). Scoring every prefix costs about ``T/2`` times the total
+    for guides that read ahead. Forecasts condition on the history through
+    the guide's draw of the last latent state (the filtering posterior),
+    then sample forward.
 
     Parameters
     ----------
@@ -348,7 +424,11 @@ class DeepMarkovModel(DeepForecaster):
     iafs, iaf_dim : int
         Inverse autoregressive flows in the guide (0: Gaussian guide).
     scaling : bool or "auto"
-        DeepAR mean scaling; ``"auto"`` scales unless the head is Bernoulli.
+        DeepAR mean scaling, causal: step ``t`` is scaled by the mean
+        ``|x|`` of the ``window_length`` steps before it (64 when None),
+        shrunk towards the training data's; ``"auto"`` scales unless the
+        head is Bernoulli. Normal and Student-t emissions have the training
+        data's units divided out either way.
     window_length : int or None
         Training windows and forecast context length for pandas series
         (None: 64 steps; a list of arrays is used whole).
@@ -451,14 +531,18 @@ class DeepMarkovModel(DeepForecaster):
     def _build_module(self, n_dims: int, n_features: int) -> DeepMarkovModule:
         self._check_arguments()
         emitter = Emitter(self.latent_dim, n_dims, self.emission_dim, self.emission)
-        scaling = emitter.head.scalable if self.scaling == "auto" else bool(self.scaling)
+        scaling = scale_mode(self.scaling, emitter.head)
         return DeepMarkovModule(
             n_dims, emitter, latent_dim=self.latent_dim, transition_dim=self.transition_dim,
             rnn_dim=self.hidden_dim, inference=self.inference, rnn_type=self.rnn_type,
             num_layers=self.num_layers, rnn_dropout=self.rnn_dropout,
             observe_mask=getattr(self, "observe_mask_", False), iafs=self.iafs, iaf_dim=self.iaf_dim,
-            scaling=scaling,
+            scaling=scaling, scale_window=self._scale_window(),
         )
+
+    @staticmethod
+    def _emission_head(module: DeepMarkovModule):
+        return getattr(module.emitter, "head", None)
 
     def _fit(self, data, covariates):
         # gaps inside sequences (not trailing padding) make the guide read the mask too
@@ -475,8 +559,19 @@ class DeepMarkovModel(DeepForecaster):
         super()._load_fitted_state(meta, tensors)
 
     # ---------------------------------------------------------- inference
-    def _log_likelihood(self, data, covariates, method="iwae", n_samples=100, batch_size=64):
+    def log_likelihood(self, y, per_step=False, X=None, **options):
+        """Total ``log p(y)`` estimate, or per-step values as Series when ``per_step`` (class docstring).
+
+        The total needs no per-step causality, so it takes the one-pass route
+        (the same number as the sum of the per-step values).
+        """
+        if not per_step:
+            options = {**options, "_causal": False}
+        return super().log_likelihood(y, per_step=per_step, X=X, **options)
+
+    def _log_likelihood(self, data, covariates, method="iwae", n_samples=100, batch_size=64, _causal=True):
         """Per-step values ``(n_series, T)``; see the class docstring for ``method``."""
+        self._check_support(data)
         if method not in ("iwae", "elbo"):
             raise ValueError(f"`method` must be 'iwae' or 'elbo'; got {method!r}.")
         if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
@@ -487,13 +582,14 @@ class DeepMarkovModel(DeepForecaster):
         with torch.no_grad(), seeded_from(generator, self._device()):
             for start in range(0, values.shape[0], batch_size):
                 rows = slice(start, start + batch_size)
-                pieces.append(self.module_.log_likelihood(values[rows], mask[rows], method, n_samples))
+                pieces.append(self.module_.log_likelihood(values[rows], mask[rows], method, n_samples,
+                                                          causal=_causal))
         return torch.cat(pieces).double().cpu()
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
         values, mask, lengths, _, _ = self._context(history, covariates, horizon)
         with torch.no_grad(), seeded_from(generator, self._device()):
-            state = self.module_.condition(values, mask, lengths, n_samples)
+            state, last = self.module_.condition(values, mask, lengths, n_samples)
         # the state already holds n_samples filtering draws per series: one path each
-        draws = ancestral_sample(self.module_, state, horizon, 1, generator)[0]
+        draws = ancestral_sample(self.module_, state, horizon, 1, generator, None, last)[0]
         return draws.transpose(0, 1).double().cpu()

@@ -1,14 +1,20 @@
 r"""Autoregressive RNN forecaster in the DeepAR style (Salinas et al., 2020).
 
-Generative model for one series ``x_1:T`` (``D`` variables) with scale
-``s`` (``s_d = mean_t |x_td|`` over observed steps, or 1 without scaling)::
+Generative model for one series ``x_1:T`` (``D`` variables) with the causal
+scale ``s_t`` of :mod:`tsgen.components.scaling` (the mean ``|x|`` of the
+``W`` steps before ``t``, shrunk towards the training data's mean ``|x|``
+``s_0``; ``s_t = s_0`` without DeepAR scaling for Normal/Student-t heads,
+no scale for count and binary heads without scaling)::
 
-    u_t = [x_{t-l} / s for l in lags,  1{x_{t-l} observed} for l in lags,  log s,  c_t]
+    u_t = [x_{t-l} / s_t for l in lags,  1{x_{t-l} observed} for l in lags,  log(s_t / s_0),  c_t]
     h_t = RNN(h_{t-1}, u_t)                  (LSTM or GRU, h_0 = 0)
-    x_t | x_<t ~ head(h_t; scale = s)         (any distribution head)
+    x_t | x_<t ~ head(h_t; scale = s_t)       (any distribution head)
 
-so ``log p(x_1:T | s) = sum_t log p(x_t | x_<t)`` is exact and cheap:
-one teacher-forced pass gives every one-step predictive density. Lags
+Everything in ``u_t`` and ``s_t`` is a function of ``x_<t``, so
+``log p(x_1:T) = sum_t log p(x_t | x_<t)`` is exact and cheap: one
+teacher-forced pass gives every one-step predictive density, and the one
+at ``t`` does not move when later values change. A constant factor on the
+data multiplies every ``s_t``: the model does not depend on units. Lags
 before the first step, and missing values, enter as 0 with indicator 0:
 the model conditions on which past values were observed. Forecasting runs
 the RNN over the context (the last ``window_length`` steps), then samples
@@ -24,9 +30,10 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from tsgen.components.heads import BernoulliHead, element_log_prob, make_head
+from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.models.base import SequentialModel, ancestral_sample
 from tsgen.models.deep_estimator import DeepForecaster, fit_rows
-from tsgen.training import SequenceBatch, mean_abs_scale
+from tsgen.training import SequenceBatch
 
 __all__ = ["RNNAutoregressive", "RNNForecaster", "RNNState"]
 
@@ -38,16 +45,18 @@ class RNNState:
     """State after emitting step ``t``; every tensor has the batch dimensions in front.
 
     ``hidden``/``cell``: ``(*batch, layers, H)`` (``cell`` None for a GRU);
-    ``lag_values``/``lag_mask``: ``(*batch, max_lag, D)``, scaled inputs
-    ``x_{t-1}/s, x_{t-2}/s, ...`` (most recent first) that produced ``h_t``;
-    ``scale``: ``(*batch, D)``.
+    ``lag_values``/``lag_mask``: ``(*batch, max_lag, D)``, the values
+    ``x_{t-1}, x_{t-2}, ...`` (most recent first, 0 where missing) that
+    produced ``h_t``; ``scale``: ``s_t`` ``(*batch, D)`` (None without a
+    scale); ``window``: what ``s_t`` was computed from (None unless scaling).
     """
 
     hidden: Tensor
     cell: Tensor | None
     lag_values: Tensor
     lag_mask: Tensor
-    scale: Tensor
+    scale: Tensor | None
+    window: ScaleWindow | None = None
 
 
 class RNNAutoregressive(SequentialModel):
@@ -67,15 +76,18 @@ class RNNAutoregressive(SequentialModel):
         The likelihood head.
     scaling : bool or "auto"
         DeepAR mean scaling (``"auto"``: when the head supports it).
+    scale_window : int
+        ``W``, the steps the causal scale looks back over.
     """
 
-    def __init__(self, n_dims, n_features, lags, cell, hidden_dim, num_layers, dropout, emission, scaling):
+    def __init__(self, n_dims, n_features, lags, cell, hidden_dim, num_layers, dropout, emission, scaling,
+                 scale_window=64):
         super().__init__()
         self.n_dims, self.n_features = n_dims, n_features
         self.lags = tuple(lags)
         self.max_lag = max(self.lags)
         self.head = make_head(emission, hidden_dim, n_dims)
-        self.scaling = self.head.scalable if scaling == "auto" else bool(scaling)
+        self.scaler = CausalScale(n_dims, scale_window, scale_mode(scaling, self.head))
         n_inputs = 2 * len(self.lags) * n_dims + n_dims + n_features
         self.rnn = _CELLS[cell](
             n_inputs, hidden_dim, num_layers=num_layers, batch_first=True,
@@ -83,38 +95,39 @@ class RNNAutoregressive(SequentialModel):
         )
 
     # -------------------------------------------------------------- inputs
-    def _inputs(self, lagged: Tensor, lagged_mask: Tensor, scale: Tensor, covariates: Tensor | None) -> Tensor:
-        """``u_t`` from lagged scaled values/indicators ``(..., n_lags, D)`` and ``scale`` ``(..., D)``."""
-        parts = [lagged.flatten(-2), lagged_mask.to(lagged.dtype).flatten(-2), scale.log()]
+    def _inputs(self, lagged: Tensor, lagged_mask: Tensor, scale: Tensor | None, covariates: Tensor | None) -> Tensor:
+        """``u_t`` from lagged values/indicators ``(..., n_lags, D)`` (0 where missing) and ``s_t`` ``(..., D)``."""
+        if scale is not None:
+            lagged = lagged / scale.unsqueeze(-2)
+        log_ratio = self.scaler.log_ratio(scale, lagged[..., 0, :])
+        parts = [lagged.flatten(-2), lagged_mask.to(lagged.dtype).flatten(-2), log_ratio]
         if self.n_features:
             parts.append(torch.nan_to_num(covariates))  # padded rows may hold anything
         return torch.cat(parts, dim=-1)
 
-    def _scaled(self, values: Tensor, mask: Tensor, scale: Tensor) -> Tensor:
-        """``x / s`` where observed, 0 elsewhere; the time axis is dim -2."""
-        return torch.where(mask, values / scale.unsqueeze(-2), torch.zeros((), dtype=values.dtype, device=values.device))
+    @property
+    def scaling(self) -> bool:
+        """Whether DeepAR (per-series, causal) scaling is on."""
+        return self.scaler.mode == "prefix"
 
-    def scale_of(self, values: Tensor, mask: Tensor) -> Tensor:
-        """``s`` ``(B, D)`` of sequences ``(B, T, D)`` (ones without scaling)."""
-        if self.scaling:
-            return mean_abs_scale(values, mask)
-        return torch.ones(values.shape[0], values.shape[-1], dtype=values.dtype, device=values.device)
+    def scale_of(self, values: Tensor, mask: Tensor) -> Tensor | None:
+        """``s_t`` ``(B, T, D)`` of every step of sequences ``(B, T, D)`` (None without a scale)."""
+        return self.scaler.sequence(values, mask)
 
     def teacher_forced_inputs(self, values, mask, scale, covariates=None) -> Tensor:
-        """``u_1:T`` ``(B, T, F)`` with the observed past as inputs."""
-        scaled = self._scaled(values, mask, scale)
+        """``u_1:T`` ``(B, T, F)`` with the observed past as inputs; ``scale`` ``(B, T, D)`` or None."""
         observed = mask.to(values.dtype)
+        raw = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device))
         shifted, shifted_mask = [], []
         for lag in self.lags:  # a handful of lags, not a loop over time
-            shifted.append(F.pad(scaled, (0, 0, lag, 0))[:, : values.shape[1]])
+            shifted.append(F.pad(raw, (0, 0, lag, 0))[:, : values.shape[1]])
             shifted_mask.append(F.pad(observed, (0, 0, lag, 0))[:, : values.shape[1]])
         lagged = torch.stack(shifted, dim=-2)
         lagged_mask = torch.stack(shifted_mask, dim=-2) > 0
-        steps = scale.unsqueeze(1).expand(-1, values.shape[1], -1)
-        return self._inputs(lagged, lagged_mask, steps, covariates)
+        return self._inputs(lagged, lagged_mask, scale, covariates)
 
-    def _distribution(self, hidden: Tensor, scale: Tensor) -> Distribution:
-        return self.head(hidden, scale=scale if self.scaling and self.head.scalable else None)
+    def _distribution(self, hidden: Tensor, scale: Tensor | None) -> Distribution:
+        return self.head(hidden, scale=scale)
 
     # --------------------------------------------------------- likelihood
     def step_log_probs(self, values, mask, covariates=None, scale=None) -> Tensor:
@@ -122,7 +135,7 @@ class RNNAutoregressive(SequentialModel):
         if scale is None:
             scale = self.scale_of(values, mask)
         outputs, _ = self.rnn(self.teacher_forced_inputs(values, mask, scale, covariates))
-        distribution = self._distribution(outputs, scale.unsqueeze(1))
+        distribution = self._distribution(outputs, scale)
         return element_log_prob(distribution, values, mask).sum(-1)
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0) -> Tensor:
@@ -131,34 +144,35 @@ class RNNAutoregressive(SequentialModel):
         return -log_probs.sum() / max(batch.n_observed, 1)
 
     # ----------------------------------------------------------- protocol
-    def init_state(self, batch_shape, covariates=None, scale: Tensor | None = None) -> RNNState:
-        """The state before step 1: zero hidden state, no lagged value observed."""
+    def init_state(self, batch_shape, covariates=None) -> RNNState:
+        """The state before step 1: zero hidden state, no lagged value observed, the prior scale."""
         parameter = next(self.parameters())
         like = dict(dtype=parameter.dtype, device=parameter.device)
         batch_shape = tuple(batch_shape)
         hidden = torch.zeros(*batch_shape, self.rnn.num_layers, self.rnn.hidden_size, **like)
-        if scale is None:
-            scale = torch.ones(*batch_shape, self.n_dims, **like)
+        window, scale = self.scaler.start(batch_shape, hidden)
         return RNNState(
             hidden=hidden,
             cell=hidden.clone() if isinstance(self.rnn, nn.LSTM) else None,
             lag_values=torch.zeros(*batch_shape, self.max_lag, self.n_dims, **like),
             lag_mask=torch.zeros(*batch_shape, self.max_lag, self.n_dims, dtype=torch.bool, device=like["device"]),
             scale=scale,
+            window=window,
         )
 
     def transition(self, state: RNNState, x_prev: Tensor | None, covariates: Tensor | None = None) -> RNNState:
-        """Push ``x_prev`` (NaN/None = missing) into the lags and advance the RNN one step."""
+        """Push ``x_prev`` (NaN/None = missing) into the lags and the scale window, advance the RNN one step."""
         batch_shape = state.hidden.shape[:-2]
         if x_prev is None:
-            x_prev = torch.full((*batch_shape, self.n_dims), float("nan"), dtype=state.scale.dtype,
-                                device=state.scale.device)
+            x_prev = torch.full((*batch_shape, self.n_dims), float("nan"), dtype=state.hidden.dtype,
+                                device=state.hidden.device)
+        window, scale = self.scaler.advance(state.window, state.scale, x_prev)
         observed = ~torch.isnan(x_prev)
-        scaled = torch.where(observed, x_prev / state.scale, torch.zeros((), dtype=x_prev.dtype, device=x_prev.device))
-        lag_values = torch.cat([scaled.unsqueeze(-2), state.lag_values[..., :-1, :]], dim=-2)
+        raw = torch.where(observed, x_prev, torch.zeros((), dtype=x_prev.dtype, device=x_prev.device))
+        lag_values = torch.cat([raw.unsqueeze(-2), state.lag_values[..., :-1, :]], dim=-2)
         lag_mask = torch.cat([observed.unsqueeze(-2), state.lag_mask[..., :-1, :]], dim=-2)
         picks = [lag - 1 for lag in self.lags]
-        inputs = self._inputs(lag_values[..., picks, :], lag_mask[..., picks, :], state.scale, covariates)
+        inputs = self._inputs(lag_values[..., picks, :], lag_mask[..., picks, :], scale, covariates)
         flat = inputs.reshape(-1, 1, inputs.shape[-1])
 
         def layers_first(t):
@@ -173,20 +187,19 @@ class RNNAutoregressive(SequentialModel):
         else:
             _, hidden = self.rnn(flat, layers_first(state.hidden))
             cell = None
-        return RNNState(batch_first(hidden), cell, lag_values, lag_mask, state.scale)
+        return RNNState(batch_first(hidden), cell, lag_values, lag_mask, scale, window)
 
     def emission(self, state: RNNState, covariates=None) -> Distribution:
         """``p(x_t | h_t)`` from the top layer's hidden state."""
         return self._distribution(state.hidden[..., -1, :], state.scale)
 
-    def condition(self, values, mask, lengths, covariates=None, scale=None) -> tuple[RNNState, Tensor]:
-        """Run over each sequence's observed steps ``1..lengths[i]``.
+    def condition(self, values, mask, lengths, covariates=None) -> tuple[RNNState, Tensor]:
+        """Run over each sequence's steps ``1..lengths[i]``.
 
         Returns the state after the last step (batch shape ``(B,)``) and the
         last values ``(B, D)`` (NaN where missing), which the next transition takes.
         """
-        if scale is None:
-            scale = self.scale_of(values, mask)
+        scale = self.scale_of(values, mask)
         inputs = self.teacher_forced_inputs(values, mask, scale, covariates)
         packed = nn.utils.rnn.pack_padded_sequence(inputs, lengths.cpu(), batch_first=True, enforce_sorted=False)
         _, final = self.rnn(packed)
@@ -199,19 +212,19 @@ class RNNAutoregressive(SequentialModel):
         positions = ends - 2 - torch.arange(self.max_lag, device=values.device)
         inside = positions >= 0
         positions = positions.clamp(min=0)
-        scaled = self._scaled(values, mask, scale)
-        lag_values = torch.where(inside[..., None], scaled[rows, positions], torch.zeros((), dtype=values.dtype,
-                                                                                             device=values.device))
         lag_mask = mask[rows, positions] & inside[..., None]
+        lag_values = torch.where(lag_mask, values[rows, positions], torch.zeros((), dtype=values.dtype,
+                                                                                device=values.device))
         last = torch.where(mask[rows[:, 0], ends[:, 0] - 1], values[rows[:, 0], ends[:, 0] - 1],
                            torch.full((), float("nan"), dtype=values.dtype, device=values.device))
-        return RNNState(hidden, cell, lag_values, lag_mask, scale), last
+        window, step_scale = self.scaler.at(values, mask, lengths.to(values.device) - 1)
+        return RNNState(hidden, cell, lag_values, lag_mask, step_scale, window), last
 
 
 class RNNForecaster(DeepForecaster):
     r"""Autoregressive LSTM/GRU forecaster with any likelihood head (DeepAR style).
 
-    ``x_t | x_<t ~ head(h_t)`` with ``h_t = RNN(h_{t-1}, [x_{t-lags}/s, c_t])``;
+    ``x_t | x_<t ~ head(h_t; s_t)`` with ``h_t = RNN(h_{t-1}, [x_{t-lags}/s_t, c_t])``;
     ``log_likelihood`` is exact (see :mod:`tsgen.models.rnn`).
 
     Parameters
@@ -228,7 +241,11 @@ class RNNForecaster(DeepForecaster):
     dropout : float
         Dropout between RNN layers.
     scaling : bool or "auto"
-        DeepAR mean scaling; ``"auto"`` scales unless the head is Bernoulli.
+        DeepAR mean scaling, causal: step ``t`` is scaled by the mean
+        ``|x|`` of the ``window_length`` steps before it (64 when None),
+        shrunk towards the training data's; ``"auto"`` scales unless the
+        head is Bernoulli. Normal and Student-t heads have the training
+        data's units divided out either way.
     window_length : int or None
         Length of training windows and of the forecast context (None: 64
         steps for pandas series, whole sequences for a list of arrays).
@@ -240,9 +257,15 @@ class RNNForecaster(DeepForecaster):
 
     Notes
     -----
-    ``log_likelihood`` scores each given sequence conditionally on its own
-    scale ``s`` (mean absolute observed value); training windows use the
-    window's scale and forecasts the context's. With pandas series,
+    ``log_likelihood(y, per_step=True)`` at step ``t`` is the exact
+    one-step predictive log-density ``log p(y_t | y_1, ..., y_{t-1})`` of
+    the model started at the first step of ``y`` (zero hidden state, no
+    lags), summed over the variables observed at ``t`` (NaN where none
+    is). It reads only ``y`` up to ``t``: the scale ``s_t`` and the RNN
+    inputs come from earlier values (the first step uses the training
+    data's scale), so later values never move it. The total is the sum of
+    the per-step values, ``log p(y)``. Training windows, scoring and
+    forecasts use the same causal scale. With pandas series,
     ``validation_fraction`` holds out random (overlapping) windows, so the
     validation loss is optimistic; pass a collection of separate sequences
     for a clean split.
@@ -329,7 +352,7 @@ class RNNForecaster(DeepForecaster):
         cell, lags = self._check_arguments()
         return RNNAutoregressive(
             n_dims, n_features, lags, cell, self.hidden_dim, self.num_layers, self.dropout, self.emission,
-            self.scaling,
+            self.scaling, scale_window=self._scale_window(),
         )
 
     def _initialise(self, module: RNNAutoregressive, batch: SequenceBatch) -> None:
@@ -343,6 +366,7 @@ class RNNForecaster(DeepForecaster):
     def _log_likelihood(self, data, covariates, **options):
         if options:
             raise TypeError(f"RNNForecaster.log_likelihood takes no options; got {sorted(options)}.")
+        self._check_support(data)
         values = self._as_tensor(data.values)
         mask = data.mask.to(values.device)
         if covariates is not None:

@@ -1,0 +1,188 @@
+r"""Causal data scaling for the deep models: the scale of step ``t`` reads only the values before ``t``.
+
+DeepAR divides a series by its mean absolute value so one network serves
+series of any magnitude. Taking that mean over the whole sequence makes
+the density of ``x_t`` depend on later values (a spike at the end moves
+every per-step score), so here the scale of step ``t`` (0-based) is
+
+.. math::
+
+    s_t = \frac{c\, s_0 + \sum_{u = t-W}^{t-1} |x_u|\, 1\{x_u \text{ observed}\}}
+               {c + \sum_{u = t-W}^{t-1} 1\{x_u \text{ observed}\}}
+
+per variable: the mean absolute value of the last ``W`` steps, shrunk
+towards ``s_0`` with the weight of ``c = PRIOR_WEIGHT`` observations.
+``s_0`` is the mean absolute value of all the training data, stored on the
+model (a buffer, saved with it); ``W`` is the model's window length. So
+``s_t`` is a function of ``x_{<t}`` only, the same function in training,
+scoring and forecasting (sampled values enter the window as the forecast
+advances), never 0 (the prior is in it), and a constant factor on the data
+multiplies every ``s_t`` by that factor: results do not depend on units.
+
+Three modes (:func:`scale_mode`):
+
+- ``"prefix"``: the scale above (DeepAR scaling, causal);
+- ``"fixed"``: ``s_t = s_0`` for every step: the data's units, divided out
+  (location-scale likelihoods without DeepAR scaling);
+- ``"none"``: no scale (count and binary likelihoods without scaling: their
+  support is the units).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor, nn
+
+__all__ = ["PRIOR_WEIGHT", "CausalScale", "ScaleWindow", "fitted_scale", "scale_mode"]
+
+#: weight of the fitted scale ``s_0`` in every step's scale, in observations
+PRIOR_WEIGHT = 1.0
+_MODES = ("prefix", "fixed", "none")
+
+
+def fitted_scale(values: Tensor, mask: Tensor) -> Tensor:
+    """``s_0`` ``(D,)``: mean ``|x|`` over every observed value of ``values`` ``(..., D)``, in float64.
+
+    A variable never observed, or observed only as 0, gets 1 (any positive
+    number is a valid unit there).
+    """
+    values = values.double()
+    magnitude = torch.where(mask, values.abs(), torch.zeros((), dtype=values.dtype, device=values.device))
+    dims = tuple(range(values.dim() - 1))
+    scale = magnitude.sum(dims) / mask.sum(dims).clamp(min=1)
+    return torch.where(scale > 0, scale, torch.ones_like(scale))
+
+
+def scale_mode(scaling, head) -> str:
+    """The mode for a model's ``scaling`` argument (True, False or "auto") and its likelihood head.
+
+    ``"auto"`` scales when the head supports it (not Bernoulli); without
+    DeepAR scaling a location-scale head still has the data's units divided out.
+    """
+    if scaling == "auto":
+        scaling = getattr(head, "scalable", True)
+    if scaling:
+        return "prefix"
+    return "fixed" if getattr(head, "location_scale", False) else "none"
+
+
+@dataclass
+class ScaleWindow:
+    """What the scale of the current step reads: ``|x|`` of the last ``W`` steps before it
+    (most recent first; 0 where missing) and 1.0 where observed, both ``(*batch, W, D)``."""
+
+    magnitude: Tensor
+    observed: Tensor
+
+
+class CausalScale(nn.Module):
+    """The per-step data scale of a deep model (module docstring).
+
+    Parameters
+    ----------
+    n_dims : int
+        ``D``.
+    window : int
+        ``W``, the steps the scale looks back over.
+    mode : {"prefix", "fixed", "none"}
+    """
+
+    def __init__(self, n_dims: int, window: int, mode: str = "prefix"):
+        super().__init__()
+        if mode not in _MODES:
+            raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}.")
+        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+            raise ValueError(f"`window` must be a positive integer; got {window!r}.")
+        self.mode, self.window = mode, window
+        self.register_buffer("prior", torch.ones(n_dims))
+
+    def extra_repr(self) -> str:
+        return f"mode={self.mode!r}, window={self.window}"
+
+    @torch.no_grad()
+    def fit_prior(self, values: Tensor, mask: Tensor) -> None:
+        """Set ``s_0`` from training data ``(..., D)``."""
+        self.prior.copy_(fitted_scale(values, mask).to(self.prior))
+
+    # ------------------------------------------------------------ whole sequences
+    def sequence(self, values: Tensor, mask: Tensor) -> Tensor | None:
+        """``s_t`` of every step of sequences ``(B, T, D)`` -> ``(B, T, D)`` (None in mode "none")."""
+        if self.mode == "none":
+            return None
+        prior = self.prior.to(values.dtype)
+        if self.mode == "fixed":
+            return prior.expand(values.shape)
+        # windowed sums from cumulative sums, in float64 so long series lose no precision
+        magnitude = torch.where(mask, values.double().abs(), torch.zeros((), dtype=torch.float64,
+                                                                           device=values.device))
+        totals = torch.nn.functional.pad(magnitude.cumsum(-2), (0, 0, 1, 0))  # totals[t] = sum_{u<t}
+        counts = torch.nn.functional.pad(mask.double().cumsum(-2), (0, 0, 1, 0))
+        steps = values.shape[-2]
+        ends = torch.arange(steps, device=values.device)
+        starts = (ends - self.window).clamp(min=0)
+        window_sum = totals[..., ends, :] - totals[..., starts, :]
+        window_count = counts[..., ends, :] - counts[..., starts, :]
+        scale = (PRIOR_WEIGHT * self.prior.double() + window_sum) / (PRIOR_WEIGHT + window_count)
+        return scale.to(values.dtype)
+
+    def log_ratio(self, scale: Tensor | None, like: Tensor) -> Tensor:
+        """``log(s_t / s_0)`` (a units-free network input); zeros shaped like ``like`` without a scale."""
+        if scale is None:
+            return torch.zeros_like(like)
+        return (scale / self.prior.to(scale.dtype)).log()
+
+    # ------------------------------------------------------------- step by step
+    def start(self, batch_shape, like: Tensor) -> tuple[ScaleWindow | None, Tensor | None]:
+        """``(window, scale)`` of the first step (nothing seen before it)."""
+        batch_shape = tuple(batch_shape)
+        if self.mode == "none":
+            return None, None
+        prior = self.prior.to(like.dtype).expand(*batch_shape, len(self.prior))
+        if self.mode == "fixed":
+            return None, prior
+        zeros = like.new_zeros(*batch_shape, self.window, len(self.prior))
+        return ScaleWindow(zeros, zeros.clone()), prior
+
+    def at(self, values: Tensor, mask: Tensor, steps: Tensor) -> tuple[ScaleWindow | None, Tensor | None]:
+        """``(window, scale)`` of step ``steps[b]`` (0-based) of each sequence ``(B, T, D)``.
+
+        The window holds ``x_{steps-1}, ..., x_{steps-W}`` (most recent first),
+        so pushing ``x_{steps}`` next gives the following step's scale.
+        """
+        if self.mode != "prefix":
+            return self.start((values.shape[0],), values)
+        rows = torch.arange(values.shape[0], device=values.device)[:, None]
+        positions = steps.to(values.device)[:, None] - 1 - torch.arange(self.window, device=values.device)
+        inside = (positions >= 0)[..., None]
+        positions = positions.clamp(min=0)
+        observed = mask[rows, positions] & inside
+        zero = torch.zeros((), dtype=values.dtype, device=values.device)
+        window = ScaleWindow(torch.where(observed, values[rows, positions].abs(), zero), observed.to(values.dtype))
+        return window, self.current(window)
+
+    def current(self, window: ScaleWindow) -> Tensor:
+        """``s_t`` ``(*batch, D)`` from the window of step ``t``."""
+        prior = self.prior.to(window.magnitude.dtype)
+        return (PRIOR_WEIGHT * prior + window.magnitude.sum(-2)) / (PRIOR_WEIGHT + window.observed.sum(-2))
+
+    def advance(
+        self, window: ScaleWindow | None, scale: Tensor | None, x_prev: Tensor | None
+    ) -> tuple[ScaleWindow | None, Tensor | None]:
+        """``(window, scale)`` of the next step after the current step's value ``x_prev``
+        ``(*batch, D)`` (NaN where missing; None: nothing observed)."""
+        if window is None:  # modes "fixed" and "none": the scale never moves
+            return None, scale
+        if x_prev is None:
+            seen = torch.zeros_like(window.magnitude[..., 0, :])
+            magnitude = seen
+        else:
+            observed = ~torch.isnan(x_prev)
+            seen = observed.to(window.magnitude.dtype)
+            magnitude = torch.where(observed, x_prev.abs(), torch.zeros((), dtype=x_prev.dtype,
+                                                                        device=x_prev.device))
+        window = ScaleWindow(
+            torch.cat([magnitude.unsqueeze(-2), window.magnitude[..., :-1, :]], dim=-2),
+            torch.cat([seen.unsqueeze(-2), window.observed[..., :-1, :]], dim=-2),
+        )
+        return window, self.current(window)
