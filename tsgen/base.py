@@ -32,6 +32,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from tsgen._validation import is_int
 from tsgen.data import (
     SeriesBatch,
     forecast_frames,
@@ -41,25 +42,12 @@ from tsgen.data import (
     unwrap,
     validate_horizon,
 )
+from tsgen.training.randomness import check_random_state, make_generator
 
 _FORMAT = "tsgen-model"
 _FORMAT_VERSION = 1
 _REGISTRY: dict[str, type] = {}
 _UNSET = object()
-
-
-def make_generator(random_state) -> torch.Generator:
-    """A local torch generator: the library never seeds global state."""
-    if isinstance(random_state, torch.Generator):
-        return random_state
-    generator = torch.Generator()
-    if random_state is None:
-        generator.seed()
-    elif isinstance(random_state, (int, np.integer)) and not isinstance(random_state, bool):
-        generator.manual_seed(int(random_state))
-    else:
-        raise TypeError(f"`random_state` must be None or an int, got {random_state!r}.")
-    return generator
 
 
 def _check_quantiles(quantiles) -> tuple[float, ...]:
@@ -73,7 +61,7 @@ def _check_quantiles(quantiles) -> tuple[float, ...]:
 
 
 def _check_n_samples(n_samples) -> int:
-    if isinstance(n_samples, bool) or not isinstance(n_samples, (int, np.integer)) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise ValueError(f"`n_samples` must be a positive integer, got {n_samples!r}.")
     return int(n_samples)
 
@@ -201,6 +189,8 @@ class BaseForecaster(BaseEstimator):
     # -------------------------------------------------------------- public
     def fit(self, y, X=None):
         """Fit the model to ``y`` (Series, DataFrame, array or list of them); returns ``self``."""
+        # checked at use, not in the constructor (scikit-learn's contract), before any work
+        check_random_state(self.random_state)
         data = to_series_batch(y, "y", self._min_length())
         covariates, names = None, None
         if X is not None:

@@ -29,6 +29,7 @@ from torch.distributions import (
     StudentT,
 )
 
+from tsgen._validation import is_int
 from tsgen.components.positive import positive
 
 
@@ -60,7 +61,7 @@ class DistributionHead(nn.Module):
     def __init__(self, in_features: int, dim: int):
         super().__init__()
         for arg, value in (("in_features", in_features), ("dim", dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"`{arg}` must be a positive integer; got {value!r}.")
         self.in_features = in_features
         self.dim = dim

@@ -45,6 +45,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tsgen._validation import is_int
 from tsgen.components.positive import positive, positive_derivative
 
 __all__ = [
@@ -307,15 +308,16 @@ class StructuredInferenceNetwork(nn.Module):
             raise ValueError(f"`inference` must be one of {sorted(INFERENCE_NETWORKS)}; got {inference!r}.")
         if rnn_type not in _RNN_TYPES:
             raise ValueError(f"`rnn_type` must be one of {sorted(_RNN_TYPES)}; got {rnn_type!r}.")
-        if isinstance(iafs, bool) or not isinstance(iafs, int) or iafs < 0:
+        if not is_int(iafs) or iafs < 0:
             raise ValueError(f"`iafs` must be a non-negative integer; got {iafs!r}.")
         self.inference = inference
         self.latent_dim = latent_dim
         self.observe_mask = observe_mask
         self.directions, uses_previous = INFERENCE_NETWORKS[inference]
         input_size = data_dim * (2 if observe_mask else 1)
-        rnn_kwargs = dict(input_size=input_size, hidden_size=rnn_dim, num_layers=num_layers,
-                          batch_first=True, dropout=dropout if num_layers > 1 else 0.0)
+        # torch's recurrent layers take Python numbers only; the estimator may hold numpy ones
+        rnn_kwargs = dict(input_size=int(input_size), hidden_size=int(rnn_dim), num_layers=int(num_layers),
+                          batch_first=True, dropout=float(dropout) if num_layers > 1 else 0.0)
         if rnn_type == "rnn":
             rnn_kwargs["nonlinearity"] = "relu"
         self.rnns = nn.ModuleDict({d: _RNN_TYPES[rnn_type](**rnn_kwargs) for d in self.directions})

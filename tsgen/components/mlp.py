@@ -5,6 +5,8 @@ from typing import Sequence
 
 from torch import nn
 
+from tsgen._validation import is_int
+
 
 class MLP(nn.Module):
     """``h_0 = x``, ``h_k = act(W_k h_{k-1} + b_k)``, output ``final(W_out h_K + b_out)``.
@@ -32,7 +34,7 @@ class MLP(nn.Module):
         super().__init__()
         sizes = [in_features, *hidden_sizes, out_features]
         for k, size in enumerate(sizes):
-            if isinstance(size, bool) or not isinstance(size, int) or size < 1:
+            if not is_int(size) or size < 1:
                 raise ValueError(
                     f"`in_features`, `hidden_sizes` and `out_features` must be positive integers; got {sizes!r}."
                 )

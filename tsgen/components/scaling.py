@@ -34,6 +34,8 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor, nn
 
+from tsgen._validation import is_int
+
 __all__ = ["PRIOR_WEIGHT", "CausalScale", "ScaleWindow", "fitted_scale", "scale_mode"]
 
 #: weight of the fitted scale ``s_0`` in every step's scale, in observations
@@ -92,7 +94,7 @@ class CausalScale(nn.Module):
         super().__init__()
         if mode not in _MODES:
             raise ValueError(f"`mode` must be one of {_MODES}; got {mode!r}.")
-        if isinstance(window, bool) or not isinstance(window, int) or window < 1:
+        if not is_int(window) or window < 1:
             raise ValueError(f"`window` must be a positive integer; got {window!r}.")
         self.mode, self.window = mode, window
         self.register_buffer("prior", torch.ones(n_dims))

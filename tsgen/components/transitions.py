@@ -12,6 +12,7 @@ import torch
 from torch import Tensor, nn
 from torch.nn import functional as F
 
+from tsgen._validation import is_int
 from tsgen.components.positive import positive
 
 __all__ = ["GatedTransition"]
@@ -44,7 +45,7 @@ class GatedTransition(nn.Module):
     def __init__(self, latent_dim: int, hidden_dim: int):
         super().__init__()
         for name, value in (("latent_dim", latent_dim), ("hidden_dim", hidden_dim)):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
         self.latent_dim = latent_dim
         self.gate_hidden = nn.Linear(latent_dim, hidden_dim)

@@ -17,6 +17,7 @@ import numpy as np
 import pandas as pd
 import torch
 
+from tsgen._validation import is_int
 from tsgen.data._index import index_from_spec, index_to_spec, validate_index
 
 #: how the user handed the data in, so results go back in the same shape
@@ -214,7 +215,7 @@ def _validated_indexes(raw_indexes: list, lengths: np.ndarray, labels: list) -> 
 
 
 def validate_horizon(horizon) -> int:
-    if isinstance(horizon, (bool, np.bool_)) or not isinstance(horizon, (int, np.integer)):
+    if not is_int(horizon):
         raise TypeError(f"`horizon` must be a positive integer, got {horizon!r}.")
     if horizon <= 0:
         raise ValueError(f"`horizon` must be a positive integer, got {horizon}.")

@@ -69,6 +69,7 @@ from typing import NamedTuple
 import torch
 from torch import Tensor
 
+from tsgen._validation import is_int
 from tsgen.inference.kalman import (
     KalmanParams,
     event_shapes,
@@ -608,9 +609,9 @@ def fit_em(
     -------
     EMResult
     """
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+    if not is_int(max_iter) or max_iter < 0:
         raise ValueError(f"`max_iter` must be a non-negative integer; got {max_iter!r}.")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
+    if not ((is_int(tol) or isinstance(tol, float)) and tol >= 0):
         raise ValueError(f"`tol` must be a non-negative number; got {tol!r}.")
     learn = _resolve_variables(em_vars, "em_vars")
     _check_filter_method(filter_method)
@@ -694,9 +695,9 @@ def fit_mle(
     -------
     MLEResult
     """
-    if isinstance(max_iter, bool) or not isinstance(max_iter, int) or max_iter < 0:
+    if not is_int(max_iter) or max_iter < 0:
         raise ValueError(f"`max_iter` must be a non-negative integer; got {max_iter!r}.")
-    if not (isinstance(tol, (int, float)) and tol >= 0):
+    if not ((is_int(tol) or isinstance(tol, float)) and tol >= 0):
         raise ValueError(f"`tol` must be a non-negative number; got {tol!r}.")
     chosen = _resolve_variables(learn, "learn")
     params = _validate_params(params)

@@ -31,6 +31,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor
 
+from tsgen._validation import is_int
 from tsgen.exceptions import NumericalError
 from tsgen.inference._kalman_params import (
     KalmanParams,
@@ -287,7 +288,7 @@ def kalman_forecast(
     have a time axis of length ``horizon``: index ``k-1`` holds the F, Q, c that
     move the state from ``T+k-1`` to ``T+k`` and the H, R, d of ``y_{T+k}``.
     """
-    if not isinstance(horizon, int) or isinstance(horizon, bool) or horizon < 1:
+    if not is_int(horizon) or horizon < 1:
         raise ValueError(f"`horizon` must be a positive int; got {horizon!r}.")
     if not isinstance(filtered, FilterResult):
         raise TypeError(f"`filtered` must be a FilterResult; got {type(filtered).__name__}.")
@@ -382,9 +383,9 @@ def kalman_sample(
     ``(n_samples, *batch, T, D)`` with ``batch`` the parameters' batch shape.
     Singular (PSD) covariances are allowed.
     """
-    if not isinstance(num_steps, int) or num_steps < 1:
+    if not is_int(num_steps) or num_steps < 1:
         raise ValueError(f"`num_steps` must be a positive int; got {num_steps!r}.")
-    if not isinstance(n_samples, int) or n_samples < 1:
+    if not is_int(n_samples) or n_samples < 1:
         raise ValueError(f"`n_samples` must be a positive int; got {n_samples!r}.")
     p = prepare_params(params)
     if p.time_varying and p.num_times < num_steps:

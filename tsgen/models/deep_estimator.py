@@ -26,6 +26,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
+from tsgen._validation import is_int
 from tsgen.base import BaseForecaster, make_generator
 from tsgen.data import SeriesBatch
 from tsgen.data.windows import cut_windows, last_steps, take_steps
@@ -83,7 +84,7 @@ class DeepForecaster(BaseForecaster):
     def _resolve_window_length(self, data: SeriesBatch) -> int | None:
         window_length = getattr(self, "window_length", None)
         if window_length is not None:
-            if isinstance(window_length, bool) or not isinstance(window_length, int) or window_length < 2:
+            if not is_int(window_length) or window_length < 2:
                 raise ValueError(f"`window_length` must be None or an integer >= 2; got {window_length!r}.")
             return window_length
         if data.kind == "arrays" and data.n_series > 1:  # a collection of sequences: each one whole

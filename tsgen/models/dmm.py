@@ -33,6 +33,7 @@ import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal
 
+from tsgen._validation import is_int
 from tsgen.base import make_generator
 from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.inference_networks import GuideSample, StructuredInferenceNetwork
@@ -518,14 +519,14 @@ class DeepMarkovModel(DeepForecaster):
     def _check_arguments(self) -> None:
         for name in ("latent_dim", "hidden_dim", "emission_dim", "transition_dim", "num_layers", "iaf_dim"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-        if isinstance(self.iafs, bool) or not isinstance(self.iafs, int) or self.iafs < 0:
+        if not is_int(self.iafs) or self.iafs < 0:
             raise ValueError(f"`iafs` must be a non-negative integer; got {self.iafs!r}.")
         if self.scaling not in (True, False, "auto"):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
         dropout = self.rnn_dropout
-        if isinstance(dropout, bool) or not isinstance(dropout, (int, float)) or not 0 <= dropout < 1:
+        if not (is_int(dropout) or isinstance(dropout, float)) or not 0 <= dropout < 1:
             raise ValueError(f"`rnn_dropout` must be a number in [0, 1); got {dropout!r}.")
 
     def _build_module(self, n_dims: int, n_features: int) -> DeepMarkovModule:
@@ -574,7 +575,7 @@ class DeepMarkovModel(DeepForecaster):
         self._check_support(data)
         if method not in ("iwae", "elbo"):
             raise ValueError(f"`method` must be 'iwae' or 'elbo'; got {method!r}.")
-        if isinstance(n_samples, bool) or not isinstance(n_samples, int) or n_samples < 1:
+        if not is_int(n_samples) or n_samples < 1:
             raise ValueError(f"`n_samples` must be a positive integer; got {n_samples!r}.")
         generator = make_generator(self.random_state)
         values, mask = self._as_tensor(data.values), data.mask.to(self._device())

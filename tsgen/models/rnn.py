@@ -29,6 +29,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from torch.distributions import Distribution
 
+from tsgen._validation import is_int
 from tsgen.components.heads import BernoulliHead, element_log_prob, make_head
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.models.base import SequentialModel, ancestral_sample
@@ -89,9 +90,10 @@ class RNNAutoregressive(SequentialModel):
         self.head = make_head(emission, hidden_dim, n_dims)
         self.scaler = CausalScale(n_dims, scale_window, scale_mode(scaling, self.head))
         n_inputs = 2 * len(self.lags) * n_dims + n_dims + n_features
+        # torch's recurrent layers take Python numbers only; the estimator may hold numpy ones
         self.rnn = _CELLS[cell](
-            n_inputs, hidden_dim, num_layers=num_layers, batch_first=True,
-            dropout=dropout if num_layers > 1 else 0.0,
+            int(n_inputs), int(hidden_dim), num_layers=int(num_layers), batch_first=True,
+            dropout=float(dropout) if num_layers > 1 else 0.0,
         )
 
     # -------------------------------------------------------------- inputs
@@ -333,16 +335,16 @@ class RNNForecaster(DeepForecaster):
             raise ValueError(f"`cell` must be one of {sorted(_CELLS)}; got {self.cell!r}.")
         for name in ("hidden_dim", "num_layers"):
             value = getattr(self, name)
-            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+            if not is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-        lags = (self.lags,) if isinstance(self.lags, int) and not isinstance(self.lags, bool) else self.lags
+        lags = (self.lags,) if is_int(self.lags) else self.lags
         try:
             lags = tuple(lags)
         except TypeError:
             raise TypeError(f"`lags` must be a sequence of positive integers; got {self.lags!r}.") from None
-        if not lags or any(isinstance(l, bool) or not isinstance(l, int) or l < 1 for l in lags):
+        if not lags or any(not is_int(l) or l < 1 for l in lags):
             raise ValueError(f"`lags` must be a non-empty sequence of positive integers; got {self.lags!r}.")
-        if not isinstance(self.dropout, (int, float)) or isinstance(self.dropout, bool) or not 0 <= self.dropout < 1:
+        if not (is_int(self.dropout) or isinstance(self.dropout, float)) or not 0 <= self.dropout < 1:
             raise ValueError(f"`dropout` must be a number in [0, 1); got {self.dropout!r}.")
         if self.scaling not in (True, False, "auto"):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")

@@ -4,6 +4,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+from tsgen._validation import is_int
+
 
 def _check(name: str, ok: bool, expected: str, value) -> None:
     if not ok:
@@ -11,11 +13,11 @@ def _check(name: str, ok: bool, expected: str, value) -> None:
 
 
 def _is_int(value) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)
+    return is_int(value)
 
 
 def _is_real(value) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
 
 @dataclass
