@@ -285,8 +285,9 @@ def test_bad_input_is_rejected_with_named_arguments(gdp):
         ARIMA(order=(1, 2)).fit(gdp)
     with pytest.raises(ValueError, match="`trend`"):
         ARIMA(order=(1, 1, 0), trend="c").fit(gdp)
+    # (a missing period is inferred from the index now; an invalid one is still named)
     with pytest.raises(ValueError, match="`period`"):
-        ARIMA(order="auto", seasonal_order="auto").fit(gdp)
+        ARIMA(order="auto", seasonal_order="auto", period=1.5).fit(gdp)
     with pytest.raises(ValueError, match="univariate"):
         ARIMA().fit(pd.DataFrame({"a": gdp.to_numpy(), "b": gdp.to_numpy()}))
     y = gdp.copy()

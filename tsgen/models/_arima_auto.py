@@ -16,6 +16,9 @@
    an AR or MA root within 1.01 of the unit circle are rejected; a fit
    rejected only for its MA roots is replaced by the same fit with those
    roots pushed out to 1.02, scored exactly (see :func:`_admissible`).
+   Each series searches within R's bounds for its length n (p, q <= n/3,
+   P, Q <= n/(3s): a lag the data barely cover cannot be estimated), and the
+   parts of the order the user fixed are kept as given.
 
 All series that share (d, D) run one search together: each round collects
 every series' untried neighbours, groups them by order, and fits each
@@ -24,13 +27,13 @@ order once for all series that want it (:func:`fit_spec` is batched).
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_fit import FitResult, difference, fit_spec, regressors
+from tsgen.models._arima_fit import FitResult, check_identifiable, difference, fit_spec, regressors
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_statespace import lag_polynomial
@@ -172,27 +175,46 @@ def _admissible(spec: ArimaSpec, params: Tensor) -> Tensor:
     return out
 
 
-def _neighbours(spec: ArimaSpec, opts: AutoOptions, seasonal: bool, trend_allowed: str | None) -> list[ArimaSpec]:
+def series_options(opts: AutoOptions, n_observed: int, s: int) -> AutoOptions:
+    """``opts`` with the search bounds of one series of ``n_observed`` values (R's
+    ``auto.arima``): p, q <= n / 3 and P, Q <= n / (3 s), so that every lag a
+    candidate uses has data; user-fixed parts are never clipped, and
+    ``max_order`` bounds only the part that is searched."""
+    third = n_observed // 3
+    seasonal_third = n_observed // (3 * s) if s >= 2 else 0
+    fixed_p, fixed_q = (opts.order[0], opts.order[2]) if opts.order is not None else (0, 0)
+    fixed_P, fixed_Q = (opts.seasonal_order[0], opts.seasonal_order[2]) if opts.seasonal_order is not None else (0, 0)
+    return replace(
+        opts,
+        max_p=max(min(opts.max_p, third), fixed_p), max_q=max(min(opts.max_q, third), fixed_q),
+        max_P=max(min(opts.max_P, seasonal_third), fixed_P), max_Q=max(min(opts.max_Q, seasonal_third), fixed_Q),
+        max_order=opts.max_order + fixed_p + fixed_q + fixed_P + fixed_Q,
+    )
+
+
+def _neighbours(spec: ArimaSpec, opts: AutoOptions, s: int, trend_allowed: str | None) -> list[ArimaSpec]:
+    """The stepwise moves from ``spec`` that ``opts`` allows; seasonal moves when ``s >= 2``
+    (``spec`` itself may be non-seasonal, i.e. carry s = 0: the period comes from ``s``)."""
     p, q, P, Q = spec.p, spec.q, spec.P, spec.Q
     moves = [(1, 0, 0, 0), (-1, 0, 0, 0), (0, 1, 0, 0), (0, -1, 0, 0), (1, 1, 0, 0), (-1, -1, 0, 0),
              (1, -1, 0, 0), (-1, 1, 0, 0)]
-    if seasonal:
+    if s >= 2:
         moves += [(0, 0, 1, 0), (0, 0, -1, 0), (0, 0, 0, 1), (0, 0, 0, -1), (0, 0, 1, 1), (0, 0, -1, -1)]
     out = []
     for dp, dq, dP, dQ in moves:
         cand = (p + dp, q + dq, P + dP, Q + dQ)
-        if _allowed(cand, opts, seasonal):
-            out.append(_make(spec, cand, spec.trend))
+        if _allowed(cand, opts, s):
+            out.append(_make(spec, cand, spec.trend, s))
     if trend_allowed is not None:
-        out.append(_make(spec, (p, q, P, Q), None if spec.trend else trend_allowed))
+        out.append(_make(spec, (p, q, P, Q), None if spec.trend else trend_allowed, s))
     return out
 
 
-def _allowed(cand, opts: AutoOptions, seasonal: bool) -> bool:
+def _allowed(cand, opts: AutoOptions, s: int) -> bool:
     p, q, P, Q = cand
     if min(cand) < 0 or p > opts.max_p or q > opts.max_q or P > opts.max_P or Q > opts.max_Q:
         return False
-    if not seasonal and (P or Q):
+    if s < 2 and (P or Q):
         return False
     if opts.order is not None and (p, q) != (opts.order[0], opts.order[2]):
         return False
@@ -201,51 +223,58 @@ def _allowed(cand, opts: AutoOptions, seasonal: bool) -> bool:
     return p + q + P + Q <= opts.max_order
 
 
-def _make(base: ArimaSpec, cand, trend) -> ArimaSpec:
+def _make(base: ArimaSpec, cand, trend, s: int) -> ArimaSpec:
+    """``base``'s d, D and regressors with the orders ``cand`` = (p, q, P, Q) at period ``s``."""
     p, q, P, Q = cand
-    s = base.s if (P or Q or base.D) else 0
-    return ArimaSpec(p, base.d, q, P, base.D, Q, s if (P or base.D or Q) else 0, trend, base.n_exog)
+    seasonal = bool(P or Q or base.D)
+    return ArimaSpec(p, base.d, q, P, base.D, Q, s if seasonal else 0, trend, base.n_exog)
 
 
 def _start_specs(d: int, D: int, s: int, opts: AutoOptions, trend: str | None, n_exog: int) -> list[ArimaSpec]:
     seasonal = s >= 2
     starts = [(2, 2, 1, 1), (0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1)] if seasonal else [
         (2, 2, 0, 0), (0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0)]
-    base = ArimaSpec(0, d, 0, 0, D, 0, s if seasonal else 0, trend, n_exog)
+    base = ArimaSpec(0, d, 0, 0, D, 0, s if D else 0, trend, n_exog)
     specs = []
     for cand in starts:
-        cand = _clip(cand, opts, seasonal)
-        spec = _make(base, cand, trend)
+        spec = _make(base, _clip(cand, opts, s), trend, s)
         if spec not in specs:
             specs.append(spec)
     if trend is not None:
-        no_trend = _make(base, (0, 0, 0, 0), None)
+        no_trend = _make(base, _clip((0, 0, 0, 0), opts, s), None, s)
         if no_trend not in specs:
             specs.append(no_trend)
     return specs
 
 
-def _clip(cand, opts: AutoOptions, seasonal: bool):
+def _clip(cand, opts: AutoOptions, s: int):
+    """``cand`` = (p, q, P, Q) inside the bounds of ``opts``, the fixed parts as given."""
     p, q, P, Q = cand
     if opts.order is not None:
         p, q = opts.order[0], opts.order[2]
     if opts.seasonal_order is not None:
         P, Q = opts.seasonal_order[0], opts.seasonal_order[2]
     p, q = min(p, opts.max_p), min(q, opts.max_q)
-    P, Q = (min(P, opts.max_P), min(Q, opts.max_Q)) if seasonal else (0, 0)
+    P, Q = (min(P, opts.max_P), min(Q, opts.max_Q)) if s >= 2 else (0, 0)
+    fixed_pq, fixed_PQ = opts.order is not None, opts.seasonal_order is not None
     while p + q + P + Q > opts.max_order:
-        if q > 0 and q >= p:
+        if not fixed_pq and q > 0 and q >= p:
             q -= 1
-        elif p > 0:
+        elif not fixed_pq and p > 0:
             p -= 1
-        elif Q > 0:
+        elif not fixed_PQ and Q > 0:
             Q -= 1
-        else:
+        elif not fixed_PQ and P > 0:
             P -= 1
+        else:
+            break
     return p, q, P, Q
 
 
 def _trend_for(d_total: int, option: str | None) -> str | None:
+    """The trend the search starts from: ``"auto"`` includes a mean (d + D = 0) or a
+    drift (d + D = 1), as R's ``auto.arima``; a fixed trend is kept where the
+    differencing leaves it identifiable."""
     if option == "auto":
         return {0: "c", 1: "t"}.get(d_total)
     if option in (None, "n"):
@@ -343,16 +372,24 @@ def _rescue(spec, params, ok, aicc_all, sl, y, covariates):
 def stepwise_search(
     y: Tensor, covariates: Tensor | None, d: int, D: int, s: int, opts: AutoOptions, n_exog: int
 ) -> list[tuple[FitResult, np.ndarray]]:
-    """Best model by AICc for every row of ``y`` (all rows share d and D)."""
+    """Best model by AICc for every row of ``y`` (all rows share d and D).
+
+    Each row searches inside its own bounds (:func:`series_options`), so a
+    row's result does not depend on the other rows of the batch."""
     B = y.shape[0]
     seasonal = s >= 2 and (opts.seasonal_order is None or any(opts.seasonal_order[:3]))
+    s = s if seasonal else 0
     trend = _trend_for(d + D, opts.trend)
     trend_toggle = trend if opts.trend == "auto" else None
     scored: list[dict] = [{} for _ in range(B)]  # spec -> (aicc, params) of every admissible fit
     expanded: list[set] = [set() for _ in range(B)]
     tried: list[set] = [set() for _ in range(B)]
-    wanted = {spec: list(range(B)) for spec in _start_specs(d, D, s if seasonal else 0, opts, trend, n_exog)}
     n_observed = torch.isfinite(y).sum(1)
+    row_opts = [series_options(opts, int(n_observed[i]), s) for i in range(B)]
+    wanted: dict[ArimaSpec, list[int]] = {}
+    for i in range(B):
+        for spec in _start_specs(d, D, s, row_opts[i], trend, n_exog):
+            wanted.setdefault(spec, []).append(i)
     while wanted:
         feasible = {}
         for spec, members in wanted.items():
@@ -374,39 +411,39 @@ def stepwise_search(
                 if spec in expanded[i]:
                     continue
                 expanded[i].add(spec)
-                for cand in _neighbours(spec, opts, seasonal, trend_toggle):
+                for cand in _neighbours(spec, row_opts[i], s, trend_toggle):
                     if cand not in tried[i]:
                         wanted.setdefault(cand, []).append(i)
     best = [min(((spec, item[1]) for spec, item in sc.items()), key=lambda x: sc[x[0]][0]) if sc else None
             for sc in scored]
-    return _collect(best, y, covariates, d, D, s, opts, n_exog)
+    return _collect(best, y, covariates, d, D, s, row_opts, trend, n_exog)
 
 
-def _collect(best, y, covariates, d, D, s, opts, n_exog):
+def _collect(best, y, covariates, d, D, s, row_opts, trend, n_exog):
     """Refit each row's winner exactly (from its search estimate), batched by spec;
-    rows where nothing could be fitted get white noise on the differences."""
-    groups: dict[ArimaSpec, list[tuple[int, Tensor]]] = {}
-    missing = []
+    rows where nothing could be fitted get the smallest model the options allow
+    (the fixed orders, else white noise on the differences, with the search's trend)."""
+    groups: dict[tuple[ArimaSpec, bool], list[tuple[int, Tensor | None]]] = {}
     for i, item in enumerate(best):
         if item is None:
-            missing.append(i)
+            base = ArimaSpec(0, d, 0, 0, D, 0, s if D else 0, None, n_exog)
+            spec = _make(base, _clip((0, 0, 0, 0), row_opts[i], s), trend, s)
+            groups.setdefault((spec, False), []).append((i, None))
         else:
-            groups.setdefault(item[0], []).append((i, item[1]))
+            groups.setdefault((item[0], True), []).append((i, item[1]))
     out = []
-    for spec, members in groups.items():
+    for (spec, searched), members in groups.items():
         rows = np.array([i for i, _ in members])
-        start = torch.stack([p for _, p in members])
         rows_t = torch.as_tensor(rows)
         cov = None if covariates is None else covariates[rows_t]
-        result = fit_spec(spec, y[rows_t], cov, start=start, max_iter=opts.max_iter)
+        if not searched:
+            out.append((fit_spec(spec, y[rows_t], cov, max_iter=row_opts[0].max_iter), rows))
+            continue
+        start = torch.stack([p for _, p in members])
+        result = fit_spec(spec, y[rows_t], cov, start=start, max_iter=row_opts[0].max_iter)
         if spec.q or spec.Q:
             result = _keep_admissible(spec, result, start, y[rows_t], cov)
         out.append((result, rows))
-    if missing:
-        spec = ArimaSpec(0, d, 0, 0, D if s >= 2 else 0, 0, s if (s >= 2 and D) else 0, None, n_exog)
-        rows_t = torch.tensor(missing)
-        cov = None if covariates is None else covariates[rows_t]
-        out.append((fit_spec(spec, y[rows_t], cov, max_iter=opts.max_iter), np.array(missing)))
     return out
 
 
@@ -430,6 +467,11 @@ def auto_fit(
     """Choose (d, D) per series by unit-root tests, then search orders per (d, D) group."""
     B = y.shape[0]
     s = opts.period if opts.seasonal_order is None else opts.seasonal_order[3]
+    # user-fixed parts must be identifiable on their own (the search never drops them)
+    if opts.order is not None:
+        check_identifiable(ArimaSpec(*opts.order, n_exog=n_exog), y)
+    if opts.seasonal_order is not None:
+        check_identifiable(ArimaSpec(0, 0, 0, *opts.seasonal_order, n_exog=n_exog), y)
     groups: dict[tuple[int, int], list[int]] = {}
     for i in range(B):
         x = _observed(y[i], int(lengths[i]))

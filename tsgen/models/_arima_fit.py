@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_kernels import STEADY_TOL, minimize
+from tsgen.models._arima_kernels import MAX_FREE_PACF, STEADY_TOL, minimize
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_statespace import kalman_params
@@ -59,14 +59,32 @@ def check_initial_observed(spec: ArimaSpec, y: Tensor) -> None:
         )
 
 
+def check_identifiable(spec: ArimaSpec, y: Tensor) -> None:
+    """Raise a ValueError naming ``order`` or ``seasonal_order`` when a row of ``y``
+    has too few observations after differencing to identify ``spec``."""
+    n_observed = torch.isfinite(y[:, spec.n_integration:]).sum(1)
+    worst = int(torch.argmin(n_observed))
+    which = "`y`" if y.shape[0] == 1 else f"`y` series {worst}"
+    spec.check_identifiable(int(n_observed[worst]), which)
+
+
+def _squash(z: Tensor) -> Tensor:
+    """The optimiser's AR/MA variable to the Monahan-Jones argument (bounded: see MAX_FREE_PACF)."""
+    return MAX_FREE_PACF * torch.tanh(z / MAX_FREE_PACF)
+
+
+def _unsquash(x: Tensor) -> Tensor:
+    return MAX_FREE_PACF * torch.atanh(x / MAX_FREE_PACF)
+
+
 def constrain(spec: ArimaSpec, free: Tensor, xscale: Tensor) -> Tensor:
     b = spec.blocks
     parts = [
         free[:, b["beta"]] / xscale,
-        constrain_ar(free[:, b["ar"]]),
-        constrain_ma(free[:, b["ma"]]),
-        constrain_ar(free[:, b["sar"]]),
-        constrain_ma(free[:, b["sma"]]),
+        constrain_ar(_squash(free[:, b["ar"]])),
+        constrain_ma(_squash(free[:, b["ma"]])),
+        constrain_ar(_squash(free[:, b["sar"]])),
+        constrain_ma(_squash(free[:, b["sma"]])),
         torch.exp(free[:, b["sigma2"]]),
     ]
     return torch.cat(parts, -1)
@@ -76,10 +94,10 @@ def unconstrain(spec: ArimaSpec, params: Tensor, xscale: Tensor) -> Tensor:
     b = spec.blocks
     parts = [
         params[:, b["beta"]] * xscale,
-        unconstrain_ar(params[:, b["ar"]]),
-        unconstrain_ma(params[:, b["ma"]]),
-        unconstrain_ar(params[:, b["sar"]]),
-        unconstrain_ma(params[:, b["sma"]]),
+        _unsquash(unconstrain_ar(params[:, b["ar"]])),
+        _unsquash(unconstrain_ma(params[:, b["ma"]])),
+        _unsquash(unconstrain_ar(params[:, b["sar"]])),
+        _unsquash(unconstrain_ma(params[:, b["sma"]])),
         torch.log(params[:, b["sigma2"]]),
     ]
     return torch.cat(parts, -1)

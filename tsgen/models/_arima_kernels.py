@@ -67,6 +67,13 @@ LOG_2PI = math.log(2.0 * math.pi)
 STEADY_TOL = 1e-11
 #: state dimensions up to which F is used densely (measured: S = 3 plain loops ~25% faster)
 DENSE_UP_TO = 6
+#: bound of the Monahan-Jones argument of every AR/MA partial autocorrelation:
+#: the optimiser's variable z enters as x = MAX_FREE_PACF tanh(z / MAX_FREE_PACF),
+#: so |r| = |x| / sqrt(1 + x^2) < 1 - 5e-7. On a unit root the likelihood keeps
+#: rising towards |r| = 1 and an unbounded x reached r = 1.0 exactly in floating
+#: point (a singular stationary covariance: every later predict failed); below
+#: |x| ~ 100 the map is the identity to 1e-7.
+MAX_FREE_PACF = 1000.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
@@ -603,6 +610,8 @@ def _evaluate(x, grad, b, data, ws, need_grad):
     ia, im, isa, ism, isig = nb, nb + p, nb + p + q, nb + p + q + P, nb + p + q + P + Q
     for i in range(x.shape[0]):
         tmp[i] = x[i] if mask[b, i] else 0.0
+    for i in range(ia, isig):
+        tmp[i] = MAX_FREE_PACF * math.tanh(tmp[i] / MAX_FREE_PACF)
     # parameters -> polynomials
     _levinson(tmp[ia:ia + p], rows_ar)
     _levinson(tmp[im:im + q], rows_ma)
@@ -724,14 +733,35 @@ def _evaluate(x, grad, b, data, ws, need_grad):
     _levinson_vjp(tmp[isa:isa + P], rows_sar, g_sar[:P], grad[isa:isa + P])
     _levinson_vjp(tmp[ism:ism + Q], rows_sma, g_sma[:Q], grad[ism:ism + Q])
     grad[isig] = gsigma2 * sigma2
+    for i in range(ia, isig):  # through x = M tanh(z / M): dx/dz = 1 - (x / M)^2
+        grad[i] *= 1.0 - (tmp[i] / MAX_FREE_PACF) ** 2
     for i in range(x.shape[0]):
         grad[i] = scale * grad[i] if mask[b, i] else 0.0
     return value
 
 
+@njit(cache=True)
+def _check_inputs(x, data):
+    """Shapes and orders the kernels index by: a mismatch would read or write past an
+    array (numba does not check bounds), so it raises here instead."""
+    mask, nb, p, q, P, Q, s, delta, xscale, y, X, n_obs, tol, cap = data
+    B, k = x.shape
+    if min(nb, p, q, P, Q, s) < 0 or ((P > 0 or Q > 0) and s < 1):
+        raise ValueError("ARIMA kernel: orders must be >= 0 and seasonal orders need a period s >= 1")
+    if k != nb + p + q + P + Q + 1 or mask.shape[0] != B or mask.shape[1] != k:
+        raise ValueError("ARIMA kernel: the parameter vector does not match the orders")
+    if y.shape[0] != B or X.shape[0] != B or xscale.shape[0] != B or n_obs.shape[0] != B:
+        raise ValueError("ARIMA kernel: parameters, series and regressors have different batch sizes")
+    if X.shape[1] < y.shape[1] or X.shape[2] != nb or xscale.shape[1] != nb:
+        raise ValueError("ARIMA kernel: the regressors do not cover the series")
+    if y.shape[1] < delta.shape[0]:
+        raise ValueError("ARIMA kernel: the series is shorter than the d + s*D values differencing consumes")
+
+
 @njit(cache=True, error_model="numpy")
 def objective(x, data, need_grad):
     """Objective ``(B,)`` and gradient ``(B, k)`` of every row of ``x``."""
+    _check_inputs(x, data)
     mask, nb, p, q, P, Q, s, delta, xscale, y, X, n_obs, tol, cap = data
     B, k = x.shape
     r = max(p + s * P, q + s * Q + 1)
@@ -754,6 +784,7 @@ def minimize(x0, data, max_iter, gtol, ftol, max_halvings):
     (both converged), or no step decreases ``f`` (not converged).
     Returns ``(x, f, converged)``.
     """
+    _check_inputs(x0, data)
     mask, nb, p, q, P, Q, s, delta, xscale, y, X, n_obs, tol, cap = data
     B, k = x0.shape
     r = max(p + s * P, q + s * Q + 1)

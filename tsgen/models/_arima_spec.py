@@ -29,7 +29,14 @@ def _non_negative_int(value, name: str) -> int:
 
 @dataclass(frozen=True)
 class ArimaSpec:
-    """One (p, d, q)(P, D, Q, s) order with its trend and number of exogenous regressors."""
+    """One (p, d, q)(P, D, Q, s) order with its trend and number of exogenous regressors.
+
+    Every instance is a model the kernels can run: the constructor checks
+    what :meth:`from_args` checks (the automatic search builds specs directly,
+    and a seasonal order with period 0 once reached the compiled filter and
+    wrote past its arrays). ``s`` is 0 exactly when P = D = Q = 0 and the
+    trend ``"n"`` is stored as None, so equal models compare equal.
+    """
 
     p: int
     d: int
@@ -41,6 +48,29 @@ class ArimaSpec:
     trend: str | None = None
     n_exog: int = 0
 
+    def __post_init__(self):
+        p, d, q = (_non_negative_int(getattr(self, k), "order") for k in "pdq")
+        P, D, Q, s = (_non_negative_int(getattr(self, k), "seasonal_order") for k in "PDQs")
+        if (P or D or Q) and s < 2:
+            raise ValueError(
+                f"`seasonal_order` needs a period s >= 2 when P, D or Q > 0; got {(P, D, Q, s)!r}."
+            )
+        if not (P or D or Q):
+            s = 0
+        if self.trend not in TRENDS:
+            raise ValueError(f"`trend` must be None, 'n', 'c', 't' or 'ct'; got {self.trend!r}.")
+        trend = None if self.trend == "n" else self.trend
+        lowest = min(TRENDS[trend], default=None)
+        if lowest is not None and lowest < d + D:
+            raise ValueError(
+                f"`trend`={self.trend!r} has a term of degree {lowest}, which differencing of total "
+                f"order d + D = {d + D} removes; use trend='t' (drift) for d + D = 1 or no trend."
+            )
+        n_exog = _non_negative_int(self.n_exog, "n_exog")
+        for name, value in zip(("p", "d", "q", "P", "D", "Q", "s", "trend", "n_exog"),
+                               (p, d, q, P, D, Q, s, trend, n_exog)):
+            object.__setattr__(self, name, value)
+
     @classmethod
     def from_args(cls, order, seasonal_order, trend, n_exog: int = 0) -> "ArimaSpec":
         """Validate the estimator's arguments (errors name the argument)."""
@@ -48,25 +78,34 @@ class ArimaSpec:
             raise ValueError(f"`order` must be a tuple (p, d, q) or 'auto'; got {order!r}.")
         if not isinstance(seasonal_order, (tuple, list)) or len(seasonal_order) != 4:
             raise ValueError(f"`seasonal_order` must be a tuple (P, D, Q, s); got {seasonal_order!r}.")
-        p, d, q = (_non_negative_int(v, "order") for v in order)
-        P, D, Q, s = (_non_negative_int(v, "seasonal_order") for v in seasonal_order)
-        if (P or D or Q) and s < 2:
-            raise ValueError(f"`seasonal_order` needs a period s >= 2 when P, D or Q > 0; got {seasonal_order!r}.")
-        if not (P or D or Q):
-            s = 0
-        if trend not in TRENDS:
-            raise ValueError(f"`trend` must be None, 'n', 'c', 't' or 'ct'; got {trend!r}.")
-        spec = cls(p, d, q, P, D, Q, s, None if trend == "n" else trend, int(n_exog))
-        lowest = min(TRENDS[spec.trend], default=None)
-        if lowest is not None and lowest < d + D:
-            raise ValueError(
-                f"`trend`={trend!r} has a term of degree {lowest}, which differencing of total "
-                f"order d + D = {d + D} removes; use trend='t' (drift) for d + D = 1 or no trend."
-            )
-        return spec
+        return cls(*order, *seasonal_order, trend, n_exog)
 
     def with_order(self, p, d, q, P, D, Q) -> "ArimaSpec":
         return ArimaSpec(p, d, q, P, D, Q, self.s if (P or D or Q) else 0, self.trend, self.n_exog)
+
+    def min_observations(self) -> int:
+        """Observations after differencing needed to identify the model: more than its
+        longest AR or MA lag (a lag never seen in the data has no information) and
+        more than its number of parameters."""
+        return max(self.ar_order, self.ma_order, self.n_params) + 1
+
+    def check_identifiable(self, n_observed: int, which: str = "the series") -> None:
+        """Raise a ValueError naming the argument at fault when ``n_observed``
+        observations after differencing cannot identify this model."""
+        if n_observed >= self.min_observations():
+            return
+        seasonal_lag = self.s * max(self.P, self.Q)
+        if seasonal_lag >= n_observed:
+            name, value = "seasonal_order", self.seasonal_order
+        else:
+            name, value = "order", self.order
+        raise ValueError(
+            f"`{name}`={value!r} cannot be estimated from {which}: the model (order={self.order}, "
+            f"seasonal_order={self.seasonal_order}) has {self.n_params} parameters and lags up to "
+            f"{max(self.ar_order, self.ma_order)}, so it needs at least {self.min_observations()} "
+            f"observed values after differencing (d + s*D = {self.n_integration} consumed); got "
+            f"{n_observed}. Use lower orders or a longer series."
+        )
 
     # ------------------------------------------------------------- layout
     @property

@@ -65,15 +65,17 @@ def hannan_rissanen(spec: ArimaSpec, w: Tensor, wx: Tensor) -> Tensor:
     n_cols = len(ar_lags) + len(ma_lags)
     if n_cols:
         long_order = max(spec.ar_order, spec.ma_order) + 3 if ma_lags else 0
-        enough = int(n_valid.min()) > 3 * (long_order + max(spec.ar_order, spec.ma_order) + n_cols) + 10
-        if enough:
+        # per series, so that a short series in the batch does not change the others' starts
+        enough = n_valid > 3 * (long_order + max(spec.ar_order, spec.ma_order) + n_cols) + 10
+        if bool(enough.any()):
             if ma_lags:
                 _, innovations = masked_least_squares(u, lagged(u, list(range(1, long_order + 1))))
                 design = torch.cat([lagged(u, ar_lags), lagged(innovations, ma_lags)], -1)
             else:
                 design = lagged(u, ar_lags)
-            coef, resid = masked_least_squares(u, design)
-            coef = torch.nan_to_num(coef).clamp(-0.99, 0.99)
+            coef, fitted_resid = masked_least_squares(u, design)
+            coef = torch.where(enough[:, None], torch.nan_to_num(coef).clamp(-0.99, 0.99), 0.0)
+            resid = torch.where(enough[:, None], fitted_resid, u)
             k = 0
             for name, size in (("ar", spec.p), ("sar", spec.P)):
                 params[:, blocks[name]] = coef[:, k : k + size]

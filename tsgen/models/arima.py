@@ -26,6 +26,7 @@ test for ``D`` (:mod:`._arima_auto`).
 from __future__ import annotations
 
 import warnings
+from dataclasses import replace
 
 import numpy as np
 import torch
@@ -33,10 +34,11 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
+from tsgen.data._index import seasonal_period
 from tsgen.exceptions import ConvergenceWarning
 from tsgen.models._arima_auto import AutoOptions, auto_fit
 from tsgen.models._arima_filter import filter_history
-from tsgen.models._arima_fit import FitResult, check_initial_observed, fit_spec, regressors
+from tsgen.models._arima_fit import FitResult, check_identifiable, check_initial_observed, fit_spec, regressors
 from tsgen.models._arima_forecast import forecast_moments, future_regression, sample_paths
 from tsgen.models._arima_spec import ArimaSpec
 
@@ -58,14 +60,25 @@ class ARIMA(BaseForecaster):
     ----------
     order : tuple (p, d, q) or "auto"
         Non-seasonal orders; ``"auto"`` selects them by a stepwise AICc search.
-    seasonal_order : tuple (P, D, Q, s) or "auto"
-        Seasonal orders and period; ``"auto"`` searches P, D, Q with period ``period``.
+    seasonal_order : tuple (P, D, Q, s), tuple (P, D, Q) or "auto"
+        Seasonal orders and period; ``"auto"`` searches P, D, Q. A period
+        ``s`` of None (or a 3-tuple) takes ``period``. Fixed parts of a
+        partly automatic model are kept as given: ``order=(1, 0, 0),
+        seasonal_order="auto"`` searches only P, D, Q, and a fixed
+        ``seasonal_order`` with ``order="auto"`` searches only p, d, q.
     trend : None, "n", "c", "t", "ct" or "auto"
-        Trend regressors (statsmodels' meaning). ``"auto"`` (automatic orders
-        only) includes a mean when d + D = 0 and a drift when d + D = 1, if
-        that lowers the AICc, as R's ``auto.arima``.
+        Trend regressors (statsmodels' meaning: "c" a constant, "t" a
+        linear trend, "ct" both, "n" none). ``None`` (the default) means
+        what it means in statsmodels for fixed orders: "c" when d + D = 0,
+        otherwise "n"; for automatic orders it means ``"auto"``. ``"auto"``
+        includes a mean when d + D = 0 and a drift when d + D = 1 if that
+        lowers the AICc, as R's ``auto.arima`` and statsforecast do (with
+        fixed orders it chooses between that term and none).
     period : int or None
-        Seasonal period for ``seasonal_order="auto"``.
+        Seasonal period for ``seasonal_order="auto"`` or a seasonal order
+        without ``s``. None infers it from the frequency of ``y``'s index
+        (12 monthly, 4 quarterly, 7 daily, 24 hourly, 52 weekly, 5 business
+        daily; 1, i.e. no seasonal part, for other or no frequency).
     max_p, max_q, max_P, max_Q, max_d, max_D, max_order : int
         Bounds of the automatic search (``max_order`` bounds p + q + P + Q).
     max_iter : int
@@ -123,20 +136,54 @@ class ARIMA(BaseForecaster):
     # ----------------------------------------------------------- helpers
     @property
     def _is_auto(self) -> bool:
-        return isinstance(self.order, str) or isinstance(self.seasonal_order, str)
+        return isinstance(self.order, str) or isinstance(self.seasonal_order, str) or self.trend == "auto"
 
-    def _fixed_spec(self, n_exog: int) -> ArimaSpec:
-        return ArimaSpec.from_args(self.order, self.seasonal_order, self.trend, n_exog)
+    def _period(self, data: SeriesBatch | None) -> int:
+        """``period``, else the seasonal period of ``y``'s index frequency (1: none)."""
+        if self.period is not None:
+            period = self.period
+            if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
+                raise ValueError(f"`period` must be a positive integer or None; got {period!r}.")
+            return int(period)
+        if data is None:
+            return 1
+        periods = {seasonal_period(index) for index in data.indexes}
+        if len(periods) > 1:
+            raise ValueError(
+                f"the series of `y` have index frequencies with different seasonal periods "
+                f"{sorted(periods)}; pass `period`."
+            )
+        return periods.pop()
 
-    def _auto_options(self) -> AutoOptions:
+    def _seasonal_tuple(self, data: SeriesBatch | None):
+        """``seasonal_order`` with a missing period filled in from :meth:`_period`."""
+        seasonal = self.seasonal_order
+        if isinstance(seasonal, (tuple, list)) and (len(seasonal) == 3 or (len(seasonal) == 4 and seasonal[3] is None)):
+            P, D, Q = seasonal[:3]
+            if not (P or D or Q):
+                return (P, D, Q, 0)
+            period = self._period(data)
+            if period < 2 and data is not None:
+                raise ValueError(
+                    f"`seasonal_order`={seasonal!r} has no period and none could be inferred from the "
+                    "index of `y`: pass `period` (an integer >= 2) or a 4-tuple (P, D, Q, s)."
+                )
+            return (P, D, Q, max(period, 2))
+        return seasonal
+
+    def _fixed_spec(self, n_exog: int, data: SeriesBatch | None = None) -> ArimaSpec:
+        seasonal = self._seasonal_tuple(data)
+        if self.trend is None:
+            # statsmodels' default: a constant when nothing is differenced
+            spec = ArimaSpec.from_args(self.order, seasonal, None, n_exog)
+            return replace(spec, trend="c" if spec.d + spec.D == 0 else None)
+        return ArimaSpec.from_args(self.order, seasonal, self.trend, n_exog)
+
+    def _auto_options(self, data: SeriesBatch) -> AutoOptions:
         for name in ("order", "seasonal_order"):
             value = getattr(self, name)
             if isinstance(value, str) and value != "auto":
                 raise ValueError(f"`{name}` must be a tuple or 'auto'; got {value!r}.")
-        if self.seasonal_order == "auto":
-            period = self.period
-            if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 2:
-                raise ValueError(f"`period` must be an integer >= 2 with seasonal_order='auto'; got {period!r}.")
         if self.trend not in (None, "n", "c", "t", "ct", "auto"):
             raise ValueError(f"`trend` must be None, 'n', 'c', 't', 'ct' or 'auto'; got {self.trend!r}.")
         bounds = {}
@@ -145,11 +192,20 @@ class ARIMA(BaseForecaster):
             if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 0:
                 raise ValueError(f"`{name}` must be a non-negative integer; got {value!r}.")
             bounds[name] = int(value)
+        # the fixed parts, validated as a fixed model would be
+        order = seasonal_order = None
+        if self.order != "auto":
+            spec = ArimaSpec.from_args(self.order, (0, 0, 0, 0), None)
+            order = spec.order
+        seasonal = self._seasonal_tuple(data)
+        if seasonal != "auto":
+            spec = ArimaSpec.from_args((0, 0, 0), seasonal, None)
+            seasonal_order = spec.seasonal_order
         return AutoOptions(
-            order=None if self.order == "auto" else tuple(self.order),
-            seasonal_order=None if self.seasonal_order == "auto" else tuple(self.seasonal_order),
-            period=int(self.period) if self.seasonal_order == "auto" else 0,
-            trend=self.trend,
+            order=order,
+            seasonal_order=seasonal_order,
+            period=self._period(data) if seasonal == "auto" else 0,
+            trend="auto" if self.trend is None else self.trend,
             max_iter=self.max_iter,
             **bounds,
         )
@@ -173,9 +229,10 @@ class ARIMA(BaseForecaster):
         y = self._univariate(data)
         n_exog = 0 if covariates is None else covariates.shape[-1]
         if self._is_auto:
-            results = auto_fit(y, data.lengths, covariates, self._auto_options(), n_exog)
+            results = auto_fit(y, data.lengths, covariates, self._auto_options(data), n_exog)
         else:
-            spec = self._fixed_spec(n_exog)
+            spec = self._fixed_spec(n_exog, data)
+            check_identifiable(spec, y)
             results = [(fit_spec(spec, y, covariates, max_iter=int(self.max_iter)), np.arange(y.shape[0]))]
         self._set_results(results, y.shape[0], data.is_collection)
 
