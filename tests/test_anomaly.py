@@ -240,5 +240,10 @@ def test_saved_detector_file_names_only_registered_classes(tmp_path):
         torch.save({"meta": json.dumps(forged), "tensors": payload["tensors"]}, path)
         with pytest.raises(ValueError, match="unknown model class"):
             tsgen.load(path)
+    without_threshold = {k: v for k, v in meta.items() if k != "threshold"}
+    for broken in (without_threshold, {**meta, "params": {**meta["params"], "model": 1}}, {**meta, "spot": {"n": 3}}):
+        torch.save({"meta": json.dumps(broken), "tensors": payload["tensors"]}, path)
+        with pytest.raises(ValueError, match="not a tsgen model file"):
+            tsgen.load(path)
     with pytest.raises(TypeError, match="only tsgen estimators"):
         AnomalyDetector(_RandomWalk(), method="quantile").fit(_series(100)).save(path)

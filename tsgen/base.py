@@ -326,7 +326,8 @@ def register_saveable(cls: type) -> type:
 def saved_class(name, path, base: type = object) -> type:
     """The registered class a file names, importing tsgen's public one on first use; never any other object."""
     cls = _REGISTRY.get(name) if isinstance(name, str) else None
-    if cls is None and isinstance(name, str):  # tsgen imports its estimators on first use: a fresh process may not have this one yet
+    if cls is None and isinstance(name, str):
+        # tsgen imports its estimators on first use: a fresh process may not have this one yet
         import tsgen
 
         if name in tsgen.__all__:

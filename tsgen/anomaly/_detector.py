@@ -187,6 +187,14 @@ class AnomalyDetector(BaseEstimator):
 
     @classmethod
     def _from_payload(cls, meta: dict, tensors: dict) -> "AnomalyDetector":
+        try:
+            return cls._rebuild(meta, tensors)
+        except (KeyError, TypeError, IndexError, AttributeError) as err:
+            # a truncated or hand-edited file: one ValueError, as for any other file tsgen.load refuses
+            raise ValueError(f"not a tsgen model file: the stored detector is malformed ({err!r}).") from None
+
+    @classmethod
+    def _rebuild(cls, meta: dict, tensors: dict) -> "AnomalyDetector":
         template = meta["template"]
         model_cls = saved_class(template["class"], "the detector's model", BaseForecaster)
         detector = cls(model=model_cls(**_decode(template["params"])), **_decode(meta["params"]))
