@@ -13,6 +13,17 @@ ROOT_MEAN_SQUARE = frozenset({"rmse"})
 PER_STEP = frozenset({"log_score"})
 
 
+def _observed_per_step(metrics: pd.DataFrame, forecasts: pd.DataFrame) -> np.ndarray:
+    """Observed variables of each row's (series, origin, horizon) step, counted on a dense grid (no joins)."""
+    step = ["series", "origin", "horizon"]
+    where = [forecasts[c].to_numpy(dtype=np.int64) for c in step]
+    rows = [metrics[c].to_numpy(dtype=np.int64) for c in step]
+    shape = tuple(int(max(w.max(initial=0), r.max(initial=0))) + 1 for w, r in zip(where, rows))
+    counts = np.zeros(shape)
+    np.add.at(counts, tuple(where), forecasts["y"].notna().to_numpy(dtype=np.float64))
+    return counts[tuple(rows)]
+
+
 def aggregate(metrics: pd.DataFrame, forecasts: pd.DataFrame, keys: list[str] | None = None) -> pd.Series:
     """Each metric over the points its rows summarise, per group of ``keys``.
 
@@ -51,9 +62,7 @@ def aggregate(metrics: pd.DataFrame, forecasts: pd.DataFrame, keys: list[str] | 
         Indexed by ``keys + ["metric"]``.
     """
     keys = list(keys or [])
-    step = ["series", "origin", "horizon"]
-    counts = forecasts.groupby(step, sort=False)["y"].count()
-    n_obs = counts.reindex(pd.MultiIndex.from_frame(metrics[step])).to_numpy(dtype=np.float64)
+    n_obs = _observed_per_step(metrics, forecasts)
     values = metrics["value"].to_numpy(dtype=np.float64)
     names = metrics["metric"].to_numpy()
     scored = ~np.isnan(values)
