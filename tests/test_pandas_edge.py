@@ -95,3 +95,20 @@ def test_irregular_period_index_is_refused():
         validate_index(index, "y")
     with pytest.raises(ValueError, match="duplicated"):
         validate_index(index[[0, 1, 1]], "y")
+
+
+def test_forecast_frames_of_many_series_are_independent():
+    from tsgen import ARIMA
+
+    series = [s.fillna(0.0) for s in many_series(5)]
+    series.insert(1, series[0] * 2 + 1)  # ends with series[0]: the two forecasts have equal indexes
+    model = ARIMA(order=(1, 0, 0), trend="c").fit(series)
+    frames = model.predict(3)
+    for s, frame in zip(series, frames):
+        expected = pd.date_range(s.index[-1], periods=4, freq="D")[1:]
+        assert frame.index.equals(expected) and frame.index.freq == expected.freq
+        alone = ARIMA(order=(1, 0, 0), trend="c").fit(s).predict(3)
+        pd.testing.assert_frame_equal(frame, alone, rtol=1e-6)
+    frames[0].index.name = "renamed"
+    frames[0].iloc[0, 0] = -1.0
+    assert frames[1].index.name is None and frames[1].iloc[0, 0] != -1.0

@@ -12,6 +12,14 @@ def quantile_label(q: float) -> str:
     return f"q{q:g}"
 
 
+def _continuation_key(index: pd.Index, horizon: int):
+    """What the future index of ``index`` depends on, so that series ending together share one."""
+    if isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)):
+        return type(index), index.freq, getattr(index, "tz", None), int(index.asi8[-1]), index.name, horizon
+    step = index.step if isinstance(index, pd.RangeIndex) else 1
+    return type(index), step, int(index[-1]), index.name, horizon
+
+
 def forecast_frames(
     batch: SeriesBatch, mean: np.ndarray, quantiles: dict[float, np.ndarray]
 ) -> list[pd.DataFrame]:
@@ -23,18 +31,23 @@ def forecast_frames(
     """
     horizon = mean.shape[1]
     stats = ["mean"] + [quantile_label(q) for q in quantiles]
+    # (batch, horizon, dim, statistic): one stack for all series, each frame takes its slice
+    block = np.stack([mean] + [quantiles[q] for q in quantiles], axis=-1)
+    if batch.n_dims == 1:
+        columns = pd.Index(stats)
+        rows = block[:, :, 0, :]
+    else:
+        columns = pd.MultiIndex.from_product([list(batch.columns), stats], names=["variable", "statistic"])
+        rows = block.reshape(block.shape[0], horizon, -1)  # variable-major
+    futures: dict = {}
     frames = []
     for i, index in enumerate(batch.indexes):
-        blocks = [mean[i]] + [quantiles[q][i] for q in quantiles]  # each (horizon, dim)
-        future = future_index(index, horizon)
-        future.name = index.name
-        if batch.n_dims == 1:
-            frame = pd.DataFrame(np.column_stack([b[:, 0] for b in blocks]), index=future, columns=stats)
-        else:
-            data = np.stack(blocks, axis=-1).reshape(horizon, -1)  # variable-major
-            columns = pd.MultiIndex.from_product([list(batch.columns), stats], names=["variable", "statistic"])
-            frame = pd.DataFrame(data, index=future, columns=columns)
-        frames.append(frame)
+        key = _continuation_key(index, horizon)
+        future = futures.get(key)
+        if future is None:
+            future = futures[key] = future_index(index, horizon).rename(index.name)
+        # each frame gets its own Index object: renaming one frame's index must not rename another's
+        frames.append(pd.DataFrame(rows[i], index=future.copy(), columns=columns.copy(), copy=True))
     return frames
 
 
