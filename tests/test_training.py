@@ -10,7 +10,7 @@ from torch import nn
 from torch.distributions import Independent, Normal
 
 from tsgen.data.windows import cut_windows, last_steps
-from tsgen.exceptions import TrainingDivergedError
+from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
 from tsgen.models.base import SequentialModel, ancestral_sample, expand_state
 from tsgen.training import (
     SequenceBatch,
@@ -349,3 +349,81 @@ def test_expand_state_adds_a_sample_dimension_to_dataclass_fields():
 
     state = expand_state(State(torch.randn(2, 3, 4), None), 5)
     assert state.h.shape == (5, 2, 3, 4) and state.c is None
+
+
+# ------------------------------------------------------------------ divergence (issue 9 §2)
+def test_nan_gradient_and_non_finite_parameter_raise_naming_the_epoch():
+    module = nn.Linear(2, 1)
+    loss = linear_loss(module)
+    calls = {"n": 0}
+
+    def nan_gradient(batch, kl_weight):  # finite loss, NaN gradient, on the 4th batch
+        calls["n"] += 1
+        value = loss(batch, kl_weight)
+        # where() hides sqrt of a negative number from the value but not from the gradient
+        trap = torch.where(torch.zeros(1, dtype=torch.bool), torch.sqrt(module.bias - 1e6), torch.zeros(1))
+        return value + trap.sum() if calls["n"] == 4 else value
+
+    with pytest.raises(TrainingDivergedError, match="gradient became nan at epoch 2, batch 1"):
+        train(module, nan_gradient, regression_data(n=30), config=quiet(max_epochs=3, batch_size=10),
+              generator=torch.Generator().manual_seed(0))
+
+    huge = nn.Linear(2, 1)
+    with torch.no_grad():
+        huge.bias.fill_(3.3e38)
+    with pytest.raises(TrainingDivergedError, match="parameter became NaN or infinite .* epoch 1, batch 1"):
+        train(huge, lambda b, w: -huge.bias.sum(), regression_data(n=10),
+              config=quiet(max_epochs=2, learning_rate=3e37, grad_clip=None),
+              generator=torch.Generator().manual_seed(0))
+
+
+def test_an_exploding_finite_loss_warns_once_naming_the_epochs():
+    module = nn.Linear(2, 1)
+    loss = linear_loss(module)
+    calls = {"n": 0}
+
+    def exploding(batch, kl_weight):  # 3 batches per epoch: from epoch 4 on the loss is ~1e15
+        calls["n"] += 1
+        value = loss(batch, kl_weight)
+        return value + 1e15 if calls["n"] > 9 else value
+
+    with pytest.warns(TrainingDivergenceWarning, match=r"exploded: 1e\+15 at epoch 4 against its best .* at epoch 3") \
+            as record:
+        train(module, exploding, regression_data(n=30), config=quiet(max_epochs=6, batch_size=10),
+              generator=torch.Generator().manual_seed(0))
+    assert len([w for w in record if w.category is TrainingDivergenceWarning]) == 1
+
+
+def test_ordinary_training_and_kl_annealing_do_not_warn():
+    import warnings
+
+    module = nn.Linear(2, 1)
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", TrainingDivergenceWarning)
+        train(module, linear_loss(module), regression_data(), config=quiet(max_epochs=20, learning_rate=0.05),
+              generator=torch.Generator().manual_seed(0))
+        # the annealed objective rises with the KL weight: not an explosion
+        train(module, lambda b, w: linear_loss(module)(b, w) + 50.0 * w, regression_data(),
+              config=quiet(max_epochs=6, kl_annealing_epochs=5), generator=torch.Generator().manual_seed(0))
+
+
+def test_distribution_argument_checks_are_restored_after_training():
+    before = torch.distributions.Distribution._validate_args
+    module = nn.Linear(2, 1)
+    with pytest.raises(TrainingDivergedError):
+        train(module, lambda b, w: Normal(module.bias * float("nan"), 1.0).log_prob(torch.zeros(1)).sum(),
+              regression_data(n=10), config=quiet(max_epochs=1), generator=torch.Generator().manual_seed(0))
+    assert torch.distributions.Distribution._validate_args == before
+
+
+def test_deep_models_diverging_at_a_huge_learning_rate_raise_or_warn():
+    import pandas as pd
+
+    import tsgen
+
+    rng = np.random.default_rng(0)
+    y = pd.Series(10 + 0.3 * rng.normal(size=120).cumsum())
+    with pytest.raises(tsgen.TrainingDivergedError, match="at epoch 1, batch"):
+        tsgen.DeepMarkovModel(max_epochs=3, learning_rate=10, progress=False, random_state=0).fit(y)
+    with pytest.warns(tsgen.TrainingDivergenceWarning, match="at epoch 2"):
+        tsgen.RNNForecaster(max_epochs=3, learning_rate=10, progress=False, random_state=0).fit(y)

@@ -21,6 +21,8 @@ __all__ = [
     "DeepMarkovModel",
     "LinearGaussianSSM",
     "RNNForecaster",
+    "TrainingDivergedError",
+    "TrainingDivergenceWarning",
     "backtest",
     "load",
     "metrics",
@@ -37,6 +39,8 @@ __getattr__, __dir__ = attach(
         "DeepMarkovModel": "tsgen.models.dmm",
         "LinearGaussianSSM": "tsgen.models.lds",
         "RNNForecaster": "tsgen.models.rnn",
+        "TrainingDivergedError": "tsgen.exceptions",
+        "TrainingDivergenceWarning": "tsgen.exceptions",
         "backtest": "tsgen.evaluation",
         "load": "tsgen.base",
     },
@@ -48,6 +52,7 @@ if TYPE_CHECKING:
     from tsgen.anomaly import AnomalyDetector
     from tsgen.base import BaseForecaster, load
     from tsgen.evaluation import BacktestResult, backtest
+    from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
     from tsgen.models.arima import ARIMA
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM

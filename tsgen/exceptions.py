@@ -6,7 +6,11 @@ class ConvergenceWarning(UserWarning):
 
 
 class TrainingDivergedError(RuntimeError):
-    """The training loss became NaN or infinite; the model would be garbage."""
+    """The training loss, a gradient or a parameter became NaN or infinite; the model would be garbage."""
+
+
+class TrainingDivergenceWarning(UserWarning):
+    """The training loss exploded (rose far above its best) without becoming NaN: training is unstable."""
 
 
 class NumericalError(ArithmeticError, ValueError):

@@ -1,21 +1,27 @@
 """The one training loop: every deep model hands it a ``loss_fn`` and nothing else."""
 from __future__ import annotations
 
+import contextlib
 import math
 import time
+import warnings
 from typing import Callable
 
 import torch
 from torch import nn
 from tqdm import tqdm
 
-from tsgen.exceptions import TrainingDivergedError
+from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
 from tsgen.training.batch import SequenceBatch
 from tsgen.training.config import TrainingConfig
 from tsgen.training.device import resolve_device
 from tsgen.training.randomness import seeded_from
 
 LossFn = Callable[[SequenceBatch, float], torch.Tensor]
+
+#: an epoch's loss this far above the best one, in units of max(1, |best|), counts as an explosion
+EXPLOSION_FACTOR = 0.5
+_ADVICE = "lower `learning_rate`, set `grad_clip`, or check the data for extreme values."
 
 
 def split_validation(
@@ -33,11 +39,55 @@ def split_validation(
 def _check_finite(loss: torch.Tensor, epoch: int, batch: int, phase: str) -> float:
     value = float(loss.detach())
     if not math.isfinite(value):
-        raise TrainingDivergedError(
-            f"the {phase} loss became {value} at epoch {epoch}, batch {batch}; "
-            "lower `learning_rate`, set `grad_clip`, or check the data for extreme values."
-        )
+        raise TrainingDivergedError(f"the {phase} loss became {value} at epoch {epoch}, batch {batch}; {_ADVICE}")
     return value
+
+
+def _check_gradient(gradient_norm: torch.Tensor, epoch: int, batch: int) -> None:
+    """Raise before a non-finite gradient is applied.
+
+    It (or a parameter it made non-finite, :func:`_check_parameters`) would
+    otherwise surface one batch later as an unreadable error inside a
+    distribution's argument check (NaN ``loc``), or not at all.
+    """
+    if not bool(torch.isfinite(gradient_norm)):
+        raise TrainingDivergedError(
+            f"the gradient became {float(gradient_norm)} at epoch {epoch}, batch {batch}; {_ADVICE}"
+        )
+
+
+def _check_parameters(parameters: list[torch.Tensor], epoch: int, batch: int) -> None:
+    with torch.no_grad():  # one device sync for all parameters
+        finite = torch.stack([torch.isfinite(p).all() for p in parameters]).all()
+    if not bool(finite):
+        raise TrainingDivergedError(
+            f"a parameter became NaN or infinite after the update at epoch {epoch}, batch {batch}; {_ADVICE}"
+        )
+
+
+@contextlib.contextmanager
+def _unchecked_distributions():
+    """Build ``torch.distributions`` without argument checks while training.
+
+    Diverging parameters first show up as NaN or infinite distribution
+    arguments; with the checks on, torch raises its own ``ValueError``
+    (printing the whole tensor) before the loss exists, so the loop could
+    not name the epoch. Unchecked, the NaN reaches the loss and
+    :func:`_check_finite` raises :class:`TrainingDivergedError`. The data's
+    support is checked once at the estimators' edge instead, and the
+    caller's setting is restored on exit.
+    """
+    previous = torch.distributions.Distribution._validate_args
+    torch.distributions.Distribution.set_default_validate_args(False)
+    try:
+        yield
+    finally:
+        torch.distributions.Distribution.set_default_validate_args(previous)
+
+
+def _exploded(loss: float, best: float) -> bool:
+    """Whether ``loss`` rose far above ``best`` (losses may be negative: log-densities)."""
+    return math.isfinite(best) and loss - best > EXPLOSION_FACTOR * max(1.0, abs(best))
 
 
 def evaluate(module: nn.Module, loss_fn: LossFn, data: SequenceBatch, batch_size: int, epoch: int = 0) -> float:
@@ -93,7 +143,15 @@ def train(
     Raises
     ------
     TrainingDivergedError
-        When a loss is NaN or infinite (the message names epoch and batch).
+        When a loss or the gradient norm is NaN or infinite, or an update
+        leaves a parameter so (the message names epoch and batch).
+
+    Warns
+    -----
+    TrainingDivergenceWarning
+        Once, when an epoch's training loss (at full KL weight) rises above
+        the best one by more than ``EXPLOSION_FACTOR * max(1, |best|)``: the
+        loss exploded without becoming NaN (the message names the epochs).
     """
     if not isinstance(config, TrainingConfig):
         raise TypeError(f"`config` must be a TrainingConfig; got {type(config).__name__}.")
@@ -111,9 +169,10 @@ def train(
 
     history: list[dict] = []
     best_loss, best_state, stale = math.inf, None, 0
+    best_train, best_train_epoch, warned = math.inf, 0, False
     n = len(train_data)
     began = time.perf_counter()
-    with seeded_from(generator, device):
+    with seeded_from(generator, device), _unchecked_distributions():
         epochs = tqdm(range(config.max_epochs), disable=not config.progress, desc="training", leave=False)
         for index in epochs:
             epoch = index + 1
@@ -129,11 +188,24 @@ def train(
                 value = _check_finite(loss, epoch, b + 1, "training")
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
-                if config.grad_clip is not None:
-                    nn.utils.clip_grad_norm_(parameters, config.grad_clip)
+                # the norm is computed either way (clipping by inf changes nothing) to catch NaN gradients
+                max_norm = math.inf if config.grad_clip is None else config.grad_clip
+                _check_gradient(nn.utils.clip_grad_norm_(parameters, max_norm), epoch, b + 1)
                 optimizer.step()
+                _check_parameters(parameters, epoch, b + 1)
                 total += value * len(batch)
             train_loss = total / n
+            if kl_weight >= 1.0:  # under a partial KL weight the loss is another objective
+                if not warned and _exploded(train_loss, best_train):
+                    warned = True
+                    warnings.warn(
+                        f"the training loss exploded: {train_loss:.6g} at epoch {epoch} against its best "
+                        f"{best_train:.6g} at epoch {best_train_epoch}; the fit is unreliable: {_ADVICE}",
+                        TrainingDivergenceWarning,
+                        stacklevel=2,
+                    )
+                if train_loss < best_train:
+                    best_train, best_train_epoch = train_loss, epoch
             valid_loss = None
             if valid_data is not None:
                 valid_loss = evaluate(module, loss_fn, valid_data, config.batch_size, epoch)
