@@ -4,6 +4,8 @@ import warnings
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from statsmodels.tsa.statespace.sarimax import SARIMAX
 
 from tsgen import ARIMA, RNNForecaster
@@ -199,3 +201,23 @@ def test_rnn_covariates_follow_the_same_rules():
     pd.testing.assert_frame_equal(model.predict(H, X=X_all), model.predict(H, X=X_all.iloc[60:]))
     with pytest.raises(ValueError, match="`X` does not cover"):
         model.predict(H, X=X_all.iloc[:60])
+
+
+@given(st.integers(1, 30), st.integers(0, 6), st.integers(0, 6), st.integers(0, 10**6), st.booleans())
+@settings(max_examples=60, deadline=None)
+def test_any_row_order_and_extra_rows_give_the_same_aligned_rows(n, before, horizon, seed, periods):
+    """Property: X shuffled, with rows before the history and after the horizon, aligns to the exact rows."""
+    rng = np.random.default_rng(seed)
+    make = (lambda start, k: pd.period_range(start, periods=k, freq="M")) if periods else (
+        lambda start, k: pd.date_range(start, periods=k, freq="MS"))
+    full = make("2000-01", before + n + horizon + 3)
+    y = pd.Series(rng.normal(size=n), index=full[before: before + n])
+    values = rng.normal(size=(len(full), 2))
+    X = pd.DataFrame(values, index=full, columns=["a", "b"]).sample(frac=1.0, random_state=seed % 1000)
+    batch = to_series_batch(y)
+    past, names = to_covariates(X, "X", batch.indexes, horizon)
+    assert names == ("a", "b")
+    np.testing.assert_array_equal(past[0].numpy(), values[before: before + n + horizon])
+    if horizon:
+        future, _ = to_covariates(X, "X", batch.indexes, horizon, history=False)
+        np.testing.assert_array_equal(future[0].numpy(), values[before + n: before + n + horizon])
