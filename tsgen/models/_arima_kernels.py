@@ -77,6 +77,23 @@ MAX_FREE_PACF = 1000.0
 
 
 @njit(cache=True, nogil=True, error_model="numpy")
+def _copy_vector(src, dst):
+    """``dst[:] = src``. The kernels copy by loops: numba's array-to-slice assignment
+    compiles a shape-mismatch message (string formatting) into each kernel, seconds of
+    first-use compile time."""
+    for i in range(dst.shape[0]):
+        dst[i] = src[i]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
+def _copy_matrix(src, dst):
+    """``dst[:, :] = src`` (see :func:`_copy_vector`)."""
+    for i in range(dst.shape[0]):
+        for j in range(dst.shape[1]):
+            dst[i, j] = src[i, j]
+
+
+@njit(cache=True, nogil=True, error_model="numpy")
 def _innovation(P, h, a, u):
     """``u = P h`` (into ``u``); returns ``f = h'u`` and ``h'a``."""
     S = h.shape[0]
@@ -428,15 +445,15 @@ def filter_groups(F, h, Q, P0, a0, y, observed, lengths, order, group_start, mov
         first, last = group_start[g], group_start[g + 1]
         Fg, hg, Qg = F[g], h[g], Q[g]
         nnz = _nonzeros(Fg, nz_i, nz_k, nz_v)
-        P[:, :] = P0[g]
+        _copy_matrix(P0[g], P)
         longest = 0
         for r in range(first, last):
             b = order[r]
-            a[b] = a0[b]
+            _copy_vector(a0[b], a[b])
             longest = max(longest, lengths[b])
             if lengths[b] == 0:
-                next_a[b] = a0[b]
-                next_P[b] = P0[g]
+                _copy_vector(a0[b], next_a[b])
+                _copy_matrix(P0[g], next_P[b])
         steady = False
         f, _ = _innovation(P, hg, post, u)
         for t in range(longest):
@@ -471,14 +488,14 @@ def filter_groups(F, h, Q, P0, a0, y, observed, lengths, order, group_start, mov
             if not steady or not m_cov:
                 scale = 1.0 / f if m_cov else 0.0
                 change = _predict_covariance(Fg, nnz, nz_i, nz_k, nz_v, Qg, P, u, scale, Pp, FP, P_next)
-                P[:, :] = P_next
+                _copy_matrix(P_next, P)
                 steady = m_cov and change <= tol
                 f, _ = _innovation(P, hg, post, u)
             for r in range(first, last):
                 b = order[r]
                 if lengths[b] == t + 1:
-                    next_a[b] = a[b]
-                    next_P[b] = P
+                    _copy_vector(a[b], next_a[b])
+                    _copy_matrix(P, next_P[b])
     return ll, next_a, next_P
 
 
@@ -553,8 +570,8 @@ def _lyapunov(A, C, X, power, M, N):
     """``X = A X A' + C`` by doubling: ``X = sum_k A^k C A'^k``, summed in pairs of
     powers ``A^(2^j)``, so about log2(1 / (1 - rho(A))) steps."""
     r = A.shape[0]
-    X[:, :] = C
-    power[:, :] = A
+    _copy_matrix(C, X)
+    _copy_matrix(A, power)
     for _ in range(64):
         _matmul(power, X, M, False)
         _matmul(M, power, N, True)
@@ -568,7 +585,7 @@ def _lyapunov(A, C, X, power, M, N):
         if added <= 1e-17 * largest:
             break
         _matmul(power, power, M, False)
-        power[:, :] = M
+        _copy_matrix(M, power)
     for i in range(r):
         for j in range(i):
             mean = 0.5 * (X[i, j] + X[j, i])
@@ -626,7 +643,9 @@ def _evaluate(x, grad, b, data, ws, need_grad):
     _lag_product(ar, sar, s, -1.0, phi[:p_full])
     _lag_product(ma, sma, s, 1.0, theta[:q_full])
     # state space
-    F, Qm, P1, gF, gQ, gP1 = mats[0][:S, :S], mats[1][:S, :S], mats[2][:S, :S], mats[3][:S, :S], mats[4][:S, :S], mats[5][:S, :S]
+    # workspace() sized these S x S: whole (C-contiguous) arrays, so the filter and its helpers compile
+    # once for the fit and the forecast kernels (a [:S, :S] slice is a second, 'A'-layout type)
+    F, Qm, P1, gF, gQ, gP1 = mats[0], mats[1], mats[2], mats[3], mats[4], mats[5]
     Tm, C, P_arma, Lam, power, M, N = small[0], small[1], small[2], small[3], small[4], small[5], small[6]
     Tt, G = small[7], small[8]
     h, a1, gh, ga1 = svec[0][:S], svec[1][:S], svec[2][:S], svec[3][:S]
@@ -672,13 +691,13 @@ def _evaluate(x, grad, b, data, ws, need_grad):
         eta[t] = acc
     for i in range(n):
         a1[i] = eta[n - 1 - i]
-    steps = 0
+    steps = np.int64(0)  # not the literal 0: numba would also compile filter_series for Literal[int](0)
     for t in range(T - n):
         observed[t] = math.isfinite(eta[n + t])
         if observed[t]:
             steps = t + 1
     obs = eta[n:]
-    ll = filter_series(F, F_free[:S, :S], h, Qm, a1, P1, obs, observed[: T - n], steps, tol, cap, need_grad, fw,
+    ll = filter_series(F, F_free, h, Qm, a1, P1, obs, observed[: T - n], steps, tol, cap, need_grad, fw,
                        gF, gh, gQ, ga1, gP1, gy[: T - n])
     value = -ll / n_obs[b]
     if not need_grad:
@@ -773,6 +792,17 @@ def objective(x, data, need_grad):
     return values, grads
 
 
+@njit(cache=True, nogil=True, error_model="numpy")
+def _max_abs(v):
+    """``max |v_i|`` as a loop (``np.max(np.abs(v))`` allocates and compiles numpy's reductions)."""
+    out = 0.0
+    for i in range(v.shape[0]):
+        a = abs(v[i])
+        if a > out or math.isnan(a):  # a NaN sticks, as in np.max
+            out = a
+    return out
+
+
 @njit(cache=True, error_model="numpy")
 def minimize(x0, data, max_iter, gtol, ftol, max_halvings):
     """BFGS for every row of ``x0`` ``(B, k)``, each on its own series.
@@ -806,7 +836,7 @@ def minimize(x0, data, max_iter, gtol, ftol, max_halvings):
         fs[b] = f
         if not math.isfinite(f):
             continue
-        if np.max(np.abs(g)) <= gtol:
+        if _max_abs(g) <= gtol:
             converged[b] = True
             continue
         H[:, :] = 0.0
@@ -829,7 +859,7 @@ def minimize(x0, data, max_iter, gtol, ftol, max_halvings):
                     H[i, i] = 1.0
                     d[i] = -g[i]
                     slope -= g[i] * g[i]
-            gmax = np.max(np.abs(g))
+            gmax = _max_abs(g)
             step = 1.0 / max(gmax, 1.0) if (first or reset) else 1.0
             moved = False
             f_new = f
@@ -872,7 +902,7 @@ def minimize(x0, data, max_iter, gtol, ftol, max_halvings):
             f_old = f
             f = f_new
             first = False
-            if np.max(np.abs(g)) <= gtol or decrease <= ftol * (1.0 + abs(f_old)):
+            if _max_abs(g) <= gtol or decrease <= ftol * (1.0 + abs(f_old)):
                 converged[b] = True
                 break
         fs[b] = f
@@ -899,16 +929,16 @@ def forecast_moments(F, h, Q, a, P, horizon):
     u = np.empty(S)
     for b in range(B):
         nnz = _nonzeros(F[b], nz_i, nz_k, nz_v)
-        x[:] = a[b]
-        V[:, :] = P[b]
+        _copy_vector(a[b], x)
+        _copy_matrix(P[b], V)
         for k in range(horizon):
             f, hx = _innovation(V, h[b], x, u)
             means[b, k] = hx
             variances[b, k] = f
             _transition(F[b], nnz, nz_i, nz_k, nz_v, x, x_next)
-            x[:] = x_next
+            _copy_vector(x_next, x)
             _predict_covariance(F[b], nnz, nz_i, nz_k, nz_v, Q[b], V, u, 0.0, scratch, FV, V_next)
-            V[:, :] = V_next
+            _copy_matrix(V_next, V)
     return means, variances
 
 
@@ -928,7 +958,7 @@ def simulate_paths(F, h, q, x1, shocks):
         nnz = _nonzeros(F[b], nz_i, nz_k, nz_v)
         hb, qb = h[b], q[b]
         for j in range(n):
-            x[:] = x1[b, j]
+            _copy_vector(x1[b, j], x)
             for k in range(horizon):
                 acc = 0.0
                 for i in range(S):
