@@ -140,3 +140,16 @@ def test_console_script_help():
         pytest.skip("the tsgen console script is not installed in this environment")
     done = subprocess.run([script, "--help"], capture_output=True, text=True, env=_env(), cwd=ROOT, timeout=300)
     assert done.returncode == 0 and "usage: tsgen" in done.stdout
+
+
+def test_arima_fit_and_forecast_do_not_import_sympy():
+    """``torch.broadcast_shapes`` imports torch's reference ops and sympy on first use (~0.6 s of the first
+    ``predict``); the ARIMA path broadcasts with numpy instead."""
+    code = (
+        "import numpy as np, pandas as pd, sys\nfrom tsgen import ARIMA\n"
+        "y = pd.Series(np.random.default_rng(0).normal(size=60).cumsum())\n"
+        "m = ARIMA(order=(1, 1, 1)).fit(y)\nm.predict(3)\nm.sample(3, n_samples=5)\n"
+        "ARIMA(order=(0, 1, 1), seasonal_order=(0, 1, 1, 4)).fit(y).predict(3)\n"
+        "print('sympy' in sys.modules)\n"
+    )
+    assert _python(code).stdout.strip().splitlines()[-1] == "False"
