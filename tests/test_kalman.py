@@ -662,3 +662,55 @@ def test_no_grad_numpy_path_on_more_series_than_one_group(share_params):
     with torch.no_grad():
         actual = kalman_log_likelihood(torch.tensor(ys), None, params)
     assert_close(actual, expected)
+
+
+# ------------------------------------------------------- per-step routes, end state, marginal forecasts
+
+
+@pytest.mark.parametrize("shared, obs_dim", [(True, 1), (False, 1), (True, 2), (False, 2)])
+def test_per_step_log_likelihood_routes_equal_the_filter(shared, obs_dim):
+    from tsgen.inference.kalman import kalman_log_likelihood
+
+    rng = np.random.default_rng(11)
+    systems = [random_system(rng, 3, obs_dim) for _ in range(1 if shared else 12)]
+    params = to_params(systems[0]) if shared else KalmanParams(
+        *(torch.stack(fields) for fields in zip(*(to_params(s)[:8] for s in systems)))
+    )
+    y = torch.tensor(np.stack([simulate(rng, systems[i % len(systems)], 200) for i in range(12)]))
+    expected = kalman_filter(y, None, params).log_likelihoods
+    for method in ("auto", "steady_state", "scan", "sequential"):
+        per_step = kalman_log_likelihood(y, None, params, method=method, per_step=True)
+        assert per_step.shape == expected.shape
+        torch.testing.assert_close(per_step, expected, rtol=1e-9, atol=1e-9)
+
+
+@pytest.mark.parametrize("shared, obs_dim", [(True, 1), (False, 1), (True, 2)])
+def test_filter_last_and_marginal_forecast_equal_the_full_routes(shared, obs_dim):
+    from tsgen.inference.kalman import KalmanState, kalman_filter_last, kalman_forecast_marginals
+
+    rng = np.random.default_rng(12)
+    count = 7
+    systems = [random_system(rng, 3, obs_dim) for _ in range(1 if shared else count)]
+    params = to_params(systems[0]) if shared else KalmanParams(
+        *(torch.stack(fields) for fields in zip(*(to_params(s)[:8] for s in systems)))
+    )
+    y = torch.tensor(np.stack([simulate(rng, systems[i % len(systems)], 150) for i in range(count)]))
+    lengths = torch.tensor([150, 3, 77, 150, 1, 120, 64])
+    padded = y.clone()
+    for i, n in enumerate(lengths):
+        padded[i, n:] = float("nan")
+    state = kalman_filter_last(padded, None, params, lengths)
+    full = kalman_filter(y, None, params)
+    rows = torch.arange(count)
+    torch.testing.assert_close(state.mean, full.filtered_means[rows, lengths - 1], rtol=1e-9, atol=1e-10)
+    torch.testing.assert_close(state.covariance, full.filtered_covariances[rows, lengths - 1], rtol=1e-9, atol=1e-10)
+
+    end = KalmanState(full.filtered_means[..., -1, :], full.filtered_covariances[..., -1, :, :])
+    for horizon in (1, 9, 600):  # 600 > one block of the blocked schedule
+        expected = kalman_forecast(full, params, horizon)
+        got = kalman_forecast_marginals(end, params, horizon)
+        torch.testing.assert_close(got.observation_means, expected.observation_means, rtol=1e-9, atol=1e-10)
+        torch.testing.assert_close(
+            got.observation_variances,
+            torch.diagonal(expected.observation_covariances, dim1=-2, dim2=-1), rtol=1e-9, atol=1e-10,
+        )

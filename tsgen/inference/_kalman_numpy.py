@@ -29,6 +29,7 @@ Schedule, for one parameter set shared by ``B`` series:
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import functools
 import math
@@ -95,11 +96,41 @@ def _as_numpy(x: Tensor, shape: tuple[int, ...]) -> np.ndarray:
 
 def _transient(F, h, Q, r, P1, num_times):
     """Riccati recursion until convergence. Returns the innovation variances
-    ``s_0..s_{n-1}`` and gains ``K_0..K_{n-1}`` (rows); step ``n-1`` is steady
-    (or ``n = T``). None when an innovation variance is not positive."""
+    ``s_0..s_{n-1}``, gains ``K_0..K_{n-1}`` (rows) and predicted covariances
+    ``P_0..P_{n-1}``; step ``n-1`` is steady (or ``n = T``). None when an
+    innovation variance is not positive.
+
+    The recursion depends on the parameters only, so a fitted model scoring
+    many calls runs it once: results are kept (read-only) for the last few
+    parameter sets, keyed by their bytes. A result that converged serves any
+    length; one cut at ``T`` serves lengths up to ``T``."""
+    key = (F.tobytes(), h.tobytes(), Q.tobytes(), float(r), P1.tobytes())
+    cached = _TRANSIENTS.get(key)
+    if cached is not None:
+        found, converged = cached
+        if converged or found[0].shape[0] >= num_times:
+            _TRANSIENTS.move_to_end(key)
+            return tuple(x[:num_times] for x in found)
+    found = _transient_sequential(F, h, Q, r, P1, num_times)
+    if found is not None:
+        for x in found:
+            x.setflags(write=False)
+        _TRANSIENTS[key] = (found, found[0].shape[0] < num_times)
+        while len(_TRANSIENTS) > _TRANSIENTS_KEPT:
+            _TRANSIENTS.popitem(last=False)
+    return found
+
+
+# Riccati transients of the most recently used parameter sets (a few KB each).
+_TRANSIENTS_KEPT = 16
+_TRANSIENTS: collections.OrderedDict = collections.OrderedDict()
+
+
+def _transient_sequential(F, h, Q, r, P1, num_times):
+    """The recursion of ``_transient``, step by step until it converges."""
     Ft = F.T
     P = P1
-    variances, gains = [], []
+    variances, gains, covariances = [], [], []
     for t in range(num_times):
         ph = P @ h
         s = float(ph @ h) + r
@@ -108,6 +139,7 @@ def _transient(F, h, Q, r, P1, num_times):
         gain = ph / s
         variances.append(s)
         gains.append(gain)
+        covariances.append(P)
         if t + 1 == num_times:
             break
         P_next = F @ (P - np.multiply.outer(gain, ph)) @ Ft + Q
@@ -122,8 +154,9 @@ def _transient(F, h, Q, r, P1, num_times):
                 return None
             variances.append(s)
             gains.append(ph / s)
+            covariances.append(P)
             break
-    return np.array(variances), np.stack(gains)
+    return np.array(variances), np.stack(gains), np.stack(covariances)
 
 
 def _powers(L: np.ndarray, count: int) -> np.ndarray:
@@ -136,8 +169,9 @@ def _powers(L: np.ndarray, count: int) -> np.ndarray:
     return powers[:count]
 
 
-def _steady_squared_innovations(L, FK, c, h, z, start):
-    """``sum_m (z_m - h^T a_m)^2`` per series ``(B,)`` over ``m = 0..M`` for
+def _steady_squared_innovations(L, FK, c, h, z, start, per_step=False):
+    """``sum_m (z_m - h^T a_m)^2`` per series ``(B,)`` over ``m = 0..M`` (each
+    term ``(B, M+1)`` when ``per_step``) for
     ``a_{m+1} = L a_m + FK z_m + c``, ``a_0 = start`` ``(B, S)``, ``z`` ``(B, M+1)``,
     in blocks of ``C`` steps::
 
@@ -182,12 +216,15 @@ def _steady_squared_innovations(L, FK, c, h, z, start):
         work[:, k, chunk : chunk + S] = state
         if k + 1 < num_blocks:
             state = state @ step + ends[:, k]
-    total = np.empty(batch)
+    total = np.empty((batch, count) if per_step else batch)
     # Groups of series small enough that each group's innovations stay in cache.
     for lo in range(0, batch, _SETS_PER_GROUP):
         part = slice(lo, lo + _SETS_PER_GROUP)
         innovations = work[part].reshape(-1, work.shape[-1]) @ weights
         innovations = innovations.reshape(-1, num_blocks * chunk)
+        if per_step:
+            np.square(innovations[:, :count], out=total[part])
+            continue
         total[part] = np.einsum("bm,bm->b", innovations, innovations)
         if rest:  # padded positions of the last block are not observations
             pad = innovations[:, count:]
@@ -196,10 +233,11 @@ def _steady_squared_innovations(L, FK, c, h, z, start):
 
 
 def steady_state_log_likelihood_numpy(
-    y: Tensor, p: PreparedParams, batch_shape: torch.Size
+    y: Tensor, p: PreparedParams, batch_shape: torch.Size, per_step: bool = False
 ) -> Tensor | None:
-    """Total log-likelihood ``(*b,)``, or None when this path declines (a
-    non-positive innovation variance, whose error message the torch path gives)."""
+    """Total log-likelihood ``(*b,)`` (per step ``(*b, T)`` when ``per_step``),
+    or None when this path declines (a non-positive innovation variance,
+    whose error message the torch path gives)."""
     num_times, S = y.shape[-2], p.state_dim
     batch = batch_shape.numel()
     F, Q, P1 = (_as_numpy(x, (S, S)) for x in (p.F, p.Q, p.P1))
@@ -211,17 +249,19 @@ def steady_state_log_likelihood_numpy(
     z = z.detach().expand(*batch_shape, num_times, 1).reshape(batch, num_times).numpy()
 
     with _single_threaded_blas():
-        total = _log_likelihood(F, h, Q, r, P1, m1, c, z)
-    return None if total is None else torch.from_numpy(total).reshape(batch_shape)
+        total = _log_likelihood(F, h, Q, r, P1, m1, c, z, per_step)
+    if total is None:
+        return None
+    return torch.from_numpy(total).reshape(tuple(batch_shape) + total.shape[1:])
 
 
-def _log_likelihood(F, h, Q, r, P1, m1, c, z):
+def _log_likelihood(F, h, Q, r, P1, m1, c, z, per_step=False):
     batch, num_times = z.shape
     S = F.shape[0]
     found = _transient(F, h, Q, r, P1, num_times)
     if found is None:
         return None
-    variances, gains = found
+    variances, gains, _ = found
     n = variances.shape[0]
     FK = gains @ F.T  # (n, S): rows F K_t
     L_t = F[None] - FK[:, :, None] * h[None, None, :]  # (n, S, S)
@@ -236,10 +276,15 @@ def _log_likelihood(F, h, Q, r, P1, m1, c, z):
         if c is not None:
             a = a + c[:, None]
     head_z -= head_predicted
-    head = np.log(variances[:-1]).sum() + np.einsum("tb,tb,t->b", head_z, head_z, 1.0 / variances[:-1])
-    # Steady part: innovations at t = n-1..T-1.
     steady_var = variances[-1]
-    squares = _steady_squared_innovations(L_t[-1], FK[-1], c, h, z[:, n - 1 :], a.T)
+    # Steady part: innovations at t = n-1..T-1.
+    squares = _steady_squared_innovations(L_t[-1], FK[-1], c, h, z[:, n - 1 :], a.T, per_step)
+    if per_step:
+        terms = np.empty((batch, num_times))
+        terms[:, : n - 1] = (np.log(variances[:-1])[:, None] + head_z * head_z / variances[:-1, None]).T
+        terms[:, n - 1 :] = math.log(steady_var) + squares / steady_var
+        return -0.5 * (LOG_2PI + terms)
+    head = np.log(variances[:-1]).sum() + np.einsum("tb,tb,t->b", head_z, head_z, 1.0 / variances[:-1])
     tail = (num_times - n + 1) * math.log(steady_var) + squares / steady_var
     return -0.5 * (num_times * LOG_2PI + head + tail)
 
@@ -293,10 +338,11 @@ def _matrix_power_sets(L, count):
     return result
 
 
-def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
+def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts, per_step=False):
     """Like ``_steady_squared_innovations`` with one ``(L, FK, c, h)`` per series
     (leading dim G) and ``counts[g]`` steps for series g (``z`` left-aligned,
-    anything beyond ``counts`` is ignored)."""
+    anything beyond ``counts`` is ignored; 0 there in the ``per_step`` result
+    ``(G, width)``)."""
     G, width = z.shape
     S = L.shape[-1]
     chunk = min(BLOCK_SETS, width)
@@ -332,7 +378,7 @@ def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
         offsets = np.zeros((G, 1, chunk))
         offsets[:, 0, 1:] = np.cumsum(np.einsum("gjs,gs->gj", rows[:, :-1], c), 1)
     positions = np.arange(num_blocks * chunk)[None, :]
-    totals = np.empty(G)
+    totals = np.empty((G, width) if per_step else G)
     # Groups of sets small enough that each group's innovations stay in cache.
     for lo in range(0, G, _SETS_PER_GROUP):
         part = slice(lo, lo + _SETS_PER_GROUP)
@@ -342,14 +388,18 @@ def _steady_squared_innovations_sets(L, FK, c, h, z, start, counts):
             innovations -= offsets[part]
         innovations = innovations.reshape(-1, num_blocks * chunk)
         innovations = np.where(positions < counts[part, None], innovations, 0.0)
+        if per_step:
+            np.square(innovations[:, :width], out=totals[part])
+            continue
         totals[part] = np.einsum("gm,gm->g", innovations, innovations)
     return totals
 
 
 def steady_state_log_likelihood_numpy_many(
-    y: Tensor, p: PreparedParams, batch_shape: torch.Size
+    y: Tensor, p: PreparedParams, batch_shape: torch.Size, per_step: bool = False
 ) -> Tensor | None:
-    """Total log-likelihood ``(*b,)`` with one parameter set per series; None
+    """Total log-likelihood ``(*b,)`` (per step ``(*b, T)`` when ``per_step``)
+    with one parameter set per series; None
     when an innovation variance is not positive (the torch path names the step).
 
     The Riccati and mean recursions run batched over the sets whose covariance
@@ -371,8 +421,10 @@ def steady_state_log_likelihood_numpy_many(
     z = y if p.d is None else y - p.d.unsqueeze(-2)
     z = z.detach().expand(*batch_shape, num_times, 1).reshape(batch, num_times).numpy()
     with _single_threaded_blas():
-        total = _log_likelihood_many(F, h, Q, r, P1, m1, c, z)
-    return None if total is None else torch.from_numpy(total).reshape(batch_shape)
+        total = _log_likelihood_many(F, h, Q, r, P1, m1, c, z, per_step)
+    if total is None:
+        return None
+    return torch.from_numpy(total).reshape(tuple(batch_shape) + total.shape[1:])
 
 
 def _packed_riccati_operators(F, h):
@@ -401,8 +453,10 @@ def _packed_riccati_operators(F, h):
     return A, Hh, upper_i, upper_j, full.ravel()
 
 
-def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
+def _log_likelihood_many(F, h, Q, r, P1, m1, c, z, per_step=False):
     batch, num_times = z.shape
+    # per step: log s_t + v_t^2 / s_t, filled as the sets leave the loop
+    terms = np.empty((batch, num_times)) if per_step else None
     S = F.shape[-1]
     originals = (F, h, r, c)
     active = np.arange(batch)
@@ -447,7 +501,10 @@ def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
                     u = u_next
                     continue
             sb, vb = s_buf[:filled], v_buf[:filled]
-            running += (np.log(sb) + vb * vb / sb).sum(0)
+            window = np.log(sb) + vb * vb / sb
+            running += window.sum(0)
+            if per_step:
+                terms[active, t - filled : t] = window.T
             filled = 0
             if not np.all(np.isfinite(running)):
                 return None
@@ -473,16 +530,19 @@ def _log_likelihood_many(F, h, Q, r, P1, m1, c, z):
     sums[active] = running
     if steady:
         parts = [np.concatenate(x) for x in zip(*steady)]
-        steady_sums = _steady_sums_many(*parts, originals, z)
+        steady_sums = _steady_sums_many(*parts, originals, z, terms)
         if steady_sums is None:
             return None
         sums[parts[0]] += steady_sums
+    if per_step:
+        return -0.5 * (LOG_2PI + terms)
     return -0.5 * (num_times * LOG_2PI + sums)
 
 
-def _steady_sums_many(idx, first, P, a, originals, z):
+def _steady_sums_many(idx, first, P, a, originals, z, terms=None):
     """``sum_t log s + v_t^2 / s`` over ``t >= first`` for the converged sets
-    ``idx`` (steady predicted covariance ``P`` and mean ``a`` at step ``first``)."""
+    ``idx`` (steady predicted covariance ``P`` and mean ``a`` at step ``first``);
+    each term is also written to ``terms[idx, t]`` when ``terms`` is given."""
     F, h, r, c = (None if x is None else x[idx] for x in originals)
     num_times = z.shape[1]
     ph = np.einsum("bij,bj->bi", P, h)
@@ -509,7 +569,120 @@ def _steady_sums_many(idx, first, P, a, originals, z):
             flat = np.concatenate([z.ravel(), np.zeros(width)])
         windows = np.lib.stride_tricks.sliding_window_view(flat, width)
         z_left = windows[idx[part] * num_times + first[part]]
-        squares[part] = _steady_squared_innovations_sets(
-            L[part], FK[part], None if c is None else c[part], h[part], z_left, a[part], counts[part]
+        found = _steady_squared_innovations_sets(
+            L[part], FK[part], None if c is None else c[part], h[part], z_left, a[part], counts[part],
+            per_step=terms is not None,
         )
+        if terms is None:
+            squares[part] = found
+            continue
+        squares[part] = found.sum(1)
+        steps = first[part, None] + np.arange(found.shape[1])[None, :]
+        inside = steps < num_times
+        rows = np.broadcast_to(idx[part, None], steps.shape)
+        terms[rows[inside], steps[inside]] = (np.log(s[part, None]) + found / s[part, None])[inside]
     return counts * np.log(s) + squares / s
+
+
+# ----------------------------------------------------------------------------- end state and forecasts
+
+
+def filtered_last_numpy(y: Tensor, p: PreparedParams, last: np.ndarray) -> tuple[np.ndarray, np.ndarray] | None:
+    """Filtered moments ``(B, S)``, ``(B, S, S)`` of each series at its step
+    ``last[b]``, for one parameter set with scalar observations; ``y``
+    ``(B, T, 1)`` must be observed up to ``last`` (anything after it is not read
+    into the result). The covariance recursion runs once (until it converges);
+    only the means run per series, and nothing is kept per step. None when an
+    innovation variance is not positive (the torch path names the step)."""
+    S = p.state_dim
+    F, Q, P1 = (_as_numpy(x, (S, S)) for x in (p.F, p.Q, p.P1))
+    h = _as_numpy(p.H, (S,))
+    r = float(p.R.reshape(()))
+    m1 = _as_numpy(p.m1, (S,))
+    c = None if p.c is None else _as_numpy(p.c, (S,))
+    steps = int(last.max()) + 1
+    z = y[:, :steps, 0] if p.d is None else y[:, :steps, 0] - p.d.reshape(())
+    z_t = z.detach().numpy().T.copy()  # (steps, B): one row per step
+    with _single_threaded_blas():
+        found = _transient(F, h, Q, r, P1, steps)
+        if found is None:
+            return None
+        _, gains, predicted = found
+        n = gains.shape[0]
+        ph = predicted @ h  # (n, S)
+        filtered = predicted - gains[:, :, None] * ph[:, None, :]  # P - K h^T P
+        filtered = 0.5 * (filtered + filtered.transpose(0, 2, 1))
+        FK = gains @ F.T
+        L_t = (F[None] - FK[:, :, None] * h[None, None, :]).transpose(0, 2, 1)  # L_t^T
+        order = np.argsort(last, kind="stable")
+        bounds = np.searchsorted(last[order], np.arange(steps + 1))
+        a = np.repeat(m1[None], z_t.shape[1], 0)
+        means = np.empty_like(a)
+        for t in range(steps):
+            k = min(t, n - 1)
+            lo, hi = bounds[t], bounds[t + 1]
+            if hi > lo:  # series whose last step is t
+                idx = order[lo:hi]
+                v = z_t[t, idx] - a[idx] @ h
+                means[idx] = a[idx] + v[:, None] * gains[k]
+            a = a @ L_t[k] + np.multiply.outer(z_t[t], FK[k])
+            if c is not None:
+                a += c
+    return means, filtered[np.minimum(last, n - 1)]
+
+
+def _power_table(F: np.ndarray, count: int) -> np.ndarray:
+    """``F^0..F^{count-1}`` ``(G, count, S, S)`` for ``F`` ``(G, S, S)``, by doubling."""
+    powers = np.broadcast_to(np.eye(F.shape[-1]), (F.shape[0], 1, *F.shape[1:]))
+    power = F[:, None]
+    while powers.shape[1] < count:
+        powers = np.concatenate([powers, powers @ power], 1)
+        power = power @ power
+    return powers[:, :count]
+
+
+# Steps per block of a forecast: powers F^1..F^C are built once, then each
+# block of C steps is a few batched products and only block starts are chained.
+FORECAST_BLOCK = 256
+
+
+def forecast_marginals_numpy(mean, cov, F, H, Q, R, c, d, horizon: int) -> tuple[np.ndarray, np.ndarray]:
+    """Predictive means and variances of ``y_{T+1..T+h}`` ``(B, h, D)`` each,
+    from the filtered moments ``mean`` ``(B, S)``, ``cov`` ``(B, S, S)`` of
+    ``x_T`` and one or ``B`` time-invariant parameter sets (leading dim ``G``).
+
+    With ``s_k = E[x_{T+k}]`` and ``V_k = Cov[x_{T+k}]``, in blocks of C steps::
+
+        s_{kC+j} = F^j s_{kC} + sum_{i<j} F^i c,
+        V_{kC+j} = F^j V_{kC} F^jT + sum_{i<j} F^i Q F^iT,
+
+    so memory is the output plus O(C) matrices, whatever the horizon."""
+    B, S = mean.shape
+    D = H.shape[-2]
+    chunk = min(horizon, FORECAST_BLOCK)
+    powers = _power_table(F, chunk + 1)
+    ahead = powers[:, 1:]  # F^1..F^C
+    HF = H[:, None] @ ahead  # (G, C, D, S)
+    lower = powers[:, :chunk]
+    noise = np.cumsum(lower @ Q[:, None] @ lower.transpose(0, 1, 3, 2), 1)  # sum_{i<j} F^i Q F^iT
+    noise_obs = np.einsum("gds,gcst,gdt->gcd", H, noise, H) + np.diagonal(R, axis1=-2, axis2=-1)[:, None]
+    drift = 0.0 if c is None else np.cumsum((lower @ c[:, None, :, None])[..., 0], 1)  # (G, C, S)
+    means = np.empty((B, horizon, D))
+    variances = np.empty((B, horizon, D))
+    state, state_cov = mean, cov
+    with _single_threaded_blas():
+        for start in range(0, horizon, chunk):
+            m = min(chunk, horizon - start)
+            block = (ahead[:, :m] @ state[:, None, :, None])[..., 0]
+            if c is not None:
+                block += drift[:, :m]
+            obs = (H[:, None] @ block[..., None])[..., 0]
+            means[:, start : start + m] = obs if d is None else obs + d[:, None]
+            spread = HF[:, :m] @ state_cov[:, None]  # (B, m, D, S)
+            variances[:, start : start + m] = (spread * HF[:, :m]).sum(-1) + noise_obs[:, :m]
+            if start + chunk < horizon:
+                state = block[:, -1]
+                step = ahead[:, -1]
+                state_cov = step @ state_cov @ step.transpose(0, 2, 1) + noise[:, -1]
+                state_cov = 0.5 * (state_cov + state_cov.transpose(0, 2, 1))
+    return means, variances

@@ -32,6 +32,13 @@ class ForecastResult(NamedTuple):
     observation_covariances: Tensor  # (*b, h, D, D)
 
 
+class MarginalForecast(NamedTuple):
+    """Per-step predictive marginals of the observations (no cross-step or state covariances)."""
+
+    observation_means: Tensor  # (*b, h, D)
+    observation_variances: Tensor  # (*b, h, D): diagonals of the predictive covariances
+
+
 class KalmanState(NamedTuple):
     """Predictive moments of the state at the next time, the streaming filter's carry."""
 

@@ -144,18 +144,24 @@ def riccati_predicted_covariances(p: PreparedParams, max_steps: int) -> Tensor:
     return _riccati_sequential(p, max_steps)
 
 
-def steady_state_log_likelihood(y: Tensor, p: PreparedParams, batch_shape: torch.Size) -> Tensor:
-    """Total log-likelihood ``(*b,)`` for time-invariant params and fully observed ``y``."""
+def steady_state_log_likelihood(
+    y: Tensor, p: PreparedParams, batch_shape: torch.Size, per_step: bool = False
+) -> Tensor | None:
+    """Total log-likelihood ``(*b,)`` for time-invariant params and fully observed
+    ``y``; with ``per_step``, ``log p(y_t | y_<t)`` ``(*b, T)``, or None where no
+    steady-state schedule gives per-step terms (many parameter sets in torch)."""
     if batch_shape.numel() > 0 and _kalman_numpy.applies(y, p):
-        total = _kalman_numpy.steady_state_log_likelihood_numpy(y, p, batch_shape)
+        total = _kalman_numpy.steady_state_log_likelihood_numpy(y, p, batch_shape, per_step)
         if total is not None:
             return total
     if _kalman_numpy.applies_many(y, p, batch_shape):
-        total = _kalman_numpy.steady_state_log_likelihood_numpy_many(y, p, batch_shape)
+        from tsgen.inference._kalman_compiled import log_likelihood_sets  # numba, imported when needed
+
+        total = log_likelihood_sets(y, p, batch_shape, per_step)
         if total is not None:
             return total
     if p.batch_shape.numel() > MAX_PARAM_SETS_FOR_PARALLEL:
-        return steady_state_log_likelihood_many(y, p, batch_shape)
+        return None if per_step else steady_state_log_likelihood_many(y, p, batch_shape)
     num_times, S, D = y.shape[-2], p.state_dim, p.obs_dim
     pred_covs = riccati_predicted_covariances(p, num_times)  # (*p, n, S, S)
     n = pred_covs.shape[-3]
@@ -207,6 +213,13 @@ def steady_state_log_likelihood(y: Tensor, p: PreparedParams, batch_shape: torch
         innovations = torch.cat([innovations, centred[:, n + 1 :] - predicted_obs], 1)
 
     head = min(n, num_times)
+    if per_step:
+        quad = (whiten[..., :head, :, :] * innovations[:, :head, None, :]).sum(-1).pow(2).sum(-1)
+        log_dets = log_det[..., :head].expand(batch, head)
+        if num_times > n:
+            quad = torch.cat([quad, (innovations[:, n:] @ _t(whiten[..., -1, :, :])).pow(2).sum(-1)], 1)
+            log_dets = torch.cat([log_dets, log_det[..., -1:].expand(batch, num_times - n)], 1)
+        return (-0.5 * (D * LOG_2PI + log_dets + quad)).reshape(*batch_shape, num_times)
     quad = (whiten[..., :head, :, :] * innovations[:, :head, None, :]).sum(-1).pow(2).sum((-1, -2))
     total_log_det = log_det[..., :head].sum(-1)
     if num_times > n:

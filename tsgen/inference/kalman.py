@@ -28,6 +28,7 @@ dimensions against those of ``y`` and are differentiable.
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 from torch import Tensor
 
@@ -44,10 +45,12 @@ from tsgen.inference._kalman_results import (
     FilterResult,
     ForecastResult,
     KalmanState,
+    MarginalForecast,
     SampleResult,
     SmootherResult,
     StepResult,
 )
+from tsgen.inference import _kalman_numpy
 from tsgen.inference._kalman_scan import filter_parallel_scan
 from tsgen.inference._kalman_steady import steady_state_log_likelihood
 from tsgen.inference._kalman_step import (
@@ -71,6 +74,9 @@ __all__ = [
     "kalman_smoother",
     "kalman_log_likelihood",
     "kalman_forecast",
+    "kalman_filter_last",
+    "kalman_forecast_marginals",
+    "MarginalForecast",
     "kalman_step",
     "kalman_sample",
 ]
@@ -148,9 +154,11 @@ def kalman_filter(
 
 
 def kalman_log_likelihood(
-    y: Tensor, mask: Tensor | None, params: KalmanParams, method: str = "auto"
+    y: Tensor, mask: Tensor | None, params: KalmanParams, method: str = "auto", per_step: bool = False
 ) -> Tensor:
-    """Total log-likelihood ``log p(y_{1:T})`` ``(*b,)``, by the fastest exact route.
+    """Total log-likelihood ``log p(y_{1:T})`` ``(*b,)``, by the fastest exact route;
+    with ``per_step``, the one-step predictive terms ``log p(y_t | y_{<t})``
+    ``(*b, T)`` instead (0 where nothing is observed), by the same routes.
 
     ``method``:
 
@@ -170,32 +178,43 @@ def kalman_log_likelihood(
     """
     if method not in LOG_LIKELIHOOD_METHODS:
         raise ValueError(f"`method` must be one of {LOG_LIKELIHOOD_METHODS}; got {method!r}.")
+
+    def reduce(per: Tensor) -> Tensor:
+        return per if per_step else per.sum(-1)
+
     p = prepare_params(params)
     if method in ("auto", "steady_state") and not p.time_varying and _surely_fully_observed(y, mask):
         # Skip building and reducing a NaN mask over all of y (two passes).
-        y, _, batch_shape = prepare_observations(y, torch.ones((), dtype=torch.bool).expand(y.shape), p)
-        return steady_state_log_likelihood(y, p, batch_shape)
+        observed, _, batch_shape = prepare_observations(
+            y, torch.ones((), dtype=torch.bool).expand(y.shape), p
+        )
+        found = steady_state_log_likelihood(observed, p, batch_shape, per_step)
+        if found is not None:
+            return found
     y, mask, batch_shape = prepare_observations(y, mask, p)
     if method == "auto":
         if not p.time_varying and bool(mask.all()):
             method = "steady_state"
         else:
             try:
-                return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods.sum(-1)
+                return reduce(filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods)
             except NumericalError:
                 # The scan's elements need H Q H^T + R positive definite, which a
                 # valid model (e.g. R = 0 with a singular Q) may violate; the
                 # sequential filter decides (and names the step if truly non-PD).
                 method = "sequential"
     if method == "sequential":
-        return _filter_sequential(y, mask, p, batch_shape).log_likelihoods.sum(-1)
+        return reduce(_filter_sequential(y, mask, p, batch_shape).log_likelihoods)
     if method == "scan":
-        return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods.sum(-1)
+        return reduce(filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods)
     if p.time_varying:
         raise ValueError("method='steady_state' needs time-invariant `params`; use 'scan'.")
     if not bool(mask.all()):
         raise ValueError("method='steady_state' needs fully observed `y`; use 'scan'.")
-    return steady_state_log_likelihood(y, p, batch_shape)
+    found = steady_state_log_likelihood(y, p, batch_shape, per_step)
+    if found is None:  # no per-step steady schedule for many parameter sets in torch
+        return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods
+    return found
 
 
 def _surely_fully_observed(y: object, mask: Tensor | None) -> bool:
@@ -410,3 +429,92 @@ def kalman_sample(
             c = p.at("c", t)
             state = nxt if c is None else nxt + c
     return SampleResult(torch.stack(states, -2), torch.stack(observations, -2))
+
+
+def kalman_filter_last(
+    y: Tensor, mask: Tensor | None, params: KalmanParams, lengths: Tensor | None = None
+) -> KalmanState:
+    """Filtered moments of the state at each series' last step, ``x_{T_i} | y_{1:T_i}``.
+
+    Like the last step of :func:`kalman_filter`, without keeping any per-step
+    result (memory does not grow with T). ``lengths`` ``(*b,)`` gives each
+    series' own number of steps (series padded at the end); default: all T.
+    Returns a :class:`KalmanState` with means ``(*b, S)`` and covariances
+    ``(*b, S, S)``. Not differentiable when the fast route runs (time-invariant
+    params, one parameter set, scalar observations, fully observed up to each
+    length, float64): the covariance recursion then runs once, until it
+    converges, and only the means run per series.
+    """
+    p = prepare_params(params)
+    y, mask, batch_shape = prepare_observations(y, mask, p)
+    num_times = y.shape[-2]
+    if lengths is None:
+        last = torch.full(batch_shape, num_times - 1, dtype=torch.long)
+    else:
+        last = torch.as_tensor(lengths, dtype=torch.long).expand(batch_shape) - 1
+        if bool((last < 0).any()) or bool((last >= num_times).any()):
+            raise ValueError(f"`lengths` must lie in 1..{num_times} (the time axis of `y`).")
+    inside = torch.arange(num_times) <= last.unsqueeze(-1)  # (*b, T)
+    if (
+        not p.time_varying
+        and _kalman_numpy.applies(y, p)
+        and bool((mask | ~inside.unsqueeze(-1)).all())
+    ):
+        flat = torch.where(inside.unsqueeze(-1), y, torch.zeros((), dtype=y.dtype))
+        flat = flat.expand(*batch_shape, num_times, 1).reshape(-1, num_times, 1)
+        found = _kalman_numpy.filtered_last_numpy(flat, p, last.reshape(-1).numpy())
+        if found is not None:
+            means, covs = (torch.from_numpy(x) for x in found)
+            return KalmanState(means.reshape(*batch_shape, -1), covs.reshape(*batch_shape, *covs.shape[-2:]))
+    mean, cov = p.m1, p.P1
+    out_mean = out_cov = None
+    infos = []
+    for t in range(int(last.max()) + 1):
+        observed = mask[..., t, :] & inside[..., t : t + 1]
+        mean, cov, _, info = update(mean, cov, y[..., t, :], observed, p.at("H", t), p.at("R", t), p.at("d", t))
+        infos.append(info.expand(batch_shape))
+        hit = last == t
+        mean_b, cov_b = _expand_batch(mean, batch_shape, 1), _expand_batch(cov, batch_shape, 2)
+        out_mean = mean_b if out_mean is None else torch.where(hit.unsqueeze(-1), mean_b, out_mean)
+        out_cov = cov_b if out_cov is None else torch.where(hit[..., None, None], cov_b, out_cov)
+        mean, cov = predict(mean, cov, p.at("F", t), p.at("Q", t), p.at("c", t))
+    raise_if_not_pd(torch.stack(infos, -1), "innovation")
+    return KalmanState(out_mean, out_cov)
+
+
+def kalman_forecast_marginals(state: KalmanState, params: KalmanParams, horizon: int) -> MarginalForecast:
+    """Predictive means and variances of ``y_{T+1..T+h}`` ``(*b, h, D)`` from the
+    filtered moments of ``x_T`` (e.g. :func:`kalman_filter_last`), for
+    time-invariant ``params`` (one set, or one per series).
+
+    The marginals of :func:`kalman_forecast` without its per-step state and
+    observation covariances: memory is the output plus a few matrices, so long
+    horizons fit. Runs in float64 numpy (no gradient).
+    """
+    if not is_int(horizon) or horizon < 1:
+        raise ValueError(f"`horizon` must be a positive int; got {horizon!r}.")
+    if not isinstance(state, KalmanState):
+        raise TypeError(f"`state` must be a KalmanState; got {type(state).__name__}.")
+    p = prepare_params(params, dtype=torch.float64)
+    if p.time_varying:
+        raise ValueError("`params` must be time-invariant; use `kalman_forecast` with `future_params`.")
+    S, D = p.state_dim, p.obs_dim
+    batch_shape = torch.broadcast_shapes(state.mean.shape[:-1], p.batch_shape)
+    B = batch_shape.numel()
+    G = p.batch_shape.numel()
+
+    def sets(x: Tensor, event: tuple[int, ...]) -> np.ndarray:
+        if G == 1:
+            return x.detach().reshape(1, *event).numpy()
+        return x.detach().expand(*batch_shape, *event).reshape(B, *event).numpy()
+
+    mean = state.mean.detach().to(torch.float64).expand(*batch_shape, S).reshape(B, S).numpy()
+    cov = state.covariance.detach().to(torch.float64).expand(*batch_shape, S, S).reshape(B, S, S).numpy()
+    means, variances = _kalman_numpy.forecast_marginals_numpy(
+        mean, cov, sets(p.F, (S, S)), sets(p.H, (D, S)), sets(p.Q, (S, S)), sets(p.R, (D, D)),
+        None if p.c is None else sets(p.c, (S,)), None if p.d is None else sets(p.d, (D,)), horizon,
+    )
+    return MarginalForecast(
+        torch.from_numpy(means).reshape(*batch_shape, horizon, D),
+        torch.from_numpy(variances).reshape(*batch_shape, horizon, D),
+    )
