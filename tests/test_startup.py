@@ -67,6 +67,17 @@ def test_public_names_resolve_on_first_use():
     _python(code)
 
 
+def test_subpackages_are_attributes():
+    code = (
+        "import tsgen\n"
+        "assert callable(tsgen.plotting.plot_forecast) and tsgen.models.arima.ARIMA is tsgen.ARIMA\n"
+        "assert {'plotting', 'models', 'data'} <= set(dir(tsgen)) and 'arima' in dir(tsgen.models)\n"
+        "from tsgen import *\n"
+        "assert ARIMA is tsgen.ARIMA and callable(backtest)\n"
+    )
+    _python(code)
+
+
 def test_unknown_attribute_is_an_attribute_error():
     code = (
         "import tsgen\n"
@@ -81,7 +92,7 @@ def test_arima_does_not_import_the_deep_models():
     heavy = _heavy_after("from tsgen import ARIMA")
     assert "pyro" not in heavy and "matplotlib" not in heavy
     modules = _python("from tsgen import ARIMA; import sys; print(' '.join(sys.modules))").stdout.split()
-    assert not {"tsgen.models.rnn", "tsgen.models.dmm", "tsgen.training"} & set(modules)
+    assert not {"tsgen.models.rnn", "tsgen.models.dmm", "tsgen.training.loop"} & set(modules)
 
 
 def test_load_in_a_fresh_process(tmp_path):

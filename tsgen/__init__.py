@@ -44,7 +44,9 @@ __getattr__, __dir__ = attach(
         "backtest": "tsgen.evaluation",
         "load": "tsgen.base",
     },
-    submodules=["metrics"],
+    # subpackages as attributes too (``tsgen.plotting.plot_forecast`` after a bare ``import tsgen``)
+    submodules=["anomaly", "base", "cli", "components", "data", "evaluation", "exceptions", "inference",
+                "metrics", "models", "plotting", "training"],
 )
 
 if TYPE_CHECKING:
