@@ -265,3 +265,22 @@ def test_orders_the_series_cannot_identify_are_rejected_by_name():
         ARIMA(order=(60, 0, 0), seasonal_order="auto", period=4).fit(y)
     with pytest.raises(ValueError, match="series 1"):
         ARIMA(order=(20, 0, 0)).fit([pd.Series(np.arange(80.0) % 7), y[:15]])
+
+
+def test_a_period_24_seasonal_ma_fit_reaches_the_interior_optimum():
+    """The exact fit used to start with a 40-step frozen-gain phase, which on this
+    series ran to a seasonal MA root of -1 (llf -1521.8; the true parameters score
+    -1368.9 and statsmodels' optimum -1367.6) and stayed on the boundary."""
+    rng = np.random.default_rng(0)
+    n = 1200
+    e = rng.normal(size=n)
+    x = np.zeros(n)
+    for t in range(25, n):
+        x[t] = x[t - 24] + 0.6 * (x[t - 1] - x[t - 25]) + e[t] + 0.3 * e[t - 1] - 0.7 * e[t - 24] - 0.21 * e[t - 25]
+    y = pd.Series(x[200:] + 50.0, index=pd.date_range("2020-01-01", periods=n - 200, freq="h"))
+    model = ARIMA((1, 0, 1), (0, 1, 1, 24)).fit(y)
+    at_truth = fit_spec(ArimaSpec(1, 0, 1, 0, 1, 1, 24), torch.tensor(y.to_numpy()[None]), None,
+                        start=torch.tensor([[0.6, 0.3, -0.7, 1.0]]), max_iter=0)
+    assert model.llf_ >= float(at_truth.llf[0])
+    assert model.llf_ == pytest.approx(-1367.6399, abs=1e-3)  # statsmodels SARIMAX, simple_differencing=True
+    assert model.params_["ma.S.L24"] > -0.9
