@@ -70,6 +70,7 @@ import torch
 from torch import Tensor
 
 from tsgen._validation import is_int
+from tsgen.exceptions import ConvergenceWarning, NumericalError
 from tsgen.inference.kalman import (
     KalmanParams,
     event_shapes,
@@ -111,20 +112,26 @@ class EMResult(NamedTuple):
     Attributes
     ----------
     params : KalmanParams
-        The fitted parameters.
+        The fitted parameters: those of the highest log-likelihood, which is
+        the last iterate unless numerical trouble made the log-likelihood
+        decrease (exact EM never decreases it; the fit then stops).
     log_likelihoods : list of float
-        ``log_likelihoods[k]`` is the total log-likelihood after ``k`` M-steps;
-        the last entry is that of ``params``. Length ``n_iter + 1``.
+        ``log_likelihoods[k]`` is the total log-likelihood after ``k`` M-steps.
+        Length ``n_iter + 1``.
     n_iter : int
         Number of M-steps applied.
     converged : bool
         Whether the relative change of the log-likelihood fell below ``tol``.
+    best_iteration : int
+        The ``k`` whose parameters are returned (``n_iter`` unless the
+        log-likelihood decreased).
     """
 
     params: KalmanParams
     log_likelihoods: list[float]
     n_iter: int
     converged: bool
+    best_iteration: int = -1
 
 
 class MLEResult(NamedTuple):
@@ -620,19 +627,28 @@ def fit_em(
 
     log_likelihoods: list[float] = []
     converged = False
+    best = (-math.inf, params, 0)  # log-likelihood, parameters, iteration
     for iteration in range(max_iter + 1):
         stats, log_likelihood = _sufficient_statistics(y, mask, params, filter_method)
         log_likelihoods.append(log_likelihood)
+        if log_likelihood > best[0]:
+            best = (log_likelihood, params, iteration)
         if iteration > 0:
             previous = log_likelihoods[-2]
-            if log_likelihood < previous - 1e-8 * abs(previous):
+            if not log_likelihood >= previous - 1e-8 * abs(previous):
+                # Exact EM never lowers the likelihood: the covariances have
+                # become ill-conditioned and further iterates only get worse.
                 warnings.warn(
-                    f"EM log-likelihood decreased at iteration {iteration} "
-                    f"({previous:.10g} -> {log_likelihood:.10g}); this points to "
-                    "numerical trouble (ill-conditioned covariances).",
-                    RuntimeWarning,
+                    f"EM stopped: the log-likelihood decreased at iteration {iteration} "
+                    f"({previous:.10g} -> {log_likelihood:.10g}), which exact EM never does. "
+                    "The covariances became ill-conditioned, typically because a variable is "
+                    "constant or variables are collinear (the likelihood then grows without "
+                    "bound as a variance shrinks to 0). Returning the parameters of iteration "
+                    f"{best[2]} (log-likelihood {best[0]:.10g}).",
+                    ConvergenceWarning,
                     stacklevel=2,
                 )
+                break
             if _relative_change(log_likelihood, previous) <= tol:
                 converged = True
         stop = callback is not None and bool(callback(iteration, params, log_likelihood))
@@ -640,7 +656,7 @@ def fit_em(
             break
         _check_enough_data(stats, learn)
         params = _maximise(stats, params, learn)
-    return EMResult(params, log_likelihoods, len(log_likelihoods) - 1, converged)
+    return EMResult(best[1], log_likelihoods, len(log_likelihoods) - 1, converged, best[2])
 
 
 # --------------------------------------------------------------------------
@@ -744,7 +760,12 @@ def fit_mle(
 
     def closure() -> Tensor:
         optimiser.zero_grad()
-        loss = objective()
+        try:
+            loss = objective()
+        except NumericalError:
+            # A trial point of the line search so far out that a covariance
+            # underflowed to singular: infinitely bad, so the search steps back.
+            return torch.tensor(math.inf, dtype=torch.float64)
         loss.backward()
         return loss
 

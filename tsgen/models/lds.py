@@ -12,6 +12,7 @@ gradients. Many sequences share one parameter set.
 """
 from __future__ import annotations
 
+import dataclasses
 import warnings
 from typing import NamedTuple
 
@@ -28,7 +29,9 @@ from tsgen.inference.kalman import (
     KalmanParams,
     event_shapes,
     kalman_filter,
-    kalman_forecast,
+    kalman_filter_last,
+    kalman_forecast_marginals,
+    kalman_log_likelihood,
     kalman_sample,
     kalman_smoother,
 )
@@ -45,18 +48,31 @@ class StateEstimate(NamedTuple):
     covariances: object
 
 
-def _as_tensor(value, name: str, shape: tuple[int, ...]) -> torch.Tensor:
+def _as_tensor(value, name: str, shape: tuple[int, ...], per_series: bool = False) -> torch.Tensor:
+    """``value`` as float64 ``shape``, or ``(n_series, *shape)`` when ``per_series`` allows it."""
     try:
         tensor = torch.as_tensor(np.asarray(value, dtype=np.float64), dtype=_DTYPE).clone()
     except (TypeError, ValueError):
         raise TypeError(f"`{name}` must be an array of numbers with shape {shape}.") from None
     if tensor.dim() == 0 and len(shape) > 0:
         tensor = tensor * (torch.eye(shape[0], dtype=_DTYPE) if len(shape) == 2 and shape[0] == shape[1] else torch.ones(shape, dtype=_DTYPE))
-    if tuple(tensor.shape) != shape:
-        raise ValueError(f"`{name}` must have shape {shape}, got {tuple(tensor.shape)}.")
+    batched = per_series and tensor.dim() == len(shape) + 1 and tuple(tensor.shape[1:]) == shape
+    if tuple(tensor.shape) != shape and not batched:
+        expected = f"{shape} or (n_series, *{shape})" if per_series else f"{shape}"
+        raise ValueError(f"`{name}` must have shape {expected}, got {tuple(tensor.shape)}.")
     if not torch.isfinite(tensor).all():
         raise ValueError(f"`{name}` contains NaN or infinite values.")
     return tensor
+
+
+def _variable_scales(data: SeriesBatch) -> torch.Tensor:
+    """Spread of each observed variable ``(D,)``: its standard deviation, else
+    (a constant) its absolute value, else 1."""
+    values = data.values.flatten(0, 1)
+    mean = torch.nanmean(values, 0)
+    std = torch.nanmean((values - mean) ** 2, 0).sqrt()
+    fallback = torch.where(mean.abs() > 0, mean.abs(), torch.ones_like(mean))
+    return torch.where(std > 0, std, fallback)
 
 
 class LinearGaussianSSM(BaseForecaster):
@@ -82,6 +98,15 @@ class LinearGaussianSSM(BaseForecaster):
     max_iter, tol : stopping rule (relative change of the log-likelihood).
     random_state : int or None
         Seeds the starting values and ``sample``.
+
+    Notes
+    -----
+    Fixed parameters (``em_vars=[]`` or :meth:`from_params`) may carry a
+    leading dimension of ``n_series``: one parameter set per series of a list.
+    ``log_likelihood`` uses the likelihood-only Kalman routes (steady-state
+    gain once the covariance recursion has converged); the filtered state at
+    the end of the fitted series is computed once and reused by ``predict``
+    and ``sample`` with ``y=None``.
     """
 
     def __init__(
@@ -122,7 +147,11 @@ class LinearGaussianSSM(BaseForecaster):
 
     @classmethod
     def from_params(cls, random_state=None, **params) -> "LinearGaussianSSM":
-        """A fitted model with fixed parameters (pykalman names); predict with ``y=``."""
+        """A fitted model with fixed parameters (pykalman names); predict with ``y=``.
+
+        Every parameter may have a leading dimension ``n_series`` (the same
+        for all that have it): one parameter set per series of a list ``y``.
+        """
         required = [n for n in PARAM_NAMES[:6] if params.get(n) is None]
         if required:
             raise ValueError(f"`from_params` needs {required}.")
@@ -130,7 +159,7 @@ class LinearGaussianSSM(BaseForecaster):
         if unknown:
             raise TypeError(f"`from_params` got unknown parameter(s) {sorted(unknown)}; expected {PARAM_NAMES}.")
         model = cls(**params, em_vars=[], max_iter=0, random_state=random_state)
-        n_dims = np.asarray(params["observation_matrices"]).shape[0]
+        n_dims = np.asarray(params["observation_matrices"]).shape[-2]
         model._set_params(model._initial_params(None, n_dims))
         model.history_ = None
         model.n_dims_ = n_dims
@@ -184,15 +213,21 @@ class LinearGaussianSSM(BaseForecaster):
             "observation_offsets": mean.clone(),
         }
         shapes = event_shapes(S, D)
+        fixed = not self._learned() or self.max_iter == 0
         values = {}
         for name in PARAM_NAMES:
             given = getattr(self, name)
             if given is not None:
-                values[name] = _as_tensor(given, name, shapes[name])
+                values[name] = _as_tensor(given, name, shapes[name], per_series=fixed)
             elif name in ("transition_offsets", "observation_offsets") and name not in self._learned():
                 values[name] = None
             else:
                 values[name] = defaults[name]
+        sets = {v.shape[0] for n, v in values.items() if v is not None and v.dim() > len(shapes[n])}
+        if len(sets) > 1:
+            raise ValueError(
+                f"per-series parameters must share one leading size (the number of series); got sizes {sorted(sets)}."
+            )
         return KalmanParams(**values)
 
     def _set_params(self, params: KalmanParams) -> None:
@@ -207,21 +242,38 @@ class LinearGaussianSSM(BaseForecaster):
             raise ValueError(f"`method` must be 'em' or 'mle', got {self.method!r}.")
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
             raise ValueError(f"`max_iter` must be a non-negative integer, got {self.max_iter!r}.")
-        params = self._initial_params(data, data.n_dims)
         learned = sorted(self._learned())
+        # Start and fit in units where each variable has unit spread, so that
+        # no tolerance or floor depends on the data's units; y = scale * y'
+        # maps back exactly (H, d scaled by `scale`, R by scale scale^T).
+        scale = _variable_scales(data)
+        scaled = dataclasses.replace(data, values=data.values / scale)
+        start = self._initial_params(scaled, data.n_dims)  # given values in the user's units
+        params = self._to_units(start, scale, given_only=True)
+
+        def back_to_units(fitted: KalmanParams, learned_names) -> KalmanParams:
+            # fixed values given by the user come back exactly, not through a round trip
+            kept = {n: getattr(start, n) for n in PARAM_NAMES if n not in learned_names and getattr(self, n) is not None}
+            return self._to_units(fitted, 1.0 / scale)._replace(**kept)
+
         if self.max_iter == 0 or not learned:
-            self._set_params(params)
+            self._check_series_count(data, params)
+            self._set_params(back_to_units(params, ()))
             self.log_likelihoods_ = []
             self.n_iter_ = 0
             self.converged_ = True  # nothing to learn
             return
+        self._warn_constant_variables(data, learned)
         fitter = fit_em if self.method == "em" else fit_mle
-        result = fitter(data.values, data.mask, params, learned, max_iter=self.max_iter, tol=self.tol)
-        self._set_params(KalmanParams(*(None if v is None else v.detach() for v in result.params[:8]), result.params.time_varying))
-        self.log_likelihoods_ = [float(v) for v in result.log_likelihoods]
+        result = fitter(scaled.values, scaled.mask, params, learned, max_iter=self.max_iter, tol=self.tol)
+        fitted = KalmanParams(*(None if v is None else v.detach() for v in result.params[:8]), result.params.time_varying)
+        self._set_params(back_to_units(fitted, learned))
+        # log p(y) = log p(y') - sum over observed values of log scale
+        jacobian = float((data.mask * torch.log(scale)).sum())
+        self.log_likelihoods_ = [float(v) - jacobian for v in result.log_likelihoods]
         self.n_iter_ = result.n_iter
         self.converged_ = bool(result.converged)
-        if not self.converged_:
+        if not self.converged_ and result.n_iter >= self.max_iter:  # other stops warn where they happen
             warnings.warn(
                 f"{self.method.upper()} stopped after `max_iter`={self.max_iter} iterations before the "
                 f"log-likelihood changed by less than `tol`={self.tol}; raise `max_iter`.",
@@ -229,36 +281,105 @@ class LinearGaussianSSM(BaseForecaster):
                 stacklevel=3,
             )
 
+    def _to_units(self, params: KalmanParams, scale: torch.Tensor, given_only: bool = False) -> KalmanParams:
+        """Observation parameters for data divided by ``scale`` ``(D,)``; with
+        ``given_only``, only those the user gave (defaults are already in those units)."""
+        changes = {}
+        for name, divide in (
+            ("observation_matrices", scale.unsqueeze(-1)),
+            ("observation_offsets", scale),
+            ("observation_covariance", scale.unsqueeze(-1) * scale),
+        ):
+            value = getattr(params, name)
+            if value is not None and not (given_only and getattr(self, name) is None):
+                changes[name] = value / divide
+        return params._replace(**changes)
+
+    @staticmethod
+    def _warn_constant_variables(data: SeriesBatch, learned) -> None:
+        """Name the variables whose observed values do not vary: their maximum-
+        likelihood observation variance is 0 and the likelihood is unbounded."""
+        if "observation_covariance" not in learned:
+            return
+        values = data.values.flatten(0, 1)
+        observed = data.mask.flatten(0, 1)
+        for j, column in enumerate(data.columns):
+            column_values = values[observed[:, j], j]
+            if column_values.numel() and bool((column_values == column_values[0]).all()):
+                warnings.warn(
+                    f"variable {column!r} of `y` is constant: its observation variance is driven to 0 "
+                    "and the likelihood grows without bound, so the fit is degenerate. Drop the "
+                    "variable, or fix `observation_covariance` (leave it out of `em_vars`).",
+                    ConvergenceWarning,
+                    stacklevel=4,
+                )
+
     # ------------------------------------------------------------ inference
+    @staticmethod
+    def _check_series_count(batch: SeriesBatch, params: KalmanParams) -> None:
+        sets = params.initial_state_mean.shape[:-1].numel()
+        if sets > 1 and batch.n_series != sets:
+            raise ValueError(
+                f"`y` has {batch.n_series} series but the model holds {sets} per-series parameter sets: "
+                "pass one series per parameter set."
+            )
+
     def _filter(self, batch: SeriesBatch):
+        self._check_series_count(batch, self.params_)
         return kalman_filter(batch.values, batch.mask, self.params_)
 
-    def _last_filtered(self, batch: SeriesBatch):
-        """Filter result cut at each series' own last step (series are padded at the end)."""
-        result = self._filter(batch)
-        last = (batch.lengths - 1).view(-1, 1, 1)
-        S = self.params_.initial_state_mean.shape[-1]
-        means = result.filtered_means.gather(1, last.expand(-1, 1, S))
-        covs = result.filtered_covariances.gather(1, last.unsqueeze(-1).expand(-1, 1, S, S))
-        return result._replace(filtered_means=means, filtered_covariances=covs)
+    def _end_state(self, batch: SeriesBatch):
+        """Filtered state at each series' own last step (series are padded at the end).
+
+        Computed once for the fitted series (``predict``/``sample`` with ``y=None``
+        reuse it) and without keeping per-step covariances."""
+        cached = getattr(self, "_end_state_cache", None)
+        if cached is not None and cached[0] is batch and cached[1] is self.params_:
+            return cached[2]
+        self._check_series_count(batch, self.params_)
+        state = kalman_filter_last(batch.values, batch.mask, self.params_, batch.lengths)
+        if batch is getattr(self, "history_", None):
+            self._end_state_cache = (batch, self.params_, state)
+        return state
+
+    def _total_log_likelihood(self, data, covariates, **options):
+        if options:
+            raise TypeError(f"LinearGaussianSSM.log_likelihood got unexpected option(s) {sorted(options)}.")
+        self._check_series_count(data, self.params_)
+        if not bool(data.mask.all()):
+            return None  # padding or missing values: summed from the per-step terms
+        return kalman_log_likelihood(data.values, None, self.params_)
 
     def _log_likelihood(self, data, covariates, **options):
         if options:
             raise TypeError(f"LinearGaussianSSM.log_likelihood got unexpected option(s) {sorted(options)}.")
-        return self._filter(data).log_likelihoods
+        self._check_series_count(data, self.params_)
+        if bool(data.mask.all()):
+            return kalman_log_likelihood(data.values, None, self.params_, per_step=True)
+        steps = torch.arange(data.values.shape[1])
+        inside = (steps < data.lengths.unsqueeze(-1)).unsqueeze(-1)  # (B, T, 1)
+        if bool((data.mask | ~inside).all()):
+            # Only end padding is missing: a per-step term depends on the past
+            # only, so zeros there change no term that is kept, and the
+            # likelihood-only (steady-state) routes apply.
+            values = torch.where(inside, data.values, torch.zeros((), dtype=data.values.dtype))
+            return kalman_log_likelihood(values, None, self.params_, per_step=True)
+        return kalman_log_likelihood(data.values, data.mask, self.params_, per_step=True)
 
     def _predict_gaussian(self, horizon, history, covariates):
-        forecast = kalman_forecast(self._last_filtered(history), self.params_, horizon)
-        std = torch.diagonal(forecast.observation_covariances, dim1=-2, dim2=-1).clamp_min(0).sqrt()
-        return forecast.observation_means, std
+        forecast = kalman_forecast_marginals(self._end_state(history), self.params_, horizon)
+        return forecast.observation_means, forecast.observation_variances.clamp_min(0).sqrt()
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
         """Joint paths: start from the one-step state prediction and run the model forward."""
-        forecast = kalman_forecast(self._last_filtered(history), self.params_, 1)
-        start = self.params_._replace(
-            initial_state_mean=forecast.state_means[:, 0],
-            initial_state_covariance=forecast.state_covariances[:, 0],
-        )
+        end = self._end_state(history)
+        p = self.params_
+        mean = (p.transition_matrices @ end.mean.unsqueeze(-1)).squeeze(-1)
+        if p.transition_offsets is not None:
+            mean = mean + p.transition_offsets
+        cov = p.transition_matrices @ end.covariance @ p.transition_matrices.transpose(-1, -2)
+        cov = 0.5 * (cov + cov.transpose(-1, -2)) + p.transition_covariance
+        start = p._replace(initial_state_mean=mean, initial_state_covariance=cov)
         draws = kalman_sample(start, horizon, n_samples, generator=generator).observations
         return draws.movedim(0, 1)  # (B, n_samples, horizon, D)
 
@@ -282,6 +403,7 @@ class LinearGaussianSSM(BaseForecaster):
         """Smoothed state means ``E[x_t | y_1:T]`` (frame) and covariances (array)."""
         check_is_fitted(self)
         batch = to_series_batch(y, "y")
+        self._check_series_count(batch, self.params_)
         result = kalman_smoother(batch.values, batch.mask, self.params_)
         return self._state_estimate(batch, result.smoothed_means, result.smoothed_covariances)
 
@@ -296,7 +418,49 @@ class LinearGaussianSSM(BaseForecaster):
         return meta, tensors
 
     def _load_fitted_state(self, meta, tensors):
-        self._set_params(KalmanParams(**{n: tensors.get(n) for n in PARAM_NAMES}))
-        self.log_likelihoods_ = meta["log_likelihoods"]
-        self.n_iter_ = meta["n_iter"]
-        self.converged_ = meta["converged"]
+        self._set_params(self._checked_stored_params(tensors))
+        log_likelihoods, n_iter, converged = meta["log_likelihoods"], meta["n_iter"], meta["converged"]
+        if not (
+            isinstance(log_likelihoods, list)
+            and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in log_likelihoods)
+            and isinstance(n_iter, int) and not isinstance(n_iter, bool) and n_iter >= 0
+            and isinstance(converged, bool)
+        ):
+            raise ValueError("the stored fit summary (log_likelihoods, n_iter, converged) is malformed")
+        self.log_likelihoods_ = log_likelihoods
+        self.n_iter_ = n_iter
+        self.converged_ = converged
+
+    def _checked_stored_params(self, tensors: dict) -> KalmanParams:
+        """Stored parameters, refused unless their shapes fit the stored configuration
+        and their values make a valid model (finite; covariances symmetric PSD)."""
+        unknown = set(tensors) - set(PARAM_NAMES)
+        missing = [n for n in PARAM_NAMES[:6] if n not in tensors]
+        if unknown or missing:
+            raise ValueError(f"stored parameters: unknown {sorted(unknown)}, missing {missing}")
+        S = int(tensors["initial_state_mean"].shape[-1])
+        if self.n_dim_state is not None and S != self.n_dim_state:
+            raise ValueError(f"stored state dimension {S} differs from n_dim_state={self.n_dim_state}")
+        shapes = event_shapes(S, self.n_dims_)
+        sets = {tensors[n].shape[: tensors[n].dim() - len(shapes[n])] for n in tensors}
+        if len(sets) != 1 or len(next(iter(sets))) > 1:
+            raise ValueError("stored parameters have inconsistent leading (per-series) dimensions")
+        lead = next(iter(sets))
+        if lead and self.history_ is not None and lead[0] != self.history_.n_series:
+            raise ValueError(f"{lead[0]} stored parameter sets for {self.history_.n_series} stored series")
+        for name, value in tensors.items():
+            if tuple(value.shape) != tuple(lead) + shapes[name] or value.dtype != _DTYPE:
+                raise ValueError(
+                    f"stored `{name}` has shape {tuple(value.shape)} and dtype {value.dtype}; "
+                    f"expected {tuple(lead) + shapes[name]} float64"
+                )
+            if not bool(torch.isfinite(value).all()):
+                raise ValueError(f"stored `{name}` has NaN or infinite values")
+        for name in ("transition_covariance", "observation_covariance", "initial_state_covariance"):
+            cov = tensors[name]
+            scale = cov.abs().amax((-1, -2), keepdim=True).clamp_min(torch.finfo(_DTYPE).tiny)
+            if not bool(((cov - cov.transpose(-1, -2)).abs() <= 1e-8 * scale).all()):
+                raise ValueError(f"stored `{name}` is not symmetric")
+            if not bool((torch.linalg.eigvalsh(cov) >= -1e-10 * scale.squeeze(-1)).all()):
+                raise ValueError(f"stored `{name}` is not positive semi-definite (a negative variance)")
+        return KalmanParams(**{n: tensors.get(n) for n in PARAM_NAMES})
