@@ -131,6 +131,11 @@ class BaseForecaster(BaseEstimator):
     def _predict_gaussian(self, horizon, history, covariates):
         return None
 
+    def _total_log_likelihood(self, data, covariates, **options):
+        """Optional: ``log p(y)`` per series ``(n_series,)`` by a route faster than
+        summing per-step terms, or None to use ``_log_likelihood``."""
+        return None
+
     def _fitted_state(self) -> tuple[dict, dict]:
         return {}, {}
 
@@ -266,7 +271,12 @@ class BaseForecaster(BaseEstimator):
         data = to_series_batch(y, "y", 1)
         if data.n_dims != self.n_dims_:
             raise ValueError(f"`y` has {data.n_dims} variables; the model was fitted on {self.n_dims_}.")
-        per_step_values = self._per_step_log_likelihood(data, self._covariates(X, data, 0), **options)
+        covariates = self._covariates(X, data, 0)
+        if not per_step:
+            totals = self._total_log_likelihood(data, covariates, **options)
+            if totals is not None:
+                return float(totals.sum())
+        per_step_values = self._per_step_log_likelihood(data, covariates, **options)
         if per_step:
             return unwrap(data, per_step_series(data, per_step_values))
         return float(np.nansum(per_step_values))
@@ -304,6 +314,7 @@ class BaseForecaster(BaseEstimator):
 
     @classmethod
     def _from_payload(cls, meta: dict, tensors: dict):
+        _check_stored_sizes(meta, tensors)
         model = cls(**_decode(meta["params"]))
         model.history_ = None if meta["history"] is None else SeriesBatch.from_spec(
             meta["history"], {k[len("history."):]: v for k, v in tensors.items() if k.startswith("history.")}
@@ -345,12 +356,86 @@ def write_payload(path, meta: dict, tensors: dict) -> None:
 
 
 def load(path):
-    """Load an estimator (or AnomalyDetector) written by ``save`` (safe: tensors and JSON only)."""
-    payload = torch.load(Path(path), weights_only=True)
+    """Load an estimator (or AnomalyDetector) written by ``save``.
+
+    Safe on any file: only tensors and JSON are read (``weights_only``, so no
+    crafted file runs code), and a file that is not a complete tsgen model
+    file of a known format version -- empty, truncated, garbage, another
+    program's, or with sizes or parameters that do not fit its configuration
+    -- raises ``ValueError("not a tsgen model file: ...")``.
+    """
+    try:
+        payload = torch.load(Path(path), weights_only=True, map_location="cpu")
+    except (FileNotFoundError, IsADirectoryError, PermissionError):
+        raise
+    except Exception as error:  # noqa: BLE001 - torch.load fails in many types (EOF, zip, unpickling)
+        raise _not_a_model_file(path, f"unreadable: {type(error).__name__}") from error
+    if (
+        not isinstance(payload, dict)
+        or set(payload) != {"meta", "tensors"}
+        or not isinstance(payload["meta"], str)
+        or not isinstance(payload["tensors"], dict)
+        or not all(isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in payload["tensors"].items())
+    ):
+        raise _not_a_model_file(path, "it does not hold JSON metadata and named tensors")
     try:
         meta = json.loads(payload["meta"])
-    except (KeyError, TypeError, json.JSONDecodeError):
-        raise ValueError(f"`path` {str(path)!r} is not a tsgen model file.") from None
-    if meta.get("format") != _FORMAT:
-        raise ValueError(f"`path` {str(path)!r} is not a tsgen model file.")
-    return saved_class(meta["class"], path)._from_payload(meta, payload["tensors"])
+    except json.JSONDecodeError:
+        raise _not_a_model_file(path, "its metadata is not JSON") from None
+    if not isinstance(meta, dict) or meta.get("format") != _FORMAT:
+        raise _not_a_model_file(path, f"no {_FORMAT!r} format marker")
+    version = meta.get("version")
+    if not is_int(version) or version < 1:
+        raise _not_a_model_file(path, f"invalid format version {version!r}")
+    if version > _FORMAT_VERSION:
+        raise ValueError(
+            f"not a tsgen model file for this version of tsgen: {str(path)!r} has format version "
+            f"{version}; this tsgen reads versions up to {_FORMAT_VERSION}. Upgrade tsgen to load it."
+        )
+    tensors = payload["tensors"]
+    try:
+        return saved_class(meta.get("class"), path)._from_payload(meta, tensors)
+    except (KeyError, TypeError, IndexError, AttributeError, RuntimeError, ValueError) as error:
+        detail = f"missing entry {error}" if isinstance(error, KeyError) else str(error)
+        raise _not_a_model_file(path, detail) from error
+
+
+def _not_a_model_file(path, reason: str) -> ValueError:
+    return ValueError(f"not a tsgen model file: {str(path)!r} ({reason}).")
+
+
+def _check_stored_sizes(meta: dict, tensors: dict) -> None:
+    """The sizes of the stored history and covariates agree with each other and the metadata."""
+    n_dims, n_features = meta.get("n_dims"), meta.get("n_features", 0)
+    history = meta.get("history")
+    if not (is_int(n_dims) and n_dims >= 1 and is_int(n_features) and n_features >= 0):
+        raise ValueError(f"stored sizes n_dims={n_dims!r}, n_features={n_features!r} are invalid")
+    if history is None:
+        return
+    values, mask, lengths = (tensors.get(f"history.{k}") for k in ("values", "mask", "lengths"))
+    if values is None or mask is None or lengths is None:
+        raise ValueError("the stored history is incomplete")
+    if values.dim() != 3 or not values.is_floating_point() or values.shape[-1] != n_dims:
+        raise ValueError(f"stored history values have shape {tuple(values.shape)}; expected (series, time, {n_dims})")
+    if mask.dtype != torch.bool or mask.shape != values.shape:
+        raise ValueError("the stored history mask does not match its values")
+    n_series, n_times = values.shape[:2]
+    if lengths.shape != (n_series,) or lengths.is_floating_point() or bool(
+        ((lengths < 1) | (lengths > n_times)).any()
+    ):
+        raise ValueError(f"stored history lengths must be {n_series} integers in 1..{n_times}")
+    if not bool(torch.isfinite(values[mask]).all()):
+        raise ValueError("the stored history has non-finite observed values")
+    indexes = history.get("indexes")
+    if not isinstance(indexes, list) or len(indexes) != n_series or any(
+        not isinstance(ix, dict) or ix.get("length") != int(n) for ix, n in zip(indexes, lengths.tolist())
+    ):
+        raise ValueError("the stored time indexes do not match the stored history lengths")
+    covariates = tensors.get("covariates")
+    if covariates is not None and (
+        covariates.dim() != 3
+        or covariates.shape[0] != n_series
+        or covariates.shape[-1] != n_features
+        or not bool(torch.isfinite(covariates).all())
+    ):
+        raise ValueError(f"stored covariates must be finite, shaped ({n_series}, rows, {n_features})")

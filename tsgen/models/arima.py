@@ -41,6 +41,7 @@ from tsgen.models._arima_filter import filter_history
 from tsgen.models._arima_fit import FitResult, check_identifiable, check_initial_observed, fit_spec, regressors
 from tsgen.models._arima_forecast import forecast_moments, future_regression, sample_paths
 from tsgen.models._arima_spec import ArimaSpec
+from tsgen.models._arima_statespace import lag_polynomial
 
 
 def _spec_to_json(spec: ArimaSpec) -> dict:
@@ -51,6 +52,25 @@ def _spec_to_json(spec: ArimaSpec) -> dict:
 def _spec_from_json(meta: dict) -> ArimaSpec:
     P, D, Q, s = meta["seasonal_order"]
     return ArimaSpec(*meta["order"], P, D, Q, s, meta["trend"], meta["n_exog"])
+
+
+def _check_loaded_params(specs: list[ArimaSpec], params: list, n_series: int) -> None:
+    """Refuse stored parameters that do not fit their specs or make no valid model
+    (``tsgen.load`` reports the ValueError as a file it cannot load)."""
+    if len(specs) not in (1, n_series):
+        raise ValueError(f"{len(specs)} stored ARIMA models for {n_series} stored series")
+    for i, (spec, value) in enumerate(zip(specs, params)):
+        if tuple(value.shape) != (spec.n_params,) or not value.is_floating_point():
+            raise ValueError(f"stored parameters {i} have shape {tuple(value.shape)}; expected ({spec.n_params},)")
+        if not bool(torch.isfinite(value).all()) or not float(value[spec.blocks["sigma2"]]) > 0.0:
+            raise ValueError(f"stored parameters {i} are not finite with a positive sigma2")
+        blocks = spec.blocks
+        ar = lag_polynomial(value[blocks["ar"]], value[blocks["sar"]], spec.s, -1.0).numpy()
+        if ar.size:  # stationary: the companion matrix of phi(L) Phi(L^s) has its eigenvalues inside the unit circle
+            companion = np.eye(ar.size, k=-1)
+            companion[0] = ar
+            if np.abs(np.linalg.eigvals(companion)).max() >= 1.0:
+                raise ValueError(f"stored parameters {i} have a non-stationary AR part")
 
 
 class ARIMA(BaseForecaster):
@@ -381,6 +401,7 @@ class ARIMA(BaseForecaster):
         specs = [_spec_from_json(m) for m in meta["specs"]]
         self._specs = specs
         self._params = [tensors[f"params.{i}"] for i in range(len(specs))]
+        _check_loaded_params(specs, self._params, self.history_.n_series)
         self._restore_attributes(meta["collection"], meta.get("converged"))
 
     def _restore_attributes(self, collection: bool, converged=None):
