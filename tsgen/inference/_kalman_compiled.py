@@ -40,7 +40,8 @@ def filter_sets(F, h, Q, r, P1, m1, c, z, tolerance, terms):  # pragma: no cover
         a[:] = m1[b]
         frozen = False
         converged = False
-        s = 1.0
+        log_s = 0.0
+        inv_s = 1.0
         for t in range(T):
             if not frozen:
                 s = r[b]
@@ -53,13 +54,15 @@ def filter_sets(F, h, Q, r, P1, m1, c, z, tolerance, terms):  # pragma: no cover
                 if not (s > 0.0) or not math.isfinite(s):
                     failed[b] = t
                     break
+                log_s = math.log(s)
+                inv_s = 1.0 / s
                 for i in range(S):
-                    gain[i] = ph[i] / s
+                    gain[i] = ph[i] * inv_s
                 frozen = converged  # the gain of the converged covariance is kept from here on
             v = z[b, t]
             for i in range(S):
                 v -= h[b, i] * a[i]
-            terms[b, t] = math.log(s) + v * v / s
+            terms[b, t] = log_s + v * v * inv_s
             for i in range(S):
                 filt[i] = a[i] + gain[i] * v
             for i in range(S):
