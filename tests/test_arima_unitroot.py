@@ -9,8 +9,8 @@ from tsgen.models._arima_unitroot import (
     KPSS_CRITICAL_5PCT,
     SEASONAL_STRENGTH_THRESHOLD,
     kpss_statistic,
-    n_diffs,
-    n_seasonal_diffs,
+    choose_d,
+    choose_D,
     seasonal_strength,
 )
 
@@ -30,13 +30,13 @@ def test_kpss_statistic_matches_statsmodels():
 def test_n_diffs_counts_integration_order():
     rng = np.random.default_rng(1)
     e = rng.normal(size=300)
-    assert n_diffs(e, 2) == 0
-    assert n_diffs(e.cumsum(), 2) == 1
-    assert n_diffs(e.cumsum().cumsum(), 2) == 2
-    assert n_diffs(e.cumsum().cumsum(), 1) == 1  # capped by max_d
-    assert n_diffs(np.full(50, 3.0), 2) == 0
+    assert choose_d(e, 2) == 0
+    assert choose_d(e.cumsum(), 2) == 1
+    assert choose_d(e.cumsum().cumsum(), 2) == 2
+    assert choose_d(e.cumsum().cumsum(), 1) == 1  # capped by max_d
+    assert choose_d(np.full(50, 3.0), 2) == 0
     # a straight line: one difference leaves a constant, where differencing stops
-    assert n_diffs(np.arange(100.0), 2) == 1
+    assert choose_d(np.arange(100.0), 2) == 1
     assert kpss_statistic(e.cumsum()) > KPSS_CRITICAL_5PCT
 
 
@@ -44,7 +44,7 @@ def test_n_diffs_ignores_missing_values():
     rng = np.random.default_rng(2)
     x = rng.normal(size=200).cumsum()
     x[[5, 50, 120]] = np.nan
-    assert n_diffs(x, 2) == 1
+    assert choose_d(x, 2) == 1
 
 
 def _seasonal_walk(rng, n, m):
@@ -75,10 +75,10 @@ def test_seasonal_strength_uses_r_mstl_decomposition():
 
 def test_n_seasonal_diffs():
     rng = np.random.default_rng(5)
-    assert n_seasonal_diffs(_seasonal_walk(rng, 120, 12), 12, 1) == 1
-    assert n_seasonal_diffs(rng.normal(size=120), 12, 1) == 0
+    assert choose_D(_seasonal_walk(rng, 120, 12), 12, 1) == 1
+    assert choose_D(rng.normal(size=120), 12, 1) == 0
     # two periods or fewer: never seasonally differenced
-    assert n_seasonal_diffs(_seasonal_walk(rng, 24, 12), 12, 1) == 0
-    assert n_seasonal_diffs(np.full(40, 1.0), 4, 1) == 0
-    assert n_seasonal_diffs(_seasonal_walk(rng, 120, 12), 12, 0) == 0
-    assert n_seasonal_diffs(_seasonal_walk(rng, 120, 12), 1, 1) == 0
+    assert choose_D(_seasonal_walk(rng, 24, 12), 12, 1) == 0
+    assert choose_D(np.full(40, 1.0), 4, 1) == 0
+    assert choose_D(_seasonal_walk(rng, 120, 12), 12, 0) == 0
+    assert choose_D(_seasonal_walk(rng, 120, 12), 1, 1) == 0

@@ -56,7 +56,7 @@ def kpss_statistic(x: np.ndarray, n_lags: int | None = None) -> float:
     return float(s @ s / (n * n * lrv))
 
 
-def n_diffs(x: np.ndarray, max_d: int) -> int:
+def choose_d(x: np.ndarray, max_d: int) -> int:
     """Number of first differences (at most ``max_d``) after which KPSS no longer rejects."""
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
@@ -80,7 +80,7 @@ def seasonal_strength(x: np.ndarray, period: int) -> float:
     return float(min(1.0, max(0.0, 1.0 - np.var(resid, ddof=1) / denom)))
 
 
-def n_seasonal_diffs(x: np.ndarray, period: int, max_D: int) -> int:
+def choose_D(x: np.ndarray, period: int, max_D: int) -> int:
     """Number of seasonal differences (at most ``max_D``) after which the series is not strongly seasonal."""
     x = np.asarray(x, dtype=float)
     x = x[np.isfinite(x)]
