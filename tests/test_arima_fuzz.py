@@ -21,7 +21,7 @@ from hypothesis import strategies as st
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models.arima import ARIMA
 
-FUZZ = settings(max_examples=40, suppress_health_check=[HealthCheck.too_slow])
+FUZZ = settings(max_examples=60, suppress_health_check=[HealthCheck.too_slow])
 
 KINDS = ("random_walk", "ar", "seasonal", "constant", "trend", "spiky")
 
@@ -97,7 +97,7 @@ def test_fixed_orders_fit_or_raise_a_named_error(order, seasonal, period, extra,
         check_fitted(model, y)
 
 
-@FUZZ
+@settings(FUZZ, max_examples=100)
 @given(fixed_order=st.none() | orders, fixed_seasonal=st.none() | seasonal_orders, period=periods,
        n=st.integers(6, 80), kind=st.sampled_from(KINDS), seed=st.integers(0, 2**16), gap=gaps,
        trend=st.sampled_from([None, "auto", "n", "c", "t"]))
@@ -118,7 +118,7 @@ def test_automatic_orders_fit_or_raise_a_named_error(fixed_order, fixed_seasonal
     check_fitted(model, y)
 
 
-@settings(FUZZ, max_examples=15)
+@settings(FUZZ, max_examples=20)
 @given(n=st.lists(st.integers(8, 70), min_size=2, max_size=3), period=periods,
        kinds=st.lists(st.sampled_from(KINDS), min_size=3, max_size=3), seed=st.integers(0, 2**16),
        gap=gaps, fixed_order=st.sampled_from([None, (1, 0, 0), (0, 1, 1)]))
