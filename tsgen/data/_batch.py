@@ -102,10 +102,11 @@ def _item_values(item, name: str) -> tuple[np.ndarray, pd.Index | None, tuple, s
     ``values`` may share memory with ``item``: the caller copies it into the
     padded block, so nothing of the user's is aliased or modified."""
     if isinstance(item, pd.Series):
-        _check_real([item.dtype], [item.name], name)
-        if isinstance(item.dtype, np.dtype):
-            values = item.to_numpy()
+        dtype = item.dtype  # a property that costs ~1 us: read once (lists of thousands of series)
+        if isinstance(dtype, np.dtype) and dtype.kind in "iuf":
+            values = item.values
         else:  # extension dtypes (nullable, Arrow) mark missing values with NA
+            _check_real([dtype], [item.name], name)
             values = item.to_numpy(dtype=np.float64, na_value=np.nan)
         return values[:, None], item.index, (item.name if item.name is not None else "y",), "series"
     if isinstance(item, pd.DataFrame):
