@@ -40,6 +40,15 @@ def test_seasonal_search_keeps_short_lags_below_the_period():
     assert series_options(fixed, 200, 4).max_p == 4
 
 
+def test_seasonal_polynomials_are_checked_in_powers_of_the_period():
+    spec = ArimaSpec(1, 0, 0, 0, 1, 1, 24)
+    # ar.L1, ma.S.L24, sigma2: a seasonal MA of -0.9 is invertible by a wide margin in L^24
+    # (root 1.11), though the expanded polynomial's roots have modulus 0.9^(-1/24) < 1.01
+    ok = _roots_ok(spec, torch.tensor([[0.5, -0.9, 1.0], [0.5, -0.995, 1.0], [0.995, -0.5, 1.0]],
+                                      dtype=torch.float64))
+    assert ok.tolist() == [True, False, False]
+
+
 def _overdifferenced(n=80, seed=1):
     """White noise around 5: the exact MA(1) fit of its first difference has its root on
     the unit circle (for this seed; the pile-up at theta = -1 happens for about half of them)."""

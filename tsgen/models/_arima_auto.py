@@ -11,7 +11,7 @@
    the lower-AICc model where the two paths part (97% of the benchmark
    series no worse than statsforecast's AutoARIMA, against 90%). Models with
    an AR or MA root within 1.01 of the unit circle are not admissible (R's
-   rule): on the M3 development subset, keeping such fits with their MA
+   rule, the seasonal polynomials taken in L^s: see :func:`_roots_ok`): on the M3 development subset, keeping such fits with their MA
    roots pushed out to 1.02 instead (as this module did) forecast worse
    (Other: sMAPE 4.48 -> 4.38, MASE 1.859 -> 1.812 when they are rejected).
    Each series searches within R's bounds for its length n (p, q <= n/3,
@@ -42,7 +42,6 @@ from torch import Tensor
 from tsgen.models._arima_fit import FitResult, check_identifiable, difference, fit_spec, regressors
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
-from tsgen.models._arima_statespace import lag_polynomial
 from tsgen.models._arima_unitroot import choose_d, choose_D, kpss_statistic  # noqa: F401  (kpss: public here too)
 
 #: exact Riccati steps before the gain is frozen while ranking candidates
@@ -78,17 +77,21 @@ def _observed(y: Tensor, length: int) -> np.ndarray:
 
 # ----------------------------------------------------------------- search
 def _roots_ok(spec: ArimaSpec, params: Tensor) -> Tensor:
-    """False where an AR or MA polynomial has a root with modulus below 1.01."""
+    """False where the AR, MA, seasonal AR or seasonal MA polynomial has a root
+    with modulus below 1.01, the seasonal ones as polynomials in ``L^s``.
+
+    R applies the 1.01 rule to the expanded products instead, whose seasonal
+    roots have modulus ``|Theta|^(-1/s)``: that rejects every seasonal MA
+    coefficient beyond 1.01^-s (-0.79 at s = 24), i.e. ordinary hourly
+    models, and it was the rule whose rejections cost accuracy on the long
+    seasonal benchmark series (sMAPE 3.01 vs 2.87 with this one)."""
     b = spec.blocks
     ok = torch.ones(params.shape[0], dtype=torch.bool)
-    polys = [
-        (lag_polynomial(params[:, b["ar"]], params[:, b["sar"]], spec.s, -1.0), -1.0),
-        (lag_polynomial(params[:, b["ma"]], params[:, b["sma"]], spec.s, 1.0), 1.0),
-    ]
-    for coef, sign in polys:
-        if coef.shape[-1] == 0:
+    for name, sign in (("ar", -1.0), ("sar", -1.0), ("ma", 1.0), ("sma", 1.0)):
+        block = params[:, b[name]].numpy()
+        if block.shape[-1] == 0:
             continue
-        for i, c in enumerate(coef.numpy()):
+        for i, c in enumerate(block):
             poly = np.concatenate([[1.0], sign * c])[::-1]  # highest power first
             nz = np.flatnonzero(np.abs(poly) > 0)
             poly = poly[nz[0]:] if nz.size else poly
@@ -127,7 +130,7 @@ def _admissible(spec: ArimaSpec, params: Tensor) -> Tensor:
     """
     b = spec.blocks
     out = params.clone()
-    for name, radius in (("ma", PROJECTED_MA_RADIUS), ("sma", PROJECTED_MA_RADIUS ** max(spec.s, 1))):
+    for name, radius in (("ma", PROJECTED_MA_RADIUS), ("sma", PROJECTED_MA_RADIUS)):
         block = b[name]
         if block.stop == block.start:
             continue
