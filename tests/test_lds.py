@@ -18,7 +18,7 @@ PARAMS = dict(
 )
 
 
-def statsmodels_results(y: np.ndarray, params: dict):
+def statsmodels_model(y: np.ndarray, params: dict):
     """The same model in statsmodels' MLEModel with known initial state."""
     model = sm.tsa.statespace.MLEModel(y, k_states=2)
     model["design"] = np.asarray(params["observation_matrices"])
@@ -27,7 +27,11 @@ def statsmodels_results(y: np.ndarray, params: dict):
     model["selection"] = np.eye(2)
     model["state_cov"] = np.asarray(params["transition_covariance"])
     model.initialize_known(np.asarray(params["initial_state_mean"]), np.asarray(params["initial_state_covariance"]))
-    return model.smooth([])
+    return model
+
+
+def statsmodels_results(y: np.ndarray, params: dict):
+    return statsmodels_model(y, params).smooth([])
 
 
 @pytest.fixture(scope="module")
@@ -153,14 +157,7 @@ def test_stopping_before_tolerance_warns_and_is_recorded(series, tmp_path):
 
 
 def _statsmodels_llf_obs(y: np.ndarray, params: dict) -> np.ndarray:
-    model = sm.tsa.statespace.MLEModel(y, k_states=2)
-    model["design"] = np.asarray(params["observation_matrices"])
-    model["obs_cov"] = np.asarray(params["observation_covariance"])
-    model["transition"] = np.asarray(params["transition_matrices"])
-    model["selection"] = np.eye(2)
-    model["state_cov"] = np.asarray(params["transition_covariance"])
-    model.initialize_known(np.asarray(params["initial_state_mean"]), np.asarray(params["initial_state_covariance"]))
-    return model.loglikeobs([])
+    return statsmodels_model(y, params).loglikeobs([])
 
 
 def test_ragged_list_uses_the_likelihood_only_route_and_equals_statsmodels(monkeypatch):
