@@ -8,7 +8,8 @@ import pandas as pd
 
 from tsgen.cli._arguments import SPOT_MIN_TRAIN
 from tsgen.cli._arguments import dest as _dest
-from tsgen.cli._io import CLIError, read_series, seasonal_period
+from tsgen.cli._io import CLIError, read_series
+from tsgen.data._index import seasonal_period
 from tsgen.cli._registry import all_options, available_models
 
 #: forecast quantiles: the 50/80/95% fan bands and the median

@@ -9,7 +9,6 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from tsgen.data._index import seasonal_period  # noqa: F401  (the CLI's import path)
 
 #: column names taken as the time column when ``--time-col`` is not given
 TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds", "month", "period", "day", "week", "year", "quarter")
