@@ -411,3 +411,10 @@ def test_start_names_a_period_on_datetime_and_period_indexes(freq):
     assert result.fits["train_length"].iloc[0] == int(np.flatnonzero(index == expected)[0]) + 1
     with pytest.raises(ValueError, match="`start`"):
         backtest(_RandomWalk(), y, 2, start="1980-06")
+
+
+@pytest.mark.parametrize("bad", [2**70, -1, 1.5, "0"])
+def test_backtest_random_state_is_checked_like_the_estimators(bad):
+    # one check for every seed a user passes (tsgen.training.randomness.check_random_state)
+    with pytest.raises((TypeError, ValueError), match="random_state"):
+        backtest(_RandomWalk(), _series(30), 4, start=20, random_state=bad)

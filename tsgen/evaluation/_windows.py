@@ -9,9 +9,11 @@ scored on ``horizon`` real observations. The training window of origin
 from __future__ import annotations
 
 from dataclasses import dataclass
-from numbers import Integral
 
 import numpy as np
+
+from tsgen._validation import is_int
+from tsgen.training.randomness import check_random_state
 
 WINDOWS = ("expanding", "sliding")
 
@@ -33,10 +35,6 @@ class FitGroup:
     series: int
     fit_seed: int
     origins: tuple[Origin, ...]
-
-
-def _is_int(value) -> bool:
-    return isinstance(value, Integral) and not isinstance(value, bool)
 
 
 def _last_position(location) -> int:
@@ -66,7 +64,7 @@ def resolve_start(start, length: int, horizon: int, index) -> int:
     """
     if start is None:
         first = length // 2
-    elif _is_int(start):
+    elif is_int(start):
         first = int(start) if start >= 0 else length + int(start)
     else:
         try:
@@ -89,13 +87,13 @@ def check_refit(refit) -> int:
         return 1
     if refit is False:
         return 0
-    if _is_int(refit) and refit >= 1:
+    if is_int(refit) and refit >= 1:
         return int(refit)
     raise ValueError(f"`refit` must be True, False or a positive int (refit every k-th origin); got {refit!r}.")
 
 
 def origin_stops(length: int, horizon: int, start: int, step: int) -> np.ndarray:
-    if not _is_int(step) or step < 1:
+    if not is_int(step) or step < 1:
         raise ValueError(f"`step` must be a positive int; got {step!r}.")
     return np.arange(start, length - horizon + 1, step)
 
@@ -108,7 +106,7 @@ def train_starts(stops: np.ndarray, window: str, window_length) -> np.ndarray:
             raise ValueError("`window_length` is only used with window='sliding'.")
         return np.zeros_like(stops)
     length = int(stops[0]) if window_length is None else window_length
-    if not _is_int(length) or length < 1:
+    if not is_int(length) or length < 1:
         raise ValueError(f"`window_length` must be a positive int; got {window_length!r}.")
     if length > stops[0]:
         raise ValueError(
@@ -124,9 +122,7 @@ def series_seeds(random_state, n_series: int, n_origins: list[int]) -> list[tupl
     Seeds depend on (series, origin) only, never on how origins are split
     into tasks, so any ``n_jobs`` or backend reproduces the serial run.
     """
-    if random_state is not None and not _is_int(random_state):
-        raise TypeError(f"`random_state` must be None or an int; got {random_state!r}.")
-    root = np.random.SeedSequence(random_state)
+    root = np.random.SeedSequence(check_random_state(random_state))
     out = []
     for i in range(n_series):
         fit = np.random.SeedSequence(root.entropy, spawn_key=(i, 0)).generate_state(n_origins[i])
