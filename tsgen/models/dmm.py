@@ -137,11 +137,6 @@ class DeepMarkovModule(SequentialModel):
             dropout=rnn_dropout, observe_mask=observe_mask, iafs=iafs, iaf_dim=iaf_dim,
         )
 
-    @property
-    def scaling(self) -> bool:
-        """Whether DeepAR (per-series, causal) scaling is on."""
-        return self.scaler.mode == "prefix"
-
     # ------------------------------------------------------------ protocol
     def init_state(self, batch_shape, covariates=None) -> DMMState:
         """``z_0`` broadcast to ``(*batch_shape, Z)`` and the first step's scale."""

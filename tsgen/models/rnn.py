@@ -107,11 +107,6 @@ class RNNAutoregressive(SequentialModel):
             parts.append(torch.nan_to_num(covariates))  # padded rows may hold anything
         return torch.cat(parts, dim=-1)
 
-    @property
-    def scaling(self) -> bool:
-        """Whether DeepAR (per-series, causal) scaling is on."""
-        return self.scaler.mode == "prefix"
-
     def scale_of(self, values: Tensor, mask: Tensor) -> Tensor | None:
         """``s_t`` ``(B, T, D)`` of every step of sequences ``(B, T, D)`` (None without a scale)."""
         return self.scaler.sequence(values, mask)

@@ -12,10 +12,6 @@ def _check(name: str, ok: bool, expected: str, value) -> None:
         raise ValueError(f"`{name}` must be {expected}; got {value!r}.")
 
 
-def _is_int(value) -> bool:
-    return is_int(value)
-
-
 def _is_real(value) -> bool:
     return (is_int(value) or isinstance(value, float)) and math.isfinite(value)
 
@@ -45,8 +41,8 @@ class TrainingConfig:
     max_seconds: float | None = None  # stop after the epoch that passes this wall-clock budget
 
     def __post_init__(self):
-        _check("max_epochs", _is_int(self.max_epochs) and self.max_epochs >= 1, "a positive integer", self.max_epochs)
-        _check("batch_size", _is_int(self.batch_size) and self.batch_size >= 1, "a positive integer", self.batch_size)
+        _check("max_epochs", is_int(self.max_epochs) and self.max_epochs >= 1, "a positive integer", self.max_epochs)
+        _check("batch_size", is_int(self.batch_size) and self.batch_size >= 1, "a positive integer", self.batch_size)
         _check("learning_rate", _is_real(self.learning_rate) and self.learning_rate > 0, "a positive number",
                self.learning_rate)
         _check("weight_decay", _is_real(self.weight_decay) and self.weight_decay >= 0, "a number >= 0",
@@ -55,9 +51,9 @@ class TrainingConfig:
                "None or a positive number", self.grad_clip)
         _check("validation_fraction", _is_real(self.validation_fraction) and 0 <= self.validation_fraction < 1,
                "a number in [0, 1)", self.validation_fraction)
-        _check("patience", self.patience is None or (_is_int(self.patience) and self.patience >= 1),
+        _check("patience", self.patience is None or (is_int(self.patience) and self.patience >= 1),
                "None or a positive integer", self.patience)
-        _check("kl_annealing_epochs", _is_int(self.kl_annealing_epochs) and self.kl_annealing_epochs >= 0,
+        _check("kl_annealing_epochs", is_int(self.kl_annealing_epochs) and self.kl_annealing_epochs >= 0,
                "an integer >= 0", self.kl_annealing_epochs)
         _check("kl_annealing_start", _is_real(self.kl_annealing_start) and 0 <= self.kl_annealing_start <= 1,
                "a number in [0, 1]", self.kl_annealing_start)
