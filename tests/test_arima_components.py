@@ -13,7 +13,7 @@ from statsmodels.tsa.statespace.tools import (
 )
 from statsmodels.tsa.stattools import kpss
 
-from tsgen.models._arima_auto import choose_d, kpss_statistic
+from tsgen.models._arima_unitroot import choose_d, kpss_statistic
 from tsgen.models._arima_fit import regressors, state_space_inputs
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen

@@ -187,14 +187,8 @@ class AnomalyDetector(BaseEstimator):
 
     @classmethod
     def _from_payload(cls, meta: dict, tensors: dict) -> "AnomalyDetector":
-        try:
-            return cls._rebuild(meta, tensors)
-        except (KeyError, TypeError, IndexError, AttributeError) as err:
-            # a truncated or hand-edited file: one ValueError, as for any other file tsgen.load refuses
-            raise ValueError(f"not a tsgen model file: the stored detector is malformed ({err!r}).") from None
-
-    @classmethod
-    def _rebuild(cls, meta: dict, tensors: dict) -> "AnomalyDetector":
+        # a truncated or hand-edited file raises KeyError/TypeError/...: tsgen.load turns them
+        # into its one "not a tsgen model file" ValueError, as for every class it loads
         template = meta["template"]
         model_cls = saved_class(template["class"], "the detector's model", BaseForecaster)
         detector = cls(model=model_cls(**_decode(template["params"])), **_decode(meta["params"]))
@@ -209,7 +203,7 @@ class AnomalyDetector(BaseEstimator):
         )
         detector.history_ = _as_input(batch, _decode(history_meta["name"]), history_meta["ndim"])
         scores = tensors["train_scores"].numpy().astype(np.float64)
-        index = batch.indexes[0][: len(scores)] if batch.indexes[0] is not None else pd.RangeIndex(len(scores))
+        index = batch.indexes[0][: len(scores)]  # arrays get a RangeIndex at the edge
         detector.train_scores_ = pd.Series(scores, index=index, name="anomaly_score")
         detector.threshold_ = float(meta["threshold"])
         if meta["spot"] is not None:

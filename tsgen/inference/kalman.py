@@ -213,7 +213,7 @@ def kalman_log_likelihood(
         raise ValueError("method='steady_state' needs fully observed `y`; use 'scan'.")
     found = steady_state_log_likelihood(y, p, batch_shape, per_step)
     if found is None:  # no per-step steady schedule for many parameter sets in torch
-        return filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods
+        return reduce(filter_parallel_scan(y, mask, p, batch_shape).log_likelihoods)
     return found
 
 

@@ -42,7 +42,7 @@ from torch import Tensor
 from tsgen.models._arima_fit import FitResult, check_identifiable, difference, fit_spec, regressors
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
-from tsgen.models._arima_unitroot import choose_d, choose_D, kpss_statistic  # noqa: F401  (kpss: public here too)
+from tsgen.models._arima_unitroot import choose_d, choose_D
 
 #: exact Riccati steps before the gain is frozen while ranking candidates
 SEARCH_TRANSIENT = 40

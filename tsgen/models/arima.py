@@ -32,6 +32,7 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from tsgen._validation import is_int
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
 from tsgen.data._index import seasonal_period
@@ -162,7 +163,7 @@ class ARIMA(BaseForecaster):
         """``period``, else the seasonal period of ``y``'s index frequency (1: none)."""
         if self.period is not None:
             period = self.period
-            if isinstance(period, bool) or not isinstance(period, (int, np.integer)) or period < 1:
+            if not is_int(period) or period < 1:
                 raise ValueError(f"`period` must be a positive integer or None; got {period!r}.")
             return int(period)
         if data is None:

@@ -21,9 +21,11 @@ import pandas as pd
 import torch
 from sklearn.utils.validation import check_is_fitted
 
+from tsgen._validation import is_int
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch, to_series_batch, unwrap
 from tsgen.exceptions import ConvergenceWarning
+from tsgen.inference._kalman_step import predict as time_update
 from tsgen.inference.em import EM_VARIABLES, fit_em, fit_mle
 from tsgen.inference.kalman import (
     KalmanParams,
@@ -374,11 +376,8 @@ class LinearGaussianSSM(BaseForecaster):
         """Joint paths: start from the one-step state prediction and run the model forward."""
         end = self._end_state(history)
         p = self.params_
-        mean = (p.transition_matrices @ end.mean.unsqueeze(-1)).squeeze(-1)
-        if p.transition_offsets is not None:
-            mean = mean + p.transition_offsets
-        cov = p.transition_matrices @ end.covariance @ p.transition_matrices.transpose(-1, -2)
-        cov = 0.5 * (cov + cov.transpose(-1, -2)) + p.transition_covariance
+        mean, cov = time_update(end.mean, end.covariance, p.transition_matrices, p.transition_covariance,
+                                p.transition_offsets)
         start = p._replace(initial_state_mean=mean, initial_state_covariance=cov)
         draws = kalman_sample(start, horizon, n_samples, generator=generator).observations
         return draws.movedim(0, 1)  # (B, n_samples, horizon, D)
@@ -423,7 +422,7 @@ class LinearGaussianSSM(BaseForecaster):
         if not (
             isinstance(log_likelihoods, list)
             and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in log_likelihoods)
-            and isinstance(n_iter, int) and not isinstance(n_iter, bool) and n_iter >= 0
+            and is_int(n_iter) and n_iter >= 0
             and isinstance(converged, bool)
         ):
             raise ValueError("the stored fit summary (log_likelihoods, n_iter, converged) is malformed")
