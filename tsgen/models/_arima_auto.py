@@ -192,15 +192,14 @@ def _allowed(cand, opts: AutoOptions, s: int) -> bool:
 def _make(base: ArimaSpec, cand, trend, s: int) -> ArimaSpec:
     """``base``'s d, D and regressors with the orders ``cand`` = (p, q, P, Q) at period ``s``."""
     p, q, P, Q = cand
-    seasonal = bool(P or Q or base.D)
-    return ArimaSpec(p, base.d, q, P, base.D, Q, s if seasonal else 0, trend, base.n_exog)
+    return ArimaSpec(p, base.d, q, P, base.D, Q, s, trend, base.n_exog)  # the spec drops s when non-seasonal
 
 
 def _start_specs(d: int, D: int, s: int, opts: AutoOptions, trend: str | None, n_exog: int) -> list[ArimaSpec]:
     seasonal = s >= 2
     starts = [(2, 2, 1, 1), (0, 0, 0, 0), (1, 0, 1, 0), (0, 1, 0, 1)] if seasonal else [
         (2, 2, 0, 0), (0, 0, 0, 0), (1, 0, 0, 0), (0, 1, 0, 0)]
-    base = ArimaSpec(0, d, 0, 0, D, 0, s if D else 0, trend, n_exog)
+    base = ArimaSpec(0, d, 0, 0, D, 0, s, trend, n_exog)
     specs = []
     for cand in starts:
         spec = _make(base, _clip(cand, opts, s), trend, s)
@@ -383,7 +382,7 @@ def _collect(ranked, y, covariates, d, D, s, row_opts, trend, n_exog):
     empty: dict[ArimaSpec, list[int]] = {}
     for i, candidates in enumerate(ranked):
         if not candidates:
-            base = ArimaSpec(0, d, 0, 0, D, 0, s if D else 0, None, n_exog)
+            base = ArimaSpec(0, d, 0, 0, D, 0, s, None, n_exog)
             empty.setdefault(_make(base, _clip((0, 0, 0, 0), row_opts[i], s), trend, s), []).append(i)
     for spec, rows in empty.items():
         rows_t = torch.tensor(rows)
