@@ -80,16 +80,15 @@ def timed(fn):
     return result, time.perf_counter() - start
 
 
-def smape(y: np.ndarray, f: np.ndarray) -> float:
-    """Competition sMAPE of one series, in %."""
-    return float(np.mean(200.0 * np.abs(y - f) / (np.abs(y) + np.abs(f))))
+def series_mase(train: np.ndarray, y: np.ndarray, f: np.ndarray, m: int) -> float:
+    """tsgen.metrics.mase with the M4 convention for short or constant histories: lag 1
+    when the history is not longer than m, NaN (left out of the mean) when the scale is 0."""
+    from tsgen.metrics import mase
 
-
-def mase(train: np.ndarray, y: np.ndarray, f: np.ndarray, m: int) -> float:
-    """MAE over the horizon / in-sample MAE of the seasonal naive method with lag m."""
-    m = m if len(train) > m else 1
-    scale = np.mean(np.abs(train[m:] - train[:-m]))
-    return float(np.mean(np.abs(y - f)) / scale) if scale > 0 else math.nan
+    try:
+        return float(mase(y, f, train, m=m if len(train) > m else 1))
+    except ValueError:
+        return math.nan
 
 
 def seasonal_naive(train: np.ndarray, h: int, m: int) -> np.ndarray:
@@ -121,8 +120,10 @@ def naive2(train: np.ndarray, h: int, m: int) -> np.ndarray:
 
 
 def scores(train, test, forecasts, m):
+    from tsgen.metrics import smape
+
     s = np.array([smape(y, f) for y, f in zip(test, forecasts)])
-    q = np.array([mase(x, y, f, m) for x, y, f in zip(train, test, forecasts)])
+    q = np.array([series_mase(x, y, f, m) for x, y, f in zip(train, test, forecasts)])
     return float(np.mean(s)), float(np.nanmean(q))
 
 
