@@ -41,12 +41,14 @@ def test_teacher_forcing_equals_stepping_the_protocol(cell):
     batch = ragged_batch()
     module.scaler.fit_prior(batch.values * 1.7, batch.mask)  # a prior that is not the data's own
     expected = module.step_log_probs(batch.values, batch.mask, batch.covariates)
-    state = module.init_state((2,))
+    context = module.prepare(batch.values, batch.mask, batch.covariates)
+    state = module.init_state(context)
     x_prev = None
     steps = []
     for t in range(batch.values.shape[1]):
-        state = module.transition(state, x_prev, batch.covariates[:, t])
-        steps.append(masked_log_prob(module.emission(state), batch.values[:, t], batch.mask[:, t]))
+        state, latent = module.transition(state, x_prev, context.at(t))
+        assert latent is None  # no latent variable
+        steps.append(masked_log_prob(module.emission(state, context.at(t)), batch.values[:, t], batch.mask[:, t]))
         x_prev = batch.values[:, t]
     torch.testing.assert_close(torch.stack(steps, 1), expected, rtol=1e-10, atol=1e-10)
     assert (expected[1, 6:] == 0).all()
@@ -55,7 +57,8 @@ def test_teacher_forcing_equals_stepping_the_protocol(cell):
     lengths = torch.tensor([5, 5])
     state, last = module.condition(batch.values[:, :5], batch.mask[:, :5], lengths, batch.covariates[:, :5])
     torch.testing.assert_close(last, batch.values[:, 4], equal_nan=True)
-    following = module.emission(module.transition(state, last, batch.covariates[:, 5]))
+    state, _ = module.transition(state, last, {"covariates": batch.covariates[:, 5]})
+    following = module.emission(state, {})
     torch.testing.assert_close(
         masked_log_prob(following, batch.values[:, 5], batch.mask[:, 5]), expected[:, 5], rtol=1e-10, atol=1e-10
     )

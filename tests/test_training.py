@@ -11,7 +11,7 @@ from torch.distributions import Independent, Normal
 
 from tsgen.data.windows import cut_windows, last_steps
 from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
-from tsgen.models.base import SequentialModel, ancestral_sample, expand_state
+from tsgen.protocol import Context, SequentialModel, ancestral_sample, expand_state
 from tsgen.training import (
     SequenceBatch,
     TrainingConfig,
@@ -305,21 +305,25 @@ class GaussianAR1(SequentialModel):
         super().__init__()
         self.phi = phi
 
-    def init_state(self, batch_shape, covariates=None):
-        return torch.zeros(*batch_shape, 1)
+    def transition(self, state, x_prev, context_t):
+        return self.phi * x_prev + context_t.get("covariates", 0.0), None
 
-    def transition(self, state, x_prev, covariates=None):
-        return self.phi * x_prev + (0.0 if covariates is None else covariates)
-
-    def emission(self, state, covariates=None):
+    def emission(self, state, context_t):
         return Independent(Normal(state, 1.0), 1)
+
+
+def ar1_paths(phi, state, horizon, n, generator, covariates=None, x_prev=None):
+    """``n`` paths from ``state`` ``(B, 1)`` by the protocol's ancestral sampler, seeded by ``generator``."""
+    context = Context({} if covariates is None else {"covariates": covariates})
+    with seeded_from(generator):
+        return ancestral_sample(GaussianAR1(phi), expand_state(state, n), context, 0, horizon,
+                                x_prev.expand(n, *x_prev.shape))
 
 
 def test_ancestral_sample_matches_ar1_moments():
     phi, n = 0.8, 20_000
     x0 = torch.tensor([[2.0], [-1.0]])
-    draws = ancestral_sample(GaussianAR1(phi), torch.zeros(2, 1), 3, n, torch.Generator().manual_seed(0),
-                             x_prev=x0)
+    draws = ar1_paths(phi, torch.zeros(2, 1), 3, n, torch.Generator().manual_seed(0), x_prev=x0)
     assert draws.shape == (n, 2, 3, 1)
     for k in range(1, 4):
         mean = phi**k * x0[:, 0]
@@ -327,15 +331,14 @@ def test_ancestral_sample_matches_ar1_moments():
         got = draws[:, :, k - 1, 0]
         assert (got.mean(0) - mean).abs().max() < 4 * math.sqrt(var / n)
         assert (got.var(0) / var - 1).abs().max() < 4 * math.sqrt(2 / n)
-    again = ancestral_sample(GaussianAR1(phi), torch.zeros(2, 1), 3, n, torch.Generator().manual_seed(0),
-                             x_prev=x0)
+    again = ar1_paths(phi, torch.zeros(2, 1), 3, n, torch.Generator().manual_seed(0), x_prev=x0)
     assert torch.equal(draws, again)
 
 
 def test_ancestral_sample_feeds_covariates_step_by_step():
     covariates = torch.tensor([[[10.0], [20.0]]])  # (batch 1, horizon 2, K 1)
-    draws = ancestral_sample(GaussianAR1(0.0), torch.zeros(1, 1), 2, 4000, torch.Generator().manual_seed(1),
-                             covariates=covariates, x_prev=torch.zeros(1, 1))
+    draws = ar1_paths(0.0, torch.zeros(1, 1), 2, 4000, torch.Generator().manual_seed(1),
+                      covariates=covariates, x_prev=torch.zeros(1, 1))
     assert draws[:, 0, :, 0].mean(0).sub(torch.tensor([10.0, 20.0])).abs().max() < 0.1
 
 

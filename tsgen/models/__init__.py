@@ -19,7 +19,7 @@ __getattr__, __dir__ = attach(
         "LinearGaussianSSM": "tsgen.models.lds",
         "RNNForecaster": "tsgen.models.rnn",
     },
-    submodules=["arima", "base", "deep_estimator", "dmm", "lds", "rnn"],
+    submodules=["arima", "deep_estimator", "dmm", "lds", "rnn"],
 )
 
 if TYPE_CHECKING:

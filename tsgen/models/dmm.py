@@ -31,7 +31,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal
+from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 
 from tsgen._validation import is_int
 from tsgen.base import make_generator
@@ -41,8 +41,8 @@ from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.transitions import GatedTransition
 from tsgen.inference.elbo import gaussian_kl, iwae_bound, logmeanexp, prefix_increments, sequence_elbo, valid_steps
-from tsgen.models.base import SequentialModel, ancestral_sample, map_state
 from tsgen.models.deep_estimator import DeepForecaster
+from tsgen.protocol import Context, SequentialModel, ancestral_sample, map_state
 from tsgen.training import SequenceBatch, seeded_from
 
 __all__ = ["DMMState", "DeepMarkovModel", "DeepMarkovModule", "Emitter"]
@@ -67,12 +67,20 @@ class Emitter(nn.Module):
 
 @dataclass
 class DMMState:
-    """The DMM's recurrent state: ``z`` ``(*batch, Z)``, the data scale ``s_t`` ``(*batch, D)``
-    (None without one) and the window it was computed from (None unless scaling)."""
+    """The DMM's state: ``z`` ``(*batch, Z)``; ``scale``, the data scale ``s_t`` ``(*batch, D)``,
+    and ``window``, what it was computed from, are carried only by a forecast's state (sampled
+    values move them); None means the step's scale is read from the context (filtering), so
+    particles do not each carry a copy of the data's scale window."""
 
     z: Tensor
     scale: Tensor | None = None
     window: ScaleWindow | None = None
+
+
+def _pad_steps(tensor: Tensor, horizon: int, fill) -> Tensor:
+    """``tensor`` ``(B, T, ...)`` extended by ``horizon`` steps of ``fill``."""
+    padding = tensor.new_full((tensor.shape[0], horizon, *tensor.shape[2:]), fill)
+    return torch.cat([tensor, padding], dim=1)
 
 
 def _randn(shape, generator: torch.Generator | None, like: Tensor) -> Tensor:
@@ -104,7 +112,14 @@ class DeepMarkovModule(SequentialModel):
         ``W``, the steps the causal scale looks back over.
     transition : nn.Module, optional
         Replaces the gated transition: ``z_prev -> (loc, scale)``.
+
+    Protocol (:mod:`tsgen.protocol`): the state is ``z_t`` (``markov_latent``),
+    the context holds the guide's RNN summaries and the data scale, and
+    :meth:`proposal` is the guide's combiner step, so a guided particle
+    filter proposes from the inference network.
     """
+
+    markov_latent = True
 
     def __init__(
         self,
@@ -138,26 +153,69 @@ class DeepMarkovModule(SequentialModel):
         )
 
     # ------------------------------------------------------------ protocol
-    def init_state(self, batch_shape, covariates=None) -> DMMState:
-        """``z_0`` broadcast to ``(*batch_shape, Z)`` and the first step's scale."""
-        z = self.z_0.expand(*tuple(batch_shape), self.latent_dim)
-        window, scale = self.scaler.start(batch_shape, z)
-        return DMMState(z, scale, window)
+    def prepare(self, values: Tensor, mask: Tensor, covariates: Tensor | None = None, horizon: int = 0) -> Context:
+        """The per-sequence context of sequences ``(B, T, D)``, one pass over the data.
 
-    def transition_distribution(self, state: DMMState) -> Distribution:
-        """``f(z_t | z_{t-1})``: a diagonal Gaussian with event shape ``(Z,)``."""
-        loc, scale = self.transition_net(state.z)
-        return Independent(Normal(loc, scale), 1)
+        Step tensors (length ``T + horizon``): ``"guide"``, the guide RNN's
+        share of the combiner ``(B, L, 2Z)`` (its summaries ``h_t`` read
+        ``x_t / s_t``); ``"scale"``, the causal data scale ``s_t``
+        ``(B, L, D)`` (absent without one; NaN over the horizon, which
+        sampling never reads: a forecast state carries its own scale);
+        ``"first"``, True at the first step (where the guide starts from its
+        own ``z_0``). Covariates are not used by the DMM.
+        """
+        step_mask = valid_steps(mask)
+        scale = self.scale_of(values, mask)
+        summary = self.guide.summarise(values if scale is None else values / scale, mask, step_mask)
+        first = torch.zeros(mask.shape[:2], dtype=torch.bool, device=mask.device)
+        first[:, :1] = True
+        steps = {"guide": self.guide.combiner.summary_term(summary), "first": first}
+        if scale is not None:
+            steps["scale"] = scale
+        if horizon:
+            fill = {"guide": 0.0, "first": False, "scale": float("nan")}
+            steps = {name: _pad_steps(value, horizon, fill[name]) for name, value in steps.items()}
+        return Context(steps)
 
-    def transition(self, state: DMMState, x_prev=None, covariates=None) -> DMMState:
-        """Draw ``z_t ~ f(. | z_{t-1})`` (global RNG, forked by the callers); ``x_prev``
-        (the previous step's value, NaN/None = missing) moves only the data scale."""
-        window, scale = self.scaler.advance(state.window, state.scale, x_prev)
-        return DMMState(self.transition_distribution(state).sample(), scale, window)
+    def init_state(self, context: Context, sample_shape=()) -> DMMState:
+        """``z_0`` broadcast to ``(*sample_shape, B, Z)``; each step's data scale is read from ``context``."""
+        batch = context.steps["guide"].shape[0]
+        return DMMState(self.z_0.expand(*tuple(sample_shape), batch, self.latent_dim))
 
-    def emission(self, state: DMMState, covariates=None) -> Distribution:
-        """``g(x_t | z_t)`` with event shape ``(D,)``."""
-        return self.emitter(state.z, state.scale)
+    def transition(self, state: DMMState, x_prev: Tensor | None, context_t: dict) -> tuple[DMMState, Distribution]:
+        """``f(z_t | z_{t-1})``, a diagonal Gaussian with event shape ``(Z,)``.
+
+        A state that carries its own scale (a forecast, where sampled
+        values enter the scale window) moves it with ``x_prev`` (NaN/None =
+        missing); otherwise the scale comes from the context.
+        """
+        window, scale = state.window, state.scale
+        if scale is not None:
+            window, scale = self.scaler.advance(window, scale, x_prev)
+        loc, sd = self.transition_net(state.z)
+        return DMMState(state.z, scale, window), Independent(Normal(loc, sd), 1)
+
+    def emission(self, state: DMMState, context_t: dict) -> Distribution:
+        """``g(x_t | z_t)`` with event shape ``(D,)``, in the data's units."""
+        scale = state.scale if state.scale is not None else context_t.get("scale")
+        return self.emitter(state.z, scale)
+
+    def proposal(self, state: DMMState, x: Tensor, mask: Tensor, context_t: dict) -> Distribution:
+        """The guide's step ``q(z_t | z_{t-1}, h_t)``: its combiner on the particle's ``z_{t-1}``
+        and the RNN summary from :meth:`prepare` (``x`` is read through ``h_t``), with the
+        guide's flows when it has them."""
+        z_prev = state.z
+        if self.guide.combiner.uses_previous:
+            z_prev = torch.where(context_t["first"][..., None], self.guide.z_q_0, z_prev)
+        loc, scale = self.guide.combiner.step(z_prev, context_t["guide"])
+        q = Independent(Normal(loc.expand(state.z.shape), scale.expand(state.z.shape)), 1)
+        if len(self.guide.iafs):
+            q = TransformedDistribution(q, list(self.guide.iafs))
+        return q
+
+    def state_from_latent(self, z: Tensor, context_t: dict) -> DMMState:
+        """The state of a particle at ``z``: the DMM's recurrence is ``z_t`` alone."""
+        return DMMState(z)
 
     # ------------------------------------------------------------- scaling
     def scale_of(self, values: Tensor, mask: Tensor) -> Tensor | None:
@@ -353,8 +411,8 @@ class DeepMarkovModule(SequentialModel):
         z = torch.gather(draw.z, 2, index).squeeze(2)
         gap = lengths.to(observed_steps.device) - observed_steps  # trailing unobserved steps
         for k in range(int(gap.max()) if gap.numel() else 0):
-            moved = self.transition_distribution(DMMState(z)).sample()
-            z = torch.where((gap > k)[:, None], moved, z)
+            _, latent = self.transition(DMMState(z), None, {})
+            z = torch.where((gap > k)[:, None], latent.sample(), z)
         ends = lengths.to(values.device) - 1
         window, step_scale = self.scaler.at(values, mask, ends)
         rows = torch.arange(values.shape[0], device=values.device)
@@ -591,6 +649,6 @@ class DeepMarkovModel(DeepForecaster):
         values, mask, lengths, _, _ = self._context(history, covariates, horizon)
         with torch.no_grad(), seeded_from(generator, self._device()):
             state, last = self.module_.condition(values, mask, lengths, n_samples)
-        # the state already holds n_samples filtering draws per series: one path each
-        draws = ancestral_sample(self.module_, state, horizon, 1, generator, None, last)[0]
+            # the state holds n_samples filtering draws per series, each with its own scale: one path each
+            draws = ancestral_sample(self.module_, state, Context(), 0, horizon, last)
         return draws.transpose(0, 1).double().cpu()

@@ -32,9 +32,9 @@ from torch.distributions import Distribution
 from tsgen._validation import is_int
 from tsgen.components.heads import BernoulliHead, element_log_prob, make_head
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
-from tsgen.models.base import SequentialModel, ancestral_sample
 from tsgen.models.deep_estimator import DeepForecaster, fit_rows
-from tsgen.training import SequenceBatch
+from tsgen.protocol import Context, SequentialModel, ancestral_sample, expand_state
+from tsgen.training import SequenceBatch, seeded_from
 
 __all__ = ["RNNAutoregressive", "RNNForecaster", "RNNState"]
 
@@ -141,12 +141,20 @@ class RNNAutoregressive(SequentialModel):
         return -log_probs.sum() / max(batch.n_observed, 1)
 
     # ----------------------------------------------------------- protocol
-    def init_state(self, batch_shape, covariates=None) -> RNNState:
-        """The state before step 1: zero hidden state, no lagged value observed, the prior scale."""
-        parameter = next(self.parameters())
-        like = dict(dtype=parameter.dtype, device=parameter.device)
-        batch_shape = tuple(batch_shape)
-        hidden = torch.zeros(*batch_shape, self.rnn.num_layers, self.rnn.hidden_size, **like)
+    def prepare(self, values: Tensor, mask: Tensor, covariates: Tensor | None = None, horizon: int = 0) -> Context:
+        """The context: the covariates ``(B, T + horizon, K)`` as step tensor ``"covariates"``, and the
+        zero hidden state ``h_0`` ``(B, layers, H)`` (static ``"hidden"``), which fixes the batch."""
+        context = super().prepare(values, mask, covariates, horizon)
+        context.static["hidden"] = values.new_zeros(values.shape[0], self.rnn.num_layers, self.rnn.hidden_size)
+        return context
+
+    def init_state(self, context: Context, sample_shape=()) -> RNNState:
+        """The state before step 1, batch shape ``(*sample_shape, B)``: zero hidden state, no lagged
+        value observed, the prior scale."""
+        hidden = context.static["hidden"]
+        batch_shape = (*tuple(sample_shape), hidden.shape[0])
+        hidden = hidden.expand(*batch_shape, *hidden.shape[1:])
+        like = dict(dtype=hidden.dtype, device=hidden.device)
         window, scale = self.scaler.start(batch_shape, hidden)
         return RNNState(
             hidden=hidden,
@@ -157,8 +165,9 @@ class RNNAutoregressive(SequentialModel):
             window=window,
         )
 
-    def transition(self, state: RNNState, x_prev: Tensor | None, covariates: Tensor | None = None) -> RNNState:
-        """Push ``x_prev`` (NaN/None = missing) into the lags and the scale window, advance the RNN one step."""
+    def transition(self, state: RNNState, x_prev: Tensor | None, context_t: dict) -> tuple[RNNState, None]:
+        """Push ``x_prev`` (NaN/None = missing) into the lags and the scale window, advance the RNN
+        one step; no latent (``None``)."""
         batch_shape = state.hidden.shape[:-2]
         if x_prev is None:
             x_prev = torch.full((*batch_shape, self.n_dims), float("nan"), dtype=state.hidden.dtype,
@@ -169,6 +178,9 @@ class RNNAutoregressive(SequentialModel):
         lag_values = torch.cat([raw.unsqueeze(-2), state.lag_values[..., :-1, :]], dim=-2)
         lag_mask = torch.cat([observed.unsqueeze(-2), state.lag_mask[..., :-1, :]], dim=-2)
         picks = [lag - 1 for lag in self.lags]
+        covariates = context_t.get("covariates")
+        if covariates is not None:  # (B, K) for states with sample dimensions in front
+            covariates = covariates.expand(*batch_shape, covariates.shape[-1])
         inputs = self._inputs(lag_values[..., picks, :], lag_mask[..., picks, :], scale, covariates)
         flat = inputs.reshape(-1, 1, inputs.shape[-1])
 
@@ -184,9 +196,9 @@ class RNNAutoregressive(SequentialModel):
         else:
             _, hidden = self.rnn(flat, layers_first(state.hidden))
             cell = None
-        return RNNState(batch_first(hidden), cell, lag_values, lag_mask, scale, window)
+        return RNNState(batch_first(hidden), cell, lag_values, lag_mask, scale, window), None
 
-    def emission(self, state: RNNState, covariates=None) -> Distribution:
+    def emission(self, state: RNNState, context_t: dict) -> Distribution:
         """``p(x_t | h_t)`` from the top layer's hidden state."""
         return self._distribution(state.hidden[..., -1, :], state.scale)
 
@@ -374,7 +386,9 @@ class RNNForecaster(DeepForecaster):
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
         values, mask, lengths, context_covariates, future_covariates = self._context(history, covariates, horizon)
-        with torch.no_grad():
+        future = Context({} if future_covariates is None else {"covariates": future_covariates})
+        with torch.no_grad(), seeded_from(generator, self._device()):
             state, last = self.module_.condition(values, mask, lengths, context_covariates)
-        draws = ancestral_sample(self.module_, state, horizon, n_samples, generator, future_covariates, last)
+            draws = ancestral_sample(self.module_, expand_state(state, n_samples), future, 0, horizon,
+                                     last.expand(n_samples, *last.shape))
         return draws.transpose(0, 1).double().cpu()
