@@ -2,6 +2,7 @@
 
 Pure tensor functions: they import the protocol and nothing from ``models/``.
 """
+from tsgen.inference.smc.filter import KEEP, PROPOSALS, FilterOutput, particle_filter
 from tsgen.inference.smc.resampling import RESAMPLERS, ess, normalise, resampler
 
-__all__ = ["RESAMPLERS", "ess", "normalise", "resampler"]
+__all__ = ["FilterOutput", "KEEP", "PROPOSALS", "RESAMPLERS", "ess", "normalise", "particle_filter", "resampler"]

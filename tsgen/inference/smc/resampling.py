@@ -10,9 +10,11 @@ shared by all strata; residual keeps ``floor(N W_i)`` copies and draws the
 rest multinomially (Douc, Cappé & Moulines 2005). Stratified, systematic
 and residual have lower variance than multinomial.
 
-The inverse-CDF schemes run as one ``searchsorted`` of ``B`` rows of ``N``
-points into the cumulative weights, so a step costs ``O(B N log N)`` with no
-Python loop. Randomness comes from torch's global generator.
+Stratified, systematic and residual resampling cost ``O(B N)`` with no
+Python loop: the number of sorted points below each cumulative weight is
+known in closed form, and one scatter plus one cumsum turns those counts
+into ancestors. Multinomial uses ``searchsorted`` (``O(B N log N)``).
+Randomness comes from torch's global generator.
 """
 from __future__ import annotations
 
@@ -21,7 +23,7 @@ from typing import Callable
 import torch
 from torch import Tensor
 
-__all__ = ["RESAMPLERS", "ess", "multinomial", "normalise", "resampler", "residual", "stratified", "systematic"]
+__all__ = ["RESAMPLERS", "WEIGHT_RESAMPLERS", "ess", "multinomial", "normalise", "resampler", "residual", "stratified", "systematic"]
 
 
 def normalise(log_weights: Tensor, dim: int = 0) -> tuple[Tensor, Tensor]:
@@ -36,66 +38,92 @@ def ess(log_weights: Tensor) -> Tensor:
     return torch.exp(-torch.logsumexp(2 * normalised, 0))
 
 
-def _cumulative(log_weights: Tensor) -> Tensor:
-    """Cumulative normalised weights ``(B, N)``, the last entry exactly 1 (rounding can leave it short)."""
-    weights = torch.softmax(log_weights.detach(), 0).T
+def _ancestors(first_slot: Tensor, n: int) -> Tensor:
+    """Ancestors ``(B, n)`` from ``first_slot`` ``(B, N)`` int64: particle ``i`` takes the output slots from
+    ``first_slot[i - 1]`` up to ``first_slot[i]`` (nondecreasing in ``i``), i.e. slot ``j`` goes to the
+    number of particles ``i`` with ``first_slot[i] <= j``: one scatter and one cumsum, O(N)."""
+    marks = torch.zeros(first_slot.shape[0], n + 1, dtype=torch.int64, device=first_slot.device)
+    marks.scatter_add_(1, first_slot.clamp_(0, n), torch.ones_like(first_slot))
+    return torch.cumsum(marks[:, :n], -1).clamp_(max=first_slot.shape[1] - 1)
+
+
+def _scaled_cdf(weights: Tensor, n: int) -> Tensor:
+    """``n`` times the cumulative normalised weights ``(B, N)``, the last entry ``n`` up to rounding."""
     cdf = torch.cumsum(weights, -1)
-    return cdf / cdf[:, -1:]
+    return cdf * (n / cdf[:, -1:])
 
 
-def _invert(cdf: Tensor, points: Tensor) -> Tensor:
-    # right=True: point u picks the first i with u < cdf[i], so zero-weight particles are never picked
-    index = torch.searchsorted(cdf, points, right=True)
-    return index.clamp_(max=cdf.shape[-1] - 1).T
-
-
-def _offsets(cdf: Tensor, n: int) -> Tensor:
-    return torch.arange(n, dtype=cdf.dtype, device=cdf.device)
-
-
-def multinomial(log_weights: Tensor) -> Tensor:
-    """``N`` independent draws from the weights (searchsorted needs no sorted points)."""
-    cdf = _cumulative(log_weights)
-    return _invert(cdf, torch.rand(cdf.shape, dtype=cdf.dtype, device=cdf.device))
-
-
-def stratified(log_weights: Tensor) -> Tensor:
-    """One uniform in each of the ``N`` strata ``[(n + U_n) / N]``."""
-    cdf = _cumulative(log_weights)
-    n = cdf.shape[-1]
-    points = (_offsets(cdf, n) + torch.rand(cdf.shape, dtype=cdf.dtype, device=cdf.device)) / n
-    return _invert(cdf, points)
-
-
-def systematic(log_weights: Tensor) -> Tensor:
-    """One uniform shared by the ``N`` strata of each series: ``(n + U) / N``."""
-    cdf = _cumulative(log_weights)
-    b, n = cdf.shape
-    points = (_offsets(cdf, n) + torch.rand((b, 1), dtype=cdf.dtype, device=cdf.device)) / n
-    return _invert(cdf, points)
-
-
-def residual(log_weights: Tensor) -> Tensor:
-    """``floor(N W_i)`` copies of particle ``i``, the remaining ``R`` drawn multinomially from the residuals."""
-    weights = torch.softmax(log_weights.detach(), 0).T  # (B, N)
+def systematic_weights(weights: Tensor) -> Tensor:
+    """Systematic resampling of ``weights`` ``(B, N)`` (nonnegative, any total) -> ancestors ``(B, N)``."""
     b, n = weights.shape
-    scaled = n * weights
-    counts = torch.floor(scaled)
-    remainder = scaled - counts
-    n_left = n - counts.sum(-1, keepdim=True)  # (B, 1), an integer in [0, N)
-    # N residual draws per series, of which the first R_b count (keeps the shapes fixed across series)
-    cdf = torch.cumsum(remainder, -1)
-    total = cdf[:, -1:]
-    cdf = torch.where(total > 0, cdf / total.clamp_min(torch.finfo(cdf.dtype).tiny), torch.ones_like(cdf))
-    draws = torch.searchsorted(cdf, torch.rand((b, n), dtype=cdf.dtype, device=cdf.device), right=True)
-    draws = draws.clamp_(max=n - 1)
-    used = torch.arange(n, dtype=cdf.dtype, device=cdf.device) < n_left
-    counts = counts.scatter_add(-1, draws, used.to(counts.dtype))
-    # particle i fills the slots [C_{i-1}, C_i) of the cumulative counts
-    ends = torch.cumsum(counts, -1)
-    slots = torch.arange(n, dtype=ends.dtype, device=ends.device).expand(b, n).contiguous()
-    return _invert(ends, slots)
+    scaled = _scaled_cdf(weights, n)
+    # points (j + U) / N below the cumulative weight C_i: j < N C_i - U, so ceil(N C_i - U) of them
+    u = torch.rand((b, 1), dtype=scaled.dtype, device=scaled.device)
+    return _ancestors(torch.ceil(scaled - u).to(torch.int64), n)
 
+
+def stratified_weights(weights: Tensor) -> Tensor:
+    """Stratified resampling of ``weights`` ``(B, N)`` -> ancestors ``(B, N)``."""
+    b, n = weights.shape
+    scaled = _scaled_cdf(weights, n)
+    u = torch.rand((b, n), dtype=scaled.dtype, device=scaled.device)
+    # points (j + U_j) / N below C_i: all j < floor(N C_i), and j = floor(N C_i) when U_j < frac(N C_i)
+    whole = torch.floor(scaled)
+    stratum = whole.to(torch.int64).clamp_(0, n - 1)
+    below = torch.gather(u, 1, stratum) < scaled - whole
+    return _ancestors(whole.to(torch.int64) + below, n)
+
+
+def multinomial_weights(weights: Tensor) -> Tensor:
+    """Multinomial resampling of ``weights`` ``(B, N)`` -> ancestors ``(B, N)`` (searchsorted needs no sorted points)."""
+    b, n = weights.shape
+    scaled = _scaled_cdf(weights, n)
+    points = n * torch.rand((b, n), dtype=scaled.dtype, device=scaled.device)
+    # right=True: point u picks the first i with u < C_i, so zero-weight particles are never picked
+    return torch.searchsorted(scaled, points, right=True).clamp_(max=n - 1)
+
+
+def residual_weights(weights: Tensor) -> Tensor:
+    """Residual resampling of ``weights`` ``(B, N)`` -> ancestors ``(B, N)``."""
+    b, n = weights.shape
+    scaled = n * weights / weights.sum(-1, keepdim=True)
+    counts = torch.floor(scaled)
+    n_left = n - counts.sum(-1, keepdim=True)  # (B, 1), an integer in [0, N)
+    remainder = scaled - counts
+    total = remainder.sum(-1, keepdim=True)
+    # N residual draws per series of which the first R_b count (fixed shapes across series); a series
+    # with no remainder (R_b = 0) draws from uniform weights and counts none of them
+    remainder = torch.where(total > 0, remainder, torch.ones_like(remainder))
+    draws = multinomial_weights(remainder)
+    used = torch.arange(n, dtype=counts.dtype, device=counts.device) < n_left
+    counts = counts.scatter_add(-1, draws, used.to(counts.dtype))
+    # particle i fills the slots from C_{i-1} to C_i of the cumulative counts
+    return _ancestors(torch.cumsum(counts, -1).to(torch.int64), n)
+
+
+def _on_log_weights(scheme: Callable[[Tensor], Tensor]) -> Callable[[Tensor], Tensor]:
+    def resample(log_weights: Tensor) -> Tensor:
+        log_weights = log_weights.detach()
+        top = torch.nan_to_num(log_weights.amax(0), 0.0, 0.0, 0.0)
+        return scheme(torch.exp(log_weights - top).T).T
+
+    resample.__name__ = scheme.__name__.removesuffix("_weights")
+    resample.__doc__ = f"{scheme.__doc__.split(' of ')[0]} of log-weights ``(N, B)`` -> ancestors ``(N, B)``."
+    return resample
+
+
+multinomial = _on_log_weights(multinomial_weights)
+stratified = _on_log_weights(stratified_weights)
+systematic = _on_log_weights(systematic_weights)
+residual = _on_log_weights(residual_weights)
+
+#: the same schemes on weights ``(B, N)`` (series first), for loops that already hold them
+WEIGHT_RESAMPLERS: dict[str, Callable[[Tensor], Tensor]] = {
+    "multinomial": multinomial_weights,
+    "stratified": stratified_weights,
+    "systematic": systematic_weights,
+    "residual": residual_weights,
+}
 
 RESAMPLERS: dict[str, Callable[[Tensor], Tensor]] = {
     "multinomial": multinomial,
