@@ -208,7 +208,8 @@ def observed_log_prob(distribution: Distribution, x: Tensor, mask: Tensor) -> Te
     observed vector raises. Rows with nothing observed give exactly 0, and
     neither the value nor its gradient depends on unobserved entries.
     """
-    mask = mask.expand(x.shape)
+    shape = torch.broadcast_shapes(x.shape, mask.shape, distribution.batch_shape + distribution.event_shape)
+    x, mask = x.expand(shape), mask.expand(shape)
     if factorises(distribution):
         base = distribution.base_dist if isinstance(distribution, Independent) else distribution
         zero = torch.zeros((), dtype=x.dtype, device=x.device)
