@@ -270,7 +270,7 @@ def _backward_rejection(model, z_t: Tensor, transition, log_weights: Tensor, z_n
         # O(N + M log N) per series and round, never O(N) per trajectory
         candidates = torch.multinomial(probabilities, n_draws, replacement=True).T[draw, series]  # (K,)
         state = model.state_from_latent(z_t[candidates, series].unsqueeze(0), _rows(context_t, series, n_series))
-        _, proposed = model.transition(state, x_t[series], _rows(context_next, series, n_series))
+        _, proposed = model.transition(state, x_t[series].unsqueeze(0), _rows(context_next, series, n_series))
         log_density = proposed.log_prob(z_next[draw, series].unsqueeze(0))[0]  # (K,)
         accept = torch.log(torch.rand_like(log_density)) < log_density - bound[series]
         index[draw[accept], series[accept]] = candidates[accept]
@@ -328,7 +328,7 @@ def ffbsi(model, output, values: Tensor, mask: Tensor, context: Context | None =
         for t in range(steps - 2, -1, -1):
             context_t = context.at(t)
             state = model.state_from_latent(z[t], context_t)
-            _, transition = model.transition(state, x[:, t], context_next)
+            _, transition = model.transition(state, x[:, t].expand(n_particles, n_series, x.shape[-1]), context_next)
             if rejection:
                 index = _backward_rejection(model, z[t], transition, log_weights[t], z_next, x[:, t],
                                             context_t, context_next, t, max_trials)
