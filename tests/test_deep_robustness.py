@@ -205,7 +205,15 @@ def test_results_do_not_depend_on_the_data_units(estimator, settings):
     tiny_units = y * 1e-11
     big = estimator(**settings).fit(y)
     small = estimator(**settings).fit(tiny_units)
-    np.testing.assert_allclose(small.predict(4).to_numpy() / 1e-11, big.predict(4).to_numpy(), rtol=1e-3)
+    forecast, expected = small.predict(4).to_numpy() / 1e-11, big.predict(4).to_numpy()
+    if estimator is tsgen.DeepMarkovModel:
+        # DMM forecasts condition on the history by a particle filter: parameters trained in the two units
+        # agree to ~1e-7, which moves a few resampling decisions, so the forecasts (500 draws) agree within
+        # Monte Carlo error, not to rounding: 4 standard errors of a 5% quantile, 0.4 predictive sd
+        sd = (expected[:, 3] - expected[:, 1]) / (2 * 1.645)
+        assert np.all(np.abs(forecast - expected) <= 0.4 * sd[:, None]), (forecast, expected)
+    else:
+        np.testing.assert_allclose(forecast, expected, rtol=1e-3)
     # a change of units moves each log-density by log(1e-11), nothing else
     options = {"n_samples": 4} if estimator is tsgen.DeepMarkovModel else {}
     np.testing.assert_allclose(small.log_likelihood(tiny_units, per_step=True, **options).to_numpy(),

@@ -7,6 +7,7 @@ import torch
 from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
+from tsgen._validation import is_int
 from tsgen.anomaly._spot import SPOT, _check_probability
 from tsgen.base import BaseForecaster, _decode, _encode, register_saveable, saved_class, write_payload
 from tsgen.data import SeriesBatch, future_index, to_series_batch
@@ -23,7 +24,9 @@ class AnomalyDetector(BaseEstimator):
         s_t = -log p(y_t | y_{<t}),
 
     taken from ``model.log_likelihood(y, per_step=True)`` (exact for the
-    Kalman/ARIMA/RNN models, a particle estimate for latent models; a
+    Kalman/ARIMA/RNN models; for latent models, whose estimators set
+    ``_latent_model``, the one-step densities of a particle filter with
+    ``n_particles`` particles, ``method="smc"``, causal by construction; a
     multivariate ``y_t`` is scored jointly), optionally averaged over the
     last ``window`` steps. Steps with nothing observed score NaN and are
     never flagged. A step is an anomaly when its score exceeds the
@@ -47,6 +50,9 @@ class AnomalyDetector(BaseEstimator):
     adapt : bool
         With ``method="spot"``, let :meth:`update` refine the threshold
         with the new non-anomalous peaks (the streaming SPOT algorithm).
+    n_particles : int
+        Particles of the filter that scores a latent model (ignored for
+        models with an exact likelihood).
 
     Attributes
     ----------
@@ -60,13 +66,15 @@ class AnomalyDetector(BaseEstimator):
     seen so far, so that :meth:`update` continues where it stopped.
     """
 
-    def __init__(self, model, method="spot", false_alarm_rate=0.01, window=1, spot_level=0.98, adapt=True):
+    def __init__(self, model, method="spot", false_alarm_rate=0.01, window=1, spot_level=0.98, adapt=True,
+                 n_particles=1000):
         self.model = model
         self.method = method
         self.false_alarm_rate = false_alarm_rate
         self.window = window
         self.spot_level = spot_level
         self.adapt = adapt
+        self.n_particles = n_particles
 
     def _validate(self) -> None:
         if self.method not in METHODS:
@@ -76,6 +84,8 @@ class AnomalyDetector(BaseEstimator):
             raise ValueError(f"`window` must be a positive int; got {self.window!r}.")
         if not hasattr(self.model, "log_likelihood"):
             raise TypeError(f"`model` must be a tsgen estimator with log_likelihood; got {type(self.model).__name__}.")
+        if not is_int(self.n_particles) or self.n_particles < 2:
+            raise ValueError(f"`n_particles` must be an integer >= 2; got {self.n_particles!r}.")
 
     def fit(self, y, X=None) -> "AnomalyDetector":
         """Fit a clone of ``model`` on ``y`` and set the threshold from ``y``'s own scores."""
@@ -94,7 +104,10 @@ class AnomalyDetector(BaseEstimator):
         return self
 
     def _raw_scores(self, y, X=None) -> pd.Series:
-        log_density = self.model_.log_likelihood(y, per_step=True, X=X)
+        options = {}
+        if getattr(self.model_, "_latent_model", False):  # a particle estimate, not a difference of bounds
+            options = {"method": "smc", "n_particles": self.n_particles}
+        log_density = self.model_.log_likelihood(y, per_step=True, X=X, **options)
         return (0.0 - log_density).rename("anomaly_score")  # 0.0 - keeps exact zeros unsigned
 
     def _aggregate(self, raw: pd.Series) -> pd.Series:

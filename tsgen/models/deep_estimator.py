@@ -6,7 +6,9 @@ unchanged, sklearn style) and three hooks:
 - ``_build_module(n_dims, n_features) -> nn.Module`` from its constructor
   arguments (called under a forked RNG seeded from ``random_state``);
 - ``_loss(module, batch, kl_weight) -> Tensor``: the scalar to minimise
-  for a :class:`tsgen.training.SequenceBatch` (default ``module.loss``);
+  for a :class:`tsgen.training.SequenceBatch` (default ``module.loss``, given
+  ``objective`` and ``n_particles`` when the estimator has an ``objective``
+  argument: latent models train by ``"elbo"``, ``"iwae"`` or ``"fivo"``);
 - optionally ``_initialise(module, batch)``: data-dependent initialisation;
 - BaseForecaster's ``_sample`` / ``_log_likelihood``.
 
@@ -40,6 +42,7 @@ MAX_WINDOWS = 20_000
 _CONFIG_FIELDS = (
     "max_epochs", "batch_size", "learning_rate", "weight_decay", "grad_clip", "validation_fraction",
     "patience", "kl_annealing_epochs", "kl_annealing_start", "lr_decay", "device", "progress", "max_seconds",
+    "objective", "n_particles",
 )
 
 
@@ -66,7 +69,10 @@ class DeepForecaster(BaseForecaster):
         raise NotImplementedError
 
     def _loss(self, module: nn.Module, batch: SequenceBatch, kl_weight: float) -> torch.Tensor:
-        return module.loss(batch, kl_weight)
+        objective = getattr(self, "objective", None)
+        if objective is None:  # a model without a latent has one objective, its likelihood
+            return module.loss(batch, kl_weight)
+        return module.loss(batch, kl_weight, objective=objective, n_particles=self.n_particles)
 
     def _initialise(self, module: nn.Module, batch: SequenceBatch) -> None:
         """Data-dependent initialisation before training (default: none)."""

@@ -19,11 +19,15 @@ sequence. Normal and Student-t emissions without DeepAR scaling still have
 the training data's units divided out (``s_t = s_0``).
 
 Training maximises the ELBO with the KL in closed form given the sampled
-``z_{t-1}`` (:mod:`tsgen.inference.elbo`). Only the guide's draw of
-``z_{1:T}`` is sequential (a hand-differentiated scan); the transition, the
-emission and the KL of all valid steps then run as single batched calls,
-which is where the speed over a step-by-step Pyro model/guide comes from
-(``benchmarks/dmm_speed.py``).
+``z_{t-1}`` (:mod:`tsgen.inference.elbo`), or the IWAE bound. Only the
+guide's draw of ``z_{1:T}`` is sequential (a hand-differentiated scan); the
+transition, the emission and the KL of all valid steps then run as single
+batched calls, which is where the speed over a step-by-step Pyro
+model/guide comes from (``benchmarks/dmm_speed.py``). The third objective,
+FIVO, and everything that conditions on data after training (likelihoods
+by ``method="smc"``, forecasts) go through the model protocol
+(:mod:`tsgen.protocol`) and the particle filter of
+:mod:`tsgen.inference.smc`, with the guide's combiner step as the proposal.
 """
 from __future__ import annotations
 
@@ -41,11 +45,21 @@ from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.transitions import GatedTransition
 from tsgen.inference.elbo import gaussian_kl, iwae_bound, logmeanexp, prefix_increments, sequence_elbo, valid_steps
+from tsgen.inference.smc.filter import particle_filter
 from tsgen.models.deep_estimator import DeepForecaster
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, map_state
 from tsgen.training import SequenceBatch, seeded_from
+from tsgen.training.config import OBJECTIVES
 
 __all__ = ["DMMState", "DeepMarkovModel", "DeepMarkovModule", "Emitter"]
+
+#: ``log_likelihood`` methods of the estimator
+LIKELIHOOD_METHODS = ("smc", "iwae", "elbo")
+#: particles of the filter that scores (``method="smc"``) and of the one that conditions forecasts
+LIKELIHOOD_PARTICLES = 1000
+FORECAST_PARTICLES = 1000
+#: at most this many latent values kept per forecast chunk (steps x particles x series x Z)
+KEPT_PARTICLE_VALUES = 2**24
 
 
 class Emitter(nn.Module):
@@ -140,6 +154,8 @@ class DeepMarkovModule(SequentialModel):
         scale_window: int = 64,
     ):
         super().__init__()
+        # torch's shapes and splits take Python ints; the estimator may hold numpy ones
+        data_dim, latent_dim = int(data_dim), int(latent_dim)
         self.data_dim = data_dim
         self.latent_dim = latent_dim
         mode = ("prefix" if scaling else "none") if isinstance(scaling, bool) else scaling
@@ -288,10 +304,30 @@ class DeepMarkovModule(SequentialModel):
         log_lik, kl, step_mask = self.elbo_terms(values, mask, n_samples, generator)
         return sequence_elbo(log_lik, kl, step_mask, kl_weight)
 
-    def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, generator=None) -> Tensor:
-        """Negative ELBO per valid time step of the minibatch (the figure Pyro's DMM reports)."""
-        steps = valid_steps(batch.mask).sum().clamp_min(1)
-        return -self.elbo(batch.values, batch.mask, kl_weight, 1, generator).sum() / steps
+    def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, generator=None, objective: str = "elbo",
+             n_particles: int = 8) -> Tensor:
+        """The negative bound per valid time step of the minibatch (for the ELBO, the figure Pyro's DMM reports).
+
+        ``objective``: ``"elbo"`` (one draw, analytic KL, ``kl_weight``
+        anneals it), ``"iwae"`` (``n_particles`` guide draws, the batched
+        path of the ELBO) or ``"fivo"``: the log-evidence of a particle filter
+        with ``n_particles`` particles proposing from the guide's combiner,
+        reparameterised, the resampling gradient terms dropped (Maddison et
+        al. 2017). ``generator`` seeds the ELBO's and IWAE's draws (FIVO draws
+        from the global RNG, which the training loop forks).
+        """
+        values, mask = batch.values, batch.mask
+        steps = valid_steps(mask).sum().clamp_min(1)
+        if objective == "elbo":
+            bound = self.elbo(values, mask, kl_weight, 1, generator)
+        elif objective == "iwae":
+            bound = self.iwae(values, mask, n_particles, generator)
+        elif objective == "fivo":
+            bound = particle_filter(self, values, mask, n_particles=n_particles, proposal="guided",
+                                    reparameterized=True).log_evidence
+        else:
+            raise ValueError(f"`objective` must be one of {list(OBJECTIVES)}; got {objective!r}.")
+        return -bound.sum() / steps
 
     def _log_weights(self, values, mask, noise, scale) -> Tensor:
         draw = self.draw_guide(values, mask, noise, scale)
@@ -390,32 +426,41 @@ class DeepMarkovModule(SequentialModel):
         """The IWAE bound per sequence ``(B,)`` with ``K = n_samples`` draws."""
         return iwae_bound(self.step_log_weights(values, mask, n_samples, generator).sum(-1), dim=0)
 
+    @property
+    def causal_proposal(self) -> str:
+        """The particle filter's proposal whose one-step densities read only ``x_{<=t}``: the guide's
+        combiner (``"guided"``) for the forward ``"st-l"`` guide, the transition (``"bootstrap"``)
+        for guides whose RNN reads ahead."""
+        return "guided" if self.guide.causal else "bootstrap"
+
     def condition(self, values: Tensor, mask: Tensor, lengths: Tensor, n_samples: int,
-                  generator=None) -> tuple[DMMState, Tensor]:
+                  n_particles: int = FORECAST_PARTICLES) -> tuple[DMMState, Tensor]:
         """Draws of the state at each sequence's last step, and that step's values.
 
-        Returns a state with ``z`` ``(n_samples, B, Z)`` and the last values
-        ``(n_samples, B, D)`` (NaN where missing), which the next transition
-        takes (they move the data scale). The guide's marginal at the last
-        observed step approximates the filtering posterior
-        ``p(z_T | x_{1:T})`` for every inference network (at ``T`` smoothing
-        and filtering coincide). Steps after the last observation up to
-        ``lengths`` (trailing missing values) are bridged by the transition,
-        so the forecast starts right after each series.
+        A guided particle filter (the guide's combiner as proposal) runs
+        over each sequence up to ``lengths`` (trailing missing values are
+        pure propagation, so a forecast starts right after each series);
+        ``n_samples`` latents are drawn from its weighted particles at the
+        sequence's last step, the filtering posterior ``p(z_T | x_{1:T})``.
+        Randomness from the global RNG (callers fork it).
+
+        Returns a state with ``z`` ``(n_samples, B, Z)`` and the data scale
+        of the last step, and the last values ``(n_samples, B, D)`` (NaN where
+        missing), which the next transition takes (they move the scale).
         """
-        scale = self.scale_of(values, mask)
-        draw = self.sample_guide(values, mask, n_samples, generator, scale)
-        observed_steps = valid_steps(mask).sum(-1)
-        last = (observed_steps - 1).clamp_min(0)
-        index = last.view(1, -1, 1, 1).expand(n_samples, -1, 1, self.latent_dim)
-        z = torch.gather(draw.z, 2, index).squeeze(2)
-        gap = lengths.to(observed_steps.device) - observed_steps  # trailing unobserved steps
-        for k in range(int(gap.max()) if gap.numel() else 0):
-            _, latent = self.transition(DMMState(z), None, {})
-            z = torch.where((gap > k)[:, None], latent.sample(), z)
+        ragged = bool((lengths < values.shape[1]).any())
+        out = particle_filter(self, values, mask, n_particles=n_particles, proposal="guided",
+                              keep="particles" if ragged else "none")
         ends = lengths.to(values.device) - 1
-        window, step_scale = self.scaler.at(values, mask, ends)
         rows = torch.arange(values.shape[0], device=values.device)
+        if ragged:  # each sequence's particles at its own last step: (B, N, Z) and (B, N)
+            particles, log_weights = out.z[ends, :, rows], out.log_weights_history[ends, :, rows]
+        else:
+            particles, log_weights = out.state.z.transpose(0, 1), out.log_weights.t()
+        picks = torch.multinomial(log_weights.exp(), n_samples, replacement=True)  # (B, S)
+        index = picks.unsqueeze(-1).expand(-1, -1, self.latent_dim)
+        z = torch.gather(particles, 1, index).transpose(0, 1)
+        window, step_scale = self.scaler.at(values, mask, ends)
         x_last = torch.where(mask[rows, ends], values[rows, ends],
                              torch.full((), float("nan"), dtype=values.dtype, device=values.device))
 
@@ -427,7 +472,7 @@ class DeepMarkovModule(SequentialModel):
 
 
 class DeepMarkovModel(DeepForecaster):
-    r"""Deep Markov Model (Krishnan, Shalit & Sontag, 2017) trained by the ELBO.
+    r"""Deep Markov Model (Krishnan, Shalit & Sontag, 2017).
 
     .. math::
 
@@ -435,26 +480,40 @@ class DeepMarkovModel(DeepForecaster):
         \qquad x_t \mid z_t \sim g(\cdot \mid \mathrm{MLP}(z_t))
 
     with the gated transition, an MLP emission with any head, and a
-    structured inference network ``q(z_{1:T} | x_{1:T})``.
+    structured inference network ``q(z_{1:T} | x_{1:T})``. Training
+    maximises the ELBO, the IWAE bound or FIVO's particle-filter bound
+    (``objective``).
 
-    ``log_likelihood(y, method="iwae", n_samples=K)`` is the importance
-    weighted bound (the papers' reported figure; it tends to ``log p(y)``
-    as K grows) and ``method="elbo"`` the ELBO (averaged over ``n_samples``
-    draws).
+    ``log_likelihood(y, method=...)``:
 
-    ``log_likelihood(y, per_step=True)`` at an observed step ``t`` is
-    ``L_t - L_{t'}``, where ``L_t`` is that bound (IWAE or ELBO, with the
-    same ``K`` draws) on ``log p(y_1, ..., y_t)`` computed from
-    ``y_1, ..., y_t`` alone (the guide is run on the prefix, so a guide
-    that reads ahead, like ``"dks"``, never sees later values; the forward
-    ``"st-l"`` guide needs one pass) and ``t'`` is the previous observed
-    step. It estimates ``log p(y_t | y_{<t})`` (a difference of two
-    bounds, so not itself a bound), depends on data up to ``t`` only, is
-    NaN where nothing was observed, and the values sum to the total
-    (``L_T``). Scoring every prefix costs about ``T/2`` times the total
-    for guides that read ahead. Forecasts condition on the history through
-    the guide's draw of the last latent state (the filtering posterior),
-    then sample forward.
+    - ``"smc"`` (the default): a particle filter with ``n_particles``
+      particles (default 1000). ``per_step=True`` gives its one-step
+      predictive densities ``log p_hat(y_t | y_{<t})``, which are causal by
+      construction: the proposal reads only ``y_{<=t}``. That is the guide's
+      combiner for the forward ``"st-l"`` guide, and the transition
+      (bootstrap filter) for guides whose RNN reads ahead (``"dks"``,
+      ``"st-lr"``, ``"mf-lr"``). The total is the filter's log-evidence, the
+      sum of the per-step values (the log of an unbiased estimate of
+      ``p(y)``). ``proposal="guided"`` proposes from any guide (often a
+      lower-variance total; per-step values of a guide that reads ahead
+      then depend on later data), ``"auxiliary"`` is the auxiliary filter;
+      ``resampling`` names the scheme (:mod:`tsgen.inference.smc.resampling`).
+    - ``"iwae"`` (``n_samples=K`` guide draws; chosen when only
+      ``n_samples`` is given): the importance weighted bound (the papers'
+      reported figure; it tends to ``log p(y)`` as K grows); ``"elbo"`` the
+      ELBO averaged over the draws. Per step, the value at an observed step
+      ``t`` is ``L_t - L_{t'}``, where ``L_t`` is that bound on
+      ``log p(y_1, ..., y_t)`` computed from ``y_1, ..., y_t`` alone (the
+      guide is run on the prefix; ``t'`` the previous observed step): it
+      depends on data up to ``t`` only and the values sum to the total.
+      Scoring every prefix costs about ``T/2`` times the total for guides
+      that read ahead.
+
+    Steps where nothing was observed score NaN. Forecasts (``predict``,
+    ``sample``) condition on the history by the guided particle filter
+    (the guide's combiner as proposal, 1000 particles), draw the last
+    latent state from its weighted particles (the filtering posterior),
+    then sample forward through the generative model.
 
     Parameters
     ----------
@@ -497,13 +556,27 @@ class DeepMarkovModel(DeepForecaster):
         reports as :class:`tsgen.TrainingDivergedError`.
     random_state : int or None
         Seeds initialisation, shuffling, the ELBO's draws and sampling.
+    objective : {"elbo", "iwae", "fivo"}
+        Training objective: the ELBO (analytic KL, annealed by
+        ``kl_annealing_epochs``), the IWAE bound with ``n_particles`` guide
+        draws, or FIVO (Maddison et al. 2017): the log-evidence of a
+        particle filter with ``n_particles`` particles proposing from the
+        guide, reparameterised, the resampling gradient terms dropped as in
+        the paper. FIVO steps through time per minibatch, so an epoch costs
+        more than the ELBO's batched pass.
+    n_particles : int
+        Draws (IWAE) or particles (FIVO, at least 2) of the training
+        objective; unused by the ELBO.
 
     Attributes
     ----------
     module_ : DeepMarkovModule
     training_history_ : list of dict
-        Per-epoch losses: negative ELBO per time step.
+        Per-epoch losses: the negative objective per time step.
     """
+
+    #: scored by a particle filter's one-step densities (tsgen.AnomalyDetector)
+    _latent_model = True
 
     def __init__(
         self,
@@ -534,6 +607,8 @@ class DeepMarkovModel(DeepForecaster):
         device="cpu",
         progress=True,
         max_seconds=None,
+        objective="elbo",
+        n_particles=8,
     ):
         self.emission = emission
         self.latent_dim = latent_dim
@@ -562,6 +637,8 @@ class DeepMarkovModel(DeepForecaster):
         self.device = device
         self.progress = progress
         self.max_seconds = max_seconds
+        self.objective = objective
+        self.n_particles = n_particles
 
     @classmethod
     def get_test_params(cls):
@@ -571,6 +648,9 @@ class DeepMarkovModel(DeepForecaster):
             {"latent_dim": 2, "hidden_dim": 6, "emission_dim": 6, "transition_dim": 6, "inference": "st-lr",
              "rnn_type": "gru", "emission": "studentt", "window_length": 12, "max_epochs": 2,
              "progress": False, "random_state": 1},
+            {"latent_dim": 2, "hidden_dim": 6, "emission_dim": 6, "transition_dim": 6, "inference": "st-l",
+             "objective": "fivo", "n_particles": 4, "window_length": 12, "max_epochs": 2, "progress": False,
+             "random_state": 2},
         ]
 
     # ------------------------------------------------------------ building
@@ -621,34 +701,67 @@ class DeepMarkovModel(DeepForecaster):
     def log_likelihood(self, y, per_step=False, X=None, **options):
         """Total ``log p(y)`` estimate, or per-step values as Series when ``per_step`` (class docstring).
 
-        The total needs no per-step causality, so it takes the one-pass route
-        (the same number as the sum of the per-step values).
+        Options: ``method`` (``"smc"``, ``"iwae"``, ``"elbo"``), ``n_particles``,
+        ``proposal`` and ``resampling`` (SMC), ``n_samples`` (IWAE/ELBO),
+        ``batch_size`` (series scored at once). Without ``per_step`` the
+        IWAE/ELBO total takes the one-pass route (the same number as the sum
+        of the per-step values); the SMC total is the sum of the filter's
+        one-step values.
         """
         if not per_step:
             options = {**options, "_causal": False}
         return super().log_likelihood(y, per_step=per_step, X=X, **options)
 
-    def _log_likelihood(self, data, covariates, method="iwae", n_samples=100, batch_size=64, _causal=True):
+    def _log_likelihood(self, data, covariates, method=None, n_samples=None, n_particles=None, proposal=None,
+                        resampling="systematic", batch_size=64, _causal=True):
         """Per-step values ``(n_series, T)``; see the class docstring for ``method``."""
         self._check_support(data)
-        if method not in ("iwae", "elbo"):
-            raise ValueError(f"`method` must be 'iwae' or 'elbo'; got {method!r}.")
-        if not is_int(n_samples) or n_samples < 1:
-            raise ValueError(f"`n_samples` must be a positive integer; got {n_samples!r}.")
+        if method is None:  # IWAE's argument picks IWAE, as before SMC existed
+            method = "smc" if n_samples is None else "iwae"
+        if method not in LIKELIHOOD_METHODS:
+            raise ValueError(f"`method` must be one of {list(LIKELIHOOD_METHODS)}; got {method!r}.")
+        module = self.module_
+        if method == "smc":
+            if n_samples is not None:
+                raise ValueError("`n_samples` counts the guide draws of method='iwae' or 'elbo'; method='smc' "
+                                 "takes `n_particles`.")
+            n_particles = LIKELIHOOD_PARTICLES if n_particles is None else n_particles
+            proposal = module.causal_proposal if proposal is None else proposal
+
+            def score(values, mask):
+                return particle_filter(module, values, mask, n_particles=n_particles, proposal=proposal,
+                                       resampling=resampling).step_log_likelihood
+        else:
+            for name, value in (("n_particles", n_particles), ("proposal", proposal)):
+                if value is not None:
+                    raise ValueError(f"`{name}` applies to method='smc'; got {name}={value!r} with "
+                                     f"method={method!r}.")
+            n_samples = 100 if n_samples is None else n_samples
+            if not is_int(n_samples) or n_samples < 1:
+                raise ValueError(f"`n_samples` must be a positive integer; got {n_samples!r}.")
+
+            def score(values, mask):
+                return module.log_likelihood(values, mask, method, n_samples, causal=_causal)
+
         generator = make_generator(self.random_state)
         values, mask = self._as_tensor(data.values), data.mask.to(self._device())
         pieces = []
         with torch.no_grad(), seeded_from(generator, self._device()):
             for start in range(0, values.shape[0], batch_size):
                 rows = slice(start, start + batch_size)
-                pieces.append(self.module_.log_likelihood(values[rows], mask[rows], method, n_samples,
-                                                          causal=_causal))
+                pieces.append(score(values[rows], mask[rows]))
         return torch.cat(pieces).double().cpu()
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
         values, mask, lengths, _, _ = self._context(history, covariates, horizon)
+        # series whose filter keeps its particles at every step (ragged histories) are filtered a few at a time
+        chunk = max(1, KEPT_PARTICLE_VALUES // (values.shape[1] * FORECAST_PARTICLES * self.module_.latent_dim))
+        draws = []
         with torch.no_grad(), seeded_from(generator, self._device()):
-            state, last = self.module_.condition(values, mask, lengths, n_samples)
-            # the state holds n_samples filtering draws per series, each with its own scale: one path each
-            draws = ancestral_sample(self.module_, state, Context(), 0, horizon, last)
-        return draws.transpose(0, 1).double().cpu()
+            for start in range(0, values.shape[0], chunk):
+                rows = slice(start, start + chunk)
+                state, last = self.module_.condition(values[rows], mask[rows], lengths[rows], n_samples,
+                                                     FORECAST_PARTICLES)
+                # the state holds n_samples filtering draws per series, each with its own scale: one path each
+                draws.append(ancestral_sample(self.module_, state, Context(), 0, horizon, last))
+        return torch.cat(draws, dim=1).transpose(0, 1).double().cpu()

@@ -6,6 +6,9 @@ from dataclasses import dataclass
 
 from tsgen._validation import is_int
 
+#: training objectives of latent models
+OBJECTIVES = ("elbo", "iwae", "fivo")
+
 
 def _check(name: str, ok: bool, expected: str, value) -> None:
     if not ok:
@@ -24,6 +27,13 @@ class TrainingConfig:
     ``w_e = start + (1 - start) * min(1, e / kl_annealing_epochs)`` in epoch
     ``e = 0, 1, ...`` (``w = 1`` when ``kl_annealing_epochs = 0``); the
     learning rate in epoch ``e`` is ``learning_rate * lr_decay**e``.
+
+    ``objective`` is what a latent model maximises (the loop minimises its
+    negative): ``"elbo"``, the importance weighted bound ``"iwae"`` with
+    ``n_particles`` draws (Burda et al. 2016), or ``"fivo"``, the particle
+    filter's log-evidence with ``n_particles`` particles (Maddison et al.
+    2017). KL annealing applies to the ELBO only: the other two bounds have
+    no separate KL term, so their weight is always 1.
     """
 
     max_epochs: int = 100
@@ -39,6 +49,8 @@ class TrainingConfig:
     device: str = "cpu"
     progress: bool = True
     max_seconds: float | None = None  # stop after the epoch that passes this wall-clock budget
+    objective: str = "elbo"
+    n_particles: int = 8  # draws of the IWAE bound, particles of FIVO's filter (unused by the ELBO)
 
     def __post_init__(self):
         _check("max_epochs", is_int(self.max_epochs) and self.max_epochs >= 1, "a positive integer", self.max_epochs)
@@ -61,10 +73,14 @@ class TrainingConfig:
         _check("progress", isinstance(self.progress, bool), "True or False", self.progress)
         _check("max_seconds", self.max_seconds is None or (_is_real(self.max_seconds) and self.max_seconds > 0),
                "None or a positive number", self.max_seconds)
+        _check("objective", isinstance(self.objective, str) and self.objective in OBJECTIVES,
+               f"one of {list(OBJECTIVES)}", self.objective)
+        _check("n_particles", is_int(self.n_particles) and self.n_particles >= (2 if self.objective == "fivo" else 1),
+               "an integer >= 2 for objective='fivo' (>= 1 otherwise)", self.n_particles)
 
     def kl_weight(self, epoch: int) -> float:
         """KL weight used during ``epoch`` (0-based)."""
-        if self.kl_annealing_epochs == 0:
+        if self.kl_annealing_epochs == 0 or self.objective != "elbo":
             return 1.0
         fraction = min(1.0, epoch / self.kl_annealing_epochs)
         return self.kl_annealing_start + (1.0 - self.kl_annealing_start) * fraction
