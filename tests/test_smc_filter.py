@@ -77,7 +77,8 @@ def _assert_within(estimates, exact, n_se=4.0, what="", log_scale=False):
         mean = mean + 0.5 * estimates.var(0)
     se = estimates.std(0) / math.sqrt(estimates.shape[0])
     gap = (mean - exact).abs()
-    assert bool((gap <= n_se * se + 1e-9).all()), f"{what}: |mean - exact| / se = {(gap / se).max():.2f}"
+    worst = (gap / se.clamp_min(1e-300)).max()
+    assert bool((gap <= n_se * se + 1e-9).all()), f"{what}: |mean - exact| / se = {worst:.2f}"
 
 
 CASES = {
@@ -94,18 +95,21 @@ def test_log_evidence_and_one_step_densities_match_kalman(case, resampling, prop
     B = y.shape[0]
     exact = kalman_filter(y, mask, params).log_likelihoods  # (B, T)
     torch.manual_seed(10)
-    # enough particles that the O(1/N) bias of each one-step ratio estimate stays well below the s.e.
-    out = particle_filter(LinearGaussianModule(params), *_replicate(y, mask), n_particles=1000,
+    out = particle_filter(LinearGaussianModule(params), *_replicate(y, mask), n_particles=500,
                           proposal=proposal, resampling=resampling)
     log_z = _per_replica(out.log_evidence, B)
     # the estimate of p(y) is unbiased: exp(log Z_hat - log Z) averages to 1
     _assert_within(torch.exp(log_z - exact.sum(-1)), torch.ones(B, dtype=D64), what="Z_hat / Z")
     _assert_within(log_z, exact.sum(-1), what="log Z_hat", log_scale=True)
-    _assert_within(_per_replica(out.step_log_likelihood, B), exact, what="log p_hat(y_t | y_<t)", log_scale=True)
+    # one-step densities: each p_hat(y_t | y_<t) alone is a ratio estimate (biased at O(1/N)), but their
+    # products up to every t are unbiased for p(y_{1:t}), which pins every one of them down
+    steps = _per_replica(out.step_log_likelihood, B)
+    prefix = torch.exp(steps.cumsum(-1) - exact.cumsum(-1))
+    _assert_within(prefix, torch.ones_like(exact), what="prod_s<=t p_hat(y_s | y_<s) / p(y_1:t)")
     # nothing observed: exactly 0 (no Monte Carlo noise)
     nothing = ~mask.any(-1)
     assert (_per_replica(out.step_log_likelihood, B)[:, nothing] == 0).all()
-    assert torch.isfinite(out.ess).all() and (out.ess <= 1000 + 1e-6).all() and (out.ess >= 1 - 1e-6).all()
+    assert torch.isfinite(out.ess).all() and (out.ess <= 500 + 1e-6).all() and (out.ess >= 1 - 1e-6).all()
 
 
 @pytest.mark.parametrize("proposal", ["bootstrap", "guided", "auxiliary"])
@@ -167,8 +171,8 @@ def test_time_varying_parameters():
     mask = torch.ones_like(y, dtype=torch.bool)
     exact = kalman_filter(y, mask, params).log_likelihoods
     out = particle_filter(LinearGaussianModule(params), *_replicate(y, mask), n_particles=300, proposal="guided")
-    _assert_within(_per_replica(out.step_log_likelihood, 1), exact, what="time-varying one-step densities",
-                   log_scale=True)
+    prefix = torch.exp(_per_replica(out.step_log_likelihood, 1).cumsum(-1) - exact.cumsum(-1))
+    _assert_within(prefix, torch.ones_like(exact), what="time-varying one-step densities")
     with pytest.raises(ValueError, match="time-varying `params` cover 30 steps"):
         LinearGaussianModule(params).prepare(torch.zeros(1, 31, 1, dtype=D64), torch.ones(1, 31, 1, dtype=torch.bool))
 

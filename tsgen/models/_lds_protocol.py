@@ -56,10 +56,14 @@ def _scale(cov: Tensor, diagonal: bool) -> Tensor:
 
 
 def _standard_normal(shape: torch.Size, like: Tensor) -> Tensor:
+    """Standard normals to combine with ``like``; float32 ones for float64 on the CPU.
+
+    torch fills float64 normals one by one on the CPU but float32 ones vectorised (about 5x faster);
+    float32 resolution (and a tail cut near 5.7 sd) is far below any Monte Carlo error, and the
+    arithmetic that scales them promotes to float64.
+    """
     if like.device.type == "cpu" and like.dtype == torch.float64:
-        # torch fills float64 normals one by one on the CPU but float32 ones vectorised (about 5x faster);
-        # float32 resolution (and a tail cut near 5.7 sd) is far below any Monte Carlo error
-        return torch.randn(shape, dtype=torch.float32).to(torch.float64)
+        return torch.randn(shape, dtype=torch.float32)
     return torch.randn(shape, dtype=like.dtype, device=like.device)
 
 
@@ -83,7 +87,9 @@ class _Normal(Normal):
             return self.rsample(sample_shape)
 
     def log_prob(self, value: Tensor) -> Tensor:
-        standardised = (value - self.loc) / self.scale
+        # (value - loc) / scale as one pass over the particles (value and scale are per series)
+        inverse = self.scale.reciprocal()
+        standardised = torch.addcmul(value * inverse, self.loc, -inverse)
         return torch.addcmul(-(self.scale.log() + _HALF_LOG_2PI), standardised, standardised, value=-0.5)
 
 
@@ -100,17 +106,32 @@ class _DiagonalNormal(Independent):
         return per_component[..., 0] if per_component.shape[-1] == 1 else per_component.sum(-1)
 
 
+class _MultivariateNormal(MultivariateNormal):
+    """Draws with the fast CPU noise of :func:`_standard_normal` and one product per series."""
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        noise = _standard_normal(self._extended_shape(sample_shape), self.loc).to(self.loc.dtype)
+        return self.loc + _mat_vec(self._unbroadcasted_scale_tril, noise)
+
+
 def _gaussian(loc: Tensor, scale: Tensor, diagonal: bool) -> Distribution:
     if diagonal:
         return _DiagonalNormal(loc, scale)
-    return MultivariateNormal(loc, scale_tril=scale, validate_args=False)
+    return _MultivariateNormal(loc, scale_tril=scale, validate_args=False)
 
 
 def _mat_vec(matrix: Tensor, vector: Tensor) -> Tensor:
     """``matrix @ vector`` for ``matrix (B, P, S)`` and ``vector (..., B, S)`` -> ``(..., B, P)``."""
     if matrix.shape[-1] == 1:
         return vector * matrix[..., 0]
-    return (vector.unsqueeze(-2) * matrix).sum(-1)
+    n_series, rows, cols = matrix.shape[-3:] if matrix.dim() == 3 else (None, *matrix.shape[-2:])
+    if matrix.dim() == 3 and vector.dim() >= 2 and n_series == vector.shape[-2]:
+        # one (M, S) @ (S, P) product per series over all particles, not M B tiny products
+        lead = vector.shape[:-2]
+        stacked = vector.reshape(-1, n_series, cols).transpose(0, 1)
+        product = torch.bmm(stacked, matrix.transpose(1, 2))
+        return product.transpose(0, 1).reshape(*lead, n_series, rows)
+    return torch.matmul(matrix, vector.unsqueeze(-1)).squeeze(-1)
 
 
 def _affine(matrix: Tensor, vector: Tensor, offset: Tensor) -> Tensor:

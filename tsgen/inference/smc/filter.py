@@ -327,12 +327,16 @@ def _need(always: bool, ess: Tensor, threshold: float, host_sync: bool, n_series
 def _weigh(log_w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Normalise ``(N, B)`` log-weights: ``(normalised log-weights, weights up to a factor per series,
     log normaliser, ESS)``; the resamplers take unnormalised weights, which saves a pass."""
-    # a series whose weights are all -inf gets normaliser -inf (not NaN), which the caller reports
-    top = torch.nan_to_num(log_w.amax(0), 0.0, 0.0, 0.0)
-    w = torch.exp(log_w - top)
+    # the shift only guards exp() against overflow, so it needs no gradient; a series whose weights are
+    # all -inf gets the normaliser -inf (not NaN), which the caller reports
+    top = torch.nan_to_num(log_w.detach().amax(0), 0.0, 0.0, 0.0)
+    w = torch.sub(log_w, top).exp_()
     total = w.sum(0)
-    log_norm = top + total.log()
-    return log_w - log_norm, w, log_norm, total * total / torch.linalg.vecdot(w, w, dim=0)
+    log_norm = total.log().add_(top)
+    ess = total * total / torch.linalg.vecdot(w, w, dim=0)
+    # in place where no graph is recorded (log_w is a temporary of the caller)
+    normalised = log_w - log_norm if torch.is_grad_enabled() else log_w.sub_(log_norm)
+    return normalised, w, log_norm, ess
 
 
 def _log_lik(model, state, context_t, x_t, mask_t) -> Tensor:

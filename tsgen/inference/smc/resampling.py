@@ -43,6 +43,7 @@ def _ancestors(first_slot: Tensor, n: int) -> Tensor:
     ``first_slot[i - 1]`` up to ``first_slot[i]`` (nondecreasing in ``i``), i.e. slot ``j`` goes to the
     number of particles ``i`` with ``first_slot[i] <= j``: one scatter and one cumsum, O(N)."""
     marks = torch.zeros(first_slot.shape[0], n + 1, dtype=torch.int64, device=first_slot.device)
+    # the clamp also maps NaN weights (cast to the most negative integer) into range
     marks.scatter_add_(1, first_slot.clamp_(0, n), torch.ones_like(first_slot))
     return torch.cumsum(marks[:, :n], -1).clamp_(max=first_slot.shape[1] - 1)
 
@@ -56,10 +57,11 @@ def _scaled_cdf(weights: Tensor, n: int) -> Tensor:
 def systematic_weights(weights: Tensor) -> Tensor:
     """Systematic resampling of ``weights`` ``(B, N)`` (nonnegative, any total) -> ancestors ``(B, N)``."""
     b, n = weights.shape
-    scaled = _scaled_cdf(weights, n)
-    # points (j + U) / N below the cumulative weight C_i: j < N C_i - U, so ceil(N C_i - U) of them
-    u = torch.rand((b, 1), dtype=scaled.dtype, device=scaled.device)
-    return _ancestors(torch.ceil(scaled - u).to(torch.int64), n)
+    cdf = torch.cumsum(weights, -1)
+    # the points (j + U) / N below the cumulative weight C_i number ceil(N C_i - U) = floor(N C_i + 1 - U),
+    # and 1 - U is uniform too; the values are >= 0, so the integer cast is the floor
+    u = torch.rand((b, 1), dtype=cdf.dtype, device=cdf.device)
+    return _ancestors(torch.addcmul(u, cdf, n / cdf[:, -1:]).to(torch.int64), n)
 
 
 def stratified_weights(weights: Tensor) -> Tensor:
@@ -68,10 +70,9 @@ def stratified_weights(weights: Tensor) -> Tensor:
     scaled = _scaled_cdf(weights, n)
     u = torch.rand((b, n), dtype=scaled.dtype, device=scaled.device)
     # points (j + U_j) / N below C_i: all j < floor(N C_i), and j = floor(N C_i) when U_j < frac(N C_i)
-    whole = torch.floor(scaled)
-    stratum = whole.to(torch.int64).clamp_(0, n - 1)
-    below = torch.gather(u, 1, stratum) < scaled - whole
-    return _ancestors(whole.to(torch.int64) + below, n)
+    whole = scaled.to(torch.int64)  # the floor: scaled >= 0
+    below = torch.gather(u, 1, whole.clamp(0, n - 1)) < scaled - whole
+    return _ancestors(whole + below, n)
 
 
 def multinomial_weights(weights: Tensor) -> Tensor:
