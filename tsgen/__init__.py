@@ -20,7 +20,11 @@ __all__ = [
     "BaseForecaster",
     "DeepMarkovModel",
     "LinearGaussianSSM",
+    "NonlinearGrowth",
     "RNNForecaster",
+    "StateSpaceForecaster",
+    "StateSpaceModel",
+    "StochasticVolatility",
     "TrainingDivergedError",
     "TrainingDivergenceWarning",
     "backtest",
@@ -38,7 +42,11 @@ __getattr__, __dir__ = attach(
         "BaseForecaster": "tsgen.base",
         "DeepMarkovModel": "tsgen.models.dmm",
         "LinearGaussianSSM": "tsgen.models.lds",
+        "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
+        "StateSpaceForecaster": "tsgen.models.state_space",
+        "StateSpaceModel": "tsgen.models.state_space",
+        "StochasticVolatility": "tsgen.models.stochastic_volatility",
         "TrainingDivergedError": "tsgen.exceptions",
         "TrainingDivergenceWarning": "tsgen.exceptions",
         "backtest": "tsgen.evaluation",
@@ -58,4 +66,7 @@ if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM
+    from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
+    from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
+    from tsgen.models.stochastic_volatility import StochasticVolatility

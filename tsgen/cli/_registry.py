@@ -104,6 +104,16 @@ MODELS: dict[str, ModelEntry] = {
             ),
             fixed={"max_epochs": 50, "progress": True},
         ),
+        ModelEntry(
+            "sv",
+            "tsgen.models.stochastic_volatility:StochasticVolatility",
+            "Stochastic volatility (Kim, Shephard & Chib 1998) of a demeaned return series, by particle EM; "
+            "detect scores returns by the particle filter's one-step densities.",
+            (
+                Option("--max-iter", "max_iter", int, "particle-EM iterations (default 20)"),
+                Option("--particles", "n_particles", int, "particles of each filter run (default 500)"),
+            ),
+        ),
     )
 }
 

@@ -9,7 +9,16 @@ from typing import TYPE_CHECKING
 
 from tsgen._lazy import attach
 
-__all__ = ["ARIMA", "DeepMarkovModel", "LinearGaussianSSM", "RNNForecaster"]
+__all__ = [
+    "ARIMA",
+    "DeepMarkovModel",
+    "LinearGaussianSSM",
+    "NonlinearGrowth",
+    "RNNForecaster",
+    "StateSpaceForecaster",
+    "StateSpaceModel",
+    "StochasticVolatility",
+]
 
 __getattr__, __dir__ = attach(
     __name__,
@@ -17,13 +26,21 @@ __getattr__, __dir__ = attach(
         "ARIMA": "tsgen.models.arima",
         "DeepMarkovModel": "tsgen.models.dmm",
         "LinearGaussianSSM": "tsgen.models.lds",
+        "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
+        "StateSpaceForecaster": "tsgen.models.state_space",
+        "StateSpaceModel": "tsgen.models.state_space",
+        "StochasticVolatility": "tsgen.models.stochastic_volatility",
     },
-    submodules=["arima", "deep_estimator", "dmm", "lds", "rnn"],
+    submodules=["arima", "deep_estimator", "dmm", "lds", "nonlinear_growth", "rnn", "state_space",
+                "stochastic_volatility"],
 )
 
 if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM
+    from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
+    from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
+    from tsgen.models.stochastic_volatility import StochasticVolatility

@@ -77,6 +77,25 @@ def _variable_scales(data: SeriesBatch) -> torch.Tensor:
     return torch.where(std > 0, std, fallback)
 
 
+def _inference_method(method, n_particles) -> str:
+    """``method`` of log_likelihood/filter/smooth, checked with the option that belongs to it."""
+    if method not in ("kalman", "smc"):
+        raise ValueError(f"`method` must be 'kalman' (exact) or 'smc' (particle filter); got {method!r}.")
+    if method == "kalman" and n_particles is not None:
+        raise ValueError("`n_particles` applies to method='smc' only; the Kalman filter is exact.")
+    return method
+
+
+def _particle_moments(particles: torch.Tensor, log_weights: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weighted mean ``(..., S)`` and covariance ``(..., S, S)`` of particles ``(N, ..., S)``
+    with log-weights ``(N, ...)`` (normalised or not)."""
+    weights = torch.softmax(log_weights, 0).unsqueeze(-1)
+    mean = (weights * particles).sum(0)
+    centred = particles - mean
+    cov = torch.einsum("n...i,n...j->...ij", weights * centred, centred)
+    return mean, cov
+
+
 class LinearGaussianSSM(BaseForecaster):
     """Gaussian linear dynamical system with Kalman inference, fitted by EM or MLE.
 
@@ -344,17 +363,18 @@ class LinearGaussianSSM(BaseForecaster):
             self._end_state_cache = (batch, self.params_, state)
         return state
 
-    def _total_log_likelihood(self, data, covariates, **options):
-        if options:
-            raise TypeError(f"LinearGaussianSSM.log_likelihood got unexpected option(s) {sorted(options)}.")
+    def _total_log_likelihood(self, data, covariates, method="kalman", n_particles=None):
+        if _inference_method(method, n_particles) == "smc":
+            return None  # summed from the particle filter's one-step terms
         self._check_series_count(data, self.params_)
         if not bool(data.mask.all()):
             return None  # padding or missing values: summed from the per-step terms
         return kalman_log_likelihood(data.values, None, self.params_)
 
-    def _log_likelihood(self, data, covariates, **options):
-        if options:
-            raise TypeError(f"LinearGaussianSSM.log_likelihood got unexpected option(s) {sorted(options)}.")
+    def _log_likelihood(self, data, covariates, method="kalman", n_particles=None):
+        """One-step log densities by the Kalman filter, or (``method="smc"``) the particle filter's estimates."""
+        if _inference_method(method, n_particles) == "smc":
+            return self._particle_filter(data, n_particles)[0].step_log_likelihood
         self._check_series_count(data, self.params_)
         if bool(data.mask.all()):
             return kalman_log_likelihood(data.values, None, self.params_, per_step=True)
@@ -391,20 +411,57 @@ class LinearGaussianSSM(BaseForecaster):
             arrays.append(covs[i, :n].detach().numpy().copy())
         return StateEstimate(unwrap(batch, frames), unwrap(batch, arrays))
 
-    def filter(self, y) -> StateEstimate:
-        """Filtered state means ``E[x_t | y_1:t]`` (frame) and covariances (array)."""
+    def filter(self, y, method="kalman", n_particles=None) -> StateEstimate:
+        """Filtered state means ``E[x_t | y_1:t]`` (frame) and covariances (array).
+
+        ``method="smc"`` estimates them by the particle filter (``n_particles``,
+        default 1000, seeded by ``random_state``): a check against the Kalman filter.
+        """
         check_is_fitted(self)
         batch = to_series_batch(y, "y")
+        if _inference_method(method, n_particles) == "smc":
+            output, _ = self._particle_filter(batch, n_particles, keep="particles")
+            # particles (T, N, B, S) and weights (T, N, B) -> moments (B, T, ...)
+            means, covs = _particle_moments(output.z.movedim(1, 0), output.log_weights_history.movedim(1, 0))
+            return self._state_estimate(batch, means.movedim(0, 1), covs.movedim(0, 1))
         result = self._filter(batch)
         return self._state_estimate(batch, result.filtered_means, result.filtered_covariances)
 
-    def smooth(self, y) -> StateEstimate:
-        """Smoothed state means ``E[x_t | y_1:T]`` (frame) and covariances (array)."""
+    def smooth(self, y, method="kalman", n_particles=None, n_trajectories=100) -> StateEstimate:
+        """Smoothed state means ``E[x_t | y_1:T]`` (frame) and covariances (array).
+
+        ``method="smc"`` estimates them from ``n_trajectories`` FFBSi draws after
+        a particle filter (``n_particles``, default 1000): a check against the RTS smoother.
+        """
         check_is_fitted(self)
         batch = to_series_batch(y, "y")
+        if _inference_method(method, n_particles) == "smc":
+            _, paths = self._particle_filter(batch, n_particles, keep="particles", n_trajectories=n_trajectories)
+            means, covs = _particle_moments(paths, paths.new_zeros(paths.shape[:-1]))  # paths (M, B, T, S)
+            return self._state_estimate(batch, means, covs)
         self._check_series_count(batch, self.params_)
         result = kalman_smoother(batch.values, batch.mask, self.params_)
         return self._state_estimate(batch, result.smoothed_means, result.smoothed_covariances)
+
+    def _particle_filter(self, batch: SeriesBatch, n_particles=None, keep="none", n_trajectories=None):
+        """The particle filter (and FFBSi draws when ``n_trajectories``) of the model on the protocol,
+        seeded by ``random_state``; the same path users get for nonlinear models."""
+        from tsgen.inference.smc.filter import particle_filter
+        from tsgen.inference.smc.smoothing import ffbsi
+        from tsgen.models._lds_protocol import LinearGaussianModule
+        from tsgen.training import seeded_from
+        from tsgen.training.randomness import make_generator
+
+        self._check_series_count(batch, self.params_)
+        module = LinearGaussianModule(self.params_)
+        n = 1000 if n_particles is None else n_particles
+        with torch.no_grad(), seeded_from(make_generator(self.random_state)):
+            context = module.prepare(batch.values, batch.mask)
+            output = particle_filter(module, batch.values, batch.mask, n_particles=n, keep=keep, context=context)
+            paths = None
+            if n_trajectories is not None:
+                paths = ffbsi(module, output, batch.values, batch.mask, context, n_trajectories)
+        return output, paths
 
     # ----------------------------------------------------------- save/load
     def _fitted_state(self):

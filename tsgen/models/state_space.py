@@ -1,0 +1,852 @@
+r"""User-written nonlinear state-space models, and the estimator that gives them everything.
+
+A state-space model is three conditional distributions::
+
+    z_1 ~ initial(context_1)                      p(z_1)
+    z_t ~ transition(z_{t-1}, context_t)          f(z_t | z_{t-1}),  t = 2..T
+    y_t ~ emission(z_t, context_t)                g(y_t | z_t)
+
+Subclass :class:`StateSpaceModel` with those three methods (and optionally
+a ``proposal``), keep the static parameters as torch parameters, and wrap
+an instance (or the class) in :class:`StateSpaceForecaster`: it fits them
+by particle EM, PMMH or FIVO and offers ``filter``, ``smooth``,
+``predict``, ``sample``, ``log_likelihood`` (one-step predictive densities
+from the particle filter), ``score``, ``save``/``tsgen.load``, and so
+works with :func:`tsgen.backtest` and :class:`tsgen.AnomalyDetector`.
+
+The adapter from this small base to the model protocol
+(:class:`tsgen.protocol.SequentialModel`) that the SMC layer
+(:mod:`tsgen.inference.smc`) runs lives here, once
+(:class:`StateSpaceProtocol`).
+"""
+from __future__ import annotations
+
+import contextlib
+import copy
+import dataclasses
+import math
+
+import numpy as np
+import pandas as pd
+import torch
+from sklearn.utils.validation import check_is_fitted
+from torch import Tensor, nn
+from torch.distributions import Distribution, Independent, biject_to, constraints
+
+from tsgen._validation import is_int
+from tsgen.base import BaseForecaster, _check_quantiles
+from tsgen.data import SeriesBatch, quantile_label, to_series_batch, unwrap
+from tsgen.inference.smc.particle_em import transition_mask
+from tsgen.protocol import Context, SequentialModel, ancestral_sample, index_state, observed_log_prob
+
+__all__ = ["StateSpaceForecaster", "StateSpaceModel", "StateSpaceProtocol", "latent_frames", "weighted_quantiles"]
+
+_DTYPE = torch.float64
+#: fit methods of the state-space estimators
+METHODS = ("particle_em", "pmmh", "fivo")
+PROPOSALS = ("bootstrap", "guided", "auxiliary")
+#: every subclass of StateSpaceModel defined in this process, by "module.QualName": what tsgen.load may rebuild
+_MODEL_CLASSES: dict[str, type] = {}
+
+
+def _class_key(cls: type) -> str:
+    return f"{cls.__module__}.{cls.__qualname__}"
+
+
+# ---------------------------------------------------------------- the user's base
+class StateSpaceModel(nn.Module):
+    r"""Base of a user-written state-space model (see the module docstring for the equations).
+
+    Implement
+    ---------
+    ``initial(context)``
+        The distribution of ``z_1``.
+    ``transition(z_prev, context)``
+        The distribution of ``z_t`` given ``z_prev`` ``(*batch, Z)``.
+    ``emission(z, context)``
+        The distribution of ``y_t`` given ``z`` ``(*batch, Z)``.
+    ``proposal(z_prev, y, context)`` (optional)
+        A distribution ``q(z_t | z_{t-1}, y_t)`` for the guided filter
+        (``z_prev`` is None at the first step), or None.
+
+    Distributions come from ``torch.distributions`` or ``pyro.distributions``.
+    A univariate latent or observation may use scalar distributions (event
+    shape ``()``, and then ``z_prev``/``z`` arrive without their last
+    dimension); otherwise event shapes are ``(Z,)`` and ``(D,)``.
+    ``context`` is a dict with ``"t"``, the 1-based time step ``(B,)``
+    (continued into the forecast horizon), and ``"covariates"`` ``(B, K)``
+    when the estimator was fitted with ``X``. Methods must broadcast over
+    leading batch dimensions (particles, series, and for particle EM's
+    M-step also time), as elementwise tensor code does; set
+    ``vectorized_time = False`` if yours cannot take time as a batch
+    dimension.
+
+    Parameters are ``nn.Parameter`` attributes (unconstrained), or
+    registered with :meth:`register_constrained`, which keeps a positive
+    or bounded parameter valid during fitting and can attach the prior
+    that PMMH samples under. :meth:`get_config` returns the constructor
+    arguments that rebuild the model (for ``tsgen.load``; default none).
+
+    Examples
+    --------
+    >>> class LocalLevel(StateSpaceModel):
+    ...     def __init__(self):
+    ...         super().__init__()
+    ...         self.register_constrained("q", 1.0, constraints.positive)
+    ...         self.register_constrained("r", 1.0, constraints.positive)
+    ...     def initial(self, context):
+    ...         return Normal(0.0, 10.0)
+    ...     def transition(self, z_prev, context):
+    ...         return Normal(z_prev, self.q.sqrt())
+    ...     def emission(self, z, context):
+    ...         return Normal(z, self.r.sqrt())
+    """
+
+    #: column names of the latent components in ``filter``/``smooth`` frames (default ``z0, z1, ...``)
+    latent_names: tuple[str, ...] | None = None
+    #: whether the methods accept time as a leading batch dimension (fast particle-EM M-step)
+    vectorized_time: bool = True
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        _MODEL_CLASSES[_class_key(cls)] = cls
+
+    def initial(self, context: dict) -> Distribution:
+        raise NotImplementedError(f"{type(self).__name__} must implement initial(context).")
+
+    def transition(self, z_prev: Tensor, context: dict) -> Distribution:
+        raise NotImplementedError(f"{type(self).__name__} must implement transition(z_prev, context).")
+
+    def emission(self, z: Tensor, context: dict) -> Distribution:
+        raise NotImplementedError(f"{type(self).__name__} must implement emission(z, context).")
+
+    def proposal(self, z_prev: Tensor | None, y: Tensor, context: dict) -> Distribution | None:
+        return None
+
+    def get_config(self) -> dict:
+        """Constructor arguments (JSON-able) that rebuild this model's structure; default none."""
+        return {}
+
+    # ------------------------------------------------------- parameters
+    def register_constrained(self, name: str, value, constraint=constraints.real, prior: Distribution | None = None):
+        """A parameter ``name`` in the support of ``constraint``, optionally with a ``prior`` over its value.
+
+        It is stored unconstrained (``<name>_unconstrained``, through
+        ``torch.distributions.biject_to(constraint)``), so gradient steps and
+        PMMH's random walk never leave the support; ``self.<name>`` reads the
+        constrained value.
+        """
+        if not isinstance(name, str) or not name.isidentifier():
+            raise ValueError(f"`name` must be a Python identifier; got {name!r}.")
+        if prior is not None and not isinstance(prior, Distribution):
+            raise TypeError(f"`prior` must be a torch/Pyro Distribution or None; got {type(prior).__name__}.")
+        transform = biject_to(constraint)
+        value = torch.as_tensor(value, dtype=torch.get_default_dtype())
+        if not bool(constraint.check(value).all()):
+            raise ValueError(f"the starting value of `{name}` ({value.tolist()}) is outside its constraint {constraint}.")
+        raw = nn.Parameter(transform.inv(value).detach().clone())
+        self.register_parameter(f"{name}_unconstrained", raw)
+        # the transform is kept: building it on every read would cost more than the read itself
+        self.__dict__.setdefault("_constrained", {})[name] = (constraint, prior, transform)
+
+    def __getattr__(self, name: str):
+        constrained = self.__dict__.get("_constrained", {})
+        if name in constrained:
+            return constrained[name][2](super().__getattr__(f"{name}_unconstrained"))
+        return super().__getattr__(name)
+
+    def constrained_parameters(self) -> dict[str, Tensor]:
+        """The registered parameters' current (constrained) values."""
+        return {name: getattr(self, name) for name in self.__dict__.get("_constrained", {})}
+
+    def priors(self) -> dict[str, Distribution]:
+        """The priors of the registered parameters that have one (name -> distribution): what PMMH samples."""
+        constrained = self.__dict__.get("_constrained", {})
+        return {name: entry[1] for name, entry in constrained.items() if entry[1] is not None}
+
+    def set_constrained(self, name: str, value) -> None:
+        """Set a registered parameter to the constrained ``value`` (in place, no gradient)."""
+        transform = self.__dict__.get("_constrained", {})[name][2]
+        raw = getattr(self, f"{name}_unconstrained")
+        with torch.no_grad():
+            raw.copy_(transform.inv(torch.as_tensor(value, dtype=raw.dtype, device=raw.device)))
+
+
+# ------------------------------------------------------ scalar distributions as vectors
+class _LastDim(Distribution):
+    """A scalar-event distribution seen with a trailing dimension of size 1 (batch ``(*batch, 1)``)."""
+
+    arg_constraints: dict = {}
+
+    def __init__(self, base: Distribution):
+        self.base = base
+        super().__init__(base.batch_shape + (1,), torch.Size(), validate_args=False)
+
+    @property
+    def has_rsample(self) -> bool:
+        return self.base.has_rsample
+
+    @property
+    def support(self):
+        return self.base.support
+
+    @property
+    def mean(self) -> Tensor:
+        return self.base.mean.unsqueeze(-1)
+
+    @property
+    def variance(self) -> Tensor:
+        return self.base.variance.unsqueeze(-1)
+
+    def expand(self, batch_shape, _instance=None):
+        return _LastDim(self.base.expand(torch.Size(batch_shape)[:-1]))
+
+    def sample(self, sample_shape=torch.Size()) -> Tensor:
+        return self.base.sample(sample_shape).unsqueeze(-1)
+
+    def rsample(self, sample_shape=torch.Size()) -> Tensor:
+        return self.base.rsample(sample_shape).unsqueeze(-1)
+
+    def log_prob(self, value: Tensor) -> Tensor:
+        return self.base.log_prob(value.squeeze(-1)).unsqueeze(-1)
+
+
+def _as_vector(distribution, batch_shape: torch.Size, scalar: bool, what: str) -> Distribution:
+    """``distribution`` with batch shape ``batch_shape`` and a vector event (scalar ones get a trailing 1)."""
+    if not isinstance(distribution, Distribution):
+        raise TypeError(f"{what} must return a torch.distributions.Distribution; got {type(distribution).__name__}.")
+    event = tuple(distribution.event_shape)
+    if scalar != (event == ()):
+        raise ValueError(
+            f"{what} returned a distribution with event shape {event}; the model's latent is "
+            f"{'scalar (event shape ())' if scalar else 'a vector'}, as its `initial` distribution says."
+        )
+    if distribution.batch_shape != batch_shape:
+        distribution = distribution.expand(batch_shape)
+    return Independent(_LastDim(distribution), 1) if scalar else distribution
+
+
+# ------------------------------------------------------------------- the adapter
+@dataclasses.dataclass
+class _Start:
+    """The state before the first step: ``z`` is a placeholder carrying the batch shape."""
+
+    z: Tensor
+
+
+class StateSpaceProtocol(SequentialModel):
+    """A :class:`StateSpaceModel` as a :class:`tsgen.protocol.SequentialModel` (what the SMC layer runs).
+
+    The state is ``z_t`` itself, ``(*batch, Z)`` (Markov latent); the step
+    tensor ``"t"`` of the context is the 1-based time step. Call
+    :meth:`prepare` before anything else: it reads the latent's size off the
+    model's ``initial`` distribution.
+    """
+
+    markov_latent = True
+
+    def __init__(self, model: StateSpaceModel):
+        super().__init__()
+        if not isinstance(model, StateSpaceModel):
+            raise TypeError(f"`model` must be a tsgen.StateSpaceModel; got {type(model).__name__}.")
+        self.model = model
+        self.latent_dim = 0  # known after prepare
+        self._scalar_latent = False
+        self._scalar_emission = False
+        self._n_dims = None
+
+    # ------------------------------------------------------------ context
+    def prepare(self, values: Tensor, mask: Tensor, covariates: Tensor | None = None, horizon: int = 0) -> Context:
+        B, T = values.shape[:2]
+        steps = torch.arange(1, T + horizon + 1, dtype=values.dtype, device=values.device)
+        return self.context_from(steps.expand(B, T + horizon), covariates, values.shape[-1])
+
+    def context_from(self, t: Tensor, covariates: Tensor | None, n_dims: int) -> Context:
+        """A context with time steps ``t`` ``(B, L)`` and covariates ``(B, >= L, K)`` or None."""
+        steps = {"t": t}
+        if covariates is not None:
+            L = t.shape[1]
+            covariates = covariates[:, :L].to(t)
+            if covariates.shape[1] < L:  # rows past a series' end are never read
+                covariates = torch.cat([covariates, covariates.new_zeros(t.shape[0], L - covariates.shape[1],
+                                                                         covariates.shape[2])], 1)
+            steps["covariates"] = covariates
+        context = Context(steps)
+        first = self.model.initial(context.at(0))
+        if not isinstance(first, Distribution):
+            raise TypeError(f"{type(self.model).__name__}.initial must return a Distribution; got {type(first).__name__}.")
+        event = tuple(first.event_shape)
+        if len(event) > 1:
+            raise ValueError(f"{type(self.model).__name__}.initial must have event shape () or (Z,); got {event}.")
+        self._scalar_latent = event == ()
+        self.latent_dim = 1 if self._scalar_latent else event[0]
+        self._n_dims = n_dims
+        try:
+            typical = first.mean
+        except NotImplementedError:
+            typical = first.sample()
+        emitted = self.model.emission(typical, context.at(0))
+        # a scalar emission also sees y_t as a scalar in its proposal
+        self._scalar_emission = isinstance(emitted, Distribution) and tuple(emitted.event_shape) == ()
+        return context
+
+    def _user(self, z: Tensor) -> Tensor:
+        return z.squeeze(-1) if self._scalar_latent else z
+
+    # --------------------------------------------------------------- steps
+    def init_state(self, context: Context, sample_shape=()):
+        B = context.steps["t"].shape[0]
+        t = context.steps["t"]
+        return _Start(t.new_zeros(*sample_shape, B, self.latent_dim))
+
+    def transition(self, state, x_prev, context_t):
+        if isinstance(state, _Start):
+            batch = state.z.shape[:-1]
+            return state, _as_vector(self.model.initial(context_t), batch, self._scalar_latent,
+                                     f"{type(self.model).__name__}.initial")
+        distribution = self.model.transition(self._user(state), context_t)
+        return state, _as_vector(distribution, state.shape[:-1], self._scalar_latent,
+                                 f"{type(self.model).__name__}.transition")
+
+    def commit(self, state, z, context_t):
+        return z
+
+    def emission(self, state, context_t):
+        distribution = self.model.emission(self._user(state), context_t)
+        name = f"{type(self.model).__name__}.emission"
+        if not isinstance(distribution, Distribution):
+            raise TypeError(f"{name} must return a Distribution; got {type(distribution).__name__}.")
+        event = tuple(distribution.event_shape)
+        scalar = event == ()
+        if (1 if scalar else event[-1]) != self._n_dims or len(event) > 1:
+            raise ValueError(f"{name} has event shape {event}; the data have {self._n_dims} variable(s).")
+        return _as_vector(distribution, state.shape[:-1], scalar, name)
+
+    def proposal(self, state, x, mask, context_t):
+        start = isinstance(state, _Start)
+        z_prev = None if start else self._user(state)
+        y = x.squeeze(-1) if self._scalar_emission else x
+        distribution = self.model.proposal(z_prev, y, context_t)
+        if distribution is None:
+            return None
+        batch = state.z.shape[:-1] if start else state.shape[:-1]
+        return _as_vector(distribution, batch, self._scalar_latent, f"{type(self.model).__name__}.proposal")
+
+    def state_from_latent(self, z, context_t):
+        return z
+
+    # ----------------------------------------------------- particle EM's M-step
+    def complete_log_likelihood(self, z: Tensor, values: Tensor, mask: Tensor, context: Context) -> Tensor:
+        r"""``log p(y_{1:T}, z_{1:T})`` of trajectories ``z`` ``(M, B, T, Z)`` -> ``(M, B)``,
+        with time as a batch dimension (one call of each model method), transitions after a
+        series' last observed step left out (they integrate to one)."""
+        if not self.model.vectorized_time:
+            return None
+        T = z.shape[2]
+        zt = z.movedim(2, 0)  # (T, M, B, Z)
+        # context tensors (B, L, ...) -> (T, 1, B, ...): time in front, a singleton for the trajectories
+        stacked = {k: v[:, :T].movedim(1, 0).unsqueeze(1) for k, v in context.steps.items()}
+        later = {k: v[1:] for k, v in stacked.items()}
+        name = type(self.model).__name__
+        initial = _as_vector(self.model.initial(context.at(0)), zt.shape[1:-1], self._scalar_latent, f"{name}.initial")
+        total = initial.log_prob(zt[0])
+        if T > 1:
+            moves = _as_vector(self.model.transition(self._user(zt[:-1]), later), zt[1:].shape[:-1],
+                               self._scalar_latent, f"{name}.transition")
+            counted = transition_mask(mask)[:, 1:].T.unsqueeze(1).to(z.dtype)  # (T-1, 1, B)
+            total = total + (moves.log_prob(zt[1:]) * counted).sum(0)
+        emission = self.emission(zt, stacked)
+        x = values[:, :T].movedim(1, 0).unsqueeze(1)
+        m = mask[:, :T].movedim(1, 0).unsqueeze(1)
+        return total + observed_log_prob(emission, x, m).sum(0)
+
+
+# ------------------------------------------------------------------ summaries
+def weighted_quantiles(values: Tensor, log_weights: Tensor, levels) -> Tensor:
+    """Quantiles of weighted particles.
+
+    Parameters
+    ----------
+    values : Tensor (N, ...)
+        Particles along dimension 0.
+    log_weights : Tensor (N, ...)
+        Log-weights (normalised or not) broadcasting against ``values``.
+    levels : sequence of float in (0, 1)
+
+    Returns
+    -------
+    Tensor (len(levels), ...)
+        For each level ``q`` the smallest particle whose cumulative weight reaches ``q``.
+    """
+    weights = torch.softmax(log_weights, 0).expand_as(values)
+    ordered, order = values.sort(0)
+    cdf = weights.gather(0, order).cumsum(0).movedim(0, -1).contiguous()  # (..., N)
+    q = torch.as_tensor(list(levels), dtype=cdf.dtype, device=cdf.device)
+    targets = (q * cdf[..., -1:]).contiguous()  # (..., Q): cdf's last entry is 1 up to rounding
+    index = torch.searchsorted(cdf, targets).clamp_(max=values.shape[0] - 1)
+    return ordered.movedim(0, -1).gather(-1, index).movedim(-1, 0)
+
+
+def latent_frames(batch: SeriesBatch, means: Tensor, bands: dict, names) -> list[pd.DataFrame]:
+    """One frame per series indexed by its time steps: ``mean`` and ``q<level>`` columns per latent.
+
+    ``means`` and each band are ``(B, T, Z)``; one latent gets flat columns,
+    several get a ``(latent, statistic)`` column MultiIndex.
+    """
+    stats = ["mean"] + [quantile_label(q) for q in bands]
+    block = torch.stack([means] + [bands[q] for q in bands], -1).detach().cpu().numpy()  # (B, T, Z, S)
+    Z = block.shape[2]
+    if Z == 1:
+        columns = pd.Index(stats)
+    else:
+        columns = pd.MultiIndex.from_product([list(names), stats], names=["latent", "statistic"])
+    frames = []
+    for i, index in enumerate(batch.indexes):
+        n = int(batch.lengths[i])
+        frames.append(pd.DataFrame(block[i, :n].reshape(n, -1), index=index.copy(), columns=columns.copy(), copy=True))
+    return frames
+
+
+# ------------------------------------------------------------------ estimators
+def _unchecked_distributions():
+    """Distributions built without argument checks inside the SMC loops (the checks dominate a step)."""
+    @contextlib.contextmanager
+    def manager():
+        previous = Distribution._validate_args
+        Distribution.set_default_validate_args(False)
+        try:
+            yield
+        finally:
+            Distribution.set_default_validate_args(previous)
+
+    return manager()
+
+
+def _check_int(name: str, value, minimum: int) -> int:
+    if not is_int(value) or value < minimum:
+        raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+    return int(value)
+
+
+def _check_choice(name: str, value, choices) -> str:
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"`{name}` must be one of {list(choices)}; got {value!r}.")
+    return value
+
+
+class _StateSpaceEstimator(BaseForecaster):
+    """The machinery shared by the state-space estimators: subclasses write ``_build_model(data)``.
+
+    Fitted attributes: ``module_`` (the fitted :class:`StateSpaceModel`, float64),
+    ``log_evidences_`` (the particle filter's ``log p_hat(y)`` per iteration of
+    particle EM or PMMH, the training objective per epoch of FIVO), ``n_iter_``,
+    and after PMMH ``posterior_samples_`` (name -> array ``(S, *shape)`` of
+    constrained values) and ``acceptance_rate_``.
+    """
+
+    _supports_covariates = True
+    _n_predict_samples = 500
+
+    # subclasses set these in their constructors (sklearn style); listed for readers
+    method: str
+    max_iter: int
+    n_particles: int
+    n_trajectories: int
+    proposal: str
+    resampling: str
+    learning_rate: float
+    m_step_iter: int
+    burn_in: float
+    device: str
+    random_state: object
+
+    def _build_model(self, data: SeriesBatch | None) -> StateSpaceModel:
+        raise NotImplementedError
+
+    # ------------------------------------------------------------ checks
+    def _check_arguments(self) -> None:
+        from tsgen.inference.smc.resampling import RESAMPLERS
+
+        _check_choice("method", self.method, METHODS)
+        _check_int("max_iter", self.max_iter, 0)
+        _check_int("n_particles", self.n_particles, 2)
+        _check_int("n_trajectories", self.n_trajectories, 1)
+        _check_int("m_step_iter", self.m_step_iter, 1)
+        _check_choice("proposal", self.proposal, PROPOSALS)
+        _check_choice("resampling", self.resampling, tuple(RESAMPLERS))
+        rate = self.learning_rate
+        if not (isinstance(rate, (int, float)) and not isinstance(rate, bool) and math.isfinite(rate) and rate > 0):
+            raise ValueError(f"`learning_rate` must be a positive number; got {rate!r}.")
+        burn_in = self.burn_in
+        if not (isinstance(burn_in, (int, float)) and not isinstance(burn_in, bool) and 0 <= burn_in < 1):
+            raise ValueError(f"`burn_in` must be a fraction in [0, 1); got {burn_in!r}.")
+
+    def _device(self) -> torch.device:
+        from tsgen.training import resolve_device
+
+        return resolve_device(self.device)
+
+    def _protocol(self, module: StateSpaceModel | None = None) -> StateSpaceProtocol:
+        return StateSpaceProtocol(self.module_ if module is None else module)
+
+    def _tensors(self, data: SeriesBatch, covariates):
+        device = self._device()
+        covariates = None if covariates is None else covariates.to(device=device, dtype=_DTYPE)
+        return data.values.to(device), data.mask.to(device), covariates
+
+    def _filter(self, adapter, values, mask, covariates, n_particles=None, keep="none", proposal=None):
+        from tsgen.inference.smc.filter import particle_filter
+
+        n = self.n_particles if n_particles is None else _check_int("n_particles", n_particles, 2)
+        context = adapter.prepare(values, mask, covariates)
+        return particle_filter(
+            adapter, values, mask, covariates, n_particles=n, proposal=self.proposal if proposal is None else proposal,
+            resampling=self.resampling, keep=keep, context=context,
+        ), context
+
+    @contextlib.contextmanager
+    def _seeded(self):
+        from tsgen.training import seeded_from
+        from tsgen.training.randomness import make_generator
+
+        with torch.no_grad(), seeded_from(make_generator(self.random_state), self._device()), _unchecked_distributions():
+            yield
+
+    # ------------------------------------------------------------------ fit
+    def _fit(self, data: SeriesBatch, covariates):
+        from tsgen.training import seeded_from
+        from tsgen.training.randomness import make_generator
+
+        self._check_arguments()
+        device = self._device()
+        generator = make_generator(self.random_state)
+        with seeded_from(generator, device):
+            module = self._build_model(data)
+        if not isinstance(module, StateSpaceModel):
+            raise TypeError(f"`model` must be a tsgen.StateSpaceModel (instance or subclass); got {type(module).__name__}.")
+        module = module.to(device=device, dtype=_DTYPE)
+        values, mask, covariates = self._tensors(data, covariates)
+        adapter = self._protocol(module)
+        self.log_evidences_, self.n_iter_ = [], 0
+        self.posterior_samples_, self.acceptance_rate_ = {}, None
+        if self.max_iter > 0:
+            with seeded_from(generator, device), _unchecked_distributions():
+                getattr(self, f"_fit_{self.method}")(adapter, values, mask, covariates, generator)
+        self.module_ = module.eval()
+
+    def _fit_particle_em(self, adapter, values, mask, covariates, generator):
+        from tsgen.inference.smc.particle_em import particle_em
+
+        result = particle_em(
+            adapter, values, mask, covariates, n_iter=self.max_iter, n_particles=self.n_particles,
+            n_trajectories=self.n_trajectories, m_step_iter=self.m_step_iter, proposal=self.proposal,
+            resampling=self.resampling,
+        )
+        self.log_evidences_ = [float(v) for v in result.log_evidences]
+        self.n_iter_ = result.n_iter
+
+    def _fit_fivo(self, adapter, values, mask, covariates, generator):
+        from tsgen.inference.smc.filter import particle_filter
+        from tsgen.training import SequenceBatch, TrainingConfig, train
+
+        def loss(batch, kl_weight):
+            out = particle_filter(
+                adapter, batch.values, batch.mask, batch.covariates, n_particles=self.n_particles,
+                proposal=self.proposal, resampling=self.resampling, reparameterized=True,
+            )
+            return -out.log_evidence.sum() / max(1, batch.n_observed)
+
+        batch = SequenceBatch(values, mask, covariates)
+        config = TrainingConfig(max_epochs=self.max_iter, batch_size=len(batch), learning_rate=self.learning_rate,
+                                patience=None, progress=False, device=str(values.device))
+        history = train(adapter, loss, batch, config=config, generator=generator)
+        self.log_evidences_ = [-record["train_loss"] * max(1, batch.n_observed) for record in history]
+        self.n_iter_ = len(history)
+
+    def _fit_pmmh(self, adapter, values, mask, covariates, generator):
+        from tsgen.inference.smc.pmcmc import pmmh
+
+        module = adapter.model
+        priors = module.priors()
+        if not priors:
+            raise ValueError(
+                f"method='pmmh' samples the parameters that have a prior, and {type(module).__name__} gives none: "
+                "register them with `register_constrained(..., prior=...)`."
+            )
+        current = module.constrained_parameters()
+        for name in priors:
+            if current[name].numel() != 1:
+                raise ValueError(f"method='pmmh' samples scalar parameters; `{name}` has shape {tuple(current[name].shape)}.")
+        names = list(priors)
+        n_warmup = int(round(self.burn_in * self.max_iter))
+        n_samples = max(1, self.max_iter - n_warmup)
+
+        def build(theta):
+            for name, value in zip(names, theta):
+                module.set_constrained(name, value.reshape(current[name].shape))
+            return adapter
+
+        result = pmmh(
+            build, priors, values, mask, covariates, n_samples=n_samples, n_warmup=n_warmup,
+            n_particles=self.n_particles, adapt=n_warmup >= 2 * len(names) + 2,
+            initial=torch.stack([current[n].detach().reshape(()) for n in names]).cpu(),
+            filter_options={"proposal": self.proposal, "resampling": self.resampling},
+        )
+        samples = result.samples.detach().cpu()
+        self.posterior_samples_ = {name: samples[:, k].numpy().copy() for k, name in enumerate(names)}
+        for k, name in enumerate(names):
+            # the point estimate that predict/filter use: the posterior mean
+            module.set_constrained(name, samples[:, k].mean().reshape(current[name].shape))
+        self.acceptance_rate_ = float(result.acceptance_rate)
+        self.log_evidences_ = [float(v) for v in result.log_likelihood]
+        self.n_iter_ = n_warmup + n_samples
+
+    # ----------------------------------------------------------- likelihood
+    def _log_likelihood(self, data, covariates, method="smc", n_particles=None):
+        if method != "smc":
+            raise ValueError(
+                f"`method` must be 'smc' for {type(self).__name__} (a particle filter's one-step densities); got {method!r}."
+            )
+        values, mask, covariates = self._tensors(data, covariates)
+        with self._seeded():
+            out, _ = self._filter(self._protocol(), values, mask, covariates, n_particles)
+        return out.step_log_likelihood.detach().cpu().double()
+
+    # ------------------------------------------------------------- sampling
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        from tsgen.training import seeded_from
+
+        values, mask, covariates = self._tensors(history, covariates)
+        adapter = self._protocol()
+        device = values.device
+        draws = values.new_empty(history.n_series, n_samples, horizon, history.n_dims)
+        lengths = history.lengths.to(device)
+        with torch.no_grad(), seeded_from(generator, device), _unchecked_distributions():
+            # series of one length are filtered together, so each ends at its own last step
+            for length in torch.unique(history.lengths).tolist():
+                rows = torch.nonzero(lengths == length).squeeze(-1)
+                rows_cov = None if covariates is None else covariates[rows]
+                out, _ = self._filter(adapter, values[rows, :length], mask[rows, :length], rows_cov)
+                ancestors = torch.multinomial(torch.softmax(out.log_weights, 0).T, n_samples, replacement=True).T
+                state = index_state(out.state, ancestors)
+                t = (length + torch.arange(1, horizon + 1, dtype=_DTYPE, device=device)).expand(len(rows), horizon)
+                future = None if rows_cov is None else rows_cov[:, length:]
+                context = adapter.context_from(t, future, history.n_dims)
+                x_prev = values[rows, length - 1].expand(n_samples, len(rows), history.n_dims)
+                paths = ancestral_sample(adapter, state, context, 0, horizon, x_prev)  # (n_samples, b, horizon, D)
+                draws[rows] = paths.movedim(0, 1).to(draws)
+        return draws.cpu()
+
+    # ------------------------------------------------------ filter / smooth
+    def _latent_names(self, Z: int) -> list[str]:
+        names = getattr(self.module_, "latent_names", None)
+        return list(names) if names is not None and len(names) == Z else [f"z{k}" for k in range(Z)]
+
+    def _state_input(self, y, X, quantiles):
+        check_is_fitted(self)
+        levels = _check_quantiles(quantiles)
+        batch = to_series_batch(y, "y", 1)
+        if batch.n_dims != self.n_dims_:
+            raise ValueError(f"`y` has {batch.n_dims} variables; the model was fitted on {self.n_dims_}.")
+        return batch, self._covariates(X, batch, 0), levels
+
+    def filter(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None):
+        """Filtering distributions ``p(z_t | y_1:t)`` by the particle filter.
+
+        Returns
+        -------
+        DataFrame (a list of them for many series)
+            Indexed like ``y``: the weighted particle mean and quantiles of each latent
+            component (flat columns for one latent, a ``(latent, statistic)`` MultiIndex otherwise).
+        """
+        batch, covariates, levels = self._state_input(y, X, quantiles)
+        values, mask, covariates = self._tensors(batch, covariates)
+        with self._seeded():
+            out, _ = self._filter(self._protocol(), values, mask, covariates, n_particles, keep="particles")
+            z, log_w = out.z, out.log_weights_history.unsqueeze(-1)  # (T, N, B, Z), (T, N, B, 1)
+            means = (torch.softmax(log_w, 1) * z).sum(1)  # (T, B, Z)
+            bands = weighted_quantiles(z.movedim(1, 0), log_w.movedim(1, 0), levels)  # (Q, T, B, Z)
+        bands = {q: bands[k].movedim(0, 1) for k, q in enumerate(levels)}
+        return unwrap(batch, latent_frames(batch, means.movedim(0, 1), bands, self._latent_names(z.shape[-1])))
+
+    def smooth(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, n_trajectories=None):
+        """Smoothing distributions ``p(z_t | y_1:T)`` by forward filtering, backward simulation (FFBSi).
+
+        ``n_trajectories`` backward draws (default the estimator's
+        ``n_trajectories``); the frames are laid out as in :meth:`filter`.
+        """
+        from tsgen.inference.smc.smoothing import ffbsi
+
+        batch, covariates, levels = self._state_input(y, X, quantiles)
+        M = self.n_trajectories if n_trajectories is None else _check_int("n_trajectories", n_trajectories, 1)
+        values, mask, covariates = self._tensors(batch, covariates)
+        adapter = self._protocol()
+        with self._seeded():
+            out, context = self._filter(adapter, values, mask, covariates, n_particles, keep="particles")
+            paths = ffbsi(adapter, out, values, mask, context, M)  # (M, B, T, Z)
+            means = paths.mean(0)
+            bands = weighted_quantiles(paths, paths.new_zeros(paths.shape[:2] + (1, 1)), levels)
+        return unwrap(batch, latent_frames(batch, means, dict(zip(levels, bands)), self._latent_names(paths.shape[-1])))
+
+    # ------------------------------------------------------------ save/load
+    def _fitted_state(self) -> tuple[dict, dict]:
+        meta = {
+            "log_evidences": list(self.log_evidences_),
+            "n_iter": self.n_iter_,
+            "acceptance_rate": self.acceptance_rate_,
+            "posterior_parameters": sorted(self.posterior_samples_),
+        }
+        tensors = {f"module.{k}": v.detach().cpu() for k, v in self.module_.state_dict().items()}
+        tensors.update({f"posterior.{k}": torch.as_tensor(v) for k, v in self.posterior_samples_.items()})
+        return meta, tensors
+
+    def _load_fitted_state(self, meta: dict, tensors: dict) -> None:
+        module = self._build_model(None).to(_DTYPE)
+        state = {k[len("module."):]: v for k, v in tensors.items() if k.startswith("module.")}
+        expected = module.state_dict()
+        if set(state) != set(expected) or any(state[k].shape != expected[k].shape for k in expected):
+            raise ValueError(f"stored parameters {sorted(state)} do not fit {type(module).__name__}'s {sorted(expected)}")
+        if not all(bool(torch.isfinite(v).all()) for v in state.values() if v.is_floating_point()):
+            raise ValueError("stored parameters have NaN or infinite values")
+        module.load_state_dict(state)
+        log_evidences, n_iter, rate = meta["log_evidences"], meta["n_iter"], meta["acceptance_rate"]
+        names = meta["posterior_parameters"]
+        if not (isinstance(log_evidences, list) and all(isinstance(v, (int, float)) for v in log_evidences)
+                and is_int(n_iter) and n_iter >= 0 and (rate is None or isinstance(rate, (int, float)))
+                and isinstance(names, list) and all(f"posterior.{n}" in tensors for n in names)):
+            raise ValueError("the stored fit summary is malformed")
+        try:
+            device = self._device()
+        except ValueError:  # saved on a GPU machine, loaded on one without
+            device = torch.device("cpu")
+        self.module_ = module.to(device).eval()
+        self.log_evidences_, self.n_iter_, self.acceptance_rate_ = log_evidences, n_iter, rate
+        self.posterior_samples_ = {n: tensors[f"posterior.{n}"].numpy() for n in names}
+
+
+class StateSpaceForecaster(_StateSpaceEstimator):
+    r"""Estimator for a user-written :class:`StateSpaceModel`: fit, filter, smooth, forecast, score.
+
+    Parameters
+    ----------
+    model : StateSpaceModel instance or subclass
+        The model; it is copied, never modified (the fitted copy is ``module_``).
+        A subclass is instantiated with ``model_params``.
+    model_params : dict or None
+        Constructor arguments when ``model`` is a class.
+    method : {"particle_em", "pmmh", "fivo"}
+        How ``fit`` learns the parameters:
+
+        - ``"particle_em"`` (Kantas et al. 2015): ``max_iter`` iterations of an
+          E-step by FFBSi trajectories (``n_trajectories`` of them) and an M-step
+          of ``m_step_iter`` L-BFGS iterations on the expected complete-data
+          log-likelihood;
+        - ``"pmmh"``: particle marginal Metropolis-Hastings over the parameters
+          that have a prior (``max_iter`` draws, the first ``burn_in`` fraction
+          discarded); the fitted model uses the posterior mean, the draws are in
+          ``posterior_samples_``;
+        - ``"fivo"`` (Maddison et al. 2017): ``max_iter`` Adam epochs (step
+          ``learning_rate``) on the particle filter's log-evidence.
+
+        ``max_iter=0`` keeps the model's parameters as given.
+    n_particles : int
+        Particles of every filter run (fit, ``log_likelihood``, ``filter``,
+        ``smooth``, forecasts); ``log_likelihood``/``filter``/``smooth`` also
+        take it per call.
+    proposal : {"bootstrap", "guided", "auxiliary"}
+        The filter's proposal; "guided" uses the model's ``proposal``.
+    resampling : {"systematic", "stratified", "multinomial", "residual"}
+    device : str
+        Where the filters run ("cpu", "cuda", "auto").
+    random_state : int or None
+        Seeds fitting, and every filter run, so results repeat exactly.
+
+    Notes
+    -----
+    ``log_likelihood(y, per_step=True)`` gives the particle filter's
+    one-step predictive densities ``log p_hat(y_t | y_<t)`` (causal by
+    construction; their sum is the log of an unbiased estimate of
+    ``p(y)``). Forecasts condition on the history by the particle filter,
+    then sample the model forward from the filtering particles.
+    """
+
+    def __init__(
+        self,
+        model=None,
+        model_params=None,
+        method="particle_em",
+        max_iter=20,
+        n_particles=500,
+        n_trajectories=100,
+        proposal="bootstrap",
+        resampling="systematic",
+        learning_rate=0.01,
+        m_step_iter=20,
+        burn_in=0.2,
+        device="cpu",
+        random_state=None,
+    ):
+        self.model = model
+        self.model_params = model_params
+        self.method = method
+        self.max_iter = max_iter
+        self.n_particles = n_particles
+        self.n_trajectories = n_trajectories
+        self.proposal = proposal
+        self.resampling = resampling
+        self.learning_rate = learning_rate
+        self.m_step_iter = m_step_iter
+        self.burn_in = burn_in
+        self.device = device
+        self.random_state = random_state
+
+    @classmethod
+    def get_test_params(cls):
+        from tsgen.models.nonlinear_growth import NonlinearGrowthModel
+        from tsgen.models.stochastic_volatility import StochasticVolatilityModel
+
+        return [
+            {"model": StochasticVolatilityModel, "max_iter": 2, "n_particles": 64, "n_trajectories": 16},
+            {"model": NonlinearGrowthModel, "method": "fivo", "max_iter": 3, "n_particles": 16},
+        ]
+
+    def _build_model(self, data):
+        model = self.model
+        if isinstance(model, type) and issubclass(model, StateSpaceModel):
+            params = {} if self.model_params is None else self.model_params
+            if not isinstance(params, dict):
+                raise TypeError(f"`model_params` must be a dict or None; got {type(params).__name__}.")
+            return model(**params)
+        if isinstance(model, StateSpaceModel):
+            if self.model_params is not None:
+                raise ValueError("`model_params` applies to a model class; `model` is already an instance.")
+            return copy.deepcopy(model)
+        raise TypeError(f"`model` must be a tsgen.StateSpaceModel instance or subclass; got {model!r}.")
+
+    # the model argument is an object: saved as its registered class and configuration
+    def _to_payload(self):
+        model = self.model
+        instance = isinstance(model, StateSpaceModel)
+        cls = type(model) if instance else model
+        config = model.get_config() if instance else self.model_params
+        proxy = copy.copy(self)
+        proxy.model = {"state_space_model": _class_key(cls), "instance": instance}
+        proxy.model_params = config
+        return BaseForecaster._to_payload(proxy)
+
+    def _load_fitted_state(self, meta, tensors):
+        spec = self.model
+        if not (isinstance(spec, dict) and set(spec) == {"state_space_model", "instance"}):
+            raise ValueError("the stored `model` is not a state-space model specification")
+        cls = _MODEL_CLASSES.get(spec["state_space_model"])
+        if cls is None:
+            raise ValueError(
+                f"the state-space model class {spec['state_space_model']!r} is not defined in this process: "
+                "import or define it before calling tsgen.load"
+            )
+        params = self.model_params if isinstance(self.model_params, dict) else {}
+        if spec["instance"]:
+            self.model, self.model_params = cls(**params), None
+        else:
+            self.model = cls
+        super()._load_fitted_state(meta, tensors)
