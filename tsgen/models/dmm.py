@@ -548,12 +548,15 @@ class DeepMarkovModel(DeepForecaster):
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip,
     validation_fraction, patience, kl_annealing_epochs, kl_annealing_start,
     lr_decay, device, progress, max_seconds :
-        Training settings (:class:`tsgen.training.TrainingConfig`). At the
-        paper's sizes (``hidden_dim=600`` with the ReLU RNN guide) use
-        Pyro's learning rate, 3e-4 to 5e-4: Adam's first steps at 1e-3 move
-        the 600 x 600 recurrent matrix enough for the guide's summaries to
-        explode within a few minibatches on JSB Chorales, which training
-        reports as :class:`tsgen.TrainingDivergedError`.
+        Training settings (:class:`tsgen.training.TrainingConfig`). With
+        the ReLU RNN guide wider than 64 (the paper's ``hidden_dim=600``),
+        its recurrent matrices learn at ``learning_rate * 64 / hidden_dim``
+        and every other parameter at ``learning_rate``: at the full rate one
+        Adam step can raise the recurrence's gain by ``learning_rate *
+        hidden_dim`` (0.6 at 1e-3), and on JSB Chorales the guide's
+        summaries exploded within five minibatches
+        (:mod:`tsgen.components.inference_networks`). The paper's sizes
+        train with the defaults.
     random_state : int or None
         Seeds initialisation, shuffling, the ELBO's draws and sampling.
     objective : {"elbo", "iwae", "fivo"}

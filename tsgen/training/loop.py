@@ -36,6 +36,24 @@ def split_validation(
     return data.select(order[n_valid:].sort().values), data.select(order[:n_valid].sort().values)
 
 
+def parameter_groups(module: nn.Module, parameters: list[torch.Tensor], learning_rate: float) -> list[dict]:
+    """Adam's parameter groups: ``learning_rate`` times the factor a submodule
+    declares for some of its own parameters (a ``learning_rate_scales()``
+    method returning ``{parameter: factor}``, e.g. the DMM guide's wide ReLU
+    RNN), 1 for the rest. The full-rate group comes first (its rate is the
+    one the history records), and without declared factors there is one
+    group, as with a plain ``Adam(parameters)``."""
+    scales: dict[int, float] = {}
+    for sub in module.modules():
+        declared = getattr(sub, "learning_rate_scales", None)
+        if callable(declared):
+            scales.update((id(p), float(factor)) for p, factor in declared().items())
+    groups: dict[float, list[torch.Tensor]] = {1.0: []}
+    for p in parameters:
+        groups.setdefault(scales.get(id(p), 1.0), []).append(p)
+    return [{"params": ps, "lr": learning_rate * factor} for factor, ps in groups.items() if ps]
+
+
 def _check_finite(loss: torch.Tensor, epoch: int, batch: int, phase: str) -> float:
     value = float(loss.detach())
     if not math.isfinite(value):
@@ -121,7 +139,8 @@ def train(
     Each epoch shuffles the sequences with ``generator``, and for every
     minibatch computes ``loss_fn(batch, kl_weight)``, clips the gradient norm
     to ``config.grad_clip`` and steps; the learning rate then decays by
-    ``config.lr_decay``. The monitored loss is the validation loss
+    ``config.lr_decay`` (a submodule may declare a smaller rate for some of
+    its parameters: :func:`parameter_groups`). The monitored loss is the validation loss
     (``kl_weight = 1``) when there is validation data (``valid_data`` or a
     random ``config.validation_fraction`` of the sequences), else the mean
     training loss. With ``config.patience`` set, training stops after that
@@ -164,7 +183,10 @@ def train(
     valid_data = None if valid_data is None else valid_data.to(device)
     module.to(device)
     parameters = [p for p in module.parameters() if p.requires_grad]
-    optimizer = torch.optim.Adam(parameters, lr=config.learning_rate, weight_decay=config.weight_decay)
+    optimizer = torch.optim.Adam(
+        parameter_groups(module, parameters, config.learning_rate), lr=config.learning_rate,
+        weight_decay=config.weight_decay,
+    )
     scheduler = torch.optim.lr_scheduler.ExponentialLR(optimizer, gamma=config.lr_decay)
 
     history: list[dict] = []
