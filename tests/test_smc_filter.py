@@ -208,6 +208,24 @@ def test_never_and_always_resampling(threshold):
     _assert_within(torch.exp(_per_replica(out.log_evidence, 2) - exact), torch.ones(2, dtype=D64), what="Z_hat / Z")
 
 
+def test_sync_free_path_as_on_accelerators(monkeypatch):
+    # off the CPU the loop never reads the ESS back: it resamples every series and keeps the old particles
+    # where the ESS was high; run that path here
+    import tsgen.inference.smc.filter as filter_module
+
+    monkeypatch.setattr(filter_module, "_HOST_SYNC_DEVICES", ())
+    params, y, mask = CASES["2d-missing"]()
+    exact = kalman_filter(y, mask, params).log_likelihoods.sum(-1)
+    for proposal in ("bootstrap", "auxiliary"):
+        torch.manual_seed(17)
+        out = particle_filter(LinearGaussianModule(params), *_replicate(y, mask), n_particles=300, proposal=proposal,
+                              keep="particles")
+        assert 0 < out.resampled.float().mean() < 1
+        kept = ~out.resampled[None].expand(300, -1, -1).permute(2, 0, 1)  # (T, N, K B)
+        assert torch.equal(out.ancestors[kept], torch.arange(300).view(1, 300, 1).expand_as(out.ancestors)[kept])
+        _assert_within(torch.exp(_per_replica(out.log_evidence, 2) - exact), torch.ones(2, dtype=D64), what=proposal)
+
+
 # ------------------------------------------------------------------ models written against the protocol
 class RandomWalk(SequentialModel):
     """z_1 ~ N(0, 1), z_t ~ N(z_{t-1}, s^2), x_t ~ N(z_t, 1); ``s`` a parameter; no proposal."""

@@ -91,3 +91,24 @@ def test_normalise_and_ess():
 def test_unknown_scheme_names_the_argument(bad):
     with pytest.raises(ValueError, match="`resampling` must be one of"):
         resampler(bad)
+
+
+@pytest.mark.parametrize("name", ["systematic", "stratified"])
+def test_linear_time_schemes_equal_the_inverse_cdf_definition(name):
+    # the O(N) count-and-scatter forms against the textbook inverse CDF on the same uniforms:
+    # point (j + U_j) / N goes to the first particle whose cumulative weight exceeds it
+    torch.manual_seed(3)
+    log_w = torch.randn(500, 6, dtype=torch.float64) * 2
+    log_w[::7] = -math.inf
+    state = torch.get_rng_state()
+    ancestors = RESAMPLERS[name](log_w)
+    torch.set_rng_state(state)
+    n, b = log_w.shape
+    if name == "systematic":
+        u = 1 - torch.rand((b, 1), dtype=torch.float64)  # the scheme uses 1 - U, uniform too
+    else:
+        u = torch.rand((b, n), dtype=torch.float64)
+    points = (torch.arange(n, dtype=torch.float64) + u) / n
+    cdf = torch.softmax(log_w, 0).T.cumsum(-1)
+    expected = torch.searchsorted(cdf / cdf[:, -1:], points, right=True).clamp(max=n - 1).T
+    assert torch.equal(ancestors, expected)

@@ -41,7 +41,8 @@ _EVENT = {"F": 2, "c": 1, "Q": 2, "H": 2, "d": 1, "R": 2}
 # transition fields: step t (t >= 1) moves z_{t-1} to z_t with the parameters of time t-1
 _SHIFTED = ("F", "c", "Q")
 # the field a precomputed scale belongs to
-_BASE = {"q_scale": "Q", "r_scale": "R", "p1_scale": "P1"}
+_BASE = {f"{k}_{part}": v for k, v in (("q", "Q"), ("r", "R"), ("p1", "P1"))
+         for part in ("scale", "inverse", "log_norm")}
 
 
 def _is_diagonal(matrix: Tensor) -> bool:
@@ -71,8 +72,10 @@ class _Normal(Normal):
     """A normal whose ``loc`` already has the full batch shape and whose ``scale`` broadcasts against it
     without being expanded, so ``log(scale)`` is taken on ``(B, S)`` numbers, not on every particle."""
 
-    def __init__(self, loc: Tensor, scale: Tensor):
+    def __init__(self, loc: Tensor, scale: Tensor, inverse: Tensor | None = None, log_norm: Tensor | None = None):
         self.loc, self.scale = loc, scale
+        # 1 / scale and -log(scale sqrt(2 pi)), precomputed per series by the module when it can
+        self._inverse, self._log_norm = inverse, log_norm
         Distribution.__init__(self, loc.shape, validate_args=False)
 
     @property
@@ -88,16 +91,17 @@ class _Normal(Normal):
 
     def log_prob(self, value: Tensor) -> Tensor:
         # (value - loc) / scale as one pass over the particles (value and scale are per series)
-        inverse = self.scale.reciprocal()
-        standardised = torch.addcmul(value * inverse, self.loc, -inverse)
-        return torch.addcmul(-(self.scale.log() + _HALF_LOG_2PI), standardised, standardised, value=-0.5)
+        inverse = self.scale.reciprocal() if self._inverse is None else self._inverse
+        log_norm = -(self.scale.log() + _HALF_LOG_2PI) if self._log_norm is None else self._log_norm
+        standardised = torch.addcmul(value * inverse, self.loc, inverse, value=-1)
+        return torch.addcmul(log_norm, standardised, standardised, value=-0.5)
 
 
 class _DiagonalNormal(Independent):
     """``Independent(Normal(loc, scale), 1)`` built without the generic checks (it is built every step)."""
 
-    def __init__(self, loc: Tensor, scale: Tensor):
-        self.base_dist = _Normal(loc, scale)
+    def __init__(self, loc: Tensor, scale: Tensor, inverse: Tensor | None = None, log_norm: Tensor | None = None):
+        self.base_dist = _Normal(loc, scale, inverse, log_norm)
         self.reinterpreted_batch_ndims = 1
         Distribution.__init__(self, loc.shape[:-1], loc.shape[-1:], validate_args=False)
 
@@ -114,8 +118,11 @@ class _MultivariateNormal(MultivariateNormal):
         return self.loc + _mat_vec(self._unbroadcasted_scale_tril, noise)
 
 
-def _gaussian(loc: Tensor, scale: Tensor, diagonal: bool) -> Distribution:
+def _gaussian(loc: Tensor, scale: Tensor, diagonal: bool, context_t: dict | None = None,
+              name: str = "") -> Distribution:
     if diagonal:
+        if context_t is not None:
+            return _DiagonalNormal(loc, scale, context_t[f"{name}_inverse"], context_t[f"{name}_log_norm"])
         return _DiagonalNormal(loc, scale)
     return _MultivariateNormal(loc, scale_tril=scale, validate_args=False)
 
@@ -181,11 +188,16 @@ class LinearGaussianModule(SequentialModel):
         self.register_buffer("q_scale", _scale(self.Q, self.diagonal_q))
         self.register_buffer("p1_scale", _scale(self.P1, self.diagonal_p1))
         self.register_buffer("r_scale", _scale(self.R, self.diagonal_r))
+        for name, diagonal in (("q", self.diagonal_q), ("p1", self.diagonal_p1), ("r", self.diagonal_r)):
+            if diagonal:
+                scale = getattr(self, f"{name}_scale")
+                self.register_buffer(f"{name}_inverse", scale.reciprocal())
+                self.register_buffer(f"{name}_log_norm", -(scale.log() + _HALF_LOG_2PI))
 
     def _event_dims(self, name: str) -> int:
-        diagonal = {"q_scale": self.diagonal_q, "p1_scale": self.diagonal_p1, "r_scale": self.diagonal_r}
-        if name in diagonal:
-            return 1 if diagonal[name] else 2
+        diagonal = {"q": self.diagonal_q, "p1": self.diagonal_p1, "r": self.diagonal_r}
+        if name in _BASE:
+            return 1 if diagonal[name.split("_")[0]] else 2
         return {"m1": 1, "P1": 2, **_EVENT}[name]
 
     # ------------------------------------------------------------ protocol
@@ -229,16 +241,16 @@ class LinearGaussianModule(SequentialModel):
     def transition(self, state, x_prev, context_t):
         if x_prev is None:
             loc = context_t["m1"].expand(state.shape)
-            return state, _gaussian(loc, context_t["p1_scale"], self.diagonal_p1)
+            return state, _gaussian(loc, context_t["p1_scale"], self.diagonal_p1, context_t, "p1")
         loc = _affine(context_t["F"], state, context_t["c"])
-        return state, _gaussian(loc, context_t["q_scale"], self.diagonal_q)
+        return state, _gaussian(loc, context_t["q_scale"], self.diagonal_q, context_t, "q")
 
     def commit(self, state, z, context_t):
         return z
 
     def emission(self, state, context_t):
         loc = _affine(context_t["H"], state, context_t["d"])
-        return _gaussian(loc, context_t["r_scale"], self.diagonal_r)
+        return _gaussian(loc, context_t["r_scale"], self.diagonal_r, context_t, "r")
 
     def state_from_latent(self, z, context_t):
         return z

@@ -49,6 +49,8 @@ from tsgen.protocol import Context, SequentialModel, index_state, map_state, obs
 __all__ = ["FilterOutput", "PROPOSALS", "KEEP", "particle_filter"]
 
 PROPOSALS = ("bootstrap", "guided", "auxiliary")
+# devices where reading a flag back to Python is cheap enough to skip resampling work per step
+_HOST_SYNC_DEVICES = ("cpu",)
 KEEP = ("none", "particles", "states")
 
 
@@ -184,7 +186,7 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
     always = ess_threshold >= 1.0
     # on the CPU a host read is cheap and lets the loop skip resampling; elsewhere resample every series
     # and keep the old particles where the ESS was high, which needs no sync
-    host_sync = device.type == "cpu"
+    host_sync = device.type in _HOST_SYNC_DEVICES
 
     state = model.init_state(context, (N,))
     log_w = torch.full((N, B), -log_n, dtype=dtype, device=device)
