@@ -340,6 +340,8 @@ def test_bad_arguments_name_themselves():
         particle_filter(module, y, mask, keep="all")
     with pytest.raises(ValueError, match="`values`"):
         particle_filter(module, y[0], mask[0])
+    with pytest.raises(ValueError, match="`values`"):
+        particle_filter(module, y[:, :0], mask[:, :0])
     with pytest.raises(ValueError, match="`mask`"):
         particle_filter(module, y, mask[:, :-1])
     with pytest.raises(TypeError, match="`mask`"):

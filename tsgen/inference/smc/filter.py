@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
+from numbers import Real
 
 import torch
 from torch import Tensor
@@ -84,13 +85,13 @@ def _check_arguments(model, values, mask, n_particles, proposal, resampling, ess
         )
     resampler(resampling)  # the error names `resampling`
     draw = WEIGHT_RESAMPLERS[resampling]
-    if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, (int, float)) or not 0 <= ess_threshold <= 1:
+    if isinstance(ess_threshold, bool) or not isinstance(ess_threshold, Real) or not 0 <= ess_threshold <= 1:
         raise ValueError(f"`ess_threshold` must be a number in [0, 1]; got {ess_threshold!r}.")
     if keep not in KEEP:
         raise ValueError(f"`keep` must be one of {list(KEEP)}; got {keep!r}.")
-    if not isinstance(values, Tensor) or values.dim() != 3 or not values.is_floating_point():
+    if not isinstance(values, Tensor) or values.dim() != 3 or not values.is_floating_point() or 0 in values.shape:
         shape = tuple(values.shape) if isinstance(values, Tensor) else type(values).__name__
-        raise ValueError(f"`values` must be a floating-point tensor of shape (B, T, D); got {shape}.")
+        raise ValueError(f"`values` must be a floating-point tensor of shape (B, T, D), none of them 0; got {shape}.")
     if mask is None:
         mask = ~torch.isnan(values)
     elif not isinstance(mask, Tensor) or mask.dtype != torch.bool:
