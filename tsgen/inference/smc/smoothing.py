@@ -103,10 +103,25 @@ def _check_observations(values: Tensor, mask: Tensor, extent: tuple[int, int] | 
 
 
 # ------------------------------------------------------------------ helpers
+def _categorical(logits: Tensor, dim: int) -> tuple[Tensor, Tensor]:
+    """One index per slice drawn with probabilities ``softmax(logits)`` along ``dim``, and the slices'
+    largest logit (not finite where every entry is impossible).
+
+    By inverting the cumulative weights: one exponential per entry and a binary search per slice,
+    several times cheaper on the CPU than Gumbel-max's two logarithms per entry.
+    """
+    moved = logits.movedim(dim, -1)
+    top = moved.amax(-1, keepdim=True)
+    cdf = torch.exp(moved - torch.nan_to_num(top, 0.0, 0.0, 0.0)).cumsum(-1).contiguous()
+    point = torch.rand(cdf.shape[:-1] + (1,), dtype=cdf.dtype, device=cdf.device) * cdf[..., -1:]
+    # right=True: a point picks the first entry whose cumulative weight exceeds it, never a zero-weight one
+    index = torch.searchsorted(cdf, point, right=True).clamp_(max=cdf.shape[-1] - 1)
+    return index[..., 0], top[..., 0]
+
+
 def _sample_index(logits: Tensor, dim: int) -> Tensor:
-    """One index per slice drawn with probabilities ``softmax(logits)`` along ``dim`` (Gumbel-max)."""
-    gumbel = -torch.log(-torch.log(torch.rand_like(logits).clamp_min(torch.finfo(logits.dtype).tiny)))
-    return torch.argmax(logits + gumbel, dim=dim)
+    """One index per slice drawn with probabilities ``softmax(logits)`` along ``dim``."""
+    return _categorical(logits, dim)[0]
 
 
 def _rows(context_t: dict, rows: Tensor, n_series: int) -> dict:
@@ -230,15 +245,15 @@ def _backward_exact(transition, log_weights: Tensor, z_next: Tensor, t: int) -> 
     block = max(1, _BLOCK_ELEMENTS // (n_particles * n_series * max(1, z_next.shape[-1])))
     picks = []
     for chunk in z_next.split(block, dim=0):
-        logits = transition.log_prob(chunk.unsqueeze(1)) + log_weights  # (m, N, B)
-        dead = ~torch.isfinite(logits.amax(1))
+        index, top = _categorical(transition.log_prob(chunk.unsqueeze(1)) + log_weights, dim=1)  # over (m, N, B)
+        dead = ~torch.isfinite(top)
         if bool(dead.any()):
             series = int(dead.nonzero()[0, 1])
             raise NumericalError(
                 f"backward simulation failed at step {t + 1} of series {series}: the transition density of a "
                 f"trajectory's z_{t + 2} is 0 (or not finite) from every particle at step {t + 1}; use more particles."
             )
-        picks.append(_sample_index(logits, dim=1))
+        picks.append(index)
     return torch.cat(picks)
 
 
