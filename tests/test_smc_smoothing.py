@@ -7,9 +7,11 @@ series of one batch); at every step the copies' mean error against the exact mom
 from __future__ import annotations
 
 import math
+from types import SimpleNamespace
 
 import pytest
 import torch
+from torch.distributions import TransformedDistribution
 
 from tsgen.inference.kalman import KalmanParams, kalman_filter, kalman_smoother
 from tsgen.inference.smc import particle_filter
@@ -123,6 +125,44 @@ def test_ffbsi_rejection_accepts_most_proposals_without_the_exact_step(monkeypat
         paths = ffbsi(model, out, values, mask, n_trajectories=50, rejection=True, max_trials=200)
     assert paths.shape == (50, 4, 10, 1) and bool(torch.isfinite(paths).all())
     assert exact_calls == []
+
+
+class _NoModeLDS(LinearGaussianModule):
+    """The LDS with a transition law that has no ``mode`` (as an implicit or custom law would)."""
+
+    def transition(self, state, x_prev, context_t):
+        state, law = super().transition(state, x_prev, context_t)
+        return state, TransformedDistribution(law, [])
+
+
+def test_ffbsi_rejection_without_a_bound_takes_the_exact_step():
+    params = lds_params(1)
+    values, mask = simulate(params, n_series=3, steps=6, seed=9)
+    model = _NoModeLDS(params)
+    with pytest.raises(NotImplementedError):
+        model.transition(torch.zeros(2, 3, 1, dtype=torch.float64), values[:, 0], model.prepare(values, mask).at(1))[1].mode
+    out = filtered(model, values, mask, n_particles=30, seed=10)
+    draws = []
+    for rejection in (False, True):
+        with seeded_from(torch.Generator().manual_seed(11)):
+            draws.append(ffbsi(model, out, values, mask, n_trajectories=7, rejection=rejection))
+    torch.testing.assert_close(draws[0], draws[1], rtol=0, atol=0)
+
+
+def test_genealogy_follows_the_ancestors():
+    """Hand-made ancestry: z[t, n] = 10 t + n, so a path spells out the indices it went through."""
+    steps, n = 3, 4
+    z = (10 * torch.arange(steps)[:, None] + torch.arange(n)[None]).double().reshape(steps, n, 1, 1)
+    ancestors = torch.tensor([[0, 1, 2, 3], [1, 1, 3, 0], [2, 0, 0, 3]]).reshape(steps, n, 1)
+    output = SimpleNamespace(z=z, ancestors=ancestors, log_weights_history=torch.zeros(steps, n, 1) - math.log(n),
+                             log_weights=torch.zeros(n, 1) - math.log(n))
+    paths = genealogy(output)[:, 0, :, 0]
+    # particle 0 at t=2 <- 2 at t=1 <- 3 at t=0; particle 1 <- 0 <- 1; particle 2 <- 0 <- 1; particle 3 <- 3 <- 0
+    expected = torch.tensor([[3, 12, 20], [1, 10, 21], [1, 10, 22], [0, 13, 23]], dtype=torch.float64)
+    torch.testing.assert_close(paths, expected)
+    lag1 = fixed_lag(output, 1).z[:, 0, :, 0]
+    # step 0 from the particles at step 1 (their ancestors), steps 1 and 2 from the final genealogy
+    torch.testing.assert_close(lag1, torch.stack([torch.tensor([1.0, 1, 3, 0]), expected[:, 1], expected[:, 2]], 1))
 
 
 def test_fixed_lag_matches_kalman_given_the_lagged_prefix():
