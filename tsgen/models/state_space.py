@@ -156,8 +156,8 @@ class StateSpaceModel(nn.Module):
         return super().__getattr__(name)
 
     def constrained_parameters(self) -> dict[str, Tensor]:
-        """The registered parameters' current (constrained) values."""
-        return {name: getattr(self, name) for name in self.__dict__.get("_constrained", {})}
+        """The registered parameters' current (constrained) values, detached from the graph."""
+        return {name: getattr(self, name).detach() for name in self.__dict__.get("_constrained", {})}
 
     def priors(self) -> dict[str, Distribution]:
         """The priors of the registered parameters that have one (name -> distribution): what PMMH samples."""
@@ -446,6 +446,8 @@ class _StateSpaceEstimator(BaseForecaster):
 
     _supports_covariates = True
     _n_predict_samples = 500
+    #: AnomalyDetector scores it by the particle filter's one-step densities with its own n_particles
+    _latent_model = True
 
     # subclasses set these in their constructors (sklearn style); listed for readers
     method: str
