@@ -243,5 +243,11 @@ def test_ffbsi_refuses_a_non_markov_model_and_a_filter_without_history():
         ffbsi(model, out, values, mask, n_trajectories=0)
     with pytest.raises(ValueError, match="`lag`"):
         fixed_lag(out, -1)
+    with seeded_from(torch.Generator().manual_seed(19)):
+        no_mask = ffbsi(model, out, values, None, n_trajectories=5)
+    with seeded_from(torch.Generator().manual_seed(19)):
+        torch.testing.assert_close(no_mask, ffbsi(model, out, values, mask, n_trajectories=5))
+    with pytest.raises(ValueError, match="`mask`"):
+        ffbsi(model, out, values, mask.double(), n_trajectories=5)
     with pytest.raises(ValueError, match="`values` must cover"):
         ffbsi(model, out, values[:, :4], mask[:, :4], n_trajectories=5)

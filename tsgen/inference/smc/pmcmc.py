@@ -153,7 +153,7 @@ def pmmh(
     build_model: Callable[[Tensor], SequentialModel],
     priors: Mapping[str, Distribution] | Sequence[Distribution] | Callable[[Tensor], Tensor],
     values: Tensor,
-    mask: Tensor,
+    mask: Tensor | None,
     covariates: Tensor | None = None,
     *,
     n_samples: int = 1000,
@@ -178,8 +178,8 @@ def pmmh(
         ``theta (P,) -> log prior density`` over coordinates that are
         already unconstrained (any Jacobian included), with ``initial``.
     values, mask : Tensor ``(B, T, D)``
-        Observations (mask bool); the series share ``theta`` and their
-        log-evidences add up.
+        Observations (mask bool, None: ``~isnan(values)``); the series share
+        ``theta`` and their log-evidences add up.
     covariates : Tensor ``(B, T, K)``, optional
     n_samples, n_warmup : int
         Kept iterations and warm-up iterations before them.
@@ -324,7 +324,7 @@ def _conditional_sweep(model, x: Tensor, mask: Tensor, context: Context, referen
 def pgas(
     model: SequentialModel,
     values: Tensor,
-    mask: Tensor,
+    mask: Tensor | None,
     covariates: Tensor | None = None,
     *,
     n_samples: int = 100,
@@ -341,7 +341,7 @@ def pgas(
     model : SequentialModel
         With a Markov latent (``markov_latent = True``); others are refused.
     values, mask : Tensor ``(B, T, D)``
-        Observations (mask bool); each series runs its own chain.
+        Observations (mask bool, None: ``~isnan(values)``); each series runs its own chain.
     covariates : Tensor ``(B, T, K)``, optional
     n_samples, n_warmup : int
         Kept sweeps and warm-up sweeps before them.
@@ -370,7 +370,7 @@ def pgas(
     n_particles = _check_count(n_particles, "n_particles", minimum=2)
     if proposal not in ("bootstrap", "guided"):
         raise ValueError(f"`proposal` must be one of ['bootstrap', 'guided']; got {proposal!r}.")
-    x = _check_observations(values, mask)
+    x, mask = _check_observations(values, mask)
     n_series, steps = x.shape[:2]
     if context is None:
         context = model.prepare(values, mask, covariates)

@@ -84,14 +84,17 @@ def _check_count(value, name: str, minimum: int = 1) -> int:
     return int(value)
 
 
-def _check_observations(values: Tensor, mask: Tensor, extent: tuple[int, int] | None = None) -> Tensor:
-    """``values`` with NaN where unobserved (what transitions receive as ``x_prev``); ``extent`` is
-    the ``(B, T)`` they must cover."""
+def _check_observations(values: Tensor, mask: Tensor | None,
+                        extent: tuple[int, int] | None = None) -> tuple[Tensor, Tensor]:
+    """``(values with NaN where unobserved, mask)``: the first is what transitions receive as
+    ``x_prev``; a None mask means ``~isnan(values)``; ``extent`` is the ``(B, T)`` they must cover."""
     if not isinstance(values, Tensor) or values.dim() != 3 or not values.is_floating_point():
         raise ValueError(
             f"`values` must be a floating tensor (B, T, D); got {type(values).__name__} "
             f"{tuple(getattr(values, 'shape', ()))}."
         )
+    if mask is None:
+        mask = ~torch.isnan(values)
     if not isinstance(mask, Tensor) or mask.shape != values.shape or mask.dtype != torch.bool:
         raise ValueError(
             f"`mask` must be a bool tensor of the shape of `values` {tuple(values.shape)}; got "
@@ -99,7 +102,7 @@ def _check_observations(values: Tensor, mask: Tensor, extent: tuple[int, int] | 
         )
     if extent is not None and tuple(values.shape[:2]) != tuple(extent):
         raise ValueError(f"`values` must cover the filtered steps, (B, T) = {tuple(extent)}; got {tuple(values.shape[:2])}.")
-    return torch.where(mask, values, torch.full((), math.nan, dtype=values.dtype, device=values.device))
+    return torch.where(mask, values, torch.full((), math.nan, dtype=values.dtype, device=values.device)), mask
 
 
 # ------------------------------------------------------------------ helpers
@@ -297,7 +300,7 @@ def _backward_rejection(model, z_t: Tensor, transition, log_weights: Tensor, z_n
     return index
 
 
-def ffbsi(model, output, values: Tensor, mask: Tensor, context: Context | None = None, n_trajectories: int = 100,
+def ffbsi(model, output, values: Tensor, mask: Tensor | None, context: Context | None = None, n_trajectories: int = 100,
           *, rejection: bool = False, max_trials: int = 32) -> Tensor:
     """Forward filtering, backward simulation: ``M`` draws from ``p(z_{1:T} | x_{1:T})``.
 
@@ -309,7 +312,8 @@ def ffbsi(model, output, values: Tensor, mask: Tensor, context: Context | None =
     output : FilterOutput
         ``particle_filter(model, values, mask, ..., keep="particles")``.
     values, mask : Tensor ``(B, T, D)``
-        The filtered observations (mask bool, True where observed).
+        The filtered observations (mask bool, True where observed; None:
+        ``~isnan(values)``).
     context : Context, optional
         ``model.prepare(values, mask, covariates)`` as the filter used it;
         computed without covariates when None.
@@ -331,7 +335,7 @@ def ffbsi(model, output, values: Tensor, mask: Tensor, context: Context | None =
     n_trajectories = _check_count(n_trajectories, "n_trajectories")
     max_trials = _check_count(max_trials, "max_trials", minimum=0)
     z, log_weights = output.z, output.log_weights_history
-    x = _check_observations(values, mask, (z.shape[2], z.shape[0]))
+    x, mask = _check_observations(values, mask, (z.shape[2], z.shape[0]))
     if context is None:
         context = model.prepare(values, mask)
     steps, n_particles, n_series = log_weights.shape
