@@ -45,7 +45,7 @@ from tsgen.protocol import Context, index_state
 __all__ = ["FixedLagSmoother", "WeightedPaths", "ffbsi", "fixed_lag", "genealogy", "trace_genealogy"]
 
 #: elements of one block of pairwise transition log-densities (M_block x N x B x Z)
-_BLOCK_ELEMENTS = 2**23
+_BLOCK_ELEMENTS = 2**22
 
 
 class WeightedPaths(NamedTuple):
@@ -58,6 +58,8 @@ class WeightedPaths(NamedTuple):
 
 # ------------------------------------------------------------------ checks
 def _require_history(output, function: str) -> None:
+    if getattr(output, "z", None) is None and getattr(output, "ancestors", None) is not None:
+        raise ValueError(f"`output` has no latent particles to smooth for {function}: the model has no latent variable.")
     missing = [name for name in ("z", "ancestors", "log_weights_history") if getattr(output, name, None) is None]
     if missing:
         raise ValueError(
