@@ -196,15 +196,19 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
     z_hist, anc_hist, lw_hist, states = [], [], [], []
     sample = (lambda d: d.rsample() if d.has_rsample else d.sample()) if reparameterized else (lambda d: d.sample())
 
+    # per-step views made once (unbind is one call), so the loop indexes Python lists; x_nan_steps[t] is
+    # x_t with NaN where unobserved, at the particles' shape (N, B, D)
+    x_nan_steps = x_missing.unsqueeze(0).expand(N, B, T, D).unbind(2)
+    x_steps = values.unbind(1)
     for t in range(T):
         context_t = context.at(t)
-        x_prev = None if t == 0 else x_missing[:, t - 1].expand(N, B, D)
+        x_prev = None if t == 0 else x_nan_steps[t - 1]
         ancestors = None
         need = no_resample
         step_seen = any_step[t]
 
         if t > 0 and latent and not (proposal == "auxiliary" and step_seen):
-            need, every = _need(always, ess_t, ess_threshold * N, host_sync, B, yes)
+            need, every = _need(always, ess_t, ess_threshold * N, host_sync, B, yes, no_resample)
             if every is not None:
                 ancestors = draw(weights.T).T
                 # weights and ESS matter again only if step t observes nothing (then they carry over)
@@ -231,7 +235,7 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
             step_ll.append(torch.zeros(B, dtype=dtype, device=device))
         else:
             full = all_step[t]
-            x_t = values[:, t] if full else x_missing[:, t].expand(N, B, D)
+            x_t = x_steps[t] if full else x_nan_steps[t]
             mask_t = None if full else mask[:, t].expand(N, B, D)
             seen_t = None if full else observed[:, t]
             log_pre = None  # auxiliary filter: log of the first-stage normaliser
@@ -243,8 +247,7 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
                 state = model.commit(state, z, context_t)
                 log_inc = _log_lik(model, state, context_t, x_t, mask_t)
             elif proposal == "guided":
-                x_full = x_missing[:, t].expand(N, B, D)
-                q = model.proposal(state, x_full, mask[:, t].expand(N, B, D), context_t)
+                q = model.proposal(state, x_nan_steps[t], mask[:, t].expand(N, B, D), context_t)
                 if q is None:
                     raise ValueError(
                         f"`proposal`='guided' needs a model with a proposal; {type(model).__name__}.proposal "
@@ -263,7 +266,7 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
                 look = _log_lik(model, mean_state, context_t, x_t, mask_t)  # (N, B)
                 first, first_weights, log_pre, ess_aux = _weigh(log_w + look)
                 log_w = first
-                need, every = _need(always, ess_aux, ess_threshold * N, host_sync, B, yes)
+                need, every = _need(always, ess_aux, ess_threshold * N, host_sync, B, yes, no_resample)
                 if every is not None:
                     ancestors = draw(first_weights.T).T
                     if every:
@@ -313,17 +316,19 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
     return out if latent else _widen(out, n_particles)
 
 
-def _need(always: bool, ess: Tensor, threshold: float, host_sync: bool, n_series: int, yes: Tensor):
+def _need(always: bool, ess: Tensor, threshold: float, host_sync: bool, n_series: int, yes: Tensor, no: Tensor):
     """Which series resample ``(B,)`` and whether all do (True), some (False) or none (None: skip)."""
     if always:
         return yes, True
+    if n_series == 1 and host_sync:
+        return (yes, True) if float(ess) < threshold else (no, None)
     need = ess < threshold
     if not host_sync:
         # no device sync: resample every series and keep the old particles where the ESS was high
         return need, False
     count = int(need.sum())
     if count == 0:
-        return need, None
+        return no, None
     return need, count == n_series
 
 
@@ -332,7 +337,7 @@ def _weigh(log_w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     log normaliser, ESS)``; the resamplers take unnormalised weights, which saves a pass."""
     # the shift only guards exp() against overflow, so it needs no gradient; a series whose weights are
     # all -inf gets the normaliser -inf (not NaN), which the caller reports
-    top = torch.nan_to_num(log_w.detach().amax(0), 0.0, 0.0, 0.0)
+    top = torch.nan_to_num((log_w.detach() if log_w.requires_grad else log_w).amax(0), 0.0, 0.0, 0.0)
     w = torch.sub(log_w, top).exp_()
     total = w.sum(0)
     log_norm = total.log().add_(top)

@@ -42,9 +42,13 @@ def _ancestors(first_slot: Tensor, n: int) -> Tensor:
     """Ancestors ``(B, n)`` from ``first_slot`` ``(B, N)`` int64: particle ``i`` takes the output slots from
     ``first_slot[i - 1]`` up to ``first_slot[i]`` (nondecreasing in ``i``), i.e. slot ``j`` goes to the
     number of particles ``i`` with ``first_slot[i] <= j``: one scatter and one cumsum, O(N)."""
-    marks = torch.zeros(first_slot.shape[0], n + 1, dtype=torch.int64, device=first_slot.device)
     # the clamp also maps NaN weights (cast to the most negative integer) into range
-    marks.scatter_add_(1, first_slot.clamp_(0, n), torch.ones_like(first_slot))
+    first_slot = first_slot.clamp_(0, n)
+    if first_slot.shape[0] == 1:
+        marks = torch.bincount(first_slot[0], minlength=n + 1).unsqueeze(0)
+    else:
+        marks = torch.zeros(first_slot.shape[0], n + 1, dtype=torch.int64, device=first_slot.device)
+        marks.scatter_add_(1, first_slot, torch.ones_like(first_slot))
     return torch.cumsum(marks[:, :n], -1).clamp_(max=first_slot.shape[1] - 1)
 
 
@@ -61,7 +65,7 @@ def systematic_weights(weights: Tensor) -> Tensor:
     # the points (j + U) / N below the cumulative weight C_i number ceil(N C_i - U) = floor(N C_i + 1 - U),
     # and 1 - U is uniform too; the values are >= 0, so the integer cast is the floor
     u = torch.rand((b, 1), dtype=cdf.dtype, device=cdf.device)
-    return _ancestors(torch.addcmul(u, cdf, n / cdf[:, -1:]).to(torch.int64), n)
+    return _ancestors(torch.addcdiv(u, cdf, cdf[:, -1:], value=n).to(torch.int64), n)
 
 
 def stratified_weights(weights: Tensor) -> Tensor:
