@@ -38,6 +38,7 @@ from tsgen.base import BaseForecaster, _check_quantiles
 from tsgen.data import SeriesBatch, quantile_label, to_series_batch, unwrap
 from tsgen.inference.smc.particle_em import transition_mask
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, index_state, observed_log_prob
+from tsgen.training.loop import _unchecked_distributions as unchecked_distributions
 
 __all__ = ["StateSpaceForecaster", "StateSpaceModel", "StateSpaceProtocol", "latent_frames", "weighted_quantiles"]
 
@@ -408,20 +409,6 @@ def latent_frames(batch: SeriesBatch, means: Tensor, bands: dict, names) -> list
 
 
 # ------------------------------------------------------------------ estimators
-def _unchecked_distributions():
-    """Distributions built without argument checks inside the SMC loops (the checks dominate a step)."""
-    @contextlib.contextmanager
-    def manager():
-        previous = Distribution._validate_args
-        Distribution.set_default_validate_args(False)
-        try:
-            yield
-        finally:
-            Distribution.set_default_validate_args(previous)
-
-    return manager()
-
-
 def _check_int(name: str, value, minimum: int) -> int:
     if not is_int(value) or value < minimum:
         raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
@@ -511,7 +498,8 @@ class _StateSpaceEstimator(BaseForecaster):
         from tsgen.training import seeded_from
         from tsgen.training.randomness import make_generator
 
-        with torch.no_grad(), seeded_from(make_generator(self.random_state), self._device()), _unchecked_distributions():
+        # argument checks of the distributions built every step would dominate a filter step
+        with torch.no_grad(), seeded_from(make_generator(self.random_state), self._device()), unchecked_distributions():
             yield
 
     # ------------------------------------------------------------------ fit
@@ -532,7 +520,7 @@ class _StateSpaceEstimator(BaseForecaster):
         self.log_evidences_, self.n_iter_ = [], 0
         self.posterior_samples_, self.acceptance_rate_ = {}, None
         if self.max_iter > 0:
-            with seeded_from(generator, device), _unchecked_distributions():
+            with seeded_from(generator, device), unchecked_distributions():
                 getattr(self, f"_fit_{self.method}")(adapter, values, mask, covariates, generator)
         self.module_ = module.eval()
 
@@ -558,7 +546,7 @@ class _StateSpaceEstimator(BaseForecaster):
             )
             return -out.log_evidence.sum() / max(1, batch.n_observed)
 
-        batch = SequenceBatch(values, mask, covariates)
+        batch = SequenceBatch(values, mask, None if covariates is None else covariates[:, : values.shape[1]])
         config = TrainingConfig(max_epochs=self.max_iter, batch_size=len(batch), learning_rate=self.learning_rate,
                                 patience=None, progress=False, device=str(values.device))
         history = train(adapter, loss, batch, config=config, generator=generator)
@@ -623,7 +611,7 @@ class _StateSpaceEstimator(BaseForecaster):
         device = values.device
         draws = values.new_empty(history.n_series, n_samples, horizon, history.n_dims)
         lengths = history.lengths.to(device)
-        with torch.no_grad(), seeded_from(generator, device), _unchecked_distributions():
+        with torch.no_grad(), seeded_from(generator, device), unchecked_distributions():
             # series of one length are filtered together, so each ends at its own last step
             for length in torch.unique(history.lengths).tolist():
                 rows = torch.nonzero(lengths == length).squeeze(-1)
@@ -847,8 +835,15 @@ class StateSpaceForecaster(_StateSpaceEstimator):
                 "import or define it before calling tsgen.load"
             )
         params = self.model_params if isinstance(self.model_params, dict) else {}
+        try:
+            rebuilt = cls(**params)
+        except TypeError as error:
+            raise ValueError(
+                f"{cls.__name__} cannot be rebuilt from its stored arguments {params} ({error}); give it a "
+                "get_config() that returns its constructor arguments"
+            ) from error
         if spec["instance"]:
-            self.model, self.model_params = cls(**params), None
+            self.model, self.model_params = rebuilt, None
         else:
             self.model = cls
         super()._load_fitted_state(meta, tensors)
