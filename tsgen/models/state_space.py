@@ -31,12 +31,13 @@ import pandas as pd
 import torch
 from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, biject_to, constraints
+from torch.distributions import Distribution, Independent, Normal, biject_to, constraints
 
 from tsgen._validation import is_int
 from tsgen.base import BaseForecaster, _check_quantiles
 from tsgen.data import SeriesBatch, quantile_label, to_series_batch, unwrap
 from tsgen.inference.smc.particle_em import transition_mask
+from tsgen.models._lds_protocol import _standard_normal
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, index_state, observed_log_prob
 from tsgen.training.loop import _unchecked_distributions as unchecked_distributions
 
@@ -203,7 +204,15 @@ class _LastDim(Distribution):
         return _LastDim(self.base.expand(torch.Size(batch_shape)[:-1]))
 
     def sample(self, sample_shape=torch.Size()) -> Tensor:
-        return self.base.sample(sample_shape).unsqueeze(-1)
+        base = self.base
+        if type(base) is Normal:
+            # a filter step draws N x B normals; float64 ones are filled one by one on the CPU (see
+            # _lds_protocol._standard_normal), and this draw dominated a bootstrap step of a scalar model
+            with torch.no_grad():
+                shape = base._extended_shape(torch.Size(sample_shape))
+                noise = _standard_normal(shape, base.loc)
+                return torch.addcmul(base.loc.expand(shape), base.scale.expand(shape), noise).unsqueeze(-1)
+        return base.sample(sample_shape).unsqueeze(-1)
 
     def rsample(self, sample_shape=torch.Size()) -> Tensor:
         return self.base.rsample(sample_shape).unsqueeze(-1)
