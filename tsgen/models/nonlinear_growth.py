@@ -76,6 +76,8 @@ class NonlinearGrowth(_StateSpaceEstimator):
     ``observation_variance_``.
     """
 
+    _supports_covariates = False  # its equations read no inputs
+
     def __init__(
         self,
         process_variance=None,

@@ -305,9 +305,8 @@ class StateSpaceProtocol(SequentialModel):
 
     # --------------------------------------------------------------- steps
     def init_state(self, context: Context, sample_shape=()):
-        B = context.steps["t"].shape[0]
         t = context.steps["t"]
-        return _Start(t.new_zeros(*sample_shape, B, self.latent_dim))
+        return _Start(t.new_zeros(*sample_shape, t.shape[0], self.latent_dim))
 
     def transition(self, state, x_prev, context_t):
         if isinstance(state, _Start):

@@ -72,6 +72,8 @@ class StochasticVolatility(_StateSpaceEstimator):
     ``mu_``, ``phi_``, ``sigma_``.
     """
 
+    _supports_covariates = False  # its equations read no inputs
+
     def __init__(
         self,
         mu=None,
