@@ -792,7 +792,7 @@ class DeepMarkovModel(DeepForecaster):
         """
         return self._latent_summary(y, X, quantiles, n_particles, proposal, None)
 
-    def smooth(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, proposal=None, n_trajectories=100):
+    def smooth(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, n_trajectories=100, proposal=None):
         """Smoothing distributions ``p(z_t | y_1:T)`` by forward filtering, backward simulation (FFBSi).
 
         The particle filter of :meth:`filter` (same arguments) followed by

@@ -27,16 +27,18 @@ import dataclasses
 import math
 
 import numpy as np
-import pandas as pd
 import torch
-from sklearn.utils.validation import check_is_fitted
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, biject_to, constraints
 
 from tsgen._validation import is_int
-from tsgen.base import BaseForecaster, _check_quantiles
-from tsgen.data import SeriesBatch, quantile_label, to_series_batch, unwrap
+from tsgen.base import BaseForecaster
+from tsgen.data import SeriesBatch, unwrap
 from tsgen.inference.smc.particle_em import transition_mask
+# the frames of filter()/smooth(), shared with the DMM's (weighted_quantiles and latent_frames stay importable here)
+from tsgen.models._latent_frames import (
+    filtering_summary, frame_input, latent_frames, latent_names, smoothing_summary, weighted_quantiles,
+)
 from tsgen.models._lds_protocol import _standard_normal
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, index_state, observed_log_prob
 from tsgen.training.loop import _unchecked_distributions as unchecked_distributions
@@ -370,52 +372,6 @@ class StateSpaceProtocol(SequentialModel):
         return total + observed_log_prob(emission, x, m).sum(0)
 
 
-# ------------------------------------------------------------------ summaries
-def weighted_quantiles(values: Tensor, log_weights: Tensor, levels) -> Tensor:
-    """Quantiles of weighted particles.
-
-    Parameters
-    ----------
-    values : Tensor (N, ...)
-        Particles along dimension 0.
-    log_weights : Tensor (N, ...)
-        Log-weights (normalised or not) broadcasting against ``values``.
-    levels : sequence of float in (0, 1)
-
-    Returns
-    -------
-    Tensor (len(levels), ...)
-        For each level ``q`` the smallest particle whose cumulative weight reaches ``q``.
-    """
-    weights = torch.softmax(log_weights, 0).expand_as(values)
-    ordered, order = values.sort(0)
-    cdf = weights.gather(0, order).cumsum(0).movedim(0, -1).contiguous()  # (..., N)
-    q = torch.as_tensor(list(levels), dtype=cdf.dtype, device=cdf.device)
-    targets = (q * cdf[..., -1:]).contiguous()  # (..., Q): cdf's last entry is 1 up to rounding
-    index = torch.searchsorted(cdf, targets).clamp_(max=values.shape[0] - 1)
-    return ordered.movedim(0, -1).gather(-1, index).movedim(-1, 0)
-
-
-def latent_frames(batch: SeriesBatch, means: Tensor, bands: dict, names) -> list[pd.DataFrame]:
-    """One frame per series indexed by its time steps: ``mean`` and ``q<level>`` columns per latent.
-
-    ``means`` and each band are ``(B, T, Z)``; one latent gets flat columns,
-    several get a ``(latent, statistic)`` column MultiIndex.
-    """
-    stats = ["mean"] + [quantile_label(q) for q in bands]
-    block = torch.stack([means] + [bands[q] for q in bands], -1).detach().cpu().numpy()  # (B, T, Z, S)
-    Z = block.shape[2]
-    if Z == 1:
-        columns = pd.Index(stats)
-    else:
-        columns = pd.MultiIndex.from_product([list(names), stats], names=["latent", "statistic"])
-    frames = []
-    for i, index in enumerate(batch.indexes):
-        n = int(batch.lengths[i])
-        frames.append(pd.DataFrame(block[i, :n].reshape(n, -1), index=index.copy(), columns=columns.copy(), copy=True))
-    return frames
-
-
 # ------------------------------------------------------------------ estimators
 def _check_int(name: str, value, minimum: int) -> int:
     if not is_int(value) or value < minimum:
@@ -637,19 +593,15 @@ class _StateSpaceEstimator(BaseForecaster):
 
     # ------------------------------------------------------ filter / smooth
     def _latent_names(self, Z: int) -> list[str]:
-        names = getattr(self.module_, "latent_names", None)
-        return list(names) if names is not None and len(names) == Z else [f"z{k}" for k in range(Z)]
+        return latent_names(getattr(self.module_, "latent_names", None), Z)
 
     def _state_input(self, y, X, quantiles):
-        check_is_fitted(self)
-        levels = _check_quantiles(quantiles)
-        batch = to_series_batch(y, "y", 1)
-        if batch.n_dims != self.n_dims_:
-            raise ValueError(f"`y` has {batch.n_dims} variables; the model was fitted on {self.n_dims_}.")
-        return batch, self._covariates(X, batch, 0), levels
+        return frame_input(self, y, X, quantiles)
 
-    def filter(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None):
+    def filter(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, proposal=None):
         """Filtering distributions ``p(z_t | y_1:t)`` by the particle filter.
+
+        ``n_particles`` and ``proposal`` default to the estimator's.
 
         Returns
         -------
@@ -660,14 +612,12 @@ class _StateSpaceEstimator(BaseForecaster):
         batch, covariates, levels = self._state_input(y, X, quantiles)
         values, mask, covariates = self._tensors(batch, covariates)
         with self._seeded():
-            out, _ = self._filter(self._protocol(), values, mask, covariates, n_particles, keep="particles")
-            z, log_w = out.z, out.log_weights_history.unsqueeze(-1)  # (T, N, B, Z), (T, N, B, 1)
-            means = (torch.softmax(log_w, 1) * z).sum(1)  # (T, B, Z)
-            bands = weighted_quantiles(z.movedim(1, 0), log_w.movedim(1, 0), levels)  # (Q, T, B, Z)
-        bands = {q: bands[k].movedim(0, 1) for k, q in enumerate(levels)}
-        return unwrap(batch, latent_frames(batch, means.movedim(0, 1), bands, self._latent_names(z.shape[-1])))
+            out, _ = self._filter(self._protocol(), values, mask, covariates, n_particles, keep="particles",
+                                  proposal=proposal)
+            means, bands = filtering_summary(out.z, out.log_weights_history, levels)
+        return unwrap(batch, latent_frames(batch, means, bands, self._latent_names(means.shape[-1])))
 
-    def smooth(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, n_trajectories=None):
+    def smooth(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, n_trajectories=None, proposal=None):
         """Smoothing distributions ``p(z_t | y_1:T)`` by forward filtering, backward simulation (FFBSi).
 
         ``n_trajectories`` backward draws (default the estimator's
@@ -680,11 +630,10 @@ class _StateSpaceEstimator(BaseForecaster):
         values, mask, covariates = self._tensors(batch, covariates)
         adapter = self._protocol()
         with self._seeded():
-            out, context = self._filter(adapter, values, mask, covariates, n_particles, keep="particles")
-            paths = ffbsi(adapter, out, values, mask, context, M)  # (M, B, T, Z)
-            means = paths.mean(0)
-            bands = weighted_quantiles(paths, paths.new_zeros(paths.shape[:2] + (1, 1)), levels)
-        return unwrap(batch, latent_frames(batch, means, dict(zip(levels, bands)), self._latent_names(paths.shape[-1])))
+            out, context = self._filter(adapter, values, mask, covariates, n_particles, keep="particles",
+                                        proposal=proposal)
+            means, bands = smoothing_summary(ffbsi(adapter, out, values, mask, context, M), levels)
+        return unwrap(batch, latent_frames(batch, means, bands, self._latent_names(means.shape[-1])))
 
     # ------------------------------------------------------------ save/load
     def _fitted_state(self) -> tuple[dict, dict]:
