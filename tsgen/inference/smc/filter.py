@@ -341,7 +341,8 @@ def _weigh(log_w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     w = torch.sub(log_w, top).exp_()
     total = w.sum(0)
     log_norm = total.log().add_(top)
-    ess = total * total / torch.linalg.vecdot(w, w, dim=0)
+    # the ESS only decides when to resample, which carries no gradient (FIVO drops that term)
+    ess = (total * total / torch.linalg.vecdot(w, w, dim=0)).detach()
     # in place where no graph is recorded (log_w is a temporary of the caller)
     normalised = log_w - log_norm if torch.is_grad_enabled() else log_w.sub_(log_norm)
     return normalised, w, log_norm, ess
