@@ -105,7 +105,15 @@ class ARIMA(BaseForecaster):
     max_iter : int
         BFGS iterations per fit.
     random_state : int or None
-        Seed of ``sample``.
+        Seed of ``sample`` and of ``log_likelihood(method="smc")``.
+
+    ``log_likelihood(y, per_step=False, X=None, method="kalman", n_particles=None)``:
+    ``"kalman"`` (the default) is the exact likelihood; ``"smc"`` estimates it
+    by a bootstrap particle filter with ``n_particles`` particles (default
+    1000) on the model protocol (:mod:`tsgen.protocol`), the route every
+    latent model takes: the total is the log of an unbiased estimate of
+    ``p(y)`` and ``per_step=True`` gives its one-step densities. A check of
+    the SMC layer against the Kalman filter, not a faster route.
 
     Fitted attributes (one value per series, a list when ``fit`` got a list):
     ``order_``, ``seasonal_order_``, ``trend_``, ``params_`` (dict name -> value,
@@ -356,9 +364,13 @@ class ARIMA(BaseForecaster):
             cache[key] = summary
         return summary, X
 
-    def _log_likelihood(self, data, covariates, **options):
+    def _log_likelihood(self, data, covariates, method="kalman", n_particles=None, **options):
+        from tsgen.models.lds import _inference_method
+
         if options:
             raise TypeError(f"ARIMA.log_likelihood got unexpected option(s) {sorted(options)}.")
+        if _inference_method(method, n_particles) == "smc":
+            return self._smc_log_likelihood(data, covariates, 1000 if n_particles is None else n_particles)
         y = self._univariate(data)
         out = torch.zeros_like(y)
         for spec, rows, params in self._groups(y.shape[0]):
@@ -367,6 +379,22 @@ class ARIMA(BaseForecaster):
             # the first d + sD steps only start the differencing: they carry no density
             # (statsmodels' llf convention), so they are not scored rather than scored 0
             out[rows, : spec.n_integration] = torch.nan
+        return out
+
+    def _smc_log_likelihood(self, data, covariates, n_particles):
+        """The one-step densities by a particle filter on the model protocol (:mod:`._arima_smc`), seeded
+        by ``random_state``: a check of the Kalman route through the code path nonlinear models take."""
+        from tsgen.models._arima_smc import smc_log_likelihoods
+        from tsgen.training import seeded_from
+        from tsgen.training.randomness import make_generator
+
+        y = self._univariate(data)
+        out = torch.zeros_like(y)
+        with torch.no_grad(), seeded_from(make_generator(self.random_state)):
+            for spec, rows, params in self._groups(y.shape[0]):
+                cov = None if covariates is None else covariates[rows]
+                out[rows] = smc_log_likelihoods(spec, params, y[rows], cov, n_particles)
+                out[rows, : spec.n_integration] = torch.nan  # not scored, as in the Kalman route
         return out
 
     def _predict_gaussian(self, horizon, history, covariates):
