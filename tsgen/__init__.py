@@ -27,6 +27,7 @@ __all__ = [
     "StochasticVolatility",
     "TrainingDivergedError",
     "TrainingDivergenceWarning",
+    "VRNN",
     "backtest",
     "load",
     "metrics",
@@ -49,6 +50,7 @@ __getattr__, __dir__ = attach(
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
         "TrainingDivergedError": "tsgen.exceptions",
         "TrainingDivergenceWarning": "tsgen.exceptions",
+        "VRNN": "tsgen.models.vrnn",
         "backtest": "tsgen.evaluation",
         "load": "tsgen.base",
     },
@@ -70,3 +72,4 @@ if TYPE_CHECKING:
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
     from tsgen.models.stochastic_volatility import StochasticVolatility
+    from tsgen.models.vrnn import VRNN

@@ -105,6 +105,17 @@ MODELS: dict[str, ModelEntry] = {
             fixed={"max_epochs": 50, "progress": True},
         ),
         ModelEntry(
+            "vrnn",
+            "tsgen.models.vrnn:VRNN",
+            "Variational RNN (Chung et al. 2015): a latent per step in a GRU, learned prior, trained by the ELBO; "
+            "scored and forecast by the guided particle filter.",
+            (
+                Option("--latent-dim", "latent_dim", int, "latent dimension"),
+                Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
+            ),
+            fixed={"max_epochs": 50, "progress": True},
+        ),
+        ModelEntry(
             "sv",
             "tsgen.models.stochastic_volatility:StochasticVolatility",
             "Stochastic volatility (Kim, Shephard & Chib 1998) of a demeaned return series, by particle EM; "

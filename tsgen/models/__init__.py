@@ -18,6 +18,7 @@ __all__ = [
     "StateSpaceForecaster",
     "StateSpaceModel",
     "StochasticVolatility",
+    "VRNN",
 ]
 
 __getattr__, __dir__ = attach(
@@ -31,9 +32,10 @@ __getattr__, __dir__ = attach(
         "StateSpaceForecaster": "tsgen.models.state_space",
         "StateSpaceModel": "tsgen.models.state_space",
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
+        "VRNN": "tsgen.models.vrnn",
     },
-    submodules=["arima", "deep_estimator", "dmm", "lds", "nonlinear_growth", "rnn", "state_space",
-                "stochastic_volatility"],
+    submodules=["arima", "deep_estimator", "dmm", "lds", "nonlinear_growth", "rnn", "latent_estimator",
+                "state_space", "stochastic_volatility", "vrnn"],
 )
 
 if TYPE_CHECKING:
@@ -44,3 +46,4 @@ if TYPE_CHECKING:
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
     from tsgen.models.stochastic_volatility import StochasticVolatility
+    from tsgen.models.vrnn import VRNN
