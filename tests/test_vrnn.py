@@ -161,3 +161,15 @@ def test_bad_scoring_arguments_are_named():
                           ({"method": "iwae", "n_particles": 10}, "n_particles"), ({"batch_size": 0}, "batch_size")):
         with pytest.raises(ValueError, match=name):
             model.log_likelihood(y, **options)
+
+
+def test_filter_frames_and_smooth_is_refused_for_a_latent_that_is_not_markov(trained):
+    model, y = trained
+    frame = model.filter(y[:30], n_particles=100)
+    assert frame.index.equals(y.index[:30])
+    assert list(frame.columns.get_level_values(0).unique()) == ["z0", "z1"]
+    assert np.isfinite(frame.to_numpy()).all()
+    assert (frame[("z0", "q0.05")] <= frame[("z0", "q0.95")]).all()
+    pd.testing.assert_frame_equal(frame, model.filter(y[:30], n_particles=100))  # seeded by random_state
+    with pytest.raises(ValueError, match="Markov"):
+        model.smooth(y[:30])

@@ -38,32 +38,19 @@ from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, TransformedDistribution
 
 from tsgen._validation import is_int
-from tsgen.base import make_generator
 from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.inference_networks import GuideSample, StructuredInferenceNetwork
 from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.transitions import GatedTransition
-from tsgen.data import unwrap
 from tsgen.inference.elbo import gaussian_kl, iwae_bound, logmeanexp, prefix_increments, sequence_elbo, valid_steps
 from tsgen.inference.smc.filter import particle_filter
-from tsgen.inference.smc.smoothing import ffbsi
-from tsgen.models._latent_frames import filtering_summary, frame_input, latent_frames, latent_names, smoothing_summary
-from tsgen.models.deep_estimator import DeepForecaster
-from tsgen.protocol import Context, SequentialModel, ancestral_sample, map_state
-from tsgen.training import SequenceBatch, seeded_from
+from tsgen.models.latent_estimator import FORECAST_PARTICLES, LatentForecaster, condition
+from tsgen.protocol import Context, SequentialModel
+from tsgen.training import SequenceBatch
 from tsgen.training.config import OBJECTIVES
 
 __all__ = ["DMMState", "DeepMarkovModel", "DeepMarkovModule", "Emitter"]
-
-#: ``log_likelihood`` methods of the estimator
-LIKELIHOOD_METHODS = ("smc", "iwae", "elbo")
-#: particles of the filter that scores (``method="smc"``) and of the one that conditions forecasts
-LIKELIHOOD_PARTICLES = 1000
-FORECAST_PARTICLES = 1000
-#: at most this many latent values kept per forecast chunk (steps x particles x series x Z)
-KEPT_PARTICLE_VALUES = 2**24
-
 
 class Emitter(nn.Module):
     """``g(x_t | z_t)``: an MLP of ``z_t`` (ReLU hidden layers) fed to a distribution head.
@@ -451,30 +438,10 @@ class DeepMarkovModule(SequentialModel):
         of the last step, and the last values ``(n_samples, B, D)`` (NaN where
         missing), which the next transition takes (they move the scale).
         """
-        ragged = bool((lengths < values.shape[1]).any())
-        out = particle_filter(self, values, mask, n_particles=n_particles, proposal="guided",
-                              keep="particles" if ragged else "none")
-        ends = lengths.to(values.device) - 1
-        rows = torch.arange(values.shape[0], device=values.device)
-        if ragged:  # each sequence's particles at its own last step: (B, N, Z) and (B, N)
-            particles, log_weights = out.z[ends, :, rows], out.log_weights_history[ends, :, rows]
-        else:
-            particles, log_weights = out.state.z.transpose(0, 1), out.log_weights.t()
-        picks = torch.multinomial(log_weights.exp(), n_samples, replacement=True)  # (B, S)
-        index = picks.unsqueeze(-1).expand(-1, -1, self.latent_dim)
-        z = torch.gather(particles, 1, index).transpose(0, 1)
-        window, step_scale = self.scaler.at(values, mask, ends)
-        x_last = torch.where(mask[rows, ends], values[rows, ends],
-                             torch.full((), float("nan"), dtype=values.dtype, device=values.device))
-
-        def per_draw(t):  # the scale is the same for every draw: a view, not a copy
-            return t.expand(n_samples, *t.shape)
-
-        state = DMMState(z, map_state(step_scale, per_draw), map_state(window, per_draw))
-        return state, per_draw(x_last)
+        return condition(self, values, mask, lengths, n_samples, n_particles)
 
 
-class DeepMarkovModel(DeepForecaster):
+class DeepMarkovModel(LatentForecaster):
     r"""Deep Markov Model (Krishnan, Shalit & Sontag, 2017).
 
     .. math::
@@ -588,9 +555,6 @@ class DeepMarkovModel(DeepForecaster):
     training_history_ : list of dict
         Per-epoch losses: the negative objective per time step.
     """
-
-    #: scored by a particle filter's one-step densities (tsgen.AnomalyDetector)
-    _latent_model = True
 
     def __init__(
         self,
@@ -710,136 +674,3 @@ class DeepMarkovModel(DeepForecaster):
     def _load_fitted_state(self, meta: dict, tensors: dict) -> None:
         self.observe_mask_ = bool(meta["observe_mask"])
         super()._load_fitted_state(meta, tensors)
-
-    # ---------------------------------------------------------- inference
-    def log_likelihood(self, y, per_step=False, X=None, **options):
-        """Total ``log p(y)`` estimate, or per-step values as Series when ``per_step`` (class docstring).
-
-        Options: ``method`` (``"smc"``, ``"iwae"``, ``"elbo"``), ``n_particles``,
-        ``proposal`` and ``resampling`` (SMC), ``n_samples`` (IWAE/ELBO),
-        ``batch_size`` (series scored at once). Without ``per_step`` the
-        IWAE/ELBO total takes the one-pass route (the same number as the sum
-        of the per-step values); the SMC total is the sum of the filter's
-        one-step values.
-        """
-        if not per_step:
-            options = {**options, "_causal": False}
-        return super().log_likelihood(y, per_step=per_step, X=X, **options)
-
-    def _log_likelihood(self, data, covariates, method=None, n_samples=None, n_particles=None, proposal=None,
-                        resampling="systematic", batch_size=64, _causal=True):
-        """Per-step values ``(n_series, T)``; see the class docstring for ``method``."""
-        self._check_support(data)
-        if method is None:  # IWAE's argument picks IWAE, as before SMC existed
-            method = "smc" if n_samples is None else "iwae"
-        if method not in LIKELIHOOD_METHODS:
-            raise ValueError(f"`method` must be one of {list(LIKELIHOOD_METHODS)}; got {method!r}.")
-        module = self.module_
-        if method == "smc":
-            if n_samples is not None:
-                raise ValueError("`n_samples` counts the guide draws of method='iwae' or 'elbo'; method='smc' "
-                                 "takes `n_particles`.")
-            n_particles = LIKELIHOOD_PARTICLES if n_particles is None else n_particles
-            proposal = module.causal_proposal if proposal is None else proposal
-
-            def score(values, mask):
-                return particle_filter(module, values, mask, n_particles=n_particles, proposal=proposal,
-                                       resampling=resampling).step_log_likelihood
-        else:
-            for name, value in (("n_particles", n_particles), ("proposal", proposal)):
-                if value is not None:
-                    raise ValueError(f"`{name}` applies to method='smc'; got {name}={value!r} with "
-                                     f"method={method!r}.")
-            n_samples = 100 if n_samples is None else n_samples
-            if not is_int(n_samples) or n_samples < 1:
-                raise ValueError(f"`n_samples` must be a positive integer; got {n_samples!r}.")
-
-            def score(values, mask):
-                return module.log_likelihood(values, mask, method, n_samples, causal=_causal)
-
-        generator = make_generator(self.random_state)
-        values, mask = self._as_tensor(data.values), data.mask.to(self._device())
-        pieces = []
-        with torch.no_grad(), seeded_from(generator, self._device()):
-            for start in range(0, values.shape[0], batch_size):
-                rows = slice(start, start + batch_size)
-                pieces.append(score(values[rows], mask[rows]))
-        return torch.cat(pieces).double().cpu()
-
-    # ------------------------------------------------------ filter / smooth
-    def filter(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, proposal=None):
-        """Filtering distributions ``p(z_t | y_1:t)`` by the particle filter.
-
-        Parameters
-        ----------
-        y : Series, DataFrame or list of them
-        X : None
-            The DMM takes no covariates (the argument mirrors the other latent estimators).
-        quantiles : sequence of float in (0, 1)
-        n_particles : int >= 2, optional
-            Particles of the filter (default 1000).
-        proposal : {"guided", "bootstrap", "auxiliary"}, optional
-            ``"guided"`` (the default) proposes from the guide's combiner, as the
-            filter that conditions forecasts does.
-
-        Returns
-        -------
-        DataFrame (a list of them for many series)
-            Indexed like ``y``: the weighted particle mean and quantiles of each
-            latent component, columns ``(latent, statistic)`` (``z0, z1, ...`` by
-            ``mean, q0.05, ...``; flat ``mean, q...`` columns for one latent).
-            Reproducible for a fixed ``random_state``.
-        """
-        return self._latent_summary(y, X, quantiles, n_particles, proposal, None)
-
-    def smooth(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, n_trajectories=100, proposal=None):
-        """Smoothing distributions ``p(z_t | y_1:T)`` by forward filtering, backward simulation (FFBSi).
-
-        The particle filter of :meth:`filter` (same arguments) followed by
-        ``n_trajectories`` backward draws; the frames are laid out as in :meth:`filter`.
-        """
-        return self._latent_summary(y, X, quantiles, n_particles, proposal, n_trajectories)
-
-    def _latent_summary(self, y, X, quantiles, n_particles, proposal, n_trajectories):
-        batch, _, levels = frame_input(self, y, X, quantiles)
-        n_particles = FORECAST_PARTICLES if n_particles is None else n_particles
-        for name, value, minimum in (("n_particles", n_particles, 2), ("n_trajectories", n_trajectories, 1)):
-            if value is not None and (not is_int(value) or value < minimum):
-                raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
-        self._check_support(batch)
-        module = self.module_
-        values, mask = self._as_tensor(batch.values), batch.mask.to(self._device())
-        kept = values.shape[1] * max(n_particles, n_trajectories or 0) * module.latent_dim
-        chunk = max(1, KEPT_PARTICLE_VALUES // kept)  # series filtered at once, bounding the particles kept
-        means, bands = [], []
-        with torch.no_grad(), seeded_from(make_generator(self.random_state), self._device()):
-            for start in range(0, values.shape[0], chunk):
-                rows = slice(start, start + chunk)
-                context = module.prepare(values[rows], mask[rows])
-                out = particle_filter(module, values[rows], mask[rows], n_particles=n_particles,
-                                      proposal="guided" if proposal is None else proposal, keep="particles",
-                                      context=context)
-                if n_trajectories is None:
-                    mean, band = filtering_summary(out.z, out.log_weights_history, levels)
-                else:
-                    paths = ffbsi(module, out, values[rows], mask[rows], context, n_trajectories)
-                    mean, band = smoothing_summary(paths, levels)
-                means.append(mean)
-                bands.append(band)
-        bands = {q: torch.cat([b[q] for b in bands]).double() for q in bands[0]}
-        frames = latent_frames(batch, torch.cat(means).double(), bands, latent_names(None, module.latent_dim))
-        return unwrap(batch, frames)
-
-    def _sample(self, horizon, n_samples, history, covariates, generator):
-        values, mask, lengths, _, _ = self._context(history, covariates, horizon)
-        # series whose filter keeps its particles at every step (ragged histories) are filtered a few at a time
-        chunk = max(1, KEPT_PARTICLE_VALUES // (values.shape[1] * FORECAST_PARTICLES * self.module_.latent_dim))
-        draws = []
-        with torch.no_grad(), seeded_from(generator, self._device()):
-            for start in range(0, values.shape[0], chunk):
-                rows = slice(start, start + chunk)
-                state, last = self.module_.condition(values[rows], mask[rows], lengths[rows], n_samples,
-                                                     FORECAST_PARTICLES)
-                # the state holds n_samples filtering draws per series, each with its own scale: one path each
-                draws.append(ancestral_sample(self.module_, state, Context(), 0, horizon, last))
-        return torch.cat(draws, dim=1).transpose(0, 1).double().cpu()

@@ -20,7 +20,10 @@ training and bounds,
 ``log_likelihood(method="smc" | "iwae" | "elbo")`` (SMC: the particle
 filter's one-step densities), forecasts conditioned by the guided particle
 filter (:func:`condition`, then :func:`tsgen.protocol.ancestral_sample`),
-and ``_latent_model`` (:class:`tsgen.AnomalyDetector` scores by SMC).
+``filter(y)`` frames of the filtering distributions ``p(z_t | y_1:t)``,
+``smooth(y)`` frames of ``p(z_t | y_1:T)`` by FFBSi for models with a
+Markov latent (``markov_latent``), and ``_latent_model``
+(:class:`tsgen.AnomalyDetector` scores by SMC).
 
 Forecast states and the data scale: a model whose state is a dataclass with
 fields ``scale`` and ``window`` (None while filtering, when each step's
@@ -37,7 +40,10 @@ from torch import Tensor
 
 from tsgen._validation import is_int
 from tsgen.base import make_generator
+from tsgen.data import unwrap
 from tsgen.inference.smc.filter import particle_filter
+from tsgen.inference.smc.smoothing import ffbsi
+from tsgen.models._latent_frames import filtering_summary, frame_input, latent_frames, latent_names, smoothing_summary
 from tsgen.models.deep_estimator import DeepForecaster
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, index_state, map_state, stack_states
 from tsgen.training import seeded_from
@@ -173,6 +179,77 @@ class LatentForecaster(DeepForecaster):
                 pieces.append(score(values[rows], mask[rows]))
         return torch.cat(pieces).double().cpu()
 
+    # ------------------------------------------------------ filter / smooth
+    def filter(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, proposal=None):
+        """Filtering distributions ``p(z_t | y_1:t)`` by the particle filter.
+
+        Parameters
+        ----------
+        y : Series, DataFrame or list of them
+        X : None
+            No covariates (the argument mirrors the other latent estimators).
+        quantiles : sequence of float in (0, 1)
+        n_particles : int >= 2, optional
+            Particles of the filter (default 1000).
+        proposal : {"guided", "bootstrap", "auxiliary"}, optional
+            ``"guided"`` (the default) proposes from the inference network, as the
+            filter that conditions forecasts does.
+
+        Returns
+        -------
+        DataFrame (a list of them for many series)
+            Indexed like ``y``: the weighted particle mean and quantiles of each
+            latent component, columns ``(latent, statistic)`` (``z0, z1, ...`` by
+            ``mean, q0.05, ...``; flat ``mean, q...`` columns for one latent).
+            Reproducible for a fixed ``random_state``.
+        """
+        return self._latent_summary(y, X, quantiles, n_particles, proposal, None)
+
+    def smooth(self, y, X=None, quantiles=(0.05, 0.5, 0.95), n_particles=None, n_trajectories=100, proposal=None):
+        """Smoothing distributions ``p(z_t | y_1:T)`` by forward filtering, backward simulation (FFBSi).
+
+        The particle filter of :meth:`filter` (same arguments) followed by
+        ``n_trajectories`` backward draws; the frames are laid out as in
+        :meth:`filter`. Models whose latent is not Markov (the backward
+        kernel needs ``f(z_t | z_{t-1})`` alone) refuse it.
+        """
+        return self._latent_summary(y, X, quantiles, n_particles, proposal, n_trajectories)
+
+    def _latent_summary(self, y, X, quantiles, n_particles, proposal, n_trajectories):
+        batch, _, levels = frame_input(self, y, X, quantiles)
+        module = self.module_
+        if n_trajectories is not None and not module.markov_latent:
+            raise ValueError(f"{type(self).__name__}.smooth needs a Markov latent (FFBSi's backward kernel reads "
+                             f"f(z_t | z_(t-1)) alone); {type(self).__name__}'s prior depends on the whole past. "
+                             "Use filter().")
+        n_particles = FORECAST_PARTICLES if n_particles is None else n_particles
+        for name, value, minimum in (("n_particles", n_particles, 2), ("n_trajectories", n_trajectories, 1)):
+            if value is not None and (not is_int(value) or value < minimum):
+                raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
+        self._check_support(batch)
+        values, mask = self._as_tensor(batch.values), batch.mask.to(self._device())
+        kept = values.shape[1] * max(n_particles, n_trajectories or 0) * module.latent_dim
+        chunk = max(1, KEPT_PARTICLE_VALUES // kept)  # series filtered at once, bounding the particles kept
+        means, bands = [], []
+        with torch.no_grad(), seeded_from(make_generator(self.random_state), self._device()):
+            for start in range(0, values.shape[0], chunk):
+                rows = slice(start, start + chunk)
+                context = module.prepare(values[rows], mask[rows])
+                out = particle_filter(module, values[rows], mask[rows], n_particles=n_particles,
+                                      proposal="guided" if proposal is None else proposal, keep="particles",
+                                      context=context)
+                if n_trajectories is None:
+                    mean, band = filtering_summary(out.z, out.log_weights_history, levels)
+                else:
+                    paths = ffbsi(module, out, values[rows], mask[rows], context, n_trajectories)
+                    mean, band = smoothing_summary(paths, levels)
+                means.append(mean)
+                bands.append(band)
+        bands = {q: torch.cat([b[q] for b in bands]).double() for q in bands[0]}
+        frames = latent_frames(batch, torch.cat(means).double(), bands, latent_names(None, module.latent_dim))
+        return unwrap(batch, frames)
+
+    # ------------------------------------------------------------ forecasts
     def _sample(self, horizon, n_samples, history, covariates, generator):
         values, mask, lengths, _, _ = self._context(history, covariates, horizon)
         module = self.module_
