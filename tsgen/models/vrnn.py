@@ -322,7 +322,7 @@ class VRNN(LatentForecaster):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
-        if self.cell not in CELLS:
+        if not isinstance(self.cell, str) or self.cell not in CELLS:
             raise ValueError(f"`cell` must be one of {sorted(CELLS)}; got {self.cell!r}.")
         if self.scaling not in (True, False, "auto"):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
