@@ -35,7 +35,8 @@ standard deviation: against the Kalman value on the LDS (error), and as
 the estimate itself on the Kitagawa model, where no exact value exists
 (the implementations must agree within their spread).
 
-    OMP_NUM_THREADS=1 python benchmarks/smc.py [--quick] [--loop-series K] [--only lds,kitagawa,...]
+    OMP_NUM_THREADS=1 python benchmarks/smc.py [--quick] [--loop-series K] [--only lds,kitagawa,lds100,kitagawa100]
+                                               [--libraries tsgen,particles,pyro,numpy]
 
 ``particles`` is in the ``bench`` extra (``pip install ".[bench]"``).
 """
@@ -428,7 +429,8 @@ def main() -> None:
             kernel_text = f"{kernel / r['n_series']:7.3f}s" if kernel else f"{'-':>8s}"
             ratio = f"{reference['best'] / r['best']:11.1f}x" if isinstance(reference, dict) else f"{'-':>12s}"
             first = f"{r['first'] / r['n_series']:7.3f}s" if "looped" not in r else f"{'-':>8s}"
-            print(f"  {library:10s} {per_series:8.3f}s {first} {kernel_text} {ratio} {evidence_columns(case, r, exact, loop_series)}")
+            evidence = evidence_columns(case, r, exact, loop_series)
+            print(f"  {library:10s} {per_series:8.3f}s {first} {kernel_text} {ratio} {evidence}")
     print(
         "\ns/series = best wall time / number of series (peers on 100 series: a loop over the first"
         f" {loop_series}, scaled); vs particles = particles' time / this library's time (> 1: faster);"
