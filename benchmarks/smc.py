@@ -389,6 +389,9 @@ def evidence_columns(case: str, result: dict, exact: dict, loop_series: int) -> 
 
 def main() -> None:
     argv = sys.argv[1:]
+    if {"-h", "--help"} & set(argv):
+        print(__doc__)
+        return
     quick = "--quick" in argv
     repeats = 1 if quick else 3
     loop_series = int(argv[argv.index("--loop-series") + 1]) if "--loop-series" in argv else (2 if quick else 5)
