@@ -348,28 +348,23 @@ def _expected_observations(
     return Ey, Eyy, Eyx
 
 
-def _sufficient_statistics(
-    y: Tensor, mask: Tensor, params: KalmanParams, filter_method: str
-) -> tuple[_Statistics, float]:
-    # The forward pass dominates the cost; the time-parallel filter makes it
-    # several times faster than the step-by-step one on long sequences.
-    filtered = kalman_filter(y, mask, params, method=filter_method)
-    smoothed = kalman_smoother(y, mask, params, filtered=filtered)
-    log_likelihood = float(smoothed.filtered.log_likelihoods.sum())
-    m = smoothed.smoothed_means
-    Exx = smoothed.smoothed_covariances + _outer(m, m)
-    Ex1x0 = smoothed.smoothed_cross_covariances + _outer(m[:, 1:], m[:, :-1])
+def moment_statistics(y: Tensor, mask: Tensor, params: KalmanParams, m: Tensor, Exx: Tensor, Ex1x0: Tensor,
+                      first_covariances: Tensor) -> _Statistics:
+    """The M-step's sufficient statistics from the smoothed moments of the states.
 
+    ``m`` ``(B, T, S)``, ``Exx`` ``E[x_t x_t']`` and ``Ex1x0``
+    ``E[x_{t+1} x_t']`` ``(B, T-1, S, S)`` given the data, whether exact (the
+    RTS smoother) or Monte Carlo averages over smoothed trajectories (particle
+    EM); ``y`` holds 0 where ``mask`` is False.
+    """
     observation_w, transition_w, init_w = (w.to(m.dtype) for w in _step_weights(mask))
-
     partly_observed = mask.any(-1) & ~mask.all(-1)
     if bool(partly_observed.any()):
         Ey, Eyy, Eyx = _expected_observations(y, mask, params, m, Exx)
     else:
         # Steps are either complete (E[y] = y) or carry zero weight.
         Ey, Eyy, Eyx = y, _outer(y, y), _outer(y, m)
-
-    stats = _Statistics(
+    return _Statistics(
         n_trans=transition_w.sum(),
         S00=torch.einsum("bt,btij->ij", transition_w, Exx[:, :-1]),
         S11=torch.einsum("bt,btij->ij", transition_w, Exx[:, 1:]),
@@ -384,9 +379,33 @@ def _sufficient_statistics(
         sy=torch.einsum("bt,bti->i", observation_w, Ey),
         n_init=init_w.sum(),
         first_means=m[:, 0],
-        first_covariances=smoothed.smoothed_covariances[:, 0],
+        first_covariances=first_covariances,
         init_weights=init_w,
     )
+
+
+def m_step_from_moments(y: Tensor, mask: Tensor, params: KalmanParams, m: Tensor, Exx: Tensor, Ex1x0: Tensor,
+                        first_covariances: Tensor, learn="all") -> KalmanParams:
+    """The closed-form M-step for the parameters named in ``learn`` (pykalman names, as ``em_vars``)."""
+    learn = _resolve_variables(learn, "learn")
+    stats = moment_statistics(y, mask, params, m, Exx, Ex1x0, first_covariances)
+    _check_enough_data(stats, learn)
+    return _maximise(stats, params, learn)
+
+
+def _sufficient_statistics(
+    y: Tensor, mask: Tensor, params: KalmanParams, filter_method: str
+) -> tuple[_Statistics, float]:
+    # The forward pass dominates the cost; the time-parallel filter makes it
+    # several times faster than the step-by-step one on long sequences.
+    filtered = kalman_filter(y, mask, params, method=filter_method)
+    smoothed = kalman_smoother(y, mask, params, filtered=filtered)
+    log_likelihood = float(smoothed.filtered.log_likelihoods.sum())
+    m = smoothed.smoothed_means
+    Exx = smoothed.smoothed_covariances + _outer(m, m)
+    Ex1x0 = smoothed.smoothed_cross_covariances + _outer(m[:, 1:], m[:, :-1])
+
+    stats = moment_statistics(y, mask, params, m, Exx, Ex1x0, smoothed.smoothed_covariances[:, 0])
     return stats, log_likelihood
 
 

@@ -187,40 +187,16 @@ def linear_gaussian_m_step(params, trajectories: Tensor, log_weights: Tensor, va
     -------
     KalmanParams
     """
-    from tsgen.inference import em
+    from tsgen.inference.em import m_step_from_moments
 
-    learn = em._resolve_variables(learn, "learn")
     w = torch.softmax(log_weights.detach(), 0).to(trajectories.dtype)  # (M, B)
     z = trajectories.detach()
     m = torch.einsum("mb,mbti->bti", w, z)
     Exx = torch.einsum("mb,mbti,mbtj->btij", w, z, z)
     Ex1x0 = torch.einsum("mb,mbti,mbtj->btij", w, z[:, :, 1:], z[:, :, :-1])
     y = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).to(z.dtype)
-    observation_w, transition_w, init_w = (v.to(z.dtype) for v in em._step_weights(mask))
-    if bool((mask.any(-1) & ~mask.all(-1)).any()):
-        Ey, Eyy, Eyx = em._expected_observations(y, mask, params, m, Exx)
-    else:
-        Ey, Eyy, Eyx = y, em._outer(y, y), em._outer(y, m)
-    stats = em._Statistics(
-        n_trans=transition_w.sum(),
-        S00=torch.einsum("bt,btij->ij", transition_w, Exx[:, :-1]),
-        S11=torch.einsum("bt,btij->ij", transition_w, Exx[:, 1:]),
-        S10=torch.einsum("bt,btij->ij", transition_w, Ex1x0),
-        s0=torch.einsum("bt,bti->i", transition_w, m[:, :-1]),
-        s1=torch.einsum("bt,bti->i", transition_w, m[:, 1:]),
-        n_obs=observation_w.sum(),
-        Sxx=torch.einsum("bt,btij->ij", observation_w, Exx),
-        Syy=torch.einsum("bt,btij->ij", observation_w, Eyy),
-        Syx=torch.einsum("bt,btij->ij", observation_w, Eyx),
-        sx=torch.einsum("bt,bti->i", observation_w, m),
-        sy=torch.einsum("bt,bti->i", observation_w, Ey),
-        n_init=init_w.sum(),
-        first_means=m[:, 0],
-        first_covariances=Exx[:, 0] - em._outer(m[:, 0], m[:, 0]),
-        init_weights=init_w,
-    )
-    em._check_enough_data(stats, learn)
-    return em._maximise(stats, params, learn)
+    first_covariances = Exx[:, 0] - torch.einsum("bi,bj->bij", m[:, 0], m[:, 0])
+    return m_step_from_moments(y, mask, params, m, Exx, Ex1x0, first_covariances, learn)
 
 
 def _check_int(name: str, value, minimum: int) -> int:
