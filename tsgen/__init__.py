@@ -22,6 +22,7 @@ __all__ = [
     "LinearGaussianSSM",
     "NonlinearGrowth",
     "RNNForecaster",
+    "STORN",
     "StateSpaceForecaster",
     "StateSpaceModel",
     "StochasticVolatility",
@@ -45,6 +46,7 @@ __getattr__, __dir__ = attach(
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
+        "STORN": "tsgen.models.storn",
         "StateSpaceForecaster": "tsgen.models.state_space",
         "StateSpaceModel": "tsgen.models.state_space",
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
@@ -71,5 +73,6 @@ if TYPE_CHECKING:
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
+    from tsgen.models.storn import STORN
     from tsgen.models.stochastic_volatility import StochasticVolatility
     from tsgen.models.vrnn import VRNN

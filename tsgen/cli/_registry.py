@@ -116,6 +116,17 @@ MODELS: dict[str, ModelEntry] = {
             fixed={"max_epochs": 50, "progress": True},
         ),
         ModelEntry(
+            "storn",
+            "tsgen.models.storn:STORN",
+            "STORN (Bayer & Osendorfer 2014): a GRU driven by i.i.d. standard normal latents, with a recognition "
+            "RNN; trained by the ELBO, scored and forecast by the particle filter.",
+            (
+                Option("--latent-dim", "latent_dim", int, "latent dimension"),
+                Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
+            ),
+            fixed={"max_epochs": 50, "progress": True},
+        ),
+        ModelEntry(
             "sv",
             "tsgen.models.stochastic_volatility:StochasticVolatility",
             "Stochastic volatility (Kim, Shephard & Chib 1998) of a demeaned return series, by particle EM; "

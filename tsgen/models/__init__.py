@@ -15,6 +15,7 @@ __all__ = [
     "LinearGaussianSSM",
     "NonlinearGrowth",
     "RNNForecaster",
+    "STORN",
     "StateSpaceForecaster",
     "StateSpaceModel",
     "StochasticVolatility",
@@ -29,13 +30,14 @@ __getattr__, __dir__ = attach(
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
+        "STORN": "tsgen.models.storn",
         "StateSpaceForecaster": "tsgen.models.state_space",
         "StateSpaceModel": "tsgen.models.state_space",
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
         "VRNN": "tsgen.models.vrnn",
     },
     submodules=["arima", "deep_estimator", "dmm", "lds", "nonlinear_growth", "rnn", "latent_estimator",
-                "state_space", "stochastic_volatility", "vrnn"],
+                "state_space", "stochastic_volatility", "storn", "vrnn"],
 )
 
 if TYPE_CHECKING:
@@ -45,5 +47,6 @@ if TYPE_CHECKING:
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
+    from tsgen.models.storn import STORN
     from tsgen.models.stochastic_volatility import StochasticVolatility
     from tsgen.models.vrnn import VRNN
