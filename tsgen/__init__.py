@@ -22,6 +22,7 @@ __all__ = [
     "LinearGaussianSSM",
     "NonlinearGrowth",
     "RNNForecaster",
+    "SRNN",
     "STORN",
     "StateSpaceForecaster",
     "StateSpaceModel",
@@ -73,6 +74,6 @@ if TYPE_CHECKING:
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
-    from tsgen.models.storn import STORN
     from tsgen.models.stochastic_volatility import StochasticVolatility
+    from tsgen.models.storn import STORN
     from tsgen.models.vrnn import VRNN

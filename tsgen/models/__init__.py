@@ -47,6 +47,6 @@ if TYPE_CHECKING:
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
-    from tsgen.models.storn import STORN
     from tsgen.models.stochastic_volatility import StochasticVolatility
+    from tsgen.models.storn import STORN
     from tsgen.models.vrnn import VRNN
