@@ -210,3 +210,14 @@ def test_filter_frames_and_smooth_is_refused_for_a_latent_that_is_not_markov(tra
     pd.testing.assert_frame_equal(frame, model.filter(y[:30], n_particles=100))  # seeded by random_state
     with pytest.raises(ValueError, match="Markov"):
         model.smooth(y[:30])
+
+
+@pytest.mark.parametrize("inference", ["filtering", "smoothing"])
+def test_anomaly_detector_scores_a_storn_by_the_particle_filter(inference):
+    y = seasonal(60)
+    y.iloc[45] += 8.0  # far outside the noise
+    detector = tsgen.AnomalyDetector(tsgen.STORN(**{**TINY, "max_epochs": 3, "inference": inference}),
+                                     method="quantile", false_alarm_rate=0.05, n_particles=100).fit(y)
+    scores = detector.score(y)
+    assert scores.index.equals(y.index) and np.isfinite(scores).all()
+    assert scores.iloc[45] == scores.max()
