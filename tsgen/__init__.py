@@ -47,6 +47,7 @@ __getattr__, __dir__ = attach(
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
+        "SRNN": "tsgen.models.srnn",
         "STORN": "tsgen.models.storn",
         "StateSpaceForecaster": "tsgen.models.state_space",
         "StateSpaceModel": "tsgen.models.state_space",
@@ -73,6 +74,7 @@ if TYPE_CHECKING:
     from tsgen.models.lds import LinearGaussianSSM
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
+    from tsgen.models.srnn import SRNN
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
     from tsgen.models.stochastic_volatility import StochasticVolatility
     from tsgen.models.storn import STORN

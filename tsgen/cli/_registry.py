@@ -127,6 +127,17 @@ MODELS: dict[str, ModelEntry] = {
             fixed={"max_epochs": 50, "progress": True},
         ),
         ModelEntry(
+            "srnn",
+            "tsgen.models.srnn:SRNN",
+            "Stochastic RNN (Fraccaro et al. 2016): a GRU layer with a Markov latent layer on top and a smoothing "
+            "guide, trained by the ELBO; scored by the particle filter, forecast by the guided filter.",
+            (
+                Option("--latent-dim", "latent_dim", int, "latent dimension"),
+                Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
+            ),
+            fixed={"max_epochs": 50, "progress": True},
+        ),
+        ModelEntry(
             "sv",
             "tsgen.models.stochastic_volatility:StochasticVolatility",
             "Stochastic volatility (Kim, Shephard & Chib 1998) of a demeaned return series, by particle EM; "

@@ -15,6 +15,7 @@ __all__ = [
     "LinearGaussianSSM",
     "NonlinearGrowth",
     "RNNForecaster",
+    "SRNN",
     "STORN",
     "StateSpaceForecaster",
     "StateSpaceModel",
@@ -30,6 +31,7 @@ __getattr__, __dir__ = attach(
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
+        "SRNN": "tsgen.models.srnn",
         "STORN": "tsgen.models.storn",
         "StateSpaceForecaster": "tsgen.models.state_space",
         "StateSpaceModel": "tsgen.models.state_space",
@@ -37,7 +39,7 @@ __getattr__, __dir__ = attach(
         "VRNN": "tsgen.models.vrnn",
     },
     submodules=["arima", "deep_estimator", "dmm", "lds", "nonlinear_growth", "rnn", "latent_estimator",
-                "state_space", "stochastic_volatility", "storn", "vrnn"],
+                "srnn", "state_space", "stochastic_volatility", "storn", "vrnn"],
 )
 
 if TYPE_CHECKING:
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from tsgen.models.lds import LinearGaussianSSM
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
+    from tsgen.models.srnn import SRNN
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
     from tsgen.models.stochastic_volatility import StochasticVolatility
     from tsgen.models.storn import STORN
