@@ -19,6 +19,7 @@ __all__ = [
     "BacktestResult",
     "BaseForecaster",
     "DeepMarkovModel",
+    "LSTMSSM",
     "LinearGaussianSSM",
     "NonlinearGrowth",
     "RNNForecaster",
@@ -44,6 +45,7 @@ __getattr__, __dir__ = attach(
         "BacktestResult": "tsgen.evaluation",
         "BaseForecaster": "tsgen.base",
         "DeepMarkovModel": "tsgen.models.dmm",
+        "LSTMSSM": "tsgen.models.lstm_ssm",
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM
+    from tsgen.models.lstm_ssm import LSTMSSM
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.srnn import SRNN

@@ -116,6 +116,17 @@ MODELS: dict[str, ModelEntry] = {
             fixed={"max_epochs": 50, "progress": True},
         ),
         ModelEntry(
+            "lstm-ssm",
+            "tsgen.models.lstm_ssm:LSTMSSM",
+            "State Space LSTM (Zheng et al. 2017): an LSTM over a Gaussian latent path, trained by particle Gibbs "
+            "with ancestor sampling and the complete-data likelihood; scored and forecast by the particle filter.",
+            (
+                Option("--latent-dim", "latent_dim", int, "latent dimension"),
+                Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
+            ),
+            fixed={"max_epochs": 50, "progress": True},
+        ),
+        ModelEntry(
             "storn",
             "tsgen.models.storn:STORN",
             "STORN (Bayer & Osendorfer 2014): a GRU driven by i.i.d. standard normal latents, with a recognition "

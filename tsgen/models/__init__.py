@@ -12,6 +12,7 @@ from tsgen._lazy import attach
 __all__ = [
     "ARIMA",
     "DeepMarkovModel",
+    "LSTMSSM",
     "LinearGaussianSSM",
     "NonlinearGrowth",
     "RNNForecaster",
@@ -28,6 +29,7 @@ __getattr__, __dir__ = attach(
     {
         "ARIMA": "tsgen.models.arima",
         "DeepMarkovModel": "tsgen.models.dmm",
+        "LSTMSSM": "tsgen.models.lstm_ssm",
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
         "RNNForecaster": "tsgen.models.rnn",
@@ -38,7 +40,7 @@ __getattr__, __dir__ = attach(
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
         "VRNN": "tsgen.models.vrnn",
     },
-    submodules=["arima", "deep_estimator", "dmm", "lds", "nonlinear_growth", "rnn", "latent_estimator",
+    submodules=["arima", "deep_estimator", "dmm", "lds", "lstm_ssm", "nonlinear_growth", "rnn", "latent_estimator",
                 "srnn", "state_space", "stochastic_volatility", "storn", "vrnn"],
 )
 
@@ -46,6 +48,7 @@ if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM
+    from tsgen.models.lstm_ssm import LSTMSSM
     from tsgen.models.nonlinear_growth import NonlinearGrowth
     from tsgen.models.rnn import RNNForecaster
     from tsgen.models.srnn import SRNN

@@ -1,0 +1,451 @@
+r"""The State Space LSTM (Zheng, Zaheer, Ahmed, Wang, Xing & Smola 2017, "State Space LSTM Models with
+Particle MCMC Inference").
+
+Generative model, with ``h_0 = c_0 = 0``, ``z_0 = 0`` and the causal data scale ``s_t`` of
+:mod:`tsgen.components.scaling`::
+
+    h_t = LSTM(h_{t-1}, z_{t-1})                          (the LSTM reads the latent path only)
+    z_t | h_t  ~ N(mu(h_t), diag sigma^2(h_t))              (f: the latent transition)
+    x_t | z_t  ~ head(phi_dec(z_t); scale = s_t)            (g: any distribution head)
+
+``h_t`` is a deterministic function of ``z_{<t}``, so the latent is not
+Markov (``markov_latent = False``): ``f(z_t | .)`` depends on the whole
+latent past. The data enter only through ``g``; ``x_t`` is conditionally
+independent of everything else given ``z_t``.
+
+Inference network (the guide, a filter): ``q(z_t | h_t, x_t) =
+N(mu_q(h_t, phi_x(u_t)), ...)`` with ``u_t = [x_t / s_t, 1\{observed\},
+\log(s_t / s_0)]``. It has the form of the locally optimal proposal
+``p(z_t | h_t, x_t) ∝ f(z_t | h_t) g(x_t | z_t)`` and reads nothing after
+``t``, so the guided particle filter's one-step densities are causal.
+
+Training (``objective``):
+
+- ``"pgas"`` (the paper's, the default): particle Gibbs with ancestor
+  sampling draws a latent path ``z* ~ p(z_{1:T} | x_{1:T})`` for each
+  training window (a bootstrap filter's genealogy, then ``sweeps``
+  conditional SMC sweeps at the current parameters), and the parameters take
+  a gradient step on the complete-data log-likelihood ``log p(x, z*)``
+  (Fisher's identity: its expectation under the posterior is the gradient of
+  ``log p(x)``: a stochastic EM). The chains restart from a filter draw for
+  every minibatch (windows are reshuffled, so no chain persists). The guide
+  is fitted to the same draws by maximum likelihood, ``log q(z*_t | h*_t,
+  x_t)`` with ``h*`` held fixed (its gradient moves the guide only), so
+  forecasting and scoring filters can propose from it.
+- ``"elbo"``, ``"iwae"``: the bounds of the guide's reparameterised passes;
+  ``"fivo"``: the guided filter's log-evidence.
+
+Ancestor sampling on a non-Markov latent. :func:`tsgen.inference.smc.pgas`
+refuses models without a Markov latent: the reference's new ancestor ``i``
+at step ``t`` must be drawn with weight ``w_{t-1}^i p(z*_{t:T}, x_{t:T} |
+z^i_{1:t-1})``, which needs the reference's future re-run under every
+particle's LSTM state. Here (:meth:`LSTMSSMModule.conditional_sweep`) the
+emission factors ``g(x_s | z*_s)`` are the same for every ``i`` and cancel,
+leaving ``w_{t-1}^i \prod_{s=t}^{t+L-1} f(z*_s | h_s^{(i)})`` with
+``h_s^{(i)}`` the LSTM run from particle ``i``'s state along ``z*_{t:s-1}``;
+``L = ancestor_lag`` truncates the product (Lindsten, Jordan & Schön 2014,
+§5: truncated ancestor sampling for non-Markov models; exact when ``L``
+covers the rest of the sequence, at ``O(N T L)`` cell steps per sweep). The
+LSTM forgets, so a short lag loses little; ``L = 1`` is the one-step
+weight ``w_{t-1}^i f(z*_t | h_t^{(i)})``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, replace
+
+import torch
+from torch import Tensor
+from torch.distributions import Distribution, kl_divergence
+
+from tsgen._validation import is_int
+from tsgen.components.heads import make_head
+from tsgen.components.latent import DiagonalGaussian, RecurrentCell
+from tsgen.components.mlp import MLP
+from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
+from tsgen.exceptions import NumericalError
+from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
+from tsgen.inference.smc.filter import particle_filter
+from tsgen.inference.smc.resampling import normalise, resampler
+from tsgen.inference.smc.smoothing import _sample_index, trace_genealogy
+from tsgen.models.latent_estimator import LatentForecaster
+from tsgen.protocol import Context, SequentialModel, index_state, observed_log_prob
+from tsgen.training import SequenceBatch, TrainingConfig
+from tsgen.training.config import OBJECTIVES
+
+__all__ = ["LSTMSSM", "LSTMSSMModule", "LSTMSSMState", "LSTMSSM_OBJECTIVES"]
+
+#: training objectives of the LSTM state-space model
+LSTMSSM_OBJECTIVES = ("pgas", *OBJECTIVES)
+
+
+@dataclass
+class LSTMSSMState:
+    """``h``, ``c``: the LSTM state ``h_t`` (after the transition) ``(*batch, H)``; ``z``: the last latent
+    ``(*batch, Z)``; ``scale``/``window``: the data scale, carried by forecast states only (None: read each
+    step's scale from the context)."""
+
+    h: Tensor
+    c: Tensor
+    z: Tensor
+    scale: Tensor | None = None
+    window: ScaleWindow | None = None
+
+
+class LSTMSSMModule(SequentialModel):
+    """The State Space LSTM's generative model and filtering guide (module docstring).
+
+    Parameters
+    ----------
+    data_dim, latent_dim, hidden_dim, feature_dim : int
+        ``D``, ``Z``, the LSTM's ``H`` and the width of the transition, guide and decoder networks.
+    emission : str or DistributionHead
+    scaling : bool or {"auto"}
+    scale_window : int
+    sweeps : int >= 0
+        Conditional SMC sweeps per PGAS draw (after the filter's first path).
+    ancestor_lag : int >= 1
+        ``L``, the steps of the reference's future read by ancestor sampling.
+    """
+
+    markov_latent = False
+    causal_proposal = "guided"
+
+    def __init__(self, data_dim, latent_dim, hidden_dim, feature_dim, emission="normal", scaling="auto",
+                 scale_window=64, sweeps=2, ancestor_lag=8):
+        super().__init__()
+        D, Z, H, Fw = (int(v) for v in (data_dim, latent_dim, hidden_dim, feature_dim))
+        self.data_dim, self.latent_dim = D, Z
+        self.sweeps, self.ancestor_lag = int(sweeps), int(ancestor_lag)
+        self.rnn = RecurrentCell("lstm", Z, H)
+        self.prior = DiagonalGaussian(H, [Fw], Z)
+        self.phi_x = MLP(3 * D, [Fw], Fw, final_activation=torch.nn.ReLU)
+        self.posterior = DiagonalGaussian(Fw + H, [Fw], Z)
+        self.decoder = MLP(Z, [Fw], Fw, final_activation=torch.nn.ReLU)
+        self.head = make_head(emission, Fw, D)
+        self.scaler = CausalScale(D, scale_window, scale_mode(scaling, self.head))
+
+    # ------------------------------------------------------------ pieces
+    def _emit(self, z: Tensor, scale: Tensor | None) -> Distribution:
+        return self.head(self.decoder(z), scale=scale)
+
+    def _hidden_path(self, z: Tensor) -> tuple[Tensor, Tensor]:
+        """``h_{1:T}`` ``(*batch, T, H)`` along latent paths ``z`` ``(*batch, T, Z)`` and the LSTM's
+        ``c_T`` (the recurrence reads ``z_0 = 0, z_1, ..., z_{T-1}``)."""
+        batch = z.shape[:-2]
+        h, c = self.rnn.initial(batch, z)
+        previous = torch.zeros_like(z[..., 0, :])
+        hs = []
+        for t in range(z.shape[-2]):
+            h, c = self.rnn(previous, h, c)
+            hs.append(h)
+            previous = z[..., t, :]
+        return torch.stack(hs, -2), c
+
+    # ------------------------------------------------------------ protocol
+    def prepare(self, values: Tensor, mask: Tensor, covariates: Tensor | None = None, horizon: int = 0) -> Context:
+        """Step tensors ``"features"`` ``phi_x(u_t)`` ``(B, L, F)`` (the guide's view of ``x_t``) and
+        ``"scale"`` ``s_t`` (absent without one). Covariates are not used."""
+        scale = self.scaler.sequence(values, mask)
+        zero = torch.zeros((), dtype=values.dtype, device=values.device)
+        scaled = torch.where(mask, values if scale is None else values / scale, zero)
+        features = self.phi_x(torch.cat([scaled, mask.to(values.dtype), self.scaler.log_ratio(scale, scaled)], -1))
+        steps = {"features": features}
+        if scale is not None:
+            steps["scale"] = scale
+        if horizon:
+            fill = {"features": 0.0, "scale": float("nan")}
+            steps = {k: torch.cat([v, v.new_full((v.shape[0], horizon, *v.shape[2:]), fill[k])], 1)
+                     for k, v in steps.items()}
+        return Context(steps)
+
+    def init_state(self, context: Context, sample_shape=()) -> LSTMSSMState:
+        like = context.steps["features"]
+        batch_shape = (*tuple(sample_shape), like.shape[0])
+        h, c = self.rnn.initial(batch_shape, like)
+        return LSTMSSMState(h, c, like.new_zeros(*batch_shape, self.latent_dim))
+
+    def transition(self, state: LSTMSSMState, x_prev: Tensor | None, context_t: dict
+                   ) -> tuple[LSTMSSMState, Distribution]:
+        """``h_t = LSTM(h_{t-1}, z_{t-1})``, then ``f(z_t | h_t)``; ``x_{t-1}`` only moves a forecast's scale."""
+        window, scale = state.window, state.scale
+        if x_prev is not None and scale is not None:
+            window, scale = self.scaler.advance(window, scale, x_prev)
+        h, c = self.rnn(state.z, state.h, state.c)
+        return LSTMSSMState(h, c, state.z, scale, window), self.prior(h)
+
+    def commit(self, state: LSTMSSMState, z: Tensor, context_t: dict) -> LSTMSSMState:
+        return replace(state, z=z)
+
+    def emission(self, state: LSTMSSMState, context_t: dict) -> Distribution:
+        """``g(x_t | z_t)`` in the data's units."""
+        scale = state.scale if state.scale is not None else context_t.get("scale")
+        return self._emit(state.z, scale)
+
+    def proposal(self, state: LSTMSSMState, x: Tensor, mask: Tensor, context_t: dict) -> Distribution:
+        """``q(z_t | h_t, x_t)``; ``x_t`` is read through ``phi_x(u_t)`` from :meth:`prepare`."""
+        features = context_t["features"].expand(*state.h.shape[:-1], -1)
+        return self.posterior(torch.cat([features, state.h], dim=-1))
+
+    # ------------------------------------------------------- complete data
+    def complete_log_likelihood(self, z: Tensor, values: Tensor, mask: Tensor,
+                                context: Context | None = None) -> tuple[Tensor, Tensor]:
+        """``log f(z_t | h_t)`` and ``log g(x_t | z_t)`` per step, ``(*batch, B, T)`` each, for latent
+        paths ``z`` ``(*batch, B, T, Z)`` (with gradients). Unobserved components add nothing to ``g``."""
+        context = self.prepare(values, mask) if context is None else context
+        h, _ = self._hidden_path(z)
+        log_f = self.prior(h).log_prob(z)
+        log_g = observed_log_prob(self._emit(z, context.steps.get("scale")), values, mask)
+        return log_f, log_g
+
+    def conditional_sweep(self, values: Tensor, mask: Tensor, context: Context, reference: Tensor,
+                          n_particles: int) -> Tensor:
+        """One conditional SMC sweep (bootstrap proposals, multinomial resampling at every step) with
+        truncated ancestor sampling (module docstring); the reference ``(B, T, Z)`` holds the last particle
+        slot. Returns the new reference, one final particle's genealogy ``(B, T, Z)``."""
+        n_series, steps = values.shape[:2]
+        last, lag = n_particles - 1, self.ancestor_lag
+        x_nan = torch.where(mask, values, torch.full((), float("nan"), dtype=values.dtype, device=values.device))
+        shape = (n_particles, n_series, values.shape[-1])
+        draw = resampler("multinomial")
+        state = self.init_state(context, (n_particles,))
+        zs, ancestors, log_weights = [], [], None
+        for t in range(steps):
+            context_t = context.at(t)
+            moved, prior = self.transition(state, None if t == 0 else x_nan[:, t - 1].expand(shape), context_t)
+            if t == 0:
+                ancestors.append(torch.arange(n_particles, device=values.device)[:, None].expand(-1, n_series))
+            else:
+                # w_{t-1}^i f(z*_t | h_t^i) ... f(z*_{t+L-1} | h^i_{t+L-1}); g(x_s | z*_s) is common to all i
+                ancestor_weights = log_weights + prior.log_prob(reference[:, t])
+                ahead = self.commit(moved, reference[:, t].expand(n_particles, -1, -1), context_t)
+                for s in range(t + 1, min(t + lag, steps)):
+                    ahead, f = self.transition(ahead, None, context.at(s))
+                    ancestor_weights = ancestor_weights + f.log_prob(reference[:, s])
+                    ahead = self.commit(ahead, reference[:, s].expand(n_particles, -1, -1), context.at(s))
+                index = draw(log_weights).clone()
+                index[last] = _sample_index(ancestor_weights, dim=0)
+                ancestors.append(index)
+                # the transition is deterministic per particle: move, then pick, equals pick, then move
+                moved = index_state(moved, index)
+                prior = self.prior(moved.h)
+            z = torch.cat([prior.sample()[:last], reference[:, t].unsqueeze(0)])
+            state = self.commit(moved, z, context_t)
+            log_weights = observed_log_prob(self.emission(state, context_t), x_nan[:, t], mask[:, t])
+            dead = ~torch.isfinite(log_weights.amax(0))
+            if bool(dead.any()):
+                raise NumericalError(f"conditional SMC lost every particle at step {t + 1} of series "
+                                     f"{int(dead.nonzero()[0, 0])} (all log-weights -inf or NaN).")
+            log_weights, _ = normalise(log_weights)
+            zs.append(z)
+        final = _sample_index(log_weights, dim=0).unsqueeze(0)
+        return trace_genealogy(torch.stack(zs), torch.stack(ancestors), final)[0]
+
+    def posterior_draw(self, values: Tensor, mask: Tensor, n_particles: int, sweeps: int | None = None,
+                       context: Context | None = None) -> Tensor:
+        """A latent path per series ``(B, T, Z)`` from particle Gibbs with ancestor sampling: a bootstrap
+        filter's genealogy, then ``sweeps`` (default the module's) conditional sweeps. No gradients."""
+        sweeps = self.sweeps if sweeps is None else sweeps
+        with torch.no_grad():
+            context = self.prepare(values, mask) if context is None else context
+            out = particle_filter(self, values, mask, n_particles=n_particles, proposal="bootstrap",
+                                  keep="particles", context=context)
+            final = _sample_index(out.log_weights, dim=0).unsqueeze(0)
+            reference = trace_genealogy(out.z, out.ancestors, final)[0]
+            for _ in range(sweeps):
+                reference = self.conditional_sweep(values, mask, context, reference, n_particles)
+        return reference
+
+    # ----------------------------------------------------------- inference
+    def rollout(self, values: Tensor, mask: Tensor, n_samples: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+        """One pass of ``n_samples`` guide draws (``rsample``) over sequences ``(B, T, D)``.
+
+        Returns ``(S, B, T)`` tensors: ``log g(x_t | z_t)``, ``log f(z_t | h_t) - log q(z_t | .)`` and
+        ``KL(q_t || f_t)``, the last two 0 where nothing is observed (``z_t`` drawn from ``f``).
+        """
+        context = self.prepare(values, mask)
+        state = self.init_state(context, (n_samples,))
+        observed = mask.any(-1)
+        zero = torch.zeros((), dtype=values.dtype, device=values.device)
+        zs, log_ratio, kl = [], [], []
+        for t in range(values.shape[1]):
+            context_t = context.at(t)
+            state, prior = self.transition(state, None, context_t)
+            q = self.proposal(state, values[:, t], mask[:, t], context_t)
+            seen = observed[:, t]
+            z = torch.where(seen[:, None], q.rsample(), prior.rsample())
+            log_ratio.append(torch.where(seen, prior.log_prob(z) - q.log_prob(z), zero))
+            kl.append(torch.where(seen, kl_divergence(q, prior), zero))
+            state = self.commit(state, z, context_t)
+            zs.append(z)
+        emission = self._emit(torch.stack(zs, -2), context.steps.get("scale"))
+        return observed_log_prob(emission, values, mask), torch.stack(log_ratio, -1), torch.stack(kl, -1)
+
+    def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, objective: str = "pgas",
+             n_particles: int = 16) -> Tensor:
+        """The negative objective per valid time step: ``"pgas"`` (``-log p(x, z*)`` at a PGAS draw ``z*``
+        of ``n_particles`` particles, plus the guide's ``-log q(z* | .)``), ``"elbo"``, ``"iwae"`` or
+        ``"fivo"`` (as :class:`tsgen.VRNN`)."""
+        values, mask = batch.values, batch.mask
+        steps = valid_steps(mask).sum().clamp_min(1)
+        if objective == "pgas":
+            context = self.prepare(values, mask)
+            z = self.posterior_draw(values, mask, n_particles, context=context)
+            h, _ = self._hidden_path(z)
+            log_f = self.prior(h).log_prob(z)
+            log_g = observed_log_prob(self._emit(z, context.steps.get("scale")), values, mask)
+            # the guide learns the draws; h* is held fixed so this term moves the guide only
+            guide = self.posterior(torch.cat([context.steps["features"], h.detach()], -1)).log_prob(z)
+            observed = mask.any(-1)
+            bound = (log_f + log_g).sum(-1) + torch.where(observed, guide, torch.zeros_like(guide)).sum(-1)
+        elif objective == "elbo":
+            log_lik, _, kl = self.rollout(values, mask, 1)
+            bound = (log_lik - kl_weight * kl).sum(-1)
+        elif objective == "iwae":
+            log_lik, log_ratio, _ = self.rollout(values, mask, n_particles)
+            bound = logmeanexp((log_lik + log_ratio).sum(-1), 0)
+        elif objective == "fivo":
+            bound = particle_filter(self, values, mask, n_particles=n_particles, proposal="guided",
+                                    reparameterized=True).log_evidence
+        else:
+            raise ValueError(f"`objective` must be one of {list(LSTMSSM_OBJECTIVES)}; got {objective!r}.")
+        return -bound.sum() / steps
+
+    def log_likelihood(self, values: Tensor, mask: Tensor, method: str = "iwae", n_samples: int = 100,
+                       max_rows: int = 200_000, causal: bool = True) -> Tensor:
+        """Per-step increments ``(B, T)`` of the IWAE bound or the ELBO of every prefix ``x_{1:t}``
+        (the guide is a filter: causal by construction)."""
+        if method not in ("iwae", "elbo"):
+            raise ValueError(f"`method` must be 'iwae' or 'elbo'; got {method!r}.")
+        chunk = max(1, min(n_samples, max_rows // max(1, values.shape[0] * values.shape[1])))
+        pieces = []
+        for start in range(0, n_samples, chunk):
+            log_lik, log_ratio, kl = self.rollout(values, mask, min(chunk, n_samples - start))
+            pieces.append((log_lik + log_ratio if method == "iwae" else log_lik - kl).cumsum(-1))
+        totals = torch.cat(pieces)
+        prefix = logmeanexp(totals, 0) if method == "iwae" else totals.mean(0)
+        return prefix_increments(prefix, mask.any(-1))
+
+
+class LSTMSSM(LatentForecaster):
+    r"""State Space LSTM (Zheng et al. 2017): an LSTM over the latent path drives a Gaussian state.
+
+    .. math::
+
+        h_t = \mathrm{LSTM}(h_{t-1}, z_{t-1}),\quad
+        z_t \sim \mathcal N(\mu(h_t), \operatorname{diag}\sigma^2(h_t)),\quad x_t \sim g(\cdot \mid z_t)
+
+    trained, as in the paper, by particle Gibbs with ancestor sampling and
+    gradient steps on ``log p(x, z)`` at the sampled paths
+    (:mod:`tsgen.models.lstm_ssm`), or by a filtering guide's bounds.
+
+    ``log_likelihood(y, method=...)``: ``"smc"`` (default) is the particle
+    filter proposing from the guide (``n_particles``, default 1000), one-step
+    values ``log p_hat(y_t | y_{<t})`` reading only ``y_{<=t}``; ``"iwae"``
+    and ``"elbo"`` are the guide's bounds. Forecasts condition on the history
+    by the guided filter and sample forward.
+
+    Parameters
+    ----------
+    emission : str or DistributionHead
+        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``.
+    latent_dim : int
+        Size of ``z_t``.
+    hidden_dim : int
+        Size of the LSTM state ``h_t``.
+    feature_dim : int
+        Width of the transition, guide and decoder networks.
+    scaling : bool or "auto"
+        DeepAR mean scaling, causal (as :class:`tsgen.DeepMarkovModel`).
+    window_length : int or None
+        Training windows and forecast context length (None: 64 steps).
+    objective : {"pgas", "elbo", "iwae", "fivo"}
+        ``"pgas"``: particle Gibbs draws then the complete-data log-likelihood
+        (the guide fitted to the draws).
+    n_particles : int >= 2
+        Particles of each PGAS sweep (FIVO's filter, IWAE's draws).
+    sweeps : int >= 0
+        Conditional SMC sweeps per PGAS draw after a bootstrap filter's path.
+    ancestor_lag : int >= 1
+        Steps of the reference's future that weigh its new ancestor
+        (truncated ancestor sampling; exact from the window length on).
+    max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience,
+    kl_annealing_epochs, kl_annealing_start, lr_decay, device, progress, max_seconds :
+        Training settings (:class:`tsgen.training.TrainingConfig`).
+    random_state : int or None
+
+    Attributes
+    ----------
+    module_ : LSTMSSMModule
+    training_history_ : list of dict
+    """
+
+    def __init__(self, emission="normal", latent_dim=4, hidden_dim=32, feature_dim=32, scaling="auto",
+                 window_length=None, objective="pgas", n_particles=16, sweeps=2, ancestor_lag=8, max_epochs=100,
+                 batch_size=32, learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction=0.0,
+                 patience=10, kl_annealing_epochs=0, kl_annealing_start=0.0, lr_decay=1.0, random_state=None,
+                 device="cpu", progress=True, max_seconds=None):
+        self.emission = emission
+        self.latent_dim = latent_dim
+        self.hidden_dim = hidden_dim
+        self.feature_dim = feature_dim
+        self.scaling = scaling
+        self.window_length = window_length
+        self.objective = objective
+        self.n_particles = n_particles
+        self.sweeps = sweeps
+        self.ancestor_lag = ancestor_lag
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.kl_annealing_epochs = kl_annealing_epochs
+        self.kl_annealing_start = kl_annealing_start
+        self.lr_decay = lr_decay
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+        self.max_seconds = max_seconds
+
+    @classmethod
+    def get_test_params(cls):
+        return [
+            {"latent_dim": 2, "hidden_dim": 8, "feature_dim": 8, "n_particles": 4, "sweeps": 1, "ancestor_lag": 2,
+             "window_length": 12, "max_epochs": 2, "batch_size": 16, "progress": False, "random_state": 0},
+            {"latent_dim": 2, "hidden_dim": 6, "feature_dim": 6, "emission": "studentt", "objective": "elbo",
+             "window_length": 12, "max_epochs": 2, "progress": False, "random_state": 1},
+        ]
+
+    def _training_config(self) -> TrainingConfig:
+        if not isinstance(self.objective, str) or self.objective not in LSTMSSM_OBJECTIVES:
+            raise ValueError(f"`objective` must be one of {list(LSTMSSM_OBJECTIVES)}; got {self.objective!r}.")
+        if self.objective != "pgas":
+            return super()._training_config()
+        # TrainingConfig knows the guide bounds; PGAS is this model's own objective, with no KL to anneal
+        saved = self.objective
+        try:
+            self.objective = "iwae"
+            config = super()._training_config()
+            if not is_int(self.n_particles) or self.n_particles < 2:
+                raise ValueError(f"`n_particles` must be an integer >= 2 for objective='pgas'; "
+                                 f"got {self.n_particles!r}.")
+        finally:
+            self.objective = saved
+        config.objective = "pgas"
+        return config
+
+    def _build_module(self, n_dims: int, n_features: int) -> LSTMSSMModule:
+        for name in ("latent_dim", "hidden_dim", "feature_dim", "ancestor_lag"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise ValueError(f"`{name}` must be a positive integer; got {value!r}.")
+        if not is_int(self.sweeps) or self.sweeps < 0:
+            raise ValueError(f"`sweeps` must be an integer >= 0; got {self.sweeps!r}.")
+        if self.objective == "pgas" and (not is_int(self.n_particles) or self.n_particles < 2):
+            raise ValueError(f"`n_particles` must be an integer >= 2 for objective='pgas'; got {self.n_particles!r}.")
+        if self.scaling not in (True, False, "auto"):
+            raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
+        return LSTMSSMModule(n_dims, self.latent_dim, self.hidden_dim, self.feature_dim, self.emission, self.scaling,
+                             scale_window=self._scale_window(), sweeps=self.sweeps, ancestor_lag=self.ancestor_lag)
