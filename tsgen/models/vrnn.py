@@ -26,7 +26,8 @@ missing (``u_t`` zero with indicator 0).
 Training: the ELBO ``sum_t E_q[log p(x_t | z_t, h_{t-1})] - KL(q_t || prior_t)``
 (one pass over time with ``q``'s reparameterised draws, the KL by
 ``torch.distributions.kl_divergence``), the IWAE bound over ``K`` such
-passes, or FIVO (the guided particle filter's log-evidence, reparameterised).
+passes, or FIVO (the guided particle filter's log-evidence, reparameterised);
+optionally plus the Z-forcing cost (:mod:`tsgen.components.zforcing`).
 """
 from __future__ import annotations
 
@@ -42,6 +43,7 @@ from tsgen.components.heads import make_head
 from tsgen.components.latent import CELLS, DiagonalGaussian, RecurrentCell
 from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
+from tsgen.components.zforcing import ZForcing, check_z_forcing
 from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
 from tsgen.inference.smc.filter import particle_filter
 from tsgen.models.latent_estimator import LatentForecaster
@@ -79,12 +81,14 @@ class VRNNModule(SequentialModel):
     scaling : bool or {"auto"}
         DeepAR causal mean scaling (:func:`tsgen.components.scaling.scale_mode`).
     scale_window : int
+    z_forcing : float
+        Weight of the Z-forcing cost in the training loss (0: none, no parameters).
     """
 
     markov_latent = False
 
     def __init__(self, data_dim, latent_dim, hidden_dim, feature_dim, emission="normal", cell="gru",
-                 scaling="auto", scale_window=64):
+                 scaling="auto", scale_window=64, z_forcing=0.0):
         super().__init__()
         D, Z, H, Fw = (int(v) for v in (data_dim, latent_dim, hidden_dim, feature_dim))
         self.data_dim, self.latent_dim = D, Z
@@ -96,6 +100,8 @@ class VRNNModule(SequentialModel):
         self.decoder = MLP(Fw + H, [Fw], Fw, final_activation=torch.nn.ReLU)
         self.head = make_head(emission, Fw, D)
         self.scaler = CausalScale(D, scale_window, scale_mode(scaling, self.head))
+        self.z_forcing = float(z_forcing)
+        self.zforcing = ZForcing(D, Z, Fw) if self.z_forcing > 0 else None
 
     # ------------------------------------------------------------ pieces
     def x_features(self, x: Tensor, observed: Tensor, scale: Tensor | None) -> Tensor:
@@ -162,18 +168,19 @@ class VRNNModule(SequentialModel):
         return self.posterior(torch.cat([features, state.h], dim=-1))
 
     # ----------------------------------------------------------- inference
-    def rollout(self, values: Tensor, mask: Tensor, n_samples: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    def rollout(self, values: Tensor, mask: Tensor, n_samples: int = 1, latents: bool = False) -> tuple:
         """One pass of ``n_samples`` posterior draws (``rsample``) over sequences ``(B, T, D)``.
 
         Returns ``(S, B, T)`` tensors: ``log p(x_t | z_t, h_{t-1})``, ``log p(z_t | h_{t-1}) - log q(z_t | .)``
-        and ``KL(q_t || p_t)``, the last two 0 where nothing is observed (``z_t`` drawn from the prior).
+        and ``KL(q_t || p_t)``, the last two 0 where nothing is observed (``z_t`` drawn from the prior);
+        with ``latents`` also the draws ``z`` ``(S, B, T, Z)``.
         """
         context = self.prepare(values, mask)
         state = self.init_state(context, (n_samples,))
         observed = mask.any(-1)
         x_nan = torch.where(mask, values, torch.full((), float("nan"), dtype=values.dtype, device=values.device))
         zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        hs, zs, log_ratio, kl = [], [], [], []
+        hs, zs, log_ratio, kl, draws = [], [], [], [], []
         for t in range(values.shape[1]):
             context_t = context.at(t)
             state, prior = self.transition(state, None if t == 0 else x_nan[:, t - 1], context_t)
@@ -185,28 +192,38 @@ class VRNNModule(SequentialModel):
             hs.append(state.h)
             state = self.commit(state, z, context_t)
             zs.append(state.z_features)
+            draws.append(z)
         # the decoder and the emission of every step in one batched call
         emission = self._emit(torch.stack(hs, -2), torch.stack(zs, -2), context.steps.get("scale"))
-        return observed_log_prob(emission, values, mask), torch.stack(log_ratio, -1), torch.stack(kl, -1)
+        terms = observed_log_prob(emission, values, mask), torch.stack(log_ratio, -1), torch.stack(kl, -1)
+        return (*terms, torch.stack(draws, -2)) if latents else terms
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, objective: str = "elbo",
              n_particles: int = 8) -> Tensor:
         """The negative bound per valid time step: ``"elbo"`` (one draw, ``kl_weight`` anneals the KL),
-        ``"iwae"`` (``n_particles`` draws) or ``"fivo"`` (a guided filter of ``n_particles``)."""
+        ``"iwae"`` (``n_particles`` draws) or ``"fivo"`` (a guided filter of ``n_particles``); plus
+        ``z_forcing`` times the Z-forcing cost (on the ELBO/IWAE draws; one more posterior pass for FIVO)."""
         values, mask = batch.values, batch.mask
         steps = valid_steps(mask).sum().clamp_min(1)
+        latents = self.zforcing is not None
+        z = None
         if objective == "elbo":
-            log_lik, _, kl = self.rollout(values, mask, 1)
+            log_lik, _, kl, *z = self.rollout(values, mask, 1, latents)
             bound = (log_lik - kl_weight * kl).sum(-1)
         elif objective == "iwae":
-            log_lik, log_ratio, _ = self.rollout(values, mask, n_particles)
+            log_lik, log_ratio, _, *z = self.rollout(values, mask, n_particles, latents)
             bound = logmeanexp((log_lik + log_ratio).sum(-1), 0)
         elif objective == "fivo":
             bound = particle_filter(self, values, mask, n_particles=n_particles, proposal="guided",
                                     reparameterized=True).log_evidence
         else:
             raise ValueError(f"`objective` must be one of {list(OBJECTIVES)}; got {objective!r}.")
-        return -bound.sum() / steps
+        loss = -bound.sum() / steps
+        if latents:
+            z = z[0] if z else self.rollout(values, mask, 1, latents=True)[3]
+            cost = self.zforcing.cost(z, values, mask, self.scaler.sequence(values, mask), mask.any(-1))
+            loss = loss + self.z_forcing * cost.sum() / steps
+        return loss
 
     def log_likelihood(self, values: Tensor, mask: Tensor, method: str = "iwae", n_samples: int = 100,
                        max_rows: int = 200_000, causal: bool = True) -> Tensor:
@@ -271,6 +288,9 @@ class VRNN(LatentForecaster):
         Training objective (FIVO: the guided filter's log-evidence, resampling gradients dropped).
     n_particles : int
         Draws (IWAE) or particles (FIVO, at least 2) of the objective.
+    z_forcing : float >= 0
+        Weight of the Z-forcing auxiliary cost (Goyal et al. 2017) in the training loss
+        (:mod:`tsgen.components.zforcing`); 0 (default) leaves it out.
 
     Attributes
     ----------
@@ -282,7 +302,7 @@ class VRNN(LatentForecaster):
                  window_length=None, max_epochs=100, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
                  grad_clip=10.0, validation_fraction=0.0, patience=10, kl_annealing_epochs=0,
                  kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu", progress=True,
-                 max_seconds=None, objective="elbo", n_particles=8):
+                 max_seconds=None, objective="elbo", n_particles=8, z_forcing=0.0):
         self.emission = emission
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
@@ -306,6 +326,7 @@ class VRNN(LatentForecaster):
         self.max_seconds = max_seconds
         self.objective = objective
         self.n_particles = n_particles
+        self.z_forcing = z_forcing
 
     @classmethod
     def get_test_params(cls):
@@ -326,5 +347,6 @@ class VRNN(LatentForecaster):
             raise ValueError(f"`cell` must be one of {sorted(CELLS)}; got {self.cell!r}.")
         if self.scaling not in (True, False, "auto"):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
+        check_z_forcing(self.z_forcing)
         return VRNNModule(n_dims, self.latent_dim, self.hidden_dim, self.feature_dim, self.emission, self.cell,
-                          self.scaling, scale_window=self._scale_window())
+                          self.scaling, scale_window=self._scale_window(), z_forcing=self.z_forcing)
