@@ -19,6 +19,7 @@ __all__ = [
     "BacktestResult",
     "BaseForecaster",
     "DeepMarkovModel",
+    "DeepState",
     "LSTMSSM",
     "LinearGaussianSSM",
     "NonlinearGrowth",
@@ -45,6 +46,7 @@ __getattr__, __dir__ = attach(
         "BacktestResult": "tsgen.evaluation",
         "BaseForecaster": "tsgen.base",
         "DeepMarkovModel": "tsgen.models.dmm",
+        "DeepState": "tsgen.models.deepstate",
         "LSTMSSM": "tsgen.models.lstm_ssm",
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
@@ -72,6 +74,7 @@ if TYPE_CHECKING:
     from tsgen.evaluation import BacktestResult, backtest
     from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
     from tsgen.models.arima import ARIMA
+    from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM
     from tsgen.models.lstm_ssm import LSTMSSM

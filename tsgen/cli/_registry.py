@@ -116,6 +116,17 @@ MODELS: dict[str, ModelEntry] = {
             fixed={"max_epochs": 50, "progress": True},
         ),
         ModelEntry(
+            "deepstate",
+            "tsgen.models.deepstate:DeepState",
+            "DeepState (Rangapuram et al. 2018): an LSTM over covariates emits a level-trend(-seasonal) "
+            "linear-Gaussian model per step; exact Kalman likelihood.",
+            (
+                Option("--season-length", "season_length", int, "seasonal period (default none)"),
+                Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
+            ),
+            fixed={"max_epochs": 50, "progress": True},
+        ),
+        ModelEntry(
             "lstm-ssm",
             "tsgen.models.lstm_ssm:LSTMSSM",
             "State Space LSTM (Zheng et al. 2017): an LSTM over a Gaussian latent path, trained by particle Gibbs "

@@ -12,6 +12,7 @@ from tsgen._lazy import attach
 __all__ = [
     "ARIMA",
     "DeepMarkovModel",
+    "DeepState",
     "LSTMSSM",
     "LinearGaussianSSM",
     "NonlinearGrowth",
@@ -29,6 +30,7 @@ __getattr__, __dir__ = attach(
     {
         "ARIMA": "tsgen.models.arima",
         "DeepMarkovModel": "tsgen.models.dmm",
+        "DeepState": "tsgen.models.deepstate",
         "LSTMSSM": "tsgen.models.lstm_ssm",
         "LinearGaussianSSM": "tsgen.models.lds",
         "NonlinearGrowth": "tsgen.models.nonlinear_growth",
@@ -40,12 +42,14 @@ __getattr__, __dir__ = attach(
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
         "VRNN": "tsgen.models.vrnn",
     },
-    submodules=["arima", "deep_estimator", "dmm", "lds", "lstm_ssm", "nonlinear_growth", "rnn", "latent_estimator",
+    submodules=["arima", "deep_estimator", "deepstate", "dmm", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
+                "latent_estimator",
                 "srnn", "state_space", "stochastic_volatility", "storn", "vrnn"],
 )
 
 if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
+    from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM
     from tsgen.models.lstm_ssm import LSTMSSM

@@ -1,0 +1,271 @@
+r"""Deep State Space Models (Rangapuram, Seeger, Gasthaus, Stella, Wang & Januschowski, NeurIPS 2018).
+
+An LSTM reads the covariates only (time features, regressors; never the
+target), and emits at every step the parameters of a linear-Gaussian
+state-space model, whose likelihood the Kalman filter then gives exactly
+(:func:`tsgen.inference.kalman.kalman_log_likelihood`, differentiable, with
+time-varying parameters)::
+
+    h_t = LSTM(h_{t-1}, u_t),     u_t = [covariates_t, onehot(t mod m), 1]
+    z_1 ~ N(m_1, diag p_1^2)                                     (learned, per model)
+    z_{t+1} = F z_t + w_t,        w_t ~ N(0, diag(g_t^2 * e_t))    (innovation strengths from h_t)
+    y_t = a_t' z_t + b_t + v_t,   v_t ~ N(0, sigma_t^2)           (offset, noise from h_t)
+
+The state is level and trend (``F = [[1, 1], [0, 1]]``, ``a = [1, 0]``)
+and, with ``season_length = m``, ``m`` seasonal components of which the
+one for ``t mod m`` is observed (``a_t`` selects it) and takes that step's
+seasonal innovation (DeepState's seasonal model; ``e_t`` marks which
+components move). The season's phase is counted from each sequence's first
+step: the seasonal components are exchangeable a priori, so relabelling
+them by any fixed phase leaves the likelihood unchanged, and training
+windows need no calendar. Values are divided by the training data's mean
+absolute value ``s_0`` inside the network; the emitted parameters are
+returned in the data's units (``b``, ``m_1`` times ``s_0``, standard
+deviations times ``s_0``), so the Kalman filter runs on ``y`` itself.
+
+Because the parameters depend on covariates only, ``log p(y_{1:T})`` is
+exact, the per-step values are the filter's ``log p(y_t | y_{<t})`` (causal),
+and forecasts draw from the filtered state at each series' last step
+forward through the emitted future parameters.
+"""
+from __future__ import annotations
+
+import torch
+from torch import Tensor, nn
+from torch.nn.utils.rnn import pack_padded_sequence
+
+from tsgen._validation import is_int
+from tsgen.components.positive import positive
+from tsgen.components.scaling import CausalScale
+from tsgen.inference.elbo import valid_steps
+from tsgen.inference.kalman import KalmanParams, kalman_filter_last, kalman_log_likelihood, kalman_sample
+from tsgen.models.deep_estimator import DeepForecaster
+from tsgen.training import SequenceBatch
+
+__all__ = ["DeepState", "DeepStateModule"]
+
+#: states of the level-trend block
+_LEVEL_TREND = 2
+
+
+class DeepStateModule(nn.Module):
+    """The LSTM that emits a level-trend(-seasonal) linear-Gaussian model per step (module docstring).
+
+    Parameters
+    ----------
+    n_features : int
+        Covariates per step (0 without).
+    hidden_dim : int
+    season_length : int >= 2 or None
+    scale_window : int
+        Unused by the fixed data scale; kept so the scaler is built as in the other deep models.
+    """
+
+    #: the step-by-step filter: on short training windows it runs (and differentiates) about 3x faster on a
+    #: CPU than the parallel scan, with the same values
+    kalman_method = "sequential"
+
+    def __init__(self, n_features: int, hidden_dim: int, season_length: int | None = None, scale_window: int = 64):
+        super().__init__()
+        self.n_features, self.season_length = int(n_features), season_length
+        self.state_dim = _LEVEL_TREND + (season_length or 0)
+        inputs = self.n_features + (season_length or 0) + 1
+        self.lstm = nn.LSTM(inputs, int(hidden_dim), batch_first=True)
+        # offset, observation noise, level and trend innovations, seasonal innovation
+        self.out = nn.Linear(int(hidden_dim), 4 + (1 if season_length else 0))
+        self.initial_mean = nn.Parameter(torch.zeros(self.state_dim))
+        self.initial_raw = nn.Parameter(torch.zeros(self.state_dim))
+        self.scaler = CausalScale(1, scale_window, "fixed")
+
+    # ------------------------------------------------------------ inputs
+    def _season(self, start, n_series: int, steps: int, like: Tensor) -> Tensor:
+        """One-hot ``(B, steps, m)`` of ``t mod m`` for steps ``start, start + 1, ...`` (``start``: int or ``(B,)``)."""
+        position = torch.as_tensor(start, device=like.device).reshape(-1, 1) + torch.arange(steps, device=like.device)
+        return nn.functional.one_hot((position % self.season_length).expand(n_series, steps),
+                                     self.season_length).to(like.dtype)
+
+    def inputs(self, covariates: Tensor | None, n_series: int, steps: int, start, like: Tensor) -> Tensor:
+        """LSTM inputs ``(B, steps, K + m + 1)`` for steps ``start, start + 1, ...`` of each sequence
+        (``start`` an int or a tensor ``(B,)``: the phase of the seasonal one-hot)."""
+        parts = [] if covariates is None else [covariates.to(like.dtype)]
+        if self.season_length:
+            parts.append(self._season(start, n_series, steps, like))
+        parts.append(like.new_ones(n_series, steps, 1))
+        return torch.cat(parts, -1)
+
+    def emit(self, hidden: Tensor, start, like: Tensor) -> dict[str, Tensor]:
+        """The time-varying fields ``H``, ``Q``, ``R``, ``d`` ``(B, steps, ...)`` in the data's units from LSTM
+        outputs ``(B, steps, hidden)``; ``start`` as in :meth:`inputs`."""
+        n_series, steps = hidden.shape[:2]
+        raw = self.out(hidden)
+        scale = self.scaler.prior.to(raw.dtype)[0]
+        offset = raw[..., 0] * scale
+        noise = positive(raw[..., 1]) * scale
+        std = positive(raw[..., 2:4])  # level and trend innovations
+        rows = torch.stack([like.new_ones(n_series, steps), like.new_zeros(n_series, steps)], -1)
+        if self.season_length:
+            # the season of step t is observed and takes that step's seasonal innovation
+            active = self._season(start, n_series, steps, raw)
+            std = torch.cat([std, positive(raw[..., 4:5]) * active], -1)
+            rows = torch.cat([rows, active], -1)
+        std = std * scale
+        return {
+            "H": rows.unsqueeze(-2),  # (B, steps, 1, S)
+            "Q": torch.diag_embed(std.square()),
+            "R": noise.square()[..., None, None],
+            "d": offset.unsqueeze(-1),
+        }
+
+    def transition_matrix(self, like: Tensor) -> Tensor:
+        F = torch.eye(self.state_dim, dtype=like.dtype, device=like.device)
+        F[0, 1] = 1.0
+        return F
+
+    def initial(self, like: Tensor) -> tuple[Tensor, Tensor]:
+        scale = self.scaler.prior.to(like.dtype)[0]
+        return self.initial_mean.to(like.dtype) * scale, torch.diag(positive(self.initial_raw).to(like.dtype) * scale
+                                                                     ).square()
+
+    def kalman_params(self, values: Tensor, covariates: Tensor | None = None) -> KalmanParams:
+        """The model emitted over sequences ``values`` ``(B, T, 1)`` (only their shape is read) and their
+        covariates ``(B, T, K)``: :class:`KalmanParams` with ``H``, ``Q``, ``R``, ``d`` time-varying."""
+        n_series, steps = values.shape[:2]
+        hidden, _ = self.lstm(self.inputs(covariates, n_series, steps, 0, values))
+        return self._params(self.emit(hidden, 0, values), *self.initial(values), values)
+
+    def _params(self, fields: dict, m1: Tensor, P1: Tensor, like: Tensor) -> KalmanParams:
+        n_series = fields["H"].shape[0]
+        return KalmanParams(
+            transition_matrices=self.transition_matrix(like),
+            observation_matrices=fields["H"],
+            transition_covariance=fields["Q"],
+            observation_covariance=fields["R"],
+            initial_state_mean=m1.expand(n_series, -1),
+            initial_state_covariance=P1.expand(n_series, -1, -1),
+            observation_offsets=fields["d"],
+            time_varying=frozenset({"observation_matrices", "transition_covariance", "observation_covariance",
+                                    "observation_offsets"}),
+        )
+
+    # ----------------------------------------------------------- objectives
+    def log_likelihood(self, values: Tensor, mask: Tensor, covariates: Tensor | None = None) -> Tensor:
+        """Exact ``log p(y_t | y_{<t})`` ``(B, T)`` (0 where nothing is observed)."""
+        params = self.kalman_params(values, covariates)
+        return kalman_log_likelihood(values, mask, params, method=self.kalman_method, per_step=True)
+
+    def loss(self, batch: SequenceBatch, kl_weight: float = 1.0) -> Tensor:
+        """The negative exact log-likelihood per observed step."""
+        steps = valid_steps(batch.mask).sum().clamp_min(1)
+        return -self.log_likelihood(batch.values, batch.mask, batch.covariates).sum() / steps
+
+    def sample(self, values: Tensor, mask: Tensor, lengths: Tensor, covariates: Tensor | None,
+               future_covariates: Tensor | None, horizon: int, n_samples: int, generator=None) -> Tensor:
+        """Paths ``(n_samples, B, horizon, 1)`` after each series' last step ``lengths - 1``: the filtered
+        state there, moved by the parameters emitted for the following steps."""
+        n_series, steps = values.shape[:2]
+        hidden, _ = self.lstm(self.inputs(covariates, n_series, steps, 0, values))
+        fields = self.emit(hidden, 0, values)
+        m1, P1 = self.initial(values)
+        history = self._params(fields, m1, P1, values)
+        filtered = kalman_filter_last(values, mask, history, lengths)
+        rows = torch.arange(n_series, device=values.device)
+        ends = lengths.to(values.device) - 1
+        F = self.transition_matrix(values)
+        mean = filtered.mean @ F.T
+        cov = F @ filtered.covariance @ F.T + fields["Q"][rows, ends]
+        # the LSTM's state at each series' own last step, then on through the future covariates
+        packed = pack_padded_sequence(self.inputs(covariates, n_series, steps, 0, values), lengths.cpu(),
+                                      batch_first=True, enforce_sorted=False)
+        _, carry = self.lstm(packed)
+        future, _ = self.lstm(self.inputs(future_covariates, n_series, horizon, lengths.to(values.device), values),
+                              carry)
+        ahead = self.emit(future, lengths.to(values.device), values)
+        params = self._params(ahead, mean, (cov + cov.transpose(-1, -2)) / 2, values)
+        return kalman_sample(params, horizon, n_samples, generator=generator).observations
+
+
+class DeepState(DeepForecaster):
+    r"""DeepState (Rangapuram et al. 2018): an LSTM over covariates emits a linear-Gaussian state-space
+    model per step; the Kalman filter gives its exact likelihood.
+
+    .. math::
+
+        z_{t+1} = F z_t + g_t \odot \varepsilon_t,\quad y_t = a_t^\top z_t + b_t + \sigma_t \eta_t,\quad
+        (g_t, b_t, \sigma_t) = \mathrm{MLP}(\mathrm{LSTM}(u_{1:t}))
+
+    with a level-trend state and optional seasonality (:mod:`tsgen.models.deepstate`).
+    ``u_t`` holds the covariates ``X`` (if given), the season's one-hot and a constant;
+    the target never enters the LSTM, so ``log_likelihood`` is exact (per step:
+    the Kalman filter's ``log p(y_t | y_{<t})``) and training maximises it directly.
+
+    Parameters
+    ----------
+    season_length : int >= 2 or None
+        Seasonal period ``m`` (None: level and trend only).
+    hidden_dim : int
+        LSTM size.
+    window_length : int or None
+        Training windows and forecast context length (None: 64 steps).
+    max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience, lr_decay,
+    device, progress, max_seconds :
+        Training settings (:class:`tsgen.training.TrainingConfig`).
+    random_state : int or None
+
+    Attributes
+    ----------
+    module_ : DeepStateModule
+    training_history_ : list of dict
+    """
+
+    _supports_covariates = True
+
+    def __init__(self, season_length=None, hidden_dim=32, window_length=None, max_epochs=100, batch_size=32,
+                 learning_rate=1e-2, weight_decay=0.0, grad_clip=10.0, validation_fraction=0.0, patience=10,
+                 lr_decay=1.0, random_state=None, device="cpu", progress=True, max_seconds=None):
+        self.season_length = season_length
+        self.hidden_dim = hidden_dim
+        self.window_length = window_length
+        self.max_epochs = max_epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.grad_clip = grad_clip
+        self.validation_fraction = validation_fraction
+        self.patience = patience
+        self.lr_decay = lr_decay
+        self.random_state = random_state
+        self.device = device
+        self.progress = progress
+        self.max_seconds = max_seconds
+
+    @classmethod
+    def get_test_params(cls):
+        return [
+            {"hidden_dim": 4, "window_length": 12, "max_epochs": 2, "batch_size": 16, "progress": False,
+             "random_state": 0},
+            {"season_length": 12, "hidden_dim": 4, "window_length": 24, "max_epochs": 2, "progress": False,
+             "random_state": 1},
+        ]
+
+    def _build_module(self, n_dims: int, n_features: int) -> DeepStateModule:
+        if n_dims != 1:
+            raise ValueError(f"DeepState models one variable per series; `y` has {n_dims}.")
+        if not is_int(self.hidden_dim) or self.hidden_dim < 1:
+            raise ValueError(f"`hidden_dim` must be a positive integer; got {self.hidden_dim!r}.")
+        if self.season_length is not None and (not is_int(self.season_length) or self.season_length < 2):
+            raise ValueError(f"`season_length` must be None or an integer >= 2; got {self.season_length!r}.")
+        return DeepStateModule(n_features, self.hidden_dim, self.season_length, self._scale_window())
+
+    def _log_likelihood(self, data, covariates):
+        values, mask = self._as_tensor(data.values), data.mask.to(self._device())
+        if covariates is not None:
+            covariates = self._as_tensor(covariates)[:, : values.shape[1]]
+        with torch.no_grad():
+            return self.module_.log_likelihood(values, mask, covariates).double().cpu()
+
+    def _sample(self, horizon, n_samples, history, covariates, generator):
+        values, mask, lengths, context_covariates, future_covariates = self._context(history, covariates, horizon)
+        with torch.no_grad():
+            draws = self.module_.sample(values, mask, lengths, context_covariates, future_covariates, horizon,
+                                        n_samples, generator)
+        return draws.transpose(0, 1).double().cpu()
