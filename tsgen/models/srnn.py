@@ -152,7 +152,7 @@ class SRNNModule(SequentialModel):
             pad = scale.new_full((scale.shape[0], horizon, scale.shape[-1]), float("nan"))
             return Context({"scale": torch.cat([scale, pad], 1)})
         features = self.x_features(values, mask, scale)
-        # d_1 reads u_0, missing: zero features, as phi_x's output is never fed for it
+        # d_1's input u_0 does not exist: zero features (transition does the same without a context)
         d = self.deterministic(F.pad(features, (0, 0, 1, 0))[:, :-1])[0]
         guide = torch.cat([d, features], dim=-1)
         if self.backward_rnn is not None:
@@ -165,7 +165,8 @@ class SRNNModule(SequentialModel):
     def init_state(self, context: Context, sample_shape=()) -> SRNNState:
         like = context.steps.get("d", context.steps.get("scale"))
         if like is None:
-            raise ValueError("SRNNModule.init_state needs the `context` of prepare() on the sequences.")
+            raise ValueError("SRNNModule.init_state needs the `context` of prepare(values, mask) (horizon 0) on "
+                             "the sequences.")
         batch_shape = (*tuple(sample_shape), like.shape[0])
         return SRNNState(like.new_zeros(*batch_shape, self.deterministic.hidden_size),
                          like.new_zeros(*batch_shape, self.latent_dim))
