@@ -51,6 +51,7 @@ weight ``w_{t-1}^i f(z*_t | h_t^{(i)})``.
 """
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, replace
 
 import torch
@@ -61,6 +62,7 @@ from tsgen._validation import is_int
 from tsgen.components.heads import make_head
 from tsgen.components.latent import DiagonalGaussian, RecurrentCell
 from tsgen.components.mlp import MLP
+from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.exceptions import NumericalError
 from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
@@ -73,6 +75,8 @@ from tsgen.training import SequenceBatch, TrainingConfig
 from tsgen.training.config import OBJECTIVES
 
 __all__ = ["LSTMSSM", "LSTMSSMModule", "LSTMSSMState", "LSTMSSM_OBJECTIVES"]
+
+_HALF_LOG_2PI = 0.5 * math.log(2 * math.pi)
 
 #: training objectives of the LSTM state-space model
 LSTMSSM_OBJECTIVES = ("pgas", *OBJECTIVES)
@@ -127,6 +131,12 @@ class LSTMSSMModule(SequentialModel):
     # ------------------------------------------------------------ pieces
     def _emit(self, z: Tensor, scale: Tensor | None) -> Distribution:
         return self.head(self.decoder(z), scale=scale)
+
+    def _prior_log_density(self, h: Tensor, z: Tensor) -> Tensor:
+        """``log f(z | h)`` without building a distribution (the ancestor look-ahead's inner loop)."""
+        loc, raw = self.prior.net(h).chunk(2, dim=-1)
+        scale = positive(raw)
+        return (-0.5 * ((z - loc) / scale).square() - scale.log() - _HALF_LOG_2PI).sum(-1)
 
     def _hidden_path(self, z: Tensor) -> tuple[Tensor, Tensor]:
         """``h_{1:T}`` ``(*batch, T, H)`` along latent paths ``z`` ``(*batch, T, Z)`` and the LSTM's
@@ -217,11 +227,11 @@ class LSTMSSMModule(SequentialModel):
             else:
                 # w_{t-1}^i f(z*_t | h_t^i) ... f(z*_{t+L-1} | h^i_{t+L-1}); g(x_s | z*_s) is common to all i
                 ancestor_weights = log_weights + prior.log_prob(reference[:, t])
-                ahead = self.commit(moved, reference[:, t].expand(n_particles, -1, -1), context_t)
+                h, c = moved.h, moved.c
                 for s in range(t + 1, min(t + lag, steps)):
-                    ahead, f = self.transition(ahead, None, context.at(s))
-                    ancestor_weights = ancestor_weights + f.log_prob(reference[:, s])
-                    ahead = self.commit(ahead, reference[:, s].expand(n_particles, -1, -1), context.at(s))
+                    # the LSTM along the reference's z*_{t..s-1} from every particle's state (no scale moves here)
+                    h, c = self.rnn(reference[:, s - 1].expand(n_particles, -1, -1), h, c)
+                    ancestor_weights = ancestor_weights + self._prior_log_density(h, reference[:, s])
                 index = draw(log_weights).clone()
                 index[last] = _sample_index(ancestor_weights, dim=0)
                 ancestors.append(index)
