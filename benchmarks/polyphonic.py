@@ -65,8 +65,8 @@ PUBLISHED_JSB = [
 PUBLISHED_NOTES = (
     "* SRNN's release renders the pieces from MIDI on its own time grid (JSB test: 9,396 steps vs 4,725 here),\n"
     "  so its figure is not strictly comparable (../shared/datasets/polyphonic/README.md).\n"
-    "  VRNN under FIVO: Maddison et al. (2017), Table 1 holds it, but the figure could not be confirmed from the\n"
-    "  sources available to this script's author (the FIVO code's README gives none), so none is printed."
+    "  VRNN under FIVO: Maddison et al. (2017), Table 1; not printed because the figure could not be confirmed\n"
+    "  from a primary source when this script was written (the FIVO code's README gives none)."
 )
 
 
