@@ -133,6 +133,21 @@ def _item_values(item, name: str) -> tuple[np.ndarray, pd.Index | None, tuple, s
     )
 
 
+def _plain_series_values(item) -> np.ndarray | None:
+    """The values of a Series backed by a real numpy array, else None.
+
+    The common item of a long list, decided in under 1 us: ``Series.values`` is a
+    numpy array exactly when the dtype is a numpy dtype (extension dtypes give
+    their own array type), and the array's dtype is read without pandas'
+    property chain."""
+    if not isinstance(item, pd.Series):
+        return None
+    values = item.values
+    if type(values) is np.ndarray and values.dtype.kind in "iuf":
+        return values
+    return None
+
+
 def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
     """Validate ``y`` and convert it once to a :class:`SeriesBatch`.
 
@@ -141,8 +156,10 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
     any of those (many series, or a collection of sequences).
 
     Many series cost little more than one: each series is only unpacked
-    (values and index) in Python, and the value checks (infinite, all
-    missing, too short) and the mask run once on the padded block.
+    (values and index) in Python, the value checks (infinite, all missing,
+    too short) and the mask run once on the padded block, equal lengths are
+    stacked in one copy, an index object shared by several series is
+    validated once, and an index carrying its frequency costs O(1).
     """
     if isinstance(y, SeriesBatch):
         return y
@@ -152,65 +169,95 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
     items = list(y) if is_list else [y]
     if len(items) == 0:
         raise ValueError(f"`{name}` is an empty list: expected at least one series.")
-    labels = [f"{name}[{i}]" for i in range(len(items))] if is_list else [name]
-    arrays, raw_indexes, kinds, columns = [], [], [], None
-    for i, (item, label) in enumerate(zip(items, labels)):
-        values, index, item_columns, kind = _item_values(item, label)
-        if len(values) == 0:
-            raise ValueError(f"`{label}` is empty: expected at least {max(min_length, 1)} time steps.")
-        if columns is None:
-            columns = item_columns
-        elif len(item_columns) != len(columns):
+
+    def label(i: int) -> str:  # built only for an error message
+        return f"{name}[{i}]" if is_list else name
+
+    arrays, raw_indexes, columns, first_kind = [], [], None, None
+    for i, item in enumerate(items):
+        values = _plain_series_values(item)
+        if values is not None:  # (T,): the univariate fast path
+            index, kind = item.index, "series"
+            n_columns = 1
+            if columns is None:
+                columns = (item.name if item.name is not None else "y",)
+        else:
+            values, index, item_columns, kind = _item_values(item, label(i))
+            n_columns = len(item_columns)
+            if columns is None:
+                columns = item_columns
+        if values.shape[0] == 0:
+            raise ValueError(f"`{label(i)}` is empty: expected at least {max(min_length, 1)} time steps.")
+        if n_columns != len(columns):
             raise ValueError(
-                f"`{label}` has {len(item_columns)} variables but `{name}[0]` has {len(columns)}: "
+                f"`{label(i)}` has {n_columns} variables but `{name}[0]` has {len(columns)}: "
                 "all series must have the same variables."
             )
+        if first_kind is None:
+            first_kind = kind
         arrays.append(values)
         raw_indexes.append(index)
-        kinds.append(kind)
-    lengths = np.array([len(a) for a in arrays])
-    padded = np.full((len(arrays), int(lengths.max()), len(columns)), np.nan)
-    for i, a in enumerate(arrays):
-        padded[i, : len(a)] = a
-    mask = ~np.isnan(padded)
-    _check_block(padded, mask, lengths, labels, min_length)
-    indexes = _validated_indexes(raw_indexes, lengths, labels)
-    kind = ("arrays" if kinds[0] == "array" else "list") if is_list else kinds[0]
+    lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+    padded = _padded_block(arrays, lengths, len(columns))
+    mask = np.isnan(padded)
+    np.logical_not(mask, out=mask)
+    _check_block(padded, mask, lengths, label, min_length)
+    indexes = _validated_indexes(raw_indexes, lengths, label)
+    kind = ("arrays" if first_kind == "array" else "list") if is_list else first_kind
     return SeriesBatch(
         values=torch.from_numpy(padded),
         mask=torch.from_numpy(mask),
-        lengths=torch.from_numpy(lengths.astype(np.int64)),
+        lengths=torch.from_numpy(lengths),
         indexes=indexes,
         columns=columns,
         kind=kind,
     )
 
 
-def _check_block(padded: np.ndarray, mask: np.ndarray, lengths: np.ndarray, labels: list, min_length: int) -> None:
+def _padded_block(arrays: list, lengths: np.ndarray, n_columns: int) -> np.ndarray:
+    """One float64 copy ``(batch, max length, n_columns)`` of ``arrays`` (each
+    ``(T_i,)`` for one column or ``(T_i, n_columns)``), NaN past each end."""
+    num_times = int(lengths.max())
+    if int(lengths.min()) == num_times:
+        # Equal lengths (the usual many-series input): one stacking copy, no NaN fill.
+        padded = np.empty((len(arrays), num_times, n_columns))
+        if n_columns == 1 and all(a.ndim == 1 for a in arrays):
+            np.stack(arrays, out=padded.reshape(len(arrays), num_times))
+            return padded
+        if all(a.ndim == 2 for a in arrays):
+            np.stack(arrays, out=padded)
+            return padded
+    padded = np.full((len(arrays), num_times, n_columns), np.nan)
+    for i, a in enumerate(arrays):
+        padded[i, : len(a)] = a if a.ndim == 2 else a[:, None]
+    return padded
+
+
+def _check_block(padded: np.ndarray, mask: np.ndarray, lengths: np.ndarray, label, min_length: int) -> None:
     """Value checks over all series at once; each error names the first offending series."""
     infinite = np.isinf(padded).any(axis=(1, 2))
     if infinite.any():
-        raise ValueError(f"`{labels[int(np.argmax(infinite))]}` contains infinite values: expected finite numbers or NaN.")
+        raise ValueError(f"`{label(int(np.argmax(infinite)))}` contains infinite values: expected finite numbers or NaN.")
     unobserved = ~mask.any(axis=(1, 2))
     if unobserved.any():
-        raise ValueError(f"`{labels[int(np.argmax(unobserved))]}` is all NaN: expected at least one observed value.")
+        raise ValueError(f"`{label(int(np.argmax(unobserved)))}` is all NaN: expected at least one observed value.")
     short = lengths < min_length
     if short.any():
         i = int(np.argmax(short))
-        raise ValueError(f"`{labels[i]}` has {lengths[i]} time steps; this model needs at least {min_length}.")
+        raise ValueError(f"`{label(i)}` has {lengths[i]} time steps; this model needs at least {min_length}.")
 
 
-def _validated_indexes(raw_indexes: list, lengths: np.ndarray, labels: list) -> tuple:
+def _validated_indexes(raw_indexes: list, lengths: np.ndarray, label) -> tuple:
     """Each series' validated index; an index object shared by several series is checked once."""
     seen: dict[int, pd.Index] = {}
     out = []
-    for index, n, label in zip(raw_indexes, lengths, labels):
+    for i, index in enumerate(raw_indexes):
         if index is None:
-            out.append(pd.RangeIndex(int(n)))
+            out.append(pd.RangeIndex(int(lengths[i])))
             continue
         checked = seen.get(id(index))
         if checked is None:
-            checked = seen[id(index)] = validate_index(index, label)
+            checked = seen[id(index)] = validate_index(index, label(i))
         out.append(checked)
     return tuple(out)
 
