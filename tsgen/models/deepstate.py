@@ -67,6 +67,7 @@ class DeepStateModule(nn.Module):
 
     def __init__(self, n_features: int, hidden_dim: int, season_length: int | None = None, scale_window: int = 64):
         super().__init__()
+        season_length = None if season_length is None else int(season_length)
         self.n_features, self.season_length = int(n_features), season_length
         self.state_dim = _LEVEL_TREND + (season_length or 0)
         inputs = self.n_features + (season_length or 0) + 1
