@@ -30,6 +30,7 @@ from torch import nn
 
 from tsgen._validation import is_int
 from tsgen.base import BaseForecaster, make_generator
+from tsgen.components.heads import BernoulliHead
 from tsgen.data import SeriesBatch
 from tsgen.data.windows import cut_windows, last_steps, take_steps
 from tsgen.training import SequenceBatch, TrainingConfig, resolve_device, seeded_from, train
@@ -75,7 +76,20 @@ class DeepForecaster(BaseForecaster):
         return module.loss(batch, kl_weight, objective=objective, n_particles=self.n_particles)
 
     def _initialise(self, module: nn.Module, batch: SequenceBatch) -> None:
-        """Data-dependent initialisation before training (default: none)."""
+        """Data-dependent initialisation before training.
+
+        Binary data: a Bernoulli emission's output bias starts at the logits of
+        the training data's per-variable frequencies. At zero every key starts
+        at probability 1/2 (88 log 2 = 61 nats a JSB step against about 10 for
+        the base rates), and Adam moves a bias by about ``learning_rate`` per
+        update: from that start a VRNN spent ~45 of its first 90 updates (60
+        JSB chorales, batch 20) reaching the base rates. The head's weights
+        keep their random start, so the state still shapes every step's logits.
+        """
+        head = self._emission_head(module)
+        if isinstance(head, BernoulliHead):
+            frequency = torch.where(batch.mask, batch.values, 0.0).sum((0, 1)) / batch.mask.sum((0, 1)).clamp(min=1)
+            head.proj["logits"].bias.copy_(torch.logit(frequency.clamp(1e-3, 1 - 1e-3)))
 
     @staticmethod
     def _emission_head(module: nn.Module):

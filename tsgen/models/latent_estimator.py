@@ -40,7 +40,6 @@ from torch import Tensor
 
 from tsgen._validation import is_int
 from tsgen.base import make_generator
-from tsgen.components.heads import BernoulliHead
 from tsgen.data import unwrap
 from tsgen.inference.smc.filter import particle_filter
 from tsgen.inference.smc.smoothing import ffbsi
@@ -124,21 +123,6 @@ class LatentForecaster(DeepForecaster):
     _latent_model = True
 
     # ------------------------------------------------------ initialisation
-    def _start_at_base_rates(self, module, batch) -> None:
-        """Binary data: start a Bernoulli emission's output bias at the logits of the training data's
-        per-variable frequencies, as :class:`tsgen.RNNForecaster` does.
-
-        At zero every key starts at probability 1/2 (88 log 2 = 61 nats a JSB step against about 10 for the
-        base rates), and Adam moves a bias by about ``learning_rate`` per update: from that start a VRNN
-        spent ~45 of its first 90 updates (60 JSB chorales, batch 20) reaching the base rates, about half of
-        what a 45 s benchmark budget gives it. The head's weights keep their random start, so the hidden
-        state still shapes every step's logits.
-        """
-        head = self._emission_head(module)
-        if isinstance(head, BernoulliHead):
-            frequency = torch.where(batch.mask, batch.values, 0.0).sum((0, 1)) / batch.mask.sum((0, 1)).clamp(min=1)
-            head.proj["logits"].bias.copy_(torch.logit(frequency.clamp(1e-3, 1 - 1e-3)))
-
     # ---------------------------------------------------------- inference
     def log_likelihood(self, y, per_step=False, X=None, **options):
         """Total ``log p(y)`` estimate, or per-step values as Series when ``per_step``.

@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from tsgen._validation import is_int
-from tsgen.components.heads import BernoulliHead, element_log_prob, make_head
+from tsgen.components.heads import element_log_prob, make_head
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.models.deep_estimator import DeepForecaster, fit_rows
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, expand_state
@@ -363,13 +363,6 @@ class RNNForecaster(DeepForecaster):
             n_dims, n_features, lags, cell, self.hidden_dim, self.num_layers, self.dropout, self.emission,
             self.scaling, scale_window=self._scale_window(),
         )
-
-    def _initialise(self, module: RNNAutoregressive, batch: SequenceBatch) -> None:
-        # Binary data: start the logits at the marginal frequencies, so training
-        # spends its first steps on the temporal structure, not on the base rates.
-        if isinstance(module.head, BernoulliHead):
-            frequency = torch.where(batch.mask, batch.values, 0.0).sum((0, 1)) / batch.mask.sum((0, 1)).clamp(min=1)
-            module.head.proj["logits"].bias.copy_(torch.logit(frequency.clamp(1e-3, 1 - 1e-3)))
 
     # ---------------------------------------------------------- inference
     def _log_likelihood(self, data, covariates, **options):

@@ -26,7 +26,6 @@ import copy
 import dataclasses
 import math
 
-import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.distributions import Distribution, Independent, Normal, biject_to, constraints

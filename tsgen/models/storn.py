@@ -378,9 +378,6 @@ class STORN(LatentForecaster):
              "progress": False, "random_state": 1},
         ]
 
-    def _initialise(self, module: STORNModule, batch) -> None:
-        self._start_at_base_rates(module, batch)  # binary data: the output bias at the base rates
-
     def _build_module(self, n_dims: int, n_features: int) -> STORNModule:
         for name in ("latent_dim", "hidden_dim", "feature_dim"):
             value = getattr(self, name)

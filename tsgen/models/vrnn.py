@@ -338,9 +338,6 @@ class VRNN(LatentForecaster):
              "random_state": 1},
         ]
 
-    def _initialise(self, module: VRNNModule, batch) -> None:
-        self._start_at_base_rates(module, batch)  # binary data: the output bias at the base rates
-
     def _build_module(self, n_dims: int, n_features: int) -> VRNNModule:
         for name in ("latent_dim", "hidden_dim", "feature_dim"):
             value = getattr(self, name)
