@@ -159,7 +159,7 @@ def piano_rolls(n_sequences, length, seed=0):
 
 
 def test_dmm_trains_at_the_benchmark_sizes_on_piano_rolls():
-    # benchmarks/dmm_speed.py and polyphonic.py: z 100, emission 100, transition 200, guide RNN 600, batch 20
+    # benchmarks/dmm_speed.py (Pyro's DMM sizes): z 100, emission 100, transition 200, guide RNN 600, batch 20
     model = tsgen.DeepMarkovModel(emission="bernoulli", latent_dim=100, emission_dim=100, transition_dim=200,
                                   hidden_dim=600, max_epochs=2, batch_size=20, learning_rate=5e-4,
                                   progress=False, random_state=0)
