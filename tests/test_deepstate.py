@@ -10,6 +10,7 @@ import torch
 from test_deep_robustness import _assert_earlier_steps_unchanged
 
 import tsgen
+from tsgen.inference.kalman import kalman_filter, kalman_smoother
 from tsgen.models.deepstate import DeepState
 
 
@@ -141,3 +142,63 @@ def test_several_variables_are_refused():
     frame = pd.DataFrame({"a": np.arange(30.0), "b": np.arange(30.0)})
     with pytest.raises(ValueError, match="one variable"):
         DeepState(**DeepState.get_test_params()[0]).fit(frame)
+
+
+def _direct(model, y):
+    """The Kalman filter and RTS smoother called directly on the parameters the module emits for ``y``."""
+    values = torch.tensor(y.to_numpy(), dtype=torch.float32)[None, :, None]
+    mask = ~torch.isnan(values)
+    with torch.no_grad():
+        params = model.module_.kalman_params(values)
+        filtered = kalman_filter(values, mask, params)
+        smoothed = kalman_smoother(values, mask, params)
+    return filtered, smoothed
+
+
+def test_filter_and_smooth_are_the_kalman_recursions_on_the_emitted_parameters(trained):
+    model, y = trained
+    y = y[:60].copy()
+    y.iloc[[7, 31]] = np.nan
+    filtered, smoothed = _direct(model, y)
+    f, s = model.filter(y), model.smooth(y)
+    names = ["level", "trend"] + [f"season_{k}" for k in range(12)]
+    for estimate, means, covs in [(f, filtered.filtered_means, filtered.filtered_covariances),
+                                  (s, smoothed.smoothed_means, smoothed.smoothed_covariances)]:
+        assert isinstance(estimate.means, pd.DataFrame) and list(estimate.means.columns) == names
+        assert estimate.means.index.equals(y.index)
+        assert estimate.covariances.shape == (60, 14, 14)
+        np.testing.assert_allclose(estimate.means.to_numpy(), means[0].double().numpy(), rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose(estimate.covariances, covs[0].double().numpy(), rtol=1e-6, atol=1e-6)
+        assert np.isfinite(estimate.means.to_numpy()).all()
+    # the last step conditions on the same data in both; a missing step's filtered state is the prediction
+    np.testing.assert_allclose(f.means.iloc[-1], s.means.iloc[-1], rtol=1e-5, atol=1e-5)
+    predicted = filtered.predicted_means[0, 7].double().numpy()
+    np.testing.assert_allclose(f.means.iloc[7].to_numpy(), predicted, rtol=1e-6, atol=1e-6)
+    assert not np.allclose(f.means.iloc[:-1].to_numpy(), s.means.iloc[:-1].to_numpy())
+
+
+def test_states_of_several_series_and_covariates():
+    y = seasonal(60)
+    X = pd.DataFrame({"promo": (np.arange(60) % 5 == 0).astype(float)}, index=y.index)
+    model = DeepState(**DeepState.get_test_params()[0]).fit(y, X=X)
+    estimate = model.smooth([y, y[:45]], X=[X, X.iloc[:45]])
+    first, second = estimate.means
+    assert list(first.columns) == ["level", "trend"]
+    assert first.index.equals(y.index) and second.index.equals(y.index[:45])
+    assert estimate.covariances[1].shape == (45, 2, 2)
+    assert not np.allclose(model.filter(y, X=X).means, model.filter(y, X=X.assign(promo=1.0)).means)
+
+
+def test_states_need_a_fitted_model_and_a_valid_y(trained):
+    from sklearn.exceptions import NotFittedError
+
+    with pytest.raises(NotFittedError):
+        DeepState().filter(seasonal(30))
+    with pytest.raises(NotFittedError):
+        DeepState().smooth(seasonal(30))
+    model, y = trained
+    for method in (model.filter, model.smooth, model.log_likelihood):
+        with pytest.raises(ValueError, match="`y`"):
+            method(pd.DataFrame({"a": np.arange(30.0), "b": np.arange(30.0)}))
+        with pytest.raises(TypeError, match="`y`"):
+            method("not a series")

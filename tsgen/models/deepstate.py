@@ -30,6 +30,7 @@ forward through the emitted future parameters.
 """
 from __future__ import annotations
 
+import pandas as pd
 import torch
 from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
@@ -37,9 +38,19 @@ from torch.nn.utils.rnn import pack_padded_sequence
 from tsgen._validation import is_int
 from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale
+from tsgen.data import SeriesBatch, unwrap
 from tsgen.inference.elbo import valid_steps
-from tsgen.inference.kalman import KalmanParams, kalman_filter_last, kalman_log_likelihood, kalman_sample
+from tsgen.inference.kalman import (
+    KalmanParams,
+    kalman_filter,
+    kalman_filter_last,
+    kalman_log_likelihood,
+    kalman_sample,
+    kalman_smoother,
+)
+from tsgen.models._latent_frames import frame_input
 from tsgen.models.deep_estimator import DeepForecaster
+from tsgen.models.lds import StateEstimate
 from tsgen.training import SequenceBatch
 
 __all__ = ["DeepState", "DeepStateModule"]
@@ -126,6 +137,10 @@ class DeepStateModule(nn.Module):
         scale = self.scaler.prior.to(like.dtype)[0]
         return self.initial_mean.to(like.dtype) * scale, torch.diag(positive(self.initial_raw).to(like.dtype) * scale
                                                                      ).square()
+
+    def state_names(self) -> list[str]:
+        """The state components in order: ``level``, ``trend``, then ``season_k`` for ``t mod m == k``."""
+        return ["level", "trend"] + [f"season_{k}" for k in range(self.season_length or 0)]
 
     def kalman_params(self, values: Tensor, covariates: Tensor | None = None) -> KalmanParams:
         """The model emitted over sequences ``values`` ``(B, T, 1)`` (only their shape is read) and their
@@ -257,12 +272,58 @@ class DeepState(DeepForecaster):
             raise ValueError(f"`season_length` must be None or an integer >= 2; got {self.season_length!r}.")
         return DeepStateModule(n_features, self.hidden_dim, self.season_length, self._scale_window())
 
-    def _log_likelihood(self, data, covariates):
+    def _kalman_inputs(self, data: SeriesBatch, covariates):
+        """``values``, ``mask`` and the covariates of the steps of ``data``, on the module's device and dtype."""
         values, mask = self._as_tensor(data.values), data.mask.to(self._device())
         if covariates is not None:
             covariates = self._as_tensor(covariates)[:, : values.shape[1]]
+        return values, mask, covariates
+
+    def _log_likelihood(self, data, covariates):
+        values, mask, covariates = self._kalman_inputs(data, covariates)
         with torch.no_grad():
             return self.module_.log_likelihood(values, mask, covariates).double().cpu()
+
+    # ----------------------------------------------------------- states
+    def filter(self, y, X=None) -> StateEstimate:
+        """Filtered states ``E[z_t | y_1:t]`` and covariances of the model the LSTM emits for ``y``'s steps.
+
+        Returns
+        -------
+        StateEstimate
+            ``means``: a frame per series indexed like it, with columns ``level``, ``trend`` and
+            ``season_k`` (the component observed when ``t mod m == k``, ``t`` counted from the series'
+            first step); ``covariances``: an array ``(time, S, S)`` per series.
+        """
+        batch, values, mask, params = self._state_inputs(y, X)
+        with torch.no_grad():
+            result = kalman_filter(values, mask, params, method=self.module_.kalman_method)
+        return self._state_estimate(batch, result.filtered_means, result.filtered_covariances)
+
+    def smooth(self, y, X=None) -> StateEstimate:
+        """Smoothed states ``E[z_t | y_1:T]`` and covariances (RTS smoother); layout as :meth:`filter`."""
+        batch, values, mask, params = self._state_inputs(y, X)
+        with torch.no_grad():
+            result = kalman_smoother(values, mask, params)
+        return self._state_estimate(batch, result.smoothed_means, result.smoothed_covariances)
+
+    def _state_inputs(self, y, X):
+        """``y`` checked as for :meth:`log_likelihood`, and the Kalman inputs its likelihood uses."""
+        batch, covariates, _ = frame_input(self, y, X, ())
+        values, mask, covariates = self._kalman_inputs(batch, covariates)
+        with torch.no_grad():
+            params = self.module_.kalman_params(values, covariates)
+        return batch, values, mask, params
+
+    def _state_estimate(self, batch: SeriesBatch, means: Tensor, covs: Tensor) -> StateEstimate:
+        columns = self.module_.state_names()
+        means, covs = means.double().cpu().numpy(), covs.double().cpu().numpy()
+        frames, arrays = [], []
+        for i, index in enumerate(batch.indexes):
+            n = int(batch.lengths[i])
+            frames.append(pd.DataFrame(means[i, :n].copy(), index=index.copy(), columns=list(columns)))
+            arrays.append(covs[i, :n].copy())
+        return StateEstimate(unwrap(batch, frames), unwrap(batch, arrays))
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
         values, mask, lengths, context_covariates, future_covariates = self._context(history, covariates, horizon)
