@@ -109,6 +109,29 @@ def per_step_iwae(step_log_weights: Tensor, observed: Tensor | None = None) -> T
     return prefix_increments(logmeanexp(step_log_weights.cumsum(-1), dim=0), observed)
 
 
+def rerun_earlier_prefixes(totals: Tensor, mask: Tensor, max_rows: int, score) -> Tensor:
+    """Overwrite ``totals`` ``(S, B, T)`` at every observed step ``t`` before each sequence's last
+    observed step with the bound of the prefix ``x_{1:t}`` computed from that prefix alone.
+
+    For guides that read ahead, this keeps each prefix bound causal. Prefixes run in groups of at
+    most ``max_rows`` latent rows, each group padded to its longest prefix (shorter ones masked):
+    ``score(rows, length, prefix_mask)`` returns the ``(S, len(rows))`` totals of the sequences
+    ``rows`` cut to ``length`` steps with ``prefix_mask`` ``(len(rows), length, D)``. The last
+    observed step keeps the whole-sequence value, so totals do not depend on this pass.
+    """
+    observed = mask.any(-1)
+    steps = torch.arange(mask.shape[1], device=mask.device)
+    last = torch.where(observed, steps, torch.full_like(steps, -1)).max(-1).values
+    rows, ends = (observed & (steps < last[:, None])).nonzero(as_tuple=True)
+    group = max(1, max_rows // max(1, totals.shape[0] * mask.shape[1]))
+    for start in range(0, len(rows), group):
+        b, t = rows[start:start + group], ends[start:start + group]
+        length = int(t.max()) + 1
+        prefix_mask = mask[b, :length] & (steps[:length] <= t[:, None])[..., None]
+        totals[:, b, t] = score(b, length, prefix_mask)
+    return totals
+
+
 def prefix_increments(prefix: Tensor, observed: Tensor | None = None) -> Tensor:
     r"""Per-step values ``L_t - L_{t'}`` from prefix estimates ``L_t`` of ``log p(x_{1:t})`` ``(..., T)``.
 

@@ -43,7 +43,7 @@ from tsgen.components.inference_networks import GuideSample, StructuredInference
 from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.transitions import GatedTransition
-from tsgen.inference.elbo import gaussian_kl, iwae_bound, logmeanexp, prefix_increments, sequence_elbo, valid_steps
+from tsgen.inference.elbo import gaussian_kl, iwae_bound, logmeanexp, prefix_increments, rerun_earlier_prefixes, sequence_elbo, valid_steps
 from tsgen.inference.smc.filter import particle_filter
 from tsgen.models.latent_estimator import FORECAST_PARTICLES, LatentForecaster, condition
 from tsgen.protocol import Context, SequentialModel
@@ -355,19 +355,12 @@ class DeepMarkovModule(SequentialModel):
         totals = self._step_values(method, values, mask, noise, scale).cumsum(-1)
         if not causal or self.guide.causal:
             return totals
-        observed = mask.any(-1)
-        steps = torch.arange(values.shape[1], device=values.device)
-        last = torch.where(observed, steps, torch.full_like(steps, -1)).max(-1).values
-        rows, ends = (observed & (steps < last[:, None])).nonzero(as_tuple=True)  # earlier prefixes
-        group = max(1, max_rows // max(1, noise.shape[0] * values.shape[1]))
-        for start in range(0, len(rows), group):
-            b, t = rows[start : start + group], ends[start : start + group]
-            length = int(t.max()) + 1  # the longest prefix of the group: shorter ones are masked
-            prefix_mask = mask[b, :length] & (steps[:length] <= t[:, None])[..., None]
+        def score(b, length, prefix_mask):
             prefix_scale = None if scale is None else scale[b, :length]
-            step = self._step_values(method, values[b, :length], prefix_mask, noise[:, b, :length], prefix_scale)
-            totals[:, b, t] = step.sum(-1)
-        return totals
+            return self._step_values(method, values[b, :length], prefix_mask, noise[:, b, :length],
+                                     prefix_scale).sum(-1)
+
+        return rerun_earlier_prefixes(totals, mask, max_rows, score)
 
     def log_likelihood(
         self,

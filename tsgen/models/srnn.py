@@ -49,7 +49,7 @@ from tsgen.components.latent import DiagonalGaussian
 from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.zforcing import ZForcing, check_z_forcing
-from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
+from tsgen.inference.elbo import logmeanexp, prefix_increments, rerun_earlier_prefixes, valid_steps
 from tsgen.inference.smc.filter import particle_filter
 from tsgen.models.latent_estimator import LatentForecaster
 from tsgen.protocol import Context, SequentialModel, observed_log_prob
@@ -282,17 +282,11 @@ class SRNNModule(SequentialModel):
         totals = torch.cat([self._step_values(method, values, mask, size).cumsum(-1) for size in sizes])
         observed = mask.any(-1)
         if causal and self.inference == "smoothing":
-            steps = torch.arange(T, device=values.device)
-            last = torch.where(observed, steps, torch.full_like(steps, -1)).max(-1).values
-            rows, ends = (observed & (steps < last[:, None])).nonzero(as_tuple=True)  # the earlier prefixes
-            group = max(1, max_rows // max(1, n_samples * T))
-            for start in range(0, len(rows), group):
-                b, t = rows[start:start + group], ends[start:start + group]
-                length = int(t.max()) + 1  # the longest prefix of the group: shorter ones are masked
-                prefix_mask = mask[b, :length] & (steps[:length] <= t[:, None])[..., None]
-                prefix = torch.cat([self._step_values(method, values[b, :length], prefix_mask, size)
-                                    for size in sizes])
-                totals[:, b, t] = prefix.sum(-1)
+            def score(b, length, prefix_mask):
+                return torch.cat([self._step_values(method, values[b, :length], prefix_mask, size)
+                                  for size in sizes]).sum(-1)
+
+            rerun_earlier_prefixes(totals, mask, max_rows, score)
         prefix = logmeanexp(totals, 0) if method == "iwae" else totals.mean(0)
         return prefix_increments(prefix, observed)
 

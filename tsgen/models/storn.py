@@ -49,7 +49,7 @@ from tsgen.components.latent import CELLS, RecurrentCell
 from tsgen.components.mlp import MLP
 from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
-from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
+from tsgen.inference.elbo import logmeanexp, prefix_increments, rerun_earlier_prefixes, valid_steps
 from tsgen.inference.smc.filter import particle_filter
 from tsgen.models.latent_estimator import LatentForecaster
 from tsgen.protocol import Context, SequentialModel, observed_log_prob
@@ -268,17 +268,8 @@ class STORNModule(SequentialModel):
                   for start in range(0, n_samples, chunk)]
         totals = torch.cat(pieces)
         if causal and self.inference == "smoothing":
-            observed = mask.any(-1)
-            steps = torch.arange(T, device=values.device)
-            last = torch.where(observed, steps, torch.full_like(steps, -1)).max(-1).values
-            rows, ends = (observed & (steps < last[:, None])).nonzero(as_tuple=True)  # earlier prefixes
-            group = max(1, max_rows // max(1, n_samples * T))
-            for start in range(0, len(rows), group):
-                b, t = rows[start : start + group], ends[start : start + group]
-                length = int(t.max()) + 1  # the longest prefix of the group: shorter ones are masked
-                prefix_mask = mask[b, :length] & (steps[:length] <= t[:, None])[..., None]
-                prefix = self._step_totals(method, values[b, :length], prefix_mask, n_samples)
-                totals[:, b, t] = prefix[..., -1]
+            rerun_earlier_prefixes(totals, mask, max_rows, lambda b, length, prefix_mask: self._step_totals(
+                method, values[b, :length], prefix_mask, n_samples)[..., -1])
         prefix = logmeanexp(totals, 0) if method == "iwae" else totals.mean(0)
         return prefix_increments(prefix, mask.any(-1))
 
