@@ -20,12 +20,16 @@ __all__ = [
     "BaseForecaster",
     "DeepMarkovModel",
     "DeepState",
+    "Drift",
     "LSTMSSM",
     "LinearGaussianSSM",
+    "Mean",
+    "Naive",
     "NonlinearGrowth",
     "RNNForecaster",
     "SRNN",
     "STORN",
+    "SeasonalNaive",
     "StateSpaceForecaster",
     "StateSpaceModel",
     "StochasticVolatility",
@@ -61,6 +65,10 @@ __getattr__, __dir__ = attach(
         "VRNN": "tsgen.models.vrnn",
         "backtest": "tsgen.evaluation",
         "load": "tsgen.base",
+        "Drift": "tsgen.models.baselines",
+        "Mean": "tsgen.models.baselines",
+        "Naive": "tsgen.models.baselines",
+        "SeasonalNaive": "tsgen.models.baselines",
     },
     # subpackages as attributes too (``tsgen.plotting.plot_forecast`` after a bare ``import tsgen``)
     submodules=["anomaly", "base", "cli", "components", "data", "evaluation", "exceptions", "inference",
@@ -74,6 +82,7 @@ if TYPE_CHECKING:
     from tsgen.evaluation import BacktestResult, backtest
     from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
     from tsgen.models.arima import ARIMA
+    from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM

@@ -169,6 +169,18 @@ MODELS: dict[str, ModelEntry] = {
                 Option("--particles", "n_particles", int, "particles of each filter run (default 500)"),
             ),
         ),
+        ModelEntry("naive", "tsgen.models.baselines:Naive",
+                   "Naive baseline: the last value, with random-walk intervals (sigma sqrt(h))."),
+        ModelEntry(
+            "snaive",
+            "tsgen.models.baselines:SeasonalNaive",
+            "Seasonal naive baseline: the value one season earlier (season from the data's frequency).",
+            (Option("--period", "period", int, "season length (default: from the frequency)"),),
+            defaults=lambda period: {"period": period},
+        ),
+        ModelEntry("drift", "tsgen.models.baselines:Drift",
+                   "Drift baseline: random walk with the average change as drift."),
+        ModelEntry("mean", "tsgen.models.baselines:Mean", "Mean baseline: the historical mean."),
     )
 }
 

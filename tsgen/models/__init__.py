@@ -13,12 +13,16 @@ __all__ = [
     "ARIMA",
     "DeepMarkovModel",
     "DeepState",
+    "Drift",
     "LSTMSSM",
     "LinearGaussianSSM",
+    "Mean",
+    "Naive",
     "NonlinearGrowth",
     "RNNForecaster",
     "SRNN",
     "STORN",
+    "SeasonalNaive",
     "StateSpaceForecaster",
     "StateSpaceModel",
     "StochasticVolatility",
@@ -41,14 +45,19 @@ __getattr__, __dir__ = attach(
         "StateSpaceModel": "tsgen.models.state_space",
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
         "VRNN": "tsgen.models.vrnn",
+        "Drift": "tsgen.models.baselines",
+        "Mean": "tsgen.models.baselines",
+        "Naive": "tsgen.models.baselines",
+        "SeasonalNaive": "tsgen.models.baselines",
     },
-    submodules=["arima", "deep_estimator", "deepstate", "dmm", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
+    submodules=["arima", "baselines", "deep_estimator", "deepstate", "dmm", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
                 "latent_estimator",
                 "srnn", "state_space", "stochastic_volatility", "storn", "vrnn"],
 )
 
 if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
+    from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
     from tsgen.models.lds import LinearGaussianSSM
