@@ -175,7 +175,9 @@ def test_nab_score_perfect_null_and_hand_values():
     late = sigma(-1 / 10) / sigma(-1.0) - 1.0  # detected at the window's last step, second window missed
     assert nab_score(labels, flagged(54)) == pytest.approx(100 * (late - null) / (perfect - null))
     early_fp = 2.0 - 0.11  # a false positive before any window costs A_FP
-    assert nab_score(labels, flagged(10, 45, 145)) == pytest.approx(100 * (early_fp - null) / (perfect - null))
+    # (issue 13: NAB leaves the first min(15%, 750) rows unscored, so this flag moved from row 10 to row 35)
+    assert nab_score(labels, flagged(35, 45, 145)) == pytest.approx(100 * (early_fp - null) / (perfect - null))
+    assert nab_score(labels, flagged(10, 45, 145)) == pytest.approx(100.0)
     after = 2.0 + 0.11 * sigma((60 - 54) / 9)  # just after a window a false positive costs less
     assert nab_score(labels, flagged(45, 60, 145)) == pytest.approx(100 * (after - null) / (perfect - null))
     far = 2.0 - 0.11  # beyond 3 window widths the cost is the full A_FP again
