@@ -326,12 +326,22 @@ def seasonal(n=48, seed=0):
                      index=pd.period_range("2010-01", periods=n, freq="M"))
 
 
+_TRAINED = {}
+
+
+def trained(name):
+    """A model trained for 3 epochs on a noisy sine (shared by the tests below)."""
+    if name not in _TRAINED:
+        _TRAINED[name] = fitted(name, latent_dim=2, hidden_dim=8, feature_dim=8, max_epochs=3, learning_rate=3e-3)
+    return _TRAINED[name]
+
+
 @pytest.mark.parametrize("name", ["VRNN", "STORN-filtering", "STORN-smoothing", "SRNN-filtering", "SRNN-smoothing"])
 def test_bounds_are_ordered_elbo_iwae_1_iwae_10_iwae_100(name):
     """E[ELBO] = E[IWAE_1] <= E[IWAE_10] <= E[IWAE_100] on a briefly trained model, each comparison within
     4 s.e. of independent estimates; the ELBO's analytic KL and IWAE_1's sampled log-ratio have the same mean,
     and the guide of a model trained for 3 epochs is far from the posterior, so IWAE_100 is strictly above."""
-    model = fitted(name, latent_dim=2, hidden_dim=8, feature_dim=8, max_epochs=3, learning_rate=3e-3)
+    model = trained(name)
     y = seasonal()[:30].to_numpy()
     found = {"elbo": np.nansum(replicate(model, y, 16, method="elbo", n_samples=10), axis=1)}
     for K in (1, 10, 100):
@@ -347,3 +357,120 @@ def test_bounds_are_ordered_elbo_iwae_1_iwae_10_iwae_100(name):
     assert mean[10] <= mean[100] + tolerance(10, 100), (name, mean, se)
     assert mean[100] - mean["elbo"] > tolerance("elbo", 100), (name, mean, se)
     print(name, {k: (round(mean[k], 3), round(se[k], 3)) for k in mean})
+
+
+# --------------------------------------------------------------------------- forecasts from the filter
+def test_forecasts_continue_the_kalman_filter_of_each_history(linear):
+    """Draws of sample(3, y=[history_1, history_2]) have, per series and horizon, the Kalman predictive mean and
+    variance given that series' own history: each forecast starts from the filtering distribution at its own last
+    step (a missing step inside the first; the second is shorter, so the batch is padded after it, and far from
+    the first in level) and moves by the model. Tolerance: 4 s.e. of the draws plus the filter's particle error
+    (ESS >= 200 of 1000 particles). (Draws are compared in distribution: on the CPU the particle filter skips
+    resampling when no series needs it, so one series' random stream depends on its batch.)"""
+    name, model = linear
+    histories = [simulate()[:12], simulate(seed=1)[:7] + 6.0]  # the context is the last window_length_ = 12 steps
+    draws = model.sample(3, n_samples=4000, y=[h[:, None] for h in histories])
+    for history, paths in zip(histories, draws):
+        assert paths.shape == (4000, 3, 1)
+        values = torch.tensor(history, dtype=torch.float64)[None, :, None]
+        kf = kalman_filter(torch.nan_to_num(values), ~torch.isnan(values), kalman_params())
+        filtered = float(kf.filtered_covariances[0, -1, 0, 0])
+        mean, var = float(kf.filtered_means[0, -1, 0]), filtered
+        for h in range(3):
+            mean, var = A * mean + C, A**2 * var + Q**2
+            x_mean, x_var = U * mean + B, U**2 * var + R**2
+            carried = (U * A ** (h + 1)) ** 2 * filtered  # the share of the filtering distribution's error
+            se_mean = math.sqrt(x_var / len(paths) + carried / 200)
+            se_var = x_var * math.sqrt(2 / len(paths)) + carried * math.sqrt(2 / 200)
+            found = paths[:, h, 0]
+            assert abs(found.mean() - x_mean) <= 4 * se_mean, (name, h, found.mean(), x_mean, se_mean)
+            assert abs(found.var() - x_var) <= 4 * se_var, (name, h, found.var(), x_var, se_var)
+
+
+@pytest.mark.parametrize("name", ["VRNN", "STORN-filtering", "STORN-smoothing", "SRNN-filtering", "SRNN-smoothing",
+                                  "LSTMSSM"])
+def test_filter_frames_with_the_causal_proposal_read_only_the_past(name):
+    """filter(y) at step s is unchanged by values after s when the filter proposes by the model's causal
+    proposal (the one its per-step scores use). The default proposal is the guide, as for the filter that
+    conditions forecasts; a guide reading ahead (the smoothing ones) then moves earlier frames' Monte Carlo
+    values (not their target, p(z_s | y_1:s)), so the causal one is passed explicitly."""
+    model = trained(name)
+    proposal = getattr(model.module_, "causal_proposal", "guided")
+    y = seasonal()[:30]
+    later = y.copy()
+    later.iloc[20:] += 3.0
+    before, after = (model.filter(v, n_particles=200, proposal=proposal) for v in (y, later))
+    pd.testing.assert_frame_equal(after.iloc[:20], before.iloc[:20])
+    assert not np.allclose(after.iloc[20:].to_numpy(), before.iloc[20:].to_numpy())
+
+
+# ------------------------------------------------------------------------------ Bernoulli samples, shapes
+LATENT_ESTIMATORS = ("VRNN", "STORN", "SRNN", "LSTMSSM", "DeepMarkovModel")
+
+
+def piano_rolls(n=6, keys=5, seed=0):
+    """Binary sequences ``(T_i, keys)`` of ragged lengths, each key on with its own frequency."""
+    rng = np.random.default_rng(seed)
+    rates = np.linspace(0.1, 0.6, keys)
+    return [(rng.random((10 + i, keys)) < rates).astype(float) for i in range(n)]
+
+
+@pytest.mark.parametrize("name", LATENT_ESTIMATORS)
+def test_bernoulli_samples_are_binary_with_the_contract_shapes(name):
+    """sample(...) of a Bernoulli emission: 0/1 values, (n_samples, horizon, keys) per sequence (a list for a
+    collection); predict's mean is a probability; a non-binary y is refused naming y."""
+    rolls = piano_rolls()
+    settings = {**getattr(tsgen, name).get_test_params()[0], "emission": "bernoulli", "max_epochs": 1}
+    model = getattr(tsgen, name)(**settings).fit(rolls)
+    paths = model.sample(4, n_samples=3)
+    assert isinstance(paths, list) and len(paths) == len(rolls)
+    for draws in paths:
+        assert draws.shape == (3, 4, 5)
+        assert set(np.unique(draws)) <= {0.0, 1.0}
+    one = model.sample(7, n_samples=20, y=rolls[0])
+    assert one.shape == (20, 7, 5) and set(np.unique(one)) <= {0.0, 1.0}
+    assert len(np.unique(one)) == 2  # both values occur: a sampler, not a rounding of the mean
+    mean = model.predict(3, y=rolls[0]).xs("mean", axis=1, level=-1).to_numpy()
+    assert mean.shape == (3, 5) and np.all((mean >= 0) & (mean <= 1))
+    per_step = model.log_likelihood(rolls[0], per_step=True, n_particles=50)
+    assert len(per_step) == len(rolls[0]) and np.isfinite(per_step.to_numpy()).all()
+    bad = rolls[0].copy()
+    bad[2, 1] = 0.5
+    with pytest.raises(ValueError, match="`y`"):
+        model.log_likelihood(bad)
+
+
+# ------------------------------------------------------------------------------------- named errors
+# (the per-model files name latent/hidden/feature sizes, cells, guides, objectives and scoring options of VRNN,
+# STORN, SRNN and the DMM; these are the arguments they leave out)
+@pytest.mark.parametrize("name, argument, value, more", [
+    *((name, "n_particles", 1, {"objective": "fivo"}) for name in ("VRNN", "STORN", "SRNN", "LSTMSSM")),
+    ("LSTMSSM", "hidden_dim", 0, {}), ("LSTMSSM", "feature_dim", -1, {}), ("LSTMSSM", "emission", "gamma", {}),
+    ("DeepMarkovModel", "hidden_dim", -1, {}), ("DeepMarkovModel", "emission_dim", 0, {}),
+    ("DeepMarkovModel", "transition_dim", 2.5, {}), ("DeepMarkovModel", "objective", "vi", {}),
+])
+def test_bad_constructor_arguments_are_named_when_fitting(name, argument, value, more):
+    settings = {**getattr(tsgen, name).get_test_params()[0], **more, argument: value}
+    with pytest.raises(ValueError, match=argument):
+        getattr(tsgen, name)(**settings).fit(seasonal(30))
+
+
+@pytest.mark.parametrize("name", ["VRNN", "STORN-filtering", "SRNN-smoothing", "LSTMSSM"])
+def test_bad_filter_smooth_and_scoring_options_are_named(name):
+    model = trained(name)
+    y = seasonal(30)
+    for call, options, argument in (
+            (model.filter, {"n_particles": 1}, "n_particles"), (model.filter, {"proposal": "prior"}, "proposal"),
+            (model.filter, {"quantiles": (0.5, 1.5)}, "quantiles"),
+            (model.log_likelihood, {"n_particles": 1}, "n_particles"),
+            (model.log_likelihood, {"method": "exact"}, "method"),
+            (model.log_likelihood, {"method": "elbo", "n_samples": 0}, "n_samples"),
+            (model.log_likelihood, {"method": "iwae", "proposal": "guided"}, "proposal")):
+        with pytest.raises(ValueError, match=argument):
+            call(y, **options)
+    if model.module_.markov_latent:
+        with pytest.raises(ValueError, match="n_trajectories"):
+            model.smooth(y, n_trajectories=0)
+    else:
+        with pytest.raises(ValueError, match="Markov"):
+            model.smooth(y)
