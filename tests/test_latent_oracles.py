@@ -38,7 +38,7 @@ import pytest
 import torch
 
 import tsgen
-from tsgen.inference.kalman import KalmanParams, kalman_filter
+from tsgen.inference.kalman import KalmanParams, kalman_filter, kalman_smoother
 
 # the models here are fitted briefly on short series on purpose (their weights are then set or only scored)
 pytestmark = pytest.mark.filterwarnings("ignore:.*deep models need at least:UserWarning")
@@ -508,3 +508,37 @@ def test_bad_filter_smooth_and_scoring_options_are_named(name):
     else:
         with pytest.raises(ValueError, match="Markov"):
             model.smooth(y)
+
+
+# ------------------------------------------------------------------------------ filter / smooth frames
+@pytest.mark.parametrize("name", [m for m in MODELS if m != "STORN"])  # STORN's z_t is the innovation, not s_t
+def test_filter_frames_match_the_kalman_filter(name):
+    """filter(y) of a linear-Gaussian configuration: per step the particle mean and 5%/95% quantiles of z_t are
+    within 4 s.e. (over independent filters: copies of y in one call) of the Kalman filtering mean and
+    mean -+ 1.645 sd (a missing step: the prediction), plus 2e-3 for the self-normalised weights' O(1/N) bias."""
+    model = configure(fitted(name), name)
+    x = simulate()
+    frames = model.filter([x[:, None]] * 12, n_particles=1000)
+    values = torch.tensor(x, dtype=torch.float64)[None, :, None]
+    kf = kalman_filter(torch.nan_to_num(values), ~torch.isnan(values), kalman_params())
+    mean, sd = kf.filtered_means[0, :, 0].numpy(), kf.filtered_covariances[0, :, 0, 0].sqrt().numpy()
+    for column, target in (("mean", mean), ("q0.05", mean - 1.6449 * sd), ("q0.95", mean + 1.6449 * sd)):
+        runs = np.stack([frame[column].to_numpy() for frame in frames])
+        se = runs.std(0, ddof=1) / math.sqrt(len(runs))
+        error = np.abs(runs.mean(0) - target)
+        assert np.all(error <= 4 * se + 2e-3), (name, column, error.max(), (error / se).max())
+
+
+@pytest.mark.parametrize("name", ["SRNN-filtering", "SRNN-smoothing"])
+def test_srnn_smooth_matches_the_rts_smoother(name):
+    """smooth(y) by FFBSi (SRNN's latent is Markov): per step the mean of the backward trajectories is within
+    4 s.e. (+ 2e-3) of the Rauch-Tung-Striebel smoothed mean (copies of y give independent runs)."""
+    model = configure(fitted(name), name)
+    x = simulate()
+    frames = model.smooth([x[:, None]] * 12, n_particles=500, n_trajectories=100)
+    values = torch.tensor(x, dtype=torch.float64)[None, :, None]
+    rts = kalman_smoother(torch.nan_to_num(values), ~torch.isnan(values), kalman_params())
+    runs = np.stack([frame["mean"].to_numpy() for frame in frames])
+    se = runs.std(0, ddof=1) / math.sqrt(len(runs))
+    error = np.abs(runs.mean(0) - rts.smoothed_means[0, :, 0].numpy())
+    assert np.all(error <= 4 * se + 2e-3), (name, error.max(), (error / se).max())
