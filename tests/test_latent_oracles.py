@@ -397,12 +397,14 @@ def test_bounds_are_ordered_elbo_iwae_1_iwae_10_iwae_100(name):
 def test_forecasts_continue_the_kalman_filter_of_each_history(linear):
     """Draws of sample(3, y=[history_1, history_2]) have, per series and horizon, the Kalman predictive mean and
     variance given that series' own history: each forecast starts from the filtering distribution at its own last
-    step (a missing step inside the first; the second is shorter, so the batch is padded after it, and far from
-    the first in level) and moves by the model. Tolerance: 4 s.e. of the draws plus the filter's particle error
+    step (a missing step inside the first; the second is shorter, so the batch is padded after it, far from the
+    first in level, and ends with missing steps) and moves by the model. Tolerance: 4 s.e. of the draws plus the filter's particle error
     (ESS >= 200 of 1000 particles). (Draws are compared in distribution: on the CPU the particle filter skips
     resampling when no series needs it, so one series' random stream depends on its batch.)"""
     name, model = linear
-    histories = [simulate()[:12], simulate(seed=1)[:7] + 6.0]  # the context is the last window_length_ = 12 steps
+    # the context is the last window_length_ = 12 steps; the second history ends with two missing steps, which
+    # the filter moves through by the model (its Kalman filtering distribution there is the prediction)
+    histories = [simulate()[:12], np.r_[simulate(seed=1)[:7] + 6.0, np.nan, np.nan]]
     draws = model.sample(3, n_samples=4000, y=[h[:, None] for h in histories])
     for history, paths in zip(histories, draws):
         assert paths.shape == (4000, 3, 1)
