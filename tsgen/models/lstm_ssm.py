@@ -60,7 +60,8 @@ from torch.distributions import Distribution, kl_divergence
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import DiagonalGaussian, RecurrentCell
+from tsgen.components.latent import (DiagonalGaussian, GaussianPair, RecurrentCell, batch_major, diagonal_normal,
+                                     time_major)
 from tsgen.components.mlp import MLP
 from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
@@ -266,29 +267,42 @@ class LSTMSSMModule(SequentialModel):
         return reference
 
     # ----------------------------------------------------------- inference
-    def rollout(self, values: Tensor, mask: Tensor, n_samples: int = 1) -> tuple[Tensor, Tensor, Tensor]:
+    def rollout(self, values: Tensor, mask: Tensor, n_samples: int = 1, latents: bool = False) -> tuple:
         """One pass of ``n_samples`` guide draws (``rsample``) over sequences ``(B, T, D)``.
 
         Returns ``(S, B, T)`` tensors: ``log g(x_t | z_t)``, ``log f(z_t | h_t) - log q(z_t | .)`` and
-        ``KL(q_t || f_t)``, the last two 0 where nothing is observed (``z_t`` drawn from ``f``).
+        ``KL(q_t || f_t)``, the last two 0 where nothing is observed (``z_t`` drawn from ``f``); with
+        ``latents`` also the draws ``z`` ``(S, B, T, Z)``.
         """
         context = self.prepare(values, mask)
-        state = self.init_state(context, (n_samples,))
+        features = context.steps["features"]
+        S, (B, T), Z = n_samples, features.shape[:2], self.latent_dim
         observed = mask.any(-1)
-        zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        zs, log_ratio, kl = [], [], []
-        for t in range(values.shape[1]):
-            context_t = context.at(t)
-            state, prior = self.transition(state, None, context_t)
-            q = self.proposal(state, values[:, t], mask[:, t], context_t)
-            seen = observed[:, t]
-            z = torch.where(seen[:, None], q.rsample(), prior.rsample())
-            log_ratio.append(torch.where(seen, prior.log_prob(z) - q.log_prob(z), zero))
-            kl.append(torch.where(seen, kl_divergence(q, prior), zero))
-            state = self.commit(state, z, context_t)
+        # the loop holds only what reads the latent path (components.latent): the cell, f and q of a step in
+        # two products, one draw; phi_x(u_t)'s part of q's first layer is projected here
+        pair = GaussianPair(self.prior, self.posterior, None, features, S, v_first=False)
+        seen = time_major(observed[..., None], S).unbind(0)
+        noise = torch.randn(T, S * B, Z, dtype=values.dtype, device=values.device).unbind(0)
+        h, c = self.rnn.initial((S * B,), features)
+        z = features.new_zeros(S * B, Z)
+        outs, zs = [], []
+        for t in range(T):
+            h, c = self.rnn(z, h, c)
+            out = pair(h, t)
+            # q's draw where x_t is observed, else f's: one standard normal serves either
+            loc, raw = torch.where(seen[t], out[:, 2 * Z:], out[:, : 2 * Z]).chunk(2, -1)
+            z = torch.addcmul(loc, positive(raw), noise[t])
+            outs.append(out)
             zs.append(z)
-        emission = self._emit(torch.stack(zs, -2), context.steps.get("scale"))
-        return observed_log_prob(emission, values, mask), torch.stack(log_ratio, -1), torch.stack(kl, -1)
+        # the densities, the KL and the emission of every step in one batched call each
+        out, z = batch_major(torch.stack(outs), S), batch_major(torch.stack(zs), S)
+        prior_loc, prior_raw, q_loc, q_raw = out.chunk(4, -1)
+        prior, q = diagonal_normal(prior_loc, positive(prior_raw)), diagonal_normal(q_loc, positive(q_raw))
+        zero = torch.zeros((), dtype=values.dtype, device=values.device)
+        log_ratio = torch.where(observed, prior.log_prob(z) - q.log_prob(z), zero)
+        kl = torch.where(observed, kl_divergence(q, prior), zero)
+        terms = observed_log_prob(self._emit(z, context.steps.get("scale")), values, mask), log_ratio, kl
+        return (*terms, z) if latents else terms
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, objective: str = "pgas",
              n_particles: int = 16) -> Tensor:
@@ -380,7 +394,9 @@ class LSTMSSM(LatentForecaster):
         (truncated ancestor sampling; exact from the window length on).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience,
     kl_annealing_epochs, kl_annealing_start, lr_decay, device, progress, max_seconds :
-        Training settings (:class:`tsgen.training.TrainingConfig`).
+        Training settings (:class:`tsgen.training.TrainingConfig`). ``kl_annealing_epochs="auto"``
+        warms the ELBO's KL term up from 0 over the first ``min(10, max_epochs // 3)`` epochs, against
+        posterior collapse (:class:`tsgen.models.latent_estimator.LatentForecaster`).
     random_state : int or None
 
     Attributes
@@ -391,8 +407,8 @@ class LSTMSSM(LatentForecaster):
 
     def __init__(self, emission="normal", latent_dim=4, hidden_dim=32, feature_dim=32, scaling="auto",
                  window_length=None, objective="pgas", n_particles=16, sweeps=2, ancestor_lag=8, max_epochs=100,
-                 batch_size=32, learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction=0.0,
-                 patience=10, kl_annealing_epochs=0, kl_annealing_start=0.0, lr_decay=1.0, random_state=None,
+                 batch_size=32, learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto",
+                 patience=10, kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None,
                  device="cpu", progress=True, max_seconds=None):
         self.emission = emission
         self.latent_dim = latent_dim

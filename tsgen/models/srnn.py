@@ -45,8 +45,9 @@ from torch.nn import functional as F
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import DiagonalGaussian
+from tsgen.components.latent import DiagonalGaussian, GaussianPair, batch_major, diagonal_normal, time_major
 from tsgen.components.mlp import MLP
+from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.zforcing import ZForcing, check_z_forcing
 from tsgen.inference.elbo import logmeanexp, prefix_increments, rerun_earlier_prefixes, valid_steps
@@ -214,22 +215,33 @@ class SRNNModule(SequentialModel):
         """
         context = self.prepare(values, mask)
         d = context.steps["d"]
+        S, (B, T), Z = n_samples, d.shape[:2], self.latent_dim
         observed = mask.any(-1)
-        zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        z = values.new_zeros(n_samples, values.shape[0], self.latent_dim)
-        zs, log_ratio, kl = [], [], []
-        for t in range(values.shape[1]):
-            prior = self.prior(torch.cat([z, d[:, t].expand(*z.shape[:-1], -1)], dim=-1))
-            q = self._posterior(prior, z, context.steps["guide"][:, t])
-            seen = observed[:, t]
-            z = torch.where(seen[:, None], q.rsample(), prior.rsample())
-            log_ratio.append(torch.where(seen, prior.log_prob(z) - q.log_prob(z), zero))
-            kl.append(torch.where(seen, kl_divergence(q, prior), zero))
+        # the loop holds only what reads z_{t-1} (components.latent): the prior and the guide's correction in
+        # two products and one draw; d_t's and a_t's parts of their first layers are projected here
+        pair = GaussianPair(self.prior, self.posterior, d, context.steps["guide"], S, v_first=True)
+        seen = time_major(observed[..., None], S).unbind(0)
+        noise = torch.randn(T, S * B, Z, dtype=values.dtype, device=values.device).unbind(0)
+        z = values.new_zeros(S * B, Z)
+        outs, zs = [], []
+        for t in range(T):
+            out = pair(z, t)
+            # q (the prior's mean plus the correction) where x_t is observed, else the prior
+            loc = torch.where(seen[t], out[:, :Z] + out[:, 2 * Z: 3 * Z], out[:, :Z])
+            raw = torch.where(seen[t], out[:, 3 * Z:], out[:, Z: 2 * Z])
+            z = torch.addcmul(loc, positive(raw), noise[t])
+            outs.append(out)
             zs.append(z)
-        zs = torch.stack(zs, -2)
-        # the decoder and the emission of every step in one batched call
+        # the densities, the KL, the decoder and the emission of every step in one batched call each
+        out, zs = batch_major(torch.stack(outs), S), batch_major(torch.stack(zs), S)
+        prior_loc, prior_raw, correction, q_raw = out.chunk(4, -1)
+        prior = diagonal_normal(prior_loc, positive(prior_raw))
+        q = diagonal_normal(prior_loc + correction, positive(q_raw))
+        zero = torch.zeros((), dtype=values.dtype, device=values.device)
+        log_ratio = torch.where(observed, prior.log_prob(zs) - q.log_prob(zs), zero)
+        kl = torch.where(observed, kl_divergence(q, prior), zero)
         emission = self._emit(zs, d.expand(n_samples, *d.shape), context.steps.get("scale"))
-        return observed_log_prob(emission, values, mask), torch.stack(log_ratio, -1), torch.stack(kl, -1), zs
+        return observed_log_prob(emission, values, mask), log_ratio, kl, zs
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, objective: str = "elbo",
              n_particles: int = 8) -> Tensor:
@@ -338,7 +350,9 @@ class SRNN(LatentForecaster):
         Training windows and forecast context length (None: 64 steps; a list of arrays is used whole).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience,
     kl_annealing_epochs, kl_annealing_start, lr_decay, device, progress, max_seconds :
-        Training settings (:class:`tsgen.training.TrainingConfig`).
+        Training settings (:class:`tsgen.training.TrainingConfig`). ``kl_annealing_epochs="auto"``
+        warms the ELBO's KL term up from 0 over the first ``min(10, max_epochs // 3)`` epochs, against
+        posterior collapse (:class:`tsgen.models.latent_estimator.LatentForecaster`).
     random_state : int or None
         Seeds initialisation, shuffling, the bounds' draws, filtering and sampling.
     objective : {"elbo", "iwae", "fivo"}
@@ -354,8 +368,8 @@ class SRNN(LatentForecaster):
 
     def __init__(self, emission="normal", latent_dim=16, hidden_dim=64, feature_dim=64, inference="smoothing",
                  scaling="auto", z_forcing=0.0, window_length=None, max_epochs=100, batch_size=32,
-                 learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction=0.0, patience=10,
-                 kl_annealing_epochs=0, kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu",
+                 learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
+                 kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu",
                  progress=True, max_seconds=None, objective="elbo", n_particles=8):
         self.emission = emission
         self.latent_dim = latent_dim

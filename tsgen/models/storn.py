@@ -40,12 +40,12 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Distribution, Independent, kl_divergence
 from torch.nn import functional as F
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import CELLS, RecurrentCell
+from tsgen.components.latent import CELLS, RecurrentCell, diagonal_normal
 from tsgen.components.mlp import MLP
 from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
@@ -61,10 +61,6 @@ __all__ = ["INFERENCE", "STORN", "STORNModule", "STORNState"]
 #: recognition models: the forward summary of x_{1:t} or the bidirectional one of x_{1:T}
 INFERENCE = ("filtering", "smoothing")
 _SEQUENCE_RNNS = {"gru": nn.GRU, "lstm": nn.LSTM}
-
-
-def _gaussian(loc: Tensor, scale: Tensor) -> Independent:
-    return Independent(Normal(loc, scale, validate_args=False), 1)
 
 
 @dataclass
@@ -136,7 +132,7 @@ class STORNModule(SequentialModel):
     def _prior(self, like: Tensor) -> Independent:
         """``N(0, I)`` with the batch shape of ``like`` ``(*batch, H)``."""
         loc = like.new_zeros(*like.shape[:-1], self.latent_dim)
-        return _gaussian(loc, torch.ones_like(loc))
+        return diagonal_normal(loc, torch.ones_like(loc))
 
     # ------------------------------------------------------------ protocol
     def prepare(self, values: Tensor, mask: Tensor, covariates: Tensor | None = None, horizon: int = 0) -> Context:
@@ -194,7 +190,7 @@ class STORNModule(SequentialModel):
     def proposal(self, state: STORNState, x: Tensor, mask: Tensor, context_t: dict) -> Distribution:
         """``q(z_t | x_{1:t})`` (or ``x_{1:T}``), from :meth:`prepare`; the same for every particle."""
         shape = (*state.h.shape[:-1], self.latent_dim)
-        return _gaussian(context_t["q_loc"].expand(shape), context_t["q_scale"].expand(shape))
+        return diagonal_normal(context_t["q_loc"].expand(shape), context_t["q_scale"].expand(shape))
 
     # ----------------------------------------------------------- inference
     def rollout(self, values: Tensor, mask: Tensor, n_samples: int = 1) -> tuple[Tensor, Tensor, Tensor]:
@@ -205,8 +201,8 @@ class STORNModule(SequentialModel):
         ``KL(q_t || N(0, I))``, the last two 0 where nothing is observed (``z_t`` drawn from the prior).
         """
         context = self.prepare(values, mask)
-        q = _gaussian(context.steps["q_loc"], context.steps["q_scale"])  # batch (B, T)
-        prior = _gaussian(torch.zeros_like(q.mean), torch.ones_like(q.mean))
+        q = diagonal_normal(context.steps["q_loc"], context.steps["q_scale"])  # batch (B, T)
+        prior = diagonal_normal(torch.zeros_like(q.mean), torch.ones_like(q.mean))
         seen = mask.any(-1)
         # q reads no latent, so every step's draw is made at once
         z = torch.where(seen[..., None], q.rsample((n_samples,)), prior.sample((n_samples,)))
@@ -217,12 +213,8 @@ class STORNModule(SequentialModel):
         previous = context.steps["previous"].expand(n_samples, *context.steps["previous"].shape)
         inputs = torch.cat([previous, z_features], dim=-1)
         state = self.init_state(context, (n_samples,))
-        h, c, hs = state.h, state.c, []
-        for t in range(values.shape[1]):
-            h, c = self.rnn(inputs[:, :, t], h, c)
-            hs.append(h)
         # the decoder and the emission of every step in one batched call
-        emission = self._emit(torch.stack(hs, -2), context.steps.get("scale"))
+        emission = self._emit(self.rnn.scan(inputs, state.h, state.c), context.steps.get("scale"))
         return observed_log_prob(emission, values, mask), log_ratio, kl
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, objective: str = "elbo",
@@ -315,7 +307,9 @@ class STORN(LatentForecaster):
         Training windows and forecast context length (None: 64 steps; a list of arrays is used whole).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience,
     kl_annealing_epochs, kl_annealing_start, lr_decay, device, progress, max_seconds :
-        Training settings (:class:`tsgen.training.TrainingConfig`).
+        Training settings (:class:`tsgen.training.TrainingConfig`). ``kl_annealing_epochs="auto"``
+        warms the ELBO's KL term up from 0 over the first ``min(10, max_epochs // 3)`` epochs, against
+        posterior collapse (:class:`tsgen.models.latent_estimator.LatentForecaster`).
     random_state : int or None
         Seeds initialisation, shuffling, the bounds' draws, filtering and sampling.
     objective : {"elbo", "iwae", "fivo"}
@@ -331,8 +325,8 @@ class STORN(LatentForecaster):
 
     def __init__(self, emission="normal", latent_dim=16, hidden_dim=64, feature_dim=64, cell="gru",
                  inference="filtering", scaling="auto", window_length=None, max_epochs=100, batch_size=32,
-                 learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction=0.0, patience=10,
-                 kl_annealing_epochs=0, kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu",
+                 learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
+                 kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu",
                  progress=True, max_seconds=None, objective="elbo", n_particles=8):
         self.emission = emission
         self.latent_dim = latent_dim

@@ -40,8 +40,10 @@ from torch.nn import functional as F
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import CELLS, DiagonalGaussian, RecurrentCell
+from tsgen.components.latent import (CELLS, DiagonalGaussian, GaussianPair, RecurrentCell, batch_major, diagonal_normal,
+                                     time_major)
 from tsgen.components.mlp import MLP
+from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.zforcing import ZForcing, check_z_forcing
 from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
@@ -176,27 +178,40 @@ class VRNNModule(SequentialModel):
         with ``latents`` also the draws ``z`` ``(S, B, T, Z)``.
         """
         context = self.prepare(values, mask)
-        state = self.init_state(context, (n_samples,))
+        features = context.steps["features"]
+        S, (B, T) = n_samples, features.shape[:2]
         observed = mask.any(-1)
-        x_nan = torch.where(mask, values, torch.full((), float("nan"), dtype=values.dtype, device=values.device))
+        # the loop holds only what reads the latent path (components.latent): the prior and q of a step in
+        # two products, one draw, phi_z and the cell; the data's parts are projected for every step here
+        pair = GaussianPair(self.prior, self.posterior, None, features, S, v_first=False)
+        gates = time_major(self.rnn.project(features), S).unbind(0)  # phi_x(u_t)'s part of h_t's input
+        seen = time_major(observed[..., None], S).unbind(0)
+        noise = torch.randn(T, S * B, self.latent_dim, dtype=values.dtype, device=values.device).unbind(0)
+        Z = self.latent_dim
+        h, c = self.rnn.initial((S * B,), features)
+        hs, outs, zs, z_features = [], [], [], []
+        for t in range(T):
+            out = pair(h, t)
+            # q's draw where x_t is observed, else the prior's: one standard normal serves either
+            loc, raw = torch.where(seen[t], out[:, 2 * Z:], out[:, : 2 * Z]).chunk(2, -1)
+            z = torch.addcmul(loc, positive(raw), noise[t])
+            hs.append(h)
+            outs.append(out)
+            zs.append(z)
+            z_features.append(self.phi_z(z))
+            if t + 1 < T:
+                h, c = self.rnn.step(z_features[-1], gates[t], h, c)
+        # the densities, the KL, the decoder and the emission of every step in one batched call each
+        out, z = batch_major(torch.stack(outs), S), batch_major(torch.stack(zs), S)
+        prior_loc, prior_raw, q_loc, q_raw = out.chunk(4, -1)
+        prior, q = diagonal_normal(prior_loc, positive(prior_raw)), diagonal_normal(q_loc, positive(q_raw))
         zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        hs, zs, log_ratio, kl, draws = [], [], [], [], []
-        for t in range(values.shape[1]):
-            context_t = context.at(t)
-            state, prior = self.transition(state, None if t == 0 else x_nan[:, t - 1], context_t)
-            q = self.proposal(state, x_nan[:, t], mask[:, t], context_t)
-            seen = observed[:, t]
-            z = torch.where(seen[:, None], q.rsample(), prior.rsample())
-            log_ratio.append(torch.where(seen, prior.log_prob(z) - q.log_prob(z), zero))
-            kl.append(torch.where(seen, kl_divergence(q, prior), zero))
-            hs.append(state.h)
-            state = self.commit(state, z, context_t)
-            zs.append(state.z_features)
-            draws.append(z)
-        # the decoder and the emission of every step in one batched call
-        emission = self._emit(torch.stack(hs, -2), torch.stack(zs, -2), context.steps.get("scale"))
-        terms = observed_log_prob(emission, values, mask), torch.stack(log_ratio, -1), torch.stack(kl, -1)
-        return (*terms, torch.stack(draws, -2)) if latents else terms
+        log_ratio = torch.where(observed, prior.log_prob(z) - q.log_prob(z), zero)
+        kl = torch.where(observed, kl_divergence(q, prior), zero)
+        emission = self._emit(batch_major(torch.stack(hs), S), batch_major(torch.stack(z_features), S),
+                              context.steps.get("scale"))
+        terms = observed_log_prob(emission, values, mask), log_ratio, kl
+        return (*terms, z) if latents else terms
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0, objective: str = "elbo",
              n_particles: int = 8) -> Tensor:
@@ -281,7 +296,9 @@ class VRNN(LatentForecaster):
         Training windows and forecast context length (None: 64 steps; a list of arrays is used whole).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience,
     kl_annealing_epochs, kl_annealing_start, lr_decay, device, progress, max_seconds :
-        Training settings (:class:`tsgen.training.TrainingConfig`).
+        Training settings (:class:`tsgen.training.TrainingConfig`). ``kl_annealing_epochs="auto"``
+        warms the ELBO's KL term up from 0 over the first ``min(10, max_epochs // 3)`` epochs, against
+        posterior collapse (:class:`tsgen.models.latent_estimator.LatentForecaster`).
     random_state : int or None
         Seeds initialisation, shuffling, the bounds' draws, filtering and sampling.
     objective : {"elbo", "iwae", "fivo"}
@@ -300,7 +317,7 @@ class VRNN(LatentForecaster):
 
     def __init__(self, emission="normal", latent_dim=16, hidden_dim=64, feature_dim=64, cell="gru", scaling="auto",
                  window_length=None, max_epochs=100, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
-                 grad_clip=10.0, validation_fraction=0.0, patience=10, kl_annealing_epochs=0,
+                 grad_clip=10.0, validation_fraction="auto", patience=10, kl_annealing_epochs="auto",
                  kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu", progress=True,
                  max_seconds=None, objective="elbo", n_particles=8, z_forcing=0.0):
         self.emission = emission
