@@ -17,14 +17,16 @@ identity activations, so the nonlinear parts are made inactive:
   tanh(y) = y (1 + O(y^2)): the cell then carries ``EPS`` times the linear state to relative precision 1e-8,
   below every Monte Carlo tolerance here. This is how VRNN's and LSTMSSM's recurrences carry ``z_{t-1}`` into the
   prior's mean (an AR(1) latent) and how STORN's recurrence accumulates ``s_t = a s_{t-1} + c + q z_t`` from its
-  i.i.d. N(0, 1) latents (its state ``s_t`` is a function of ``z_{1:t}``);
+  i.i.d. N(0, 1) latents (its state ``s_t`` is a function of ``z_{1:t}``): a GRU feeds ``a h`` back inside its
+  tanh, an LSTM keeps ``a c`` through its forget gate (sigmoid at ``a``). VRNN and STORN run with both cells
+  (``-lstm``: the cell state ``c`` must move with ``h`` whenever particles are resampled);
 - SRNN's deterministic GRU is zeroed (``d_t = 0``: a GRU with zero weights halves a zero state), so its Markov
   prior and decoder are affine in ``z`` alone.
 
 The guides: for VRNN, LSTMSSM and SRNN (filtering) ``q(z_t | .)`` is set to the locally optimal proposal
 ``p(z_t | z_{t-1}, x_t)``, Gaussian with a mean affine in ``z_{t-1}`` and ``x_t``; SRNN's smoothing guide reads
 ``x`` through its backward GRU over ``x_{t:T}``, pinned to carry ``x_t`` alone, so it is the same proposal (and
-an off-by-one in its time reversal would show as a loose IWAE bound); STORN's ``q(z_t | x_{1:t})`` cannot
+an off-by-one in its time reversal would show in the IWAE bound); STORN's ``q(z_t | x_{1:t})`` cannot
 see the particle's ``s_{t-1}`` (its optimal proposal needs it), so ``q`` is the prior N(0, 1) there (guided =
 bootstrap). Every bound and the SMC estimate are valid for any guide; a good one only shrinks their variance.
 The DMM has these checks with linear transition/emission modules in tests/test_dmm.py, test_dmm_smc.py and
@@ -49,7 +51,7 @@ GATE = 60.0  # a gate's bias: sigmoid(+-60) is 1 or 0 to 1e-26
 # the linear-Gaussian model every configuration implements
 A, C, Q, U, B, R = 0.8, 0.5, 0.7, 1.5, -0.3, 0.5
 T = 24
-MODELS = ("VRNN", "STORN", "SRNN-filtering", "SRNN-smoothing", "LSTMSSM")
+MODELS = ("VRNN", "VRNN-lstm", "STORN", "STORN-lstm", "SRNN-filtering", "SRNN-smoothing", "LSTMSSM")
 
 
 def _inverse_positive(value: float) -> float:
@@ -148,49 +150,65 @@ def _pin_gru(cell, n_input_weight: dict, n_input_bias: float, n_hidden_weight: f
         w_hh[2 * H, 0] = n_hidden_weight
 
 
+def _pin_lstm(cell, g_input_weight: dict, g_input_bias: float, forget: float) -> None:
+    """An LSTM (cell or one-layer nn.LSTM) with ``c' = forget c + tanh(W_ig x + b_ig)``, ``h' = tanh(c')`` on
+    unit 0 (input and output gates open, the forget gate's sigmoid at ``forget``), every other unit at 0."""
+    suffix = "_l0" if isinstance(cell, torch.nn.LSTM) else ""
+    w_ih, w_hh = getattr(cell, "weight_ih" + suffix), getattr(cell, "weight_hh" + suffix)
+    b_ih, b_hh = getattr(cell, "bias_ih" + suffix), getattr(cell, "bias_hh" + suffix)
+    H = w_hh.shape[1]
+    with torch.no_grad():
+        for p in (w_ih, w_hh, b_ih, b_hh):
+            p.zero_()
+        b_ih[:H] = GATE  # input gate
+        b_ih[H:2 * H] = math.log(forget / (1 - forget)) if forget > 0 else -GATE
+        b_ih[3 * H:] = GATE  # output gate
+        for column, value in g_input_weight.items():
+            w_ih[2 * H, column] = value
+        b_ih[2 * H] = g_input_bias
+
+
 def configure(model, name: str, a: float = A):
     """Overwrite a fitted model's module with the linear-Gaussian configuration (module docstring, with
     ``A = a``), in float64. With ``a = 0`` the latents are i.i.d. and STORN's ``q(z_t | x_{1:t})`` is set to
-    the exact posterior ``p(z_t | x_t)`` too (its recognition GRU carrying ``x_t``)."""
+    the exact posterior ``p(z_t | x_t)`` too (its recognition RNN carrying ``x_t``). ``name`` is a key of
+    :data:`MODELS` (``-lstm``: the LSTM cell, whose ``c`` must travel with ``h`` when particles resample)."""
+    kind = type(model).__name__
+    lstm = getattr(getattr(model.module_, "rnn", None), "lstm", False)
     model.dtype = torch.float64  # the estimator casts inputs to its dtype
     module = model.module_ = model.module_.double()
     with torch.no_grad():
         module.scaler.prior.fill_(1.0)  # scaling=False keeps s_0; the data's units are the model's
     _set_head(module.head)
-    if name == "VRNN":  # h_{t-1} = EPS z_{t-1}; prior N(A z_{t-1} + C, Q^2); x_t = U z_t + B
+    if kind == "VRNN":  # h_{t-1} = EPS z_{t-1}; prior N(A z_{t-1} + C, Q^2); x_t = U z_t + B
         Fw = module.phi_x.net[2].out_features
         _set_feature(module.phi_x, 0)
         _set_feature(module.phi_z, 0)
-        _pin_gru(module.rnn.cell, {Fw: EPS}, -EPS * MARGIN, 0.0)  # inputs [phi_x, phi_z]
+        pin = _pin_lstm if lstm else _pin_gru
+        pin(module.rnn.cell, {Fw: EPS}, -EPS * MARGIN, 0.0)  # inputs [phi_x, phi_z]
         _set_prior(module.prior, 0, EPS, a)
         n_in = module.decoder.net[0].in_features  # [phi_z(z_t), h_{t-1}]
         set_affine(module.decoder, _rows(Fw, n_in, {(0, 0): 1.0}), torch.zeros(Fw))
         _set_optimal_posterior(module.posterior, 0, Fw, EPS, a)  # [phi_x(u_t), h_{t-1}]
-    elif name == "LSTMSSM":  # h_t = EPS z_{t-1} (to 1e-8); prior, decoder and guide as VRNN's
-        cell = module.rnn.cell
-        H = cell.hidden_size
-        with torch.no_grad():
-            for p in (cell.weight_ih, cell.weight_hh, cell.bias_ih, cell.bias_hh):
-                p.zero_()
-            cell.bias_ih[:H] = GATE  # input gate open
-            cell.bias_ih[H:2 * H] = -GATE  # forget gate shut
-            cell.bias_ih[3 * H:] = GATE  # output gate open
-            cell.weight_ih[2 * H, 0] = EPS  # c = tanh(EPS z), h = tanh(c)
+    elif kind == "LSTMSSM":  # h_t = EPS z_{t-1} (to 1e-8); prior, decoder and guide as VRNN's
+        _pin_lstm(module.rnn.cell, {0: EPS}, 0.0, 0.0)  # c = tanh(EPS z), h = tanh(c)
         _set_prior(module.prior, 0, EPS, a)
         _set_feature(module.decoder, 0)
         _set_feature(module.phi_x, 0)
         Fw = module.phi_x.net[2].out_features
         _set_optimal_posterior(module.posterior, 0, Fw, EPS, a)  # [phi_x(u_t), h_t]
-    elif name == "STORN":  # h_t = EPS s_t with s_t = A s_{t-1} + C + Q z_t; x_t = U s_t + B; q = N(0, 1)
+    elif kind == "STORN":  # h_t = EPS s_t with s_t = A s_{t-1} + C + Q z_t; x_t = U s_t + B; q = N(0, 1)
         Fw = module.phi_x.net[2].out_features
         _set_feature(module.phi_z, 0)
-        _pin_gru(module.rnn.cell, {Fw: EPS * Q}, EPS * (C - Q * MARGIN), a)  # inputs [phi_x, phi_z]
+        # inputs [phi_x, phi_z]; the GRU feeds A h back into its tanh, the LSTM keeps A c by its forget gate
+        pin = _pin_lstm if lstm else _pin_gru
+        pin(module.rnn.cell, {Fw: EPS * Q}, EPS * (C - Q * MARGIN), a)
         H = module.rnn.hidden_size
         set_affine(module.decoder, _rows(Fw, H, {(0, 0): 1 / EPS}), _vector(Fw, {0: MARGIN}))
         n_in = module.posterior.net[0].in_features
         if a == 0:  # z_t = (s_t - C) / Q given x_t: N(K (x_t - U C - B) / Q, (sd / Q)^2), from r_t = EPS x_t
             _set_feature(module.phi_x, 0)
-            _pin_gru(module.recognition, {0: EPS}, -EPS * MARGIN, 0.0)
+            pin(module.recognition, {0: EPS}, -EPS * MARGIN, 0.0)
             set_affine(module.posterior, _rows(2, n_in, {(0, 0): GAIN / (Q * EPS)}),
                        _vector(2, {0: -GAIN * (U * C + B) / Q, 1: _inverse_positive(POSTERIOR_SD / Q)}))
         else:
@@ -242,11 +260,11 @@ def exact_per_step(x, a=A):
 
 def fitted(name, **options):
     """A model fitted for one epoch on a short noisy sine (its weights are then overwritten or kept)."""
-    estimator, _, inference = name.partition("-")
+    estimator, _, variant = name.partition("-")
     settings = dict(latent_dim=1, hidden_dim=3, feature_dim=4, max_epochs=1, batch_size=8, window_length=12,
                     scaling=False, progress=False, random_state=0)
-    if inference:
-        settings["inference"] = inference
+    if variant:
+        settings["cell" if variant in ("gru", "lstm") else "inference"] = variant
     if estimator == "LSTMSSM":
         settings.update(objective="elbo")
     rng = np.random.default_rng(1)
@@ -281,7 +299,7 @@ def test_the_configuration_is_the_linear_gaussian_model(linear):
         context_t = context.at(t)
         state, prior = module.transition(state, None if t == 0 else values[:, t - 1], context_t)
         z = torch.randn(5, 1, 1, generator=gen, dtype=torch.float64) * 2
-        if name == "STORN":
+        if name.startswith("STORN"):
             torch.testing.assert_close(prior.mean, torch.zeros_like(z))
             s = A * linear_state + C + Q * z
         else:
@@ -326,7 +344,7 @@ def test_elbo_below_iwae_below_the_exact_log_likelihood(linear):
     se = {k: v.std(ddof=1) / math.sqrt(len(v)) for k, v in totals.items()}
     assert mean["iwae"] <= exact + 4 * se["iwae"], (name, mean, exact, se)
     assert mean["elbo"] <= mean["iwae"] + 4 * math.hypot(se["elbo"], se["iwae"]), (name, mean, se)
-    if name != "STORN":
+    if not name.startswith("STORN"):
         assert exact - mean["iwae"] <= 4 * se["iwae"] + 0.1, (name, mean, exact, se)
         assert exact - mean["elbo"] > 0.5  # the proposal reads x_t only: not the smoothing posterior
     print(name, "exact", exact, "iwae", mean["iwae"], "+-", se["iwae"], "elbo", mean["elbo"], "+-", se["elbo"])
@@ -513,7 +531,7 @@ def test_bad_filter_smooth_and_scoring_options_are_named(name):
 
 
 # ------------------------------------------------------------------------------ filter / smooth frames
-@pytest.mark.parametrize("name", [m for m in MODELS if m != "STORN"])  # STORN's z_t is the innovation, not s_t
+@pytest.mark.parametrize("name", [m for m in MODELS if not m.startswith("STORN")])  # its z_t: the innovation
 def test_filter_frames_match_the_kalman_filter(name):
     """filter(y) of a linear-Gaussian configuration: per step the particle mean and 5%/95% quantiles of z_t are
     within 4 s.e. (over independent filters: copies of y in one call) of the Kalman filtering mean and
