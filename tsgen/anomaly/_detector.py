@@ -1,6 +1,8 @@
 """Likelihood-based anomaly detection with any tsgen estimator."""
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 import torch
@@ -8,11 +10,42 @@ from sklearn.base import BaseEstimator, clone
 from sklearn.utils.validation import check_is_fitted
 
 from tsgen._validation import is_int
-from tsgen.anomaly._spot import SPOT, _check_probability
+from tsgen.anomaly._likelihood import AnomalyLikelihood
+from tsgen.anomaly._online import OnlineAR
+from tsgen.anomaly._spot import MIN_PEAKS, SPOT, _check_probability
+from tsgen.anomaly._stream import frequency_of, season_length, stream_view
 from tsgen.base import BaseForecaster, _decode, _encode, register_saveable, saved_class, write_payload
 from tsgen.data import SeriesBatch, future_index, to_series_batch
 
 METHODS = ("spot", "quantile")
+CALIBRATIONS = (None, "likelihood", "auto")
+ONLINE = (None, "rls", "refit", "auto")
+
+
+def AUTO_MODEL():
+    """The model behind ``model="auto"`` (its one-step densities are then re-estimated online)."""
+    from tsgen.models.arima import ARIMA
+
+    return ARIMA((3, 0, 0), trend="c")
+
+
+def _index_of(data) -> pd.Index:
+    return data.index if hasattr(data, "index") else pd.RangeIndex(len(data))
+
+
+def _back(scores: pd.Series, data, rows) -> pd.Series:
+    """Scores of the model's view, put back on ``data``'s own rows and index."""
+    values = scores.to_numpy() if rows is None else scores.to_numpy()[rows]
+    return pd.Series(values, index=_index_of(data), name="anomaly_score")
+
+
+def _univariate(data, what: str) -> np.ndarray:
+    values = np.asarray(data, dtype=np.float64)
+    if values.ndim == 2 and values.shape[1] == 1:
+        values = values[:, 0]
+    if values.ndim != 1:
+        raise ValueError(f"`y` must be one univariate series for {what}; got shape {values.shape}.")
+    return values
 
 
 class AnomalyDetector(BaseEstimator):
@@ -37,8 +70,14 @@ class AnomalyDetector(BaseEstimator):
 
     Parameters
     ----------
-    model : tsgen estimator
+    model : tsgen estimator or "auto"
         Unfitted template; :meth:`fit` fits a clone on (mostly normal) data.
+        ``"auto"`` (the default, for monitoring streams): an
+        ``ARIMA((3, 0, 0), trend="c")`` whose one-step densities are
+        re-estimated online (``online="rls"``, with the lags of the natural
+        cycle of the index: a day for sub-daily data, a week for daily
+        data), Student-t errors (robust to outliers), and calibrated
+        two-tailed scores (``calibration="likelihood"``, ``tails="both"``).
     method : {"spot", "quantile"}
         How the threshold is set from the training scores.
     false_alarm_rate : float
@@ -46,13 +85,57 @@ class AnomalyDetector(BaseEstimator):
     window : int
         Number of steps the scores are averaged over (1 = pointwise).
     spot_level : float
-        Quantile of the training scores used as SPOT's initial threshold.
+        Quantile of the training scores used as SPOT's initial threshold
+        (lowered for short training data until it leaves 10 peaks; with
+        fewer than 20 scores the threshold is their ``1 - false_alarm_rate``
+        quantile, with a warning).
     adapt : bool
         With ``method="spot"``, let :meth:`update` refine the threshold
         with the new non-anomalous peaks (the streaming SPOT algorithm).
     n_particles : int
         Particles of the filter that scores a latent model (ignored for
         models with an exact likelihood).
+    calibration : {None, "likelihood", "auto"}
+        ``"likelihood"``: report the anomaly likelihood of Ahmad et al.
+        2017 (:class:`tsgen.anomaly.AnomalyLikelihood`) as
+        ``-log10(tail probability)`` of the short-window mean of the raw
+        scores under its long-window distribution: under the null a step
+        exceeds ``-log10(q)`` with probability ``q`` (2 = a 1% tail) whatever
+        the model's scale. ``"auto"``: "likelihood" with ``model="auto"``,
+        else None (raw scores).
+    short_window, long_window : int
+        The anomaly likelihood's windows (Ahmad et al.: 10 and 8640).
+    tails : {"upper", "both"}
+        ``"both"`` also flags an unusually low score level (a stream gone flat).
+    online : {None, "rls", "refit", "auto"}
+        How :meth:`update` follows the stream. None: the model stays as
+        fitted and each update scores the new points given the last
+        ``context`` observations (``O(context)`` per call). ``"rls"``: an
+        autoregression re-estimated by exponentially weighted recursive
+        least squares (:class:`tsgen.anomaly._online.OnlineAR`, AR order
+        ``p + d + q`` of an ARIMA model, else 3, the natural cycle's lags
+        added) gives the one-step densities: ``O(k^2)`` per point for ``k``
+        coefficients (about 0.1 ms for k = 6), for ARIMA/LDS/ETS-type
+        models. ``"refit"``: every ``refit_every`` points a clone of the
+        model is refitted on the last ``long_window`` observations (warm
+        started from the current parameters where the estimator has
+        ``warm_start``): amortised cost ``fit(long_window) / refit_every``
+        per point, for deep models. ``"auto"``: "rls" with ``model="auto"``,
+        else None. :meth:`score` and :meth:`predict` always use the model as
+        fitted.
+    forgetting : float
+        ``"rls"``'s forgetting factor (memory about ``1 / (1 - forgetting)`` points).
+    context : int
+        Past observations a frozen model conditions on in :meth:`update`.
+    refit_every : int
+        Points between refits with ``online="refit"``.
+
+    Streams are accepted as they come: a regular time index is used as is,
+    a regular one with absent steps is put on its grid (the absent steps
+    missing), and irregular or repeated timestamps are scored by arrival
+    order (a repeated timestamp is a further observation scored given the
+    earlier one; see :mod:`tsgen.anomaly._stream`). Missing values score NaN
+    and are never flagged, learned from or calibrated on.
 
     Attributes
     ----------
@@ -66,8 +149,9 @@ class AnomalyDetector(BaseEstimator):
     seen so far, so that :meth:`update` continues where it stopped.
     """
 
-    def __init__(self, model, method="spot", false_alarm_rate=0.01, window=1, spot_level=0.98, adapt=True,
-                 n_particles=1000):
+    def __init__(self, model="auto", method="spot", false_alarm_rate=0.01, window=1, spot_level=0.98, adapt=True,
+                 n_particles=1000, calibration="auto", short_window=10, long_window=2000, tails="upper",
+                 online="auto", forgetting=0.999, context=1000, refit_every=500):
         self.model = model
         self.method = method
         self.false_alarm_rate = false_alarm_rate
@@ -75,6 +159,14 @@ class AnomalyDetector(BaseEstimator):
         self.spot_level = spot_level
         self.adapt = adapt
         self.n_particles = n_particles
+        self.calibration = calibration
+        self.short_window = short_window
+        self.long_window = long_window
+        self.tails = tails
+        self.online = online
+        self.forgetting = forgetting
+        self.context = context
+        self.refit_every = refit_every
 
     def _validate(self) -> None:
         if self.method not in METHODS:
@@ -82,33 +174,118 @@ class AnomalyDetector(BaseEstimator):
         _check_probability(self.false_alarm_rate, "false_alarm_rate")
         if isinstance(self.window, bool) or not isinstance(self.window, (int, np.integer)) or self.window < 1:
             raise ValueError(f"`window` must be a positive int; got {self.window!r}.")
-        if not hasattr(self.model, "log_likelihood"):
-            raise TypeError(f"`model` must be a tsgen estimator with log_likelihood; got {type(self.model).__name__}.")
+        if not (isinstance(self.model, str) and self.model == "auto") and not hasattr(self.model, "log_likelihood"):
+            raise TypeError(f"`model` must be a tsgen estimator with log_likelihood or 'auto'; got "
+                            f"{type(self.model).__name__}.")
         if not is_int(self.n_particles) or self.n_particles < 2:
             raise ValueError(f"`n_particles` must be an integer >= 2; got {self.n_particles!r}.")
+        if self.calibration not in CALIBRATIONS:
+            raise ValueError(f"`calibration` must be one of {CALIBRATIONS}; got {self.calibration!r}.")
+        if self.online not in ONLINE:
+            raise ValueError(f"`online` must be one of {ONLINE}; got {self.online!r}.")
+        for name in ("context", "refit_every"):
+            value = getattr(self, name)
+            if not is_int(value) or value < 1:
+                raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+        # the likelihood's own checks name short_window, long_window and tails
+        AnomalyLikelihood(self.short_window, self.long_window, tails=self.tails)
+        if isinstance(self.forgetting, bool) or not isinstance(self.forgetting, (int, float)) or not (
+                0 < self.forgetting <= 1):
+            raise ValueError(f"`forgetting` must be in (0, 1]; got {self.forgetting!r}.")
 
+    # ------------------------------------------------------------ resolved settings
+    @property
+    def _auto(self) -> bool:
+        return isinstance(self.model, str) and self.model == "auto"
+
+    def _calibration(self):
+        return ("likelihood" if self._auto else None) if self.calibration == "auto" else self.calibration
+
+    def _online(self):
+        return ("rls" if self._auto else None) if self.online == "auto" else self.online
+
+    def _tails(self) -> str:
+        return "both" if self._auto and self.calibration == "auto" else self.tails
+
+    def _template(self):
+        return AUTO_MODEL() if self._auto else self.model
+
+    # ------------------------------------------------------------ fit / score
     def fit(self, y, X=None) -> "AnomalyDetector":
         """Fit a clone of ``model`` on ``y`` and set the threshold from ``y``'s own scores."""
         self._validate()
-        batch = to_series_batch(y, "y")
+        if isinstance(y, list):
+            raise TypeError("`y` must be one Series or DataFrame: fit one detector per series.")
+        self.freq_ = frequency_of(getattr(y, "index", None))
+        view, _ = stream_view(y, self.freq_)
+        batch = to_series_batch(view, "y")
         if batch.is_collection:
             raise TypeError("`y` must be one Series or DataFrame: fit one detector per series.")
-        self.model_ = clone(self.model).fit(y, X=X)
+        self.model_ = clone(self._template()).fit(view, X=X)
         self.history_ = y.copy() if hasattr(y, "copy") else np.array(y, copy=True)
-        self.train_scores_ = self._aggregate(self._raw_scores(y, X))
-        if self.method == "spot":
-            self.spot_ = SPOT(self.false_alarm_rate, self.spot_level).fit(self.train_scores_.to_numpy())
-            self.threshold_ = self.spot_.threshold_
+        online = self._online()
+        if online == "rls":
+            values = _univariate(view, "online='rls'")
+            self.online_ = self._online_learner(view).start(values)
+            raw = pd.Series(-self.online_.in_sample_log_density(values), index=_index_of(view), name="anomaly_score")
+            raw = _back(raw, y, None if view is y else stream_view(y, self.freq_)[1])
         else:
-            self.threshold_ = float(np.nanquantile(self.train_scores_.to_numpy(), 1 - self.false_alarm_rate))
+            raw = self._raw_scores(y, X)
+        if online == "refit":
+            self.since_refit_ = 0
+        self.recent_raw_ = raw.iloc[len(raw) - (self.window - 1):]
+        aggregated = self._aggregate(raw)
+        if self._calibration() == "likelihood":
+            self.likelihood_ = self._new_likelihood()
+            aggregated = self._calibrate(aggregated, self.likelihood_)
+        self.train_scores_ = aggregated
+        self._set_threshold(aggregated.to_numpy(dtype=np.float64))
+        self.n_seen_ = len(y)
+        self.history_ = self._recent(self.history_)
         return self
 
+    def _set_threshold(self, scores: np.ndarray) -> None:
+        q = self.false_alarm_rate
+        n = int(np.sum(~np.isnan(scores)))
+        if self.method == "spot":
+            # short calibration data: lower SPOT's level until it leaves MIN_PEAKS peaks
+            level = min(self.spot_level, 1 - MIN_PEAKS / n) if n else self.spot_level
+            if n >= 2 * MIN_PEAKS and q < 1 - level:
+                self.spot_ = SPOT(q, level).fit(scores)
+                self.threshold_ = self.spot_.threshold_
+                return
+            warnings.warn(f"{n} calibration scores are too few for SPOT at `false_alarm_rate`={q:g}; the threshold "
+                          f"is their {1 - q:g} quantile instead.", UserWarning, stacklevel=3)
+        self.threshold_ = float(np.nanquantile(scores, 1 - q))
+
+    def _recent(self, data):
+        """The observations :meth:`update` needs from the past (the last ``context``, at least ``window``)."""
+        keep = max(self.context, self.window)
+        return data.iloc[-keep:] if hasattr(data, "iloc") else data[-keep:]
+
+    def _online_learner(self, view) -> OnlineAR:
+        order = getattr(self.model_, "order", None)
+        p = int(sum(order)) if isinstance(order, tuple) and len(order) == 3 and all(is_int(v) for v in order) else 0
+        p = min(max(p, 3 if self._auto else 1), 10)
+        seasonal = getattr(self.model_, "seasonal_order", None)
+        period = int(seasonal[3]) if isinstance(seasonal, tuple) and len(seasonal) == 4 and seasonal[3] > 1 else None
+        if period is None:
+            period = season_length(getattr(self.history_, "index", None), len(view))
+        if period is not None and period <= p:
+            period = None
+        return OnlineAR(p, period, self.forgetting, df=5.0)
+
+    def _new_likelihood(self) -> AnomalyLikelihood:
+        return AnomalyLikelihood(self.short_window, self.long_window, tails=self._tails())
+
     def _raw_scores(self, y, X=None) -> pd.Series:
+        view, rows = stream_view(y, getattr(self, "freq_", None))
         options = {}
         if getattr(self.model_, "_latent_model", False):  # a particle estimate, not a difference of bounds
             options = {"method": "smc", "n_particles": self.n_particles}
-        log_density = self.model_.log_likelihood(y, per_step=True, X=X, **options)
-        return (0.0 - log_density).rename("anomaly_score")  # 0.0 - keeps exact zeros unsigned
+        log_density = self.model_.log_likelihood(view, per_step=True, X=X, **options)
+        raw = (0.0 - log_density).rename("anomaly_score")  # 0.0 - keeps exact zeros unsigned
+        return _back(raw, y, rows)
 
     def _aggregate(self, raw: pd.Series) -> pd.Series:
         if self.window == 1:
@@ -116,51 +293,116 @@ class AnomalyDetector(BaseEstimator):
         smoothed = raw.rolling(self.window, min_periods=1).mean()
         return smoothed.where(raw.notna())  # a missing step stays unscored
 
+    @staticmethod
+    def _calibrate(scores: pd.Series, likelihood: AnomalyLikelihood) -> pd.Series:
+        return pd.Series(-np.log10(likelihood.transform(scores.to_numpy())), index=scores.index,
+                         name="anomaly_score")
+
     def score(self, y, X=None) -> pd.Series:
-        """Anomaly scores ``-log p(y_t | y_<t)`` (window-averaged), indexed like ``y``; NaN where missing."""
+        """Anomaly scores, indexed like ``y``; NaN where missing.
+
+        ``-log p(y_t | y_<t)`` under the fitted model (window-averaged); with
+        ``calibration="likelihood"``, ``-log10`` of its anomaly-likelihood
+        tail probability, the calibration starting afresh at ``y``'s start.
+        """
         check_is_fitted(self)
-        return self._aggregate(self._raw_scores(y, X))
+        scores = self._aggregate(self._raw_scores(y, X))
+        if self._calibration() == "likelihood":
+            scores = self._calibrate(scores, self._new_likelihood())
+        return scores
 
     def predict(self, y, X=None) -> pd.Series:
         """Boolean Series: True where the score exceeds ``threshold_`` (missing steps are False)."""
         scores = self.score(y, X)
         return (scores > self.threshold_).rename("anomaly")
 
+    # ------------------------------------------------------------ streaming
     def update(self, y_new) -> pd.DataFrame:
-        """Score observations that continue the data seen so far, without refitting.
+        """Score observations that continue the data seen so far, and learn from them.
 
-        The model is conditioned on all earlier observations (those of
-        :meth:`fit` and previous updates). Returns a frame indexed like
-        ``y_new`` with ``score``, the ``threshold`` in force at each step
-        and the ``anomaly`` flag. With ``method="spot"`` and ``adapt`` the
-        threshold learns from the new normal peaks.
+        Returns a frame indexed like ``y_new`` with ``score``, the
+        ``threshold`` in force at each step and the ``anomaly`` flag. The
+        model follows the stream as ``online`` says; with
+        ``method="spot"`` and ``adapt`` the threshold learns from the new
+        normal peaks; the calibration continues its windows. ``y_new`` must
+        not start before the last timestamp seen (arrival order); for data
+        without a time index, it must continue the positions.
         """
         check_is_fitted(self)
+        combined = self._continue(y_new)
+        n_new = len(y_new)
+        online = self._online()
+        if online == "rls":
+            joined = pd.concat([self.recent_raw_, self._online_scores(combined, n_new)])
+            scores = self._aggregate(joined).iloc[-n_new:]
+            self.recent_raw_ = joined.iloc[len(joined) - (self.window - 1):]  # what the next window needs
+        else:
+            if online == "refit":
+                self._maybe_refit(combined, n_new)
+            start = max(len(combined) - n_new - max(self.context, self.window), 0)
+            tail = combined.iloc[start:] if hasattr(combined, "iloc") else combined[start:]
+            scores = self._aggregate(self._raw_scores(tail)).iloc[-n_new:]
+        values = scores.to_numpy(dtype=np.float64)
+        if self._calibration() == "likelihood":
+            values = -np.log10(self.likelihood_.transform(values))
+        thresholds, flags = np.empty(len(values)), np.zeros(len(values), dtype=bool)
+        for k, s in enumerate(values):
+            thresholds[k] = self.threshold_
+            if hasattr(self, "spot_") and self.adapt:
+                flags[k] = self.spot_.step(s)
+                self.threshold_ = self.spot_.threshold_
+            else:
+                flags[k] = bool(s > self.threshold_)
+        self.history_ = self._recent(combined)
+        self.n_seen_ += n_new
+        index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(self.n_seen_ - n_new, self.n_seen_)
+        return pd.DataFrame({"score": values, "threshold": thresholds, "anomaly": flags}, index=index)
+
+    def _continue(self, y_new):
         if type(y_new) is not type(self.history_):
             raise TypeError(
                 f"`y_new` must be a {type(self.history_).__name__} like the data given to fit; "
                 f"got {type(y_new).__name__}."
             )
-        if isinstance(self.history_, (pd.Series, pd.DataFrame)):
-            expected = future_index(to_series_batch(self.history_, "y").indexes[0], 1)[0]
-            if len(y_new) == 0 or y_new.index[0] != expected:
-                first = y_new.index[0] if len(y_new) else "nothing"
-                raise ValueError(f"`y_new` must continue the series: expected it to start at {expected}; got {first}.")
-            combined = pd.concat([self.history_, y_new])
+        if not isinstance(self.history_, (pd.Series, pd.DataFrame)):
+            return np.concatenate([self.history_, np.asarray(y_new)])
+        if len(y_new) == 0:
+            raise ValueError("`y_new` must continue the series: got nothing.")
+        index = self.history_.index
+        if isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)):
+            if y_new.index[0] < index[-1]:
+                raise ValueError(f"`y_new` must continue the series: it starts at {y_new.index[0]}, before the "
+                                 f"last timestamp seen, {index[-1]}.")
         else:
-            combined = np.concatenate([self.history_, np.asarray(y_new)])
-        scores = self.score(combined).iloc[len(self.history_):].to_numpy()
-        thresholds, flags = np.empty(len(scores)), np.zeros(len(scores), dtype=bool)
-        for k, s in enumerate(scores):
-            thresholds[k] = self.threshold_
-            if self.method == "spot" and self.adapt:
-                flags[k] = self.spot_.step(s)
-                self.threshold_ = self.spot_.threshold_
-            else:
-                flags[k] = bool(s > self.threshold_)
-        self.history_ = combined
-        index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(len(combined) - len(scores), len(combined))
-        return pd.DataFrame({"score": scores, "threshold": thresholds, "anomaly": flags}, index=index)
+            expected = future_index(to_series_batch(self.history_, "y").indexes[0], 1)[0]
+            if y_new.index[0] != expected:
+                raise ValueError(f"`y_new` must continue the series: expected it to start at {expected}; "
+                                 f"got {y_new.index[0]}.")
+        return pd.concat([self.history_, y_new])
+
+    def _online_scores(self, combined, n_new: int) -> pd.Series:
+        # the last seen row and the new ones, on the model's grid: absent steps are fed as missing
+        start = len(combined) - n_new - 1
+        tail = combined.iloc[start:] if hasattr(combined, "iloc") else combined[start:]
+        view, rows = stream_view(tail, self.freq_)
+        values = _univariate(view, "online='rls'")
+        rows = np.arange(len(values)) if rows is None else rows
+        log_density = np.array([self.online_.step(v) for v in values[rows[0] + 1:]])
+        new_rows = rows[1:] - rows[0] - 1
+        index = tail.index[1:] if hasattr(tail, "index") else pd.RangeIndex(start + 1, len(combined))
+        return pd.Series(0.0 - log_density[new_rows], index=index, name="anomaly_score")
+
+    def _maybe_refit(self, combined, n_new: int) -> None:
+        self.since_refit_ += n_new
+        if self.since_refit_ < self.refit_every:
+            return
+        recent = combined.iloc[-self.long_window:] if hasattr(combined, "iloc") else combined[-self.long_window:]
+        if "warm_start" in self.model_.get_params():  # continue from the current parameters
+            model = self.model_.set_params(warm_start=True)
+        else:
+            model = clone(self.model_)
+        self.model_ = model.fit(stream_view(recent, self.freq_)[0])
+        self.since_refit_ = 0
 
     # ------------------------------------------------------------ save/load
     def save(self, path) -> None:
@@ -171,31 +413,44 @@ class AnomalyDetector(BaseEstimator):
     def _to_payload(self) -> tuple[dict, dict]:
         params = self.get_params(deep=False)
         template = params.pop("model")
-        if not _is_saveable(template):
+        if not self._auto and not _is_saveable(template):
             raise TypeError(f"cannot save a detector whose `model` is a {type(template).__name__}; "
                             "only tsgen estimators can be saved.")
         model_meta, model_tensors = self.model_._to_payload()
-        history = to_series_batch(self.history_, "history")
-        history_meta, history_tensors = history.to_spec()
-        history_meta["name"] = _encode(getattr(self.history_, "name", None))
-        history_meta["ndim"] = int(np.ndim(self.history_))
+        history_meta, history_tensors = _history_to_spec(self.history_)
         tensors = {f"model.{k}": v for k, v in model_tensors.items()}
         tensors.update({f"history.{k}": v for k, v in history_tensors.items()})
-        tensors["train_scores"] = torch.as_tensor(self.train_scores_.to_numpy(dtype=np.float64))
+        scores_meta, scores_tensors = _history_to_spec(self.train_scores_)
+        tensors.update({f"train_scores.{k}": v for k, v in scores_tensors.items()})
+        tensors["recent_raw"] = torch.as_tensor(self.recent_raw_.to_numpy(dtype=np.float64))
+        template_meta = ({"class": "auto"} if self._auto else
+                         {"class": type(template).__name__, "params": _encode(template.get_params(deep=False))})
         meta = {
             "class": type(self).__name__,
             "params": _encode(params),
-            "template": {"class": type(template).__name__, "params": _encode(template.get_params(deep=False))},
+            "template": template_meta,
             "model": model_meta,
             "history": history_meta,
+            "train_scores": scores_meta,
+            "n_seen": int(self.n_seen_),
             "threshold": float(self.threshold_),
+            "freq": self.freq_,
+            "since_refit": int(getattr(self, "since_refit_", 0)),
             "spot": None,
+            "online": None,
         }
         if hasattr(self, "spot_"):
             spot = self.spot_
             tensors["spot.peaks"] = torch.as_tensor(np.asarray(spot.peaks_, dtype=np.float64))
-            meta["spot"] = {"initial_threshold": spot.initial_threshold_, "n": int(spot.n_), "gamma": spot.gamma_,
-                            "sigma": spot.sigma_, "threshold": spot.threshold_}
+            meta["spot"] = {"level": spot.level, "initial_threshold": spot.initial_threshold_, "n": int(spot.n_), "gamma": spot.gamma_,
+                            "sigma": spot.sigma_, "threshold": spot.threshold_, "fitted_peaks": spot.fitted_peaks_}
+        if hasattr(self, "online_"):
+            learner = self.online_
+            meta["online"] = {"order": learner.order, "period": learner.seasonal_period,
+                              "forgetting": learner.forgetting, "df": learner.df}
+            tensors.update({f"online.{k}": torch.as_tensor(v) for k, v in learner.state().items()})
+        if hasattr(self, "likelihood_"):
+            tensors.update({f"likelihood.{k}": torch.as_tensor(v) for k, v in self.likelihood_.state().items()})
         return meta, tensors
 
     @classmethod
@@ -203,30 +458,80 @@ class AnomalyDetector(BaseEstimator):
         # a truncated or hand-edited file raises KeyError/TypeError/...: tsgen.load turns them
         # into its one "not a tsgen model file" ValueError, as for every class it loads
         template = meta["template"]
-        model_cls = saved_class(template["class"], "the detector's model", BaseForecaster)
-        detector = cls(model=model_cls(**_decode(template["params"])), **_decode(meta["params"]))
+        if template["class"] == "auto":
+            model = "auto"
+        else:
+            model = saved_class(template["class"], "the detector's model", BaseForecaster)(
+                **_decode(template["params"]))
+        detector = cls(model=model, **_decode(meta["params"]))
         detector._validate()
         fitted = saved_class(meta["model"]["class"], "the detector's model", BaseForecaster)
-        detector.model_ = fitted._from_payload(
-            meta["model"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
-        )
-        history_meta = meta["history"]
-        batch = SeriesBatch.from_spec(
-            history_meta, {k[len("history."):]: v for k, v in tensors.items() if k.startswith("history.")}
-        )
-        detector.history_ = _as_input(batch, _decode(history_meta["name"]), history_meta["ndim"])
-        scores = tensors["train_scores"].numpy().astype(np.float64)
-        index = batch.indexes[0][: len(scores)]  # arrays get a RangeIndex at the edge
-        detector.train_scores_ = pd.Series(scores, index=index, name="anomaly_score")
+        detector.model_ = fitted._from_payload(meta["model"], _prefixed(tensors, "model."))
+        detector.history_ = _history_from_spec(meta["history"], _prefixed(tensors, "history."))
+        index = _index_of(detector.history_)
+        detector.train_scores_ = _history_from_spec(meta["train_scores"], _prefixed(tensors, "train_scores."))
+        detector.n_seen_ = int(meta["n_seen"])
+        recent = tensors["recent_raw"].numpy().astype(np.float64)
+        detector.recent_raw_ = pd.Series(recent, index=index[len(index) - len(recent):], name="anomaly_score")
         detector.threshold_ = float(meta["threshold"])
+        detector.freq_ = meta["freq"]
+        if detector._online() == "refit":
+            detector.since_refit_ = int(meta["since_refit"])
         if meta["spot"] is not None:
             state = meta["spot"]
-            spot = SPOT(detector.false_alarm_rate, detector.spot_level)
+            spot = SPOT(detector.false_alarm_rate, float(state["level"]))
             spot.initial_threshold_, spot.n_ = float(state["initial_threshold"]), int(state["n"])
             spot.gamma_, spot.sigma_, spot.threshold_ = (float(state[k]) for k in ("gamma", "sigma", "threshold"))
+            spot.fitted_peaks_ = int(state["fitted_peaks"])
             spot.peaks_ = [float(v) for v in tensors["spot.peaks"].numpy()]
             detector.spot_ = spot
+        if meta["online"] is not None:
+            o = meta["online"]
+            detector.online_ = OnlineAR(o["order"], o["period"], o["forgetting"], o["df"]).restore(
+                {k: v.numpy() for k, v in _prefixed(tensors, "online.").items()})
+        if detector._calibration() == "likelihood":
+            detector.likelihood_ = detector._new_likelihood().restore(
+                {k: v.numpy() for k, v in _prefixed(tensors, "likelihood.").items()})
         return detector
+
+
+def _prefixed(tensors: dict, prefix: str) -> dict:
+    return {k[len(prefix):]: v for k, v in tensors.items() if k.startswith(prefix)}
+
+
+def _history_to_spec(history) -> tuple[dict, dict]:
+    """The data seen so far; an irregular time index is kept as its own int64 stamps beside the values."""
+    stamps = None
+    index = getattr(history, "index", None)
+    if isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)) and frequency_of(index) is None:
+        if isinstance(index, pd.PeriodIndex):
+            stamps = {"kind": "period", "freq": index.freqstr}, index.asi8.copy()
+        else:
+            stamps = {"kind": "datetime", "tz": None if index.tz is None else str(index.tz)}, index.asi8.copy()
+        history = history.reset_index(drop=True)
+    meta, tensors = to_series_batch(history, "history").to_spec()
+    meta["name"] = _encode(getattr(history, "name", None))
+    meta["ndim"] = int(np.ndim(history))
+    meta["stamps"] = None if stamps is None else stamps[0]
+    if stamps is not None:
+        tensors = {**tensors, "stamps": torch.as_tensor(stamps[1])}
+    return meta, tensors
+
+
+def _history_from_spec(meta: dict, tensors: dict):
+    batch = SeriesBatch.from_spec(meta, tensors)
+    history = _as_input(batch, _decode(meta["name"]), meta["ndim"])
+    stamps = meta["stamps"]
+    if stamps is not None:
+        values = tensors["stamps"].numpy().astype(np.int64)
+        if stamps["kind"] == "period":
+            index = pd.PeriodIndex.from_ordinals(values, freq=stamps["freq"])
+        else:
+            index = pd.DatetimeIndex(values.astype("datetime64[ns]"))
+            if stamps["tz"] is not None:
+                index = index.tz_localize("UTC").tz_convert(stamps["tz"])
+        history.index = index
+    return history
 
 
 def _is_saveable(model) -> bool:

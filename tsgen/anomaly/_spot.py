@@ -10,8 +10,8 @@ distribution ``GPD(gamma, sigma)``. For a target false-alarm probability
 
 with ``n`` observations of which ``N_t`` exceed ``t``. In streaming use
 (:meth:`SPOT.step`), a score above ``z_q`` is an alarm and is not learned
-from; a score between ``t`` and ``z_q`` is a new peak, the GPD is refitted
-and ``z_q`` moves.
+from; a score between ``t`` and ``z_q`` is a new peak and ``z_q`` moves
+(the GPD itself is refitted when the peaks have grown by ``refit_growth``).
 """
 from __future__ import annotations
 
@@ -43,23 +43,45 @@ def pot_threshold(t: float, gamma: float, sigma: float, q: float, n: int, n_peak
 
 
 class SPOT:
-    """Streaming peaks-over-threshold (SPOT) for a target false-alarm rate.
+    """Streaming peaks-over-threshold (SPOT) for a target false-alarm rate, and its drift-aware DSPOT.
 
     Parameters
     ----------
     false_alarm_rate : float
         Target probability ``q`` that a normal score exceeds the threshold.
     level : float
-        Quantile of the calibration scores used as initial threshold ``t``
-        (must leave enough peaks: ``(1 - level) * n >= 10``).
+        Quantile of the calibration scores used as initial threshold ``t``;
+        the scores above it are the initial peaks. At least 10 are needed:
+        ``(1 - level) n >= 10``; when ties at the top leave fewer (flat data),
+        the ``ceil((1 - level) n)`` largest scores are the peaks, ranked, and
+        ``t`` the score just below them.
+    depth : int, optional
+        DSPOT (Siffer et al. 2017, section 4.2): each score is first reduced
+        by the mean of the ``depth`` normal scores before it, so a slowly
+        drifting baseline does not drift into alarms.
+    refit_growth : float
+        The GPD is refitted when the peaks have grown by this fraction (and
+        by at least 10) since its last fit (so ``O(log n)`` refits over a
+        stream, each ``O(n_peaks)``);
+        in between, a new peak moves the threshold through ``n`` and ``N_t``
+        only, in ``O(1)``. 0 refits at every peak (Siffer's
+        algorithm as published).
+
+    When the excesses carry no tail shape (fewer than 3 distinct values, or a
+    failed maximum-likelihood fit) the tail is taken as exponential with the
+    excesses' mean as scale (``gamma = 0``); a flat calibration (all excesses
+    0) gives the threshold ``t`` itself: anything above the calibration level
+    is an alarm.
     """
 
-    def __init__(self, false_alarm_rate: float = 1e-3, level: float = 0.98):
+    def __init__(self, false_alarm_rate: float = 1e-3, level: float = 0.98, depth: int | None = None,
+                 refit_growth: float = 0.1):
         self.false_alarm_rate = false_alarm_rate
         self.level = level
+        self.depth = depth
+        self.refit_growth = refit_growth
 
-    def fit(self, scores) -> "SPOT":
-        """Calibrate on scores of normal data (NaN skipped): initial threshold, GPD, ``threshold_``."""
+    def _validate(self) -> tuple[float, float]:
         q = _check_probability(self.false_alarm_rate, "false_alarm_rate")
         level = _check_probability(self.level, "level")
         if q >= 1 - level:
@@ -67,23 +89,62 @@ class SPOT:
                 f"`false_alarm_rate` ({q:g}) must be below 1 - `level` ({1 - level:g}): SPOT extrapolates "
                 "beyond the initial threshold. Use a lower rate or a lower level."
             )
+        if self.depth is not None and (isinstance(self.depth, bool) or not isinstance(self.depth, (int, np.integer))
+                                       or self.depth < 1):
+            raise ValueError(f"`depth` must be None or a positive int; got {self.depth!r}.")
+        growth = self.refit_growth
+        if isinstance(growth, bool) or not isinstance(growth, (int, float)) or growth < 0:
+            raise ValueError(f"`refit_growth` must be a non-negative number; got {growth!r}.")
+        return q, level
+
+    def fit(self, scores) -> "SPOT":
+        """Calibrate on scores of normal data (NaN skipped): initial threshold, GPD, ``threshold_``."""
+        _, level = self._validate()
         x = np.asarray(scores, dtype=np.float64).ravel()
         x = x[~np.isnan(x)]
-        self.initial_threshold_ = float(np.quantile(x, self.level))
-        peaks = x[x > self.initial_threshold_] - self.initial_threshold_
-        if len(peaks) < MIN_PEAKS:
+        depth = self.depth or 0
+        if depth:
+            if len(x) <= depth:
+                raise ValueError(f"`scores` has {len(x)} values; DSPOT with `depth`={depth} needs more.")
+            window = np.lib.stride_tricks.sliding_window_view(x[:-1], depth).mean(axis=1)
+            self.recent_ = list(x[-depth:])
+            x = x[depth:] - window
+        n_peaks = int(np.ceil((1 - level) * len(x) - 1e-9))
+        if n_peaks < MIN_PEAKS:
+            needed = int(np.ceil(MIN_PEAKS / (1 - level))) + depth
             raise ValueError(
-                f"`scores` leave {len(peaks)} peaks over the {self.level:g} quantile; SPOT needs at least "
-                f"{MIN_PEAKS}: give more calibration data (about {int(np.ceil(MIN_PEAKS / (1 - self.level)))}) "
-                "or lower `level` (`spot_level` of AnomalyDetector)."
+                f"`scores` has {len(x) + depth} values, leaving {n_peaks} peaks over the {level:g} quantile; SPOT "
+                f"needs at least {MIN_PEAKS}: give at least {needed} calibration values or lower `level` "
+                "(`spot_level` of AnomalyDetector)."
             )
+        self.initial_threshold_ = float(np.quantile(x, level))
+        peaks = x[x > self.initial_threshold_] - self.initial_threshold_
+        if len(peaks) < MIN_PEAKS:  # ties at the top (flat data): rank them, excesses may be 0
+            ordered = np.sort(x)
+            self.initial_threshold_ = float(ordered[-n_peaks - 1])
+            peaks = ordered[-n_peaks:] - self.initial_threshold_
         self.peaks_ = list(peaks)
         self.n_ = len(x)
-        self._refresh()
+        self._refit()
         return self
 
-    def _refresh(self) -> None:
-        self.gamma_, self.sigma_ = fit_gpd(np.asarray(self.peaks_))
+    def _refit(self) -> None:
+        excesses = np.asarray(self.peaks_)
+        self.gamma_, self.sigma_ = 0.0, float(excesses.mean())
+        if len(np.unique(excesses)) >= 3:
+            try:
+                gamma, sigma = fit_gpd(excesses)
+            except (ValueError, RuntimeError, FloatingPointError):  # a degenerate sample: keep the exponential tail
+                gamma, sigma = 0.0, self.sigma_
+            if np.isfinite(gamma) and np.isfinite(sigma) and sigma > 0:
+                self.gamma_, self.sigma_ = gamma, sigma
+        self.fitted_peaks_ = len(self.peaks_)
+        self._move()
+
+    def _move(self) -> None:
+        if self.sigma_ <= 0:  # a flat calibration: every score above it is an alarm
+            self.threshold_ = float(self.initial_threshold_)
+            return
         self.threshold_ = float(pot_threshold(
             self.initial_threshold_, self.gamma_, self.sigma_, self.false_alarm_rate, self.n_, len(self.peaks_)
         ))
@@ -92,10 +153,25 @@ class SPOT:
         """Process one streaming score: True for an alarm; peaks below the alarm threshold update it."""
         if np.isnan(score):
             return False
-        if score > self.threshold_:
+        x = score
+        if self.depth:
+            x = score - float(np.mean(self.recent_))
+        if x > self.threshold_:
             return True
+        if self.depth:
+            self.recent_.pop(0)
+            self.recent_.append(float(score))
         self.n_ += 1
-        if score > self.initial_threshold_:
-            self.peaks_.append(score - self.initial_threshold_)
-            self._refresh()
+        if x > self.initial_threshold_:  # as published, z_q moves at peaks only
+            self.peaks_.append(x - self.initial_threshold_)
+            due = max((1 + self.refit_growth) * self.fitted_peaks_, self.fitted_peaks_ + MIN_PEAKS)
+            if self.refit_growth == 0 or len(self.peaks_) >= due:
+                self._refit()
+            else:
+                self._move()
         return False
+
+    @property
+    def alarm_level_(self) -> float:
+        """The score that would raise an alarm now (``threshold_`` plus DSPOT's local mean)."""
+        return self.threshold_ + (float(np.mean(self.recent_)) if self.depth else 0.0)

@@ -1,0 +1,79 @@
+"""Streams as they come: what a model sees of a series whose timestamps are irregular or repeated.
+
+Rule (documented on :class:`AnomalyDetector`):
+
+- a regular, strictly increasing DatetimeIndex/PeriodIndex is used as is;
+- one that is strictly increasing and lies on the grid of a known frequency
+  with some steps absent is put on that grid, the absent steps missing
+  (NaN: the model marginalises them, they are neither scored nor flagged);
+- anything else (irregular spacing, repeated timestamps, out of order) is
+  scored **by arrival order**: the model sees the values one after the
+  other, positions replacing the timestamps. A repeated timestamp is
+  therefore a further observation that arrives after the earlier one and is
+  scored given it.
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+
+#: a gap-filled grid may at most be this many times longer than the rows it holds
+MAX_GRID_GROWTH = 2.0
+
+
+def frequency_of(index) -> str | None:
+    """The frequency of a regular, strictly increasing time index, else None."""
+    if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)) or len(index) < 3:
+        return None
+    if not (index.is_unique and index.is_monotonic_increasing):
+        return None
+    if index.freq is not None:
+        return index.freqstr
+    try:
+        return pd.infer_freq(index)
+    except (TypeError, ValueError):
+        return None
+
+
+def stream_view(data, freq: str | None):
+    """``(view, rows)``: the series the model sees and the row of ``view`` holding each row of ``data``.
+
+    ``rows`` is None when ``view`` is ``data`` itself.
+    """
+    index = getattr(data, "index", None)
+    if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)):
+        return data, None
+    own = frequency_of(index)
+    if own is not None and (freq is None or pd.tseries.frequencies.to_offset(own) == pd.tseries.frequencies.to_offset(
+            freq)):
+        return data, None
+    if freq is not None and index.is_unique and index.is_monotonic_increasing and len(index):
+        if isinstance(index, pd.PeriodIndex):
+            grid = pd.period_range(index[0], index[-1], freq=freq)
+        else:
+            grid = pd.date_range(index[0], index[-1], freq=freq)
+        rows = grid.get_indexer(index)
+        if (rows >= 0).all() and len(grid) <= MAX_GRID_GROWTH * len(index):
+            return data.reindex(grid), rows
+    return data.reset_index(drop=True), np.arange(len(data))
+
+
+def season_length(index, n_rows: int) -> int | None:
+    """Steps per natural cycle of a time index (a day below daily steps, a week for days, a year above).
+
+    None when there is no time index or the cycle does not fit three times in ``n_rows``.
+    """
+    if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)) or len(index) < 3:
+        return None
+    stamps = index.to_timestamp() if isinstance(index, pd.PeriodIndex) else index
+    step = pd.Series(stamps).diff().median()
+    if not isinstance(step, pd.Timedelta) or step <= pd.Timedelta(0):
+        return None
+    if step < pd.Timedelta("1D"):
+        cycle = pd.Timedelta("1D")
+    elif step < pd.Timedelta("7D"):
+        cycle = pd.Timedelta("7D")
+    else:
+        cycle = pd.Timedelta("365.25D")
+    period = int(round(cycle / step))
+    return period if 2 <= period and 3 * period <= n_rows else None
