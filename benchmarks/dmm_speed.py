@@ -53,25 +53,11 @@ from pyro.optim import ClippedAdam
 from torch import nn
 from torch.nn import functional as F
 
+from _jsb import JSB, load_split, padded_batches
 from tsgen.components.inference_networks import reverse_within_lengths
 from tsgen.models.dmm import DeepMarkovModel
 
-ROOT = Path(__file__).resolve().parents[1]
 SIZES = dict(latent_dim=100, emission_dim=100, transition_dim=200, hidden_dim=600)
-
-
-def load_split(path: Path, split: str) -> list[np.ndarray]:
-    data = np.load(path)
-    rolls, lengths = data[f"{split}_rolls"], data[f"{split}_lengths"]
-    return [s.astype(np.float32) for s in np.split(rolls, np.cumsum(lengths)[:-1])]
-
-
-def pad(seqs: list[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
-    lengths = torch.tensor([len(s) for s in seqs])
-    out = torch.zeros(len(seqs), int(lengths.max()), seqs[0].shape[1])
-    for i, s in enumerate(seqs):
-        out[i, : len(s)] = torch.from_numpy(s)
-    return out, lengths
 
 
 # --------------------------------------------------------------------- the Pyro reference DMM
@@ -167,10 +153,7 @@ class PyroDMM(nn.Module):
 
 
 def pyro_batches(seqs, batch_size, rng):
-    order = rng.permutation(len(seqs)) if rng is not None else np.arange(len(seqs))
-    for start in range(0, len(seqs), batch_size):
-        values, lengths = pad([seqs[i] for i in order[start : start + batch_size]])
-        mask = torch.arange(values.shape[1])[None, :] < lengths[:, None]
+    for values, lengths, mask in padded_batches(seqs, batch_size, rng):
         yield values, reverse_within_lengths(values, lengths), mask, lengths
 
 
@@ -234,7 +217,7 @@ def run_side(side: str, args) -> tuple[list[float], float]:
 
 def main(argv=None):
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--data", type=Path, default=ROOT / "datasets" / "jsb_chorales.npz")
+    parser.add_argument("--data", type=Path, default=JSB)
     parser.add_argument("--epochs", type=int, default=3, help="epochs for each model (default 3)")
     parser.add_argument("--minutes", type=float, default=6.0, help="stop Pyro's epochs after this budget")
     parser.add_argument("--eval-samples", type=int, default=3)
