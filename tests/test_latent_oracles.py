@@ -4,10 +4,10 @@ scored against the Kalman filter, bound ordering, forecasts from the filter, Ber
 Linear-Gaussian configurations. Each model is fitted for one epoch (so the estimator is fitted as a user's is),
 then its module's weights are overwritten so that, exactly or to ~1e-8, it is the state-space model
 
-    s_1 ~ N(c, q^2),   s_t = a s_{t-1} + c + q eta_t,   x_t = u s_t + b + r eps_t
+    s_1 ~ N(C, diag Q^2),   s_t = A s_{t-1} + C + diag(Q) eta_t,   x_t = U s_t + B + R eps_t
 
-(1-D state, 1-D data, float64), whose log-likelihood the Kalman filter gives exactly. The networks have no
-identity activations, so the nonlinear parts are made inactive:
+with a 2-D state and 2-D data (A full, so the latent dimensions interact; float64), whose log-likelihood the
+Kalman filter gives exactly. The networks have no identity activations, so the nonlinear parts are made inactive:
 
 - a ReLU MLP is affine where its pre-activations stay positive: :func:`set_affine` routes each output through
   one hidden unit offset by ``MARGIN`` (50, far beyond every value a test reaches: data and latents stay within
@@ -16,21 +16,22 @@ identity activations, so the nonlinear parts are made inactive:
   +-60 (sigmoid(-60) ~ 1e-26) and its tanh is run at inputs of size ``EPS`` * value (1e-5), where
   tanh(y) = y (1 + O(y^2)): the cell then carries ``EPS`` times the linear state to relative precision 1e-8,
   below every Monte Carlo tolerance here. This is how VRNN's and LSTMSSM's recurrences carry ``z_{t-1}`` into the
-  prior's mean (an AR(1) latent) and how STORN's recurrence accumulates ``s_t = a s_{t-1} + c + q z_t`` from its
-  i.i.d. N(0, 1) latents (its state ``s_t`` is a function of ``z_{1:t}``): a GRU feeds ``a h`` back inside its
-  tanh, an LSTM keeps ``a c`` through its forget gate (sigmoid at ``a``). VRNN and STORN run with both cells
-  (``-lstm``: the cell state ``c`` must move with ``h`` whenever particles are resampled);
+  prior's mean (an AR(1) latent) and how STORN's recurrence accumulates ``s_t = A s_{t-1} + C + Q z_t`` from its
+  i.i.d. N(0, I) latents (its state ``s_t`` is a function of ``z_{1:t}``): a GRU feeds ``A h`` back inside its
+  tanh; an LSTM keeps ``diag(A) c`` through its forget gate (sigmoid at ``A_kk``) and feeds the rest of ``A h``
+  into its candidate. VRNN and STORN run with both cells (``-lstm``: the cell state ``c`` must move with ``h``
+  whenever particles are resampled);
 - SRNN's deterministic GRU is zeroed (``d_t = 0``: a GRU with zero weights halves a zero state), so its Markov
   prior and decoder are affine in ``z`` alone.
 
 The guides: for VRNN, LSTMSSM and SRNN (filtering) ``q(z_t | .)`` is set to the locally optimal proposal
-``p(z_t | z_{t-1}, x_t)``, Gaussian with a mean affine in ``z_{t-1}`` and ``x_t``; SRNN's smoothing guide reads
-``x`` through its backward GRU over ``x_{t:T}``, pinned to carry ``x_t`` alone, so it is the same proposal (and
-an off-by-one in its time reversal would show in the IWAE bound); STORN's ``q(z_t | x_{1:t})`` cannot
-see the particle's ``s_{t-1}`` (its optimal proposal needs it), so ``q`` is the prior N(0, 1) there (guided =
-bootstrap). Every bound and the SMC estimate are valid for any guide; a good one only shrinks their variance.
-The DMM has these checks with linear transition/emission modules in tests/test_dmm.py, test_dmm_smc.py and
-test_fivo.py, so it is not repeated here.
+``p(z_t | z_{t-1}, x_t)``, Gaussian with a mean affine in ``z_{t-1}`` and ``x_t`` (diagonal, as the guides are:
+``U`` has orthogonal columns and ``R`` is isotropic); SRNN's smoothing guide reads ``x`` through its backward GRU
+over ``x_{t:T}``, pinned to carry ``x_t`` alone, so it is the same proposal (and an off-by-one in its time
+reversal would show in the IWAE bound); STORN's ``q(z_t | x_{1:t})`` cannot see the particle's ``s_{t-1}`` (its
+optimal proposal needs it), so ``q`` is the prior N(0, I) there (guided = bootstrap). Every bound and the SMC
+estimate are valid for any guide; a good one only shrinks their variance. The DMM has these checks with linear
+transition/emission modules in tests/test_dmm.py, test_dmm_smc.py and test_fivo.py, so it is not repeated here.
 """
 import math
 
@@ -48,15 +49,51 @@ pytestmark = pytest.mark.filterwarnings("ignore:.*deep models need at least:User
 MARGIN = 50.0  # offset that keeps every ReLU pre-activation positive
 EPS = 1e-5  # a tanh's input scale: tanh(EPS v) / EPS = v to relative 1e-8 for |v| < 10
 GATE = 60.0  # a gate's bias: sigmoid(+-60) is 1 or 0 to 1e-26
-# the linear-Gaussian model every configuration implements
-A, C, Q, U, B, R = 0.8, 0.5, 0.7, 1.5, -0.3, 0.5
+
+
+def _tensor(values):
+    return torch.tensor(values, dtype=torch.float64)
+
+
+def _eye(n):
+    """float64: a float32 EPS * I is 1e-5 to 2.5e-8 only, which the 1 / EPS downstream turns into 1e-6 errors."""
+    return torch.eye(n, dtype=torch.float64)
+
+
+# the linear-Gaussian model every configuration implements; U's columns are orthogonal and R is isotropic, so
+# the locally optimal proposal has a diagonal covariance, as the guides' Gaussians do
+A = _tensor([[0.8, 0.1], [-0.2, 0.6]])
+C = _tensor([0.5, -0.3])
+Q = _tensor([0.7, 0.4])  # transition noise s.d. per latent
+U = _tensor([[1.5, -0.4], [0.6, 1.0]])
+B = _tensor([-0.3, 0.2])
+R = 0.5  # observation noise s.d.
+S = D = 2  # latent and data dimensions
 T = 24
 MODELS = ("VRNN", "VRNN-lstm", "STORN", "STORN-lstm", "SRNN-filtering", "SRNN-smoothing", "LSTMSSM")
+# the locally optimal proposal p(s_t | s_{t-1}, x_t) = N(m + K (x - U m - B), diag POSTERIOR_SD^2), m = A s_{t-1} + C
+POSTERIOR_SD = (1 / Q**2 + (U**2).sum(0) / R**2).rsqrt()
+GAIN = POSTERIOR_SD[:, None] ** 2 * U.T / R**2
+ONES = torch.ones(D, dtype=torch.float64)
 
 
-def _inverse_positive(value: float) -> float:
+def _inverse_positive(value):
     """The raw output that tsgen.components.positive maps to ``value`` (softplus + 1e-6)."""
-    return math.log(math.expm1(value - 1e-6))
+    return torch.log(torch.expm1(torch.as_tensor(value, dtype=torch.float64) - 1e-6))
+
+
+def _block(shape, *pieces):
+    """A zero tensor of ``shape`` with each ``(row, column, matrix)`` (or ``(row, vector)``) placed in it."""
+    out = torch.zeros(shape, dtype=torch.float64)
+    for row, *rest in pieces:
+        if len(rest) == 2:
+            column, matrix = rest
+            matrix = torch.as_tensor(matrix, dtype=torch.float64)
+            out[row:row + matrix.shape[0], column:column + matrix.shape[1]] = matrix
+        else:
+            vector = torch.as_tensor(rest[0], dtype=torch.float64).reshape(-1)
+            out[row:row + len(vector)] = vector
+    return out
 
 
 def set_affine(mlp, weight, bias) -> None:
@@ -64,8 +101,6 @@ def set_affine(mlp, weight, bias) -> None:
     pre-activation ``weight_k @ input + MARGIN`` stays positive (outputs behind a final ReLU must be positive:
     callers put ``MARGIN`` in ``bias`` there). Rows of ``weight`` that are zero output their bias alone."""
     first, last = mlp.net[0], mlp.net[2]
-    weight = torch.as_tensor(weight, dtype=first.weight.dtype)
-    bias = torch.as_tensor(bias, dtype=first.weight.dtype)
     used = [k for k in range(weight.shape[0]) if bool(weight[k].any())]
     assert len(used) <= first.out_features, "the hidden layer is too narrow for this map"
     with torch.no_grad():
@@ -80,95 +115,80 @@ def set_affine(mlp, weight, bias) -> None:
             last.bias[k] -= MARGIN
 
 
-def _rows(n_out, n_in, entries):
-    """A ``(n_out, n_in)`` matrix, zero but for ``{(row, column): value}``."""
-    matrix = torch.zeros(n_out, n_in, dtype=torch.float64)
-    for (row, column), value in entries.items():
-        matrix[row, column] = value
-    return matrix
-
-
-def _vector(n, entries):
-    vector = torch.zeros(n, dtype=torch.float64)
-    for index, value in entries.items():
-        vector[index] = value
-    return vector
+def _set_feature(mlp, n: int) -> None:
+    """``phi(v)_k = v_k + MARGIN`` for ``k < n`` (behind a final ReLU), the other features 0."""
+    n_out, n_in = mlp.net[2].out_features, mlp.net[0].in_features
+    set_affine(mlp, _block((n_out, n_in), (0, 0, _eye(n))), _block((n_out,), (0, MARGIN * torch.ones(n))))
 
 
 def _set_head(head) -> None:
-    """``x = U (f_0 - MARGIN) + B + R eps`` from the decoder's first feature ``f_0`` (carries ``s + MARGIN``)."""
+    """``x = U (f - MARGIN) + B + R eps`` from the decoder's first ``S`` features ``f`` (carrying ``s + MARGIN``)."""
+    n_in = head.proj["loc"].in_features
     with torch.no_grad():
-        head.proj["loc"].weight.zero_()
-        head.proj["loc"].weight[0, 0] = U
-        head.proj["loc"].bias.fill_(B - U * MARGIN)
+        head.proj["loc"].weight.copy_(_block((D, n_in), (0, 0, U)))
+        head.proj["loc"].bias.copy_(B - U @ ONES * MARGIN)
         head.proj["scale"].weight.zero_()
-        head.proj["scale"].bias.fill_(_inverse_positive(R))
+        head.proj["scale"].bias.fill_(float(_inverse_positive(R)))
 
 
-def _set_feature(mlp, column: int) -> None:
-    """``phi(v)_0 = v_column + MARGIN`` (behind a final ReLU), the other features 0."""
-    n_out, n_in = mlp.net[2].out_features, mlp.net[0].in_features
-    set_affine(mlp, _rows(n_out, n_in, {(0, column): 1.0}), _vector(n_out, {0: MARGIN}))
-
-
-# the locally optimal proposal p(s_t | s_{t-1}, x_t) = N(m + K (x - U m - B), QQ) with m = A s_{t-1} + C
-GAIN = U * Q**2 / (U**2 * Q**2 + R**2)
-POSTERIOR_SD = math.sqrt(Q**2 * R**2 / (U**2 * Q**2 + R**2))
-
-
-def _set_optimal_posterior(gaussian, x_column: int, s_column: int, s_weight: float, a: float) -> None:
-    """A DiagonalGaussian over ``[..]`` whose column ``x_column`` carries ``x + MARGIN`` and ``s_column``
-    carries ``s_{t-1} * s_weight``: the locally optimal proposal above (with ``A = a``)."""
+def _set_prior(gaussian, s_column: int, s_weight: float, a) -> None:
+    """A DiagonalGaussian ``N(a s_{t-1} + C, diag Q^2)`` of features whose columns from ``s_column`` carry
+    ``s_{t-1} * s_weight``."""
     n_in = gaussian.net.net[0].in_features
-    slope = (1 - GAIN * U) * a / s_weight
-    loc_bias = (1 - GAIN * U) * C - GAIN * B - GAIN * MARGIN
-    set_affine(gaussian.net, _rows(2, n_in, {(0, x_column): GAIN, (0, s_column): slope}),
-               _vector(2, {0: loc_bias, 1: _inverse_positive(POSTERIOR_SD)}))
+    set_affine(gaussian.net, _block((2 * S, n_in), (0, s_column, a / s_weight)),
+               torch.cat([C, _inverse_positive(Q)]))
 
 
-def _set_prior(gaussian, s_column: int, s_weight: float, a: float) -> None:
-    """A DiagonalGaussian ``N(a s_{t-1} + C, Q^2)`` of features whose column ``s_column`` is ``s_{t-1} * s_weight``."""
+def _set_optimal_posterior(gaussian, x_column: int, s_column: int, s_weight: float, a) -> None:
+    """A DiagonalGaussian of features whose columns from ``x_column`` carry ``x + MARGIN`` and from ``s_column``
+    ``s_{t-1} * s_weight``: the locally optimal proposal (with ``A = a``)."""
     n_in = gaussian.net.net[0].in_features
-    set_affine(gaussian.net, _rows(2, n_in, {(0, s_column): a / s_weight}), _vector(2, {0: C, 1: _inverse_positive(Q)}))
+    keep = _eye(S) - GAIN @ U
+    weight = _block((2 * S, n_in), (0, x_column, GAIN), (0, s_column, keep @ a / s_weight))
+    set_affine(gaussian.net, weight, torch.cat([keep @ C - GAIN @ B - GAIN @ ONES * MARGIN,
+                                                _inverse_positive(POSTERIOR_SD)]))
 
 
-def _pin_gru(cell, n_input_weight: dict, n_input_bias: float, n_hidden_weight: float) -> None:
-    """A GRU (cell or one-layer nn.GRU) with ``h' = tanh(W_in x + b_in + W_hn h)`` on unit 0 (update gate shut,
-    reset gate open), every other unit at 0."""
-    suffix = "_l0" if isinstance(cell, torch.nn.GRU) else ""
-    w_ih, w_hh = getattr(cell, "weight_ih" + suffix), getattr(cell, "weight_hh" + suffix)
-    b_ih, b_hh = getattr(cell, "bias_ih" + suffix), getattr(cell, "bias_hh" + suffix)
-    H = w_hh.shape[1]
+def _cell_parameters(cell):
+    suffix = "_l0" if isinstance(cell, (torch.nn.GRU, torch.nn.LSTM)) else ""
+    return [getattr(cell, name + suffix) for name in ("weight_ih", "weight_hh", "bias_ih", "bias_hh")]
+
+
+def _pin_gru(cell, w_in, b_in, w_hn) -> None:
+    """A GRU (cell or one-layer nn.GRU) with ``h'_k = tanh(W_in x + b_in + W_hn h)_k`` on units ``k < len(b_in)``
+    (update gate shut, reset gate open), every other unit at 0."""
+    w_ih, w_hh, b_ih, _ = params = _cell_parameters(cell)
+    H, k = w_hh.shape[1], len(b_in)
     with torch.no_grad():
-        for p in (w_ih, w_hh, b_ih, b_hh):
+        for p in params:
             p.zero_()
         b_ih[:H] = GATE  # reset gate r = 1
         b_ih[H:2 * H] = -GATE  # update gate = 0: h' = n
-        for column, value in n_input_weight.items():
-            w_ih[2 * H, column] = value
-        b_ih[2 * H] = n_input_bias
-        w_hh[2 * H, 0] = n_hidden_weight
+        w_ih[2 * H:2 * H + k] = w_in
+        b_ih[2 * H:2 * H + k] = b_in
+        w_hh[2 * H:2 * H + k, :k] = w_hn
 
 
-def _pin_lstm(cell, g_input_weight: dict, g_input_bias: float, forget: float) -> None:
-    """An LSTM (cell or one-layer nn.LSTM) with ``c' = forget c + tanh(W_ig x + b_ig)``, ``h' = tanh(c')`` on
-    unit 0 (input and output gates open, the forget gate's sigmoid at ``forget``), every other unit at 0."""
-    suffix = "_l0" if isinstance(cell, torch.nn.LSTM) else ""
-    w_ih, w_hh = getattr(cell, "weight_ih" + suffix), getattr(cell, "weight_hh" + suffix)
-    b_ih, b_hh = getattr(cell, "bias_ih" + suffix), getattr(cell, "bias_hh" + suffix)
-    H = w_hh.shape[1]
+def _pin_lstm(cell, w_in, b_in, w_hg, forget) -> None:
+    """An LSTM (cell or one-layer nn.LSTM) with ``c'_k = forget_k c_k + tanh(W_ig x + b_ig + W_hg h)_k`` and
+    ``h' = tanh(c')`` on units ``k < len(b_in)`` (input and output gates open, the forget gate's sigmoid at
+    ``forget``), every other unit at 0."""
+    w_ih, w_hh, b_ih, _ = params = _cell_parameters(cell)
+    H, k = w_hh.shape[1], len(b_in)
+    forget = torch.as_tensor(forget, dtype=torch.float64).expand(k)
     with torch.no_grad():
-        for p in (w_ih, w_hh, b_ih, b_hh):
+        for p in params:
             p.zero_()
         b_ih[:H] = GATE  # input gate
-        b_ih[H:2 * H] = math.log(forget / (1 - forget)) if forget > 0 else -GATE
+        b_ih[H:2 * H] = -GATE
+        b_ih[H:H + k] = torch.where(forget > 0, torch.logit(forget.clamp(min=1e-12)), -GATE)
         b_ih[3 * H:] = GATE  # output gate
-        for column, value in g_input_weight.items():
-            w_ih[2 * H, column] = value
-        b_ih[2 * H] = g_input_bias
+        w_ih[2 * H:2 * H + k] = w_in
+        b_ih[2 * H:2 * H + k] = b_in
+        w_hh[2 * H:2 * H + k, :k] = w_hg
 
 
-def configure(model, name: str, a: float = A):
+def configure(model, name: str, a=A):
     """Overwrite a fitted model's module with the linear-Gaussian configuration (module docstring, with
     ``A = a``), in float64. With ``a = 0`` the latents are i.i.d. and STORN's ``q(z_t | x_{1:t})`` is set to
     the exact posterior ``p(z_t | x_t)`` too (its recognition RNN carrying ``x_t``). ``name`` is a key of
@@ -180,137 +200,158 @@ def configure(model, name: str, a: float = A):
     with torch.no_grad():
         module.scaler.prior.fill_(1.0)  # scaling=False keeps s_0; the data's units are the model's
     _set_head(module.head)
+    eye = _eye(S)
     if kind == "VRNN":  # h_{t-1} = EPS z_{t-1}; prior N(A z_{t-1} + C, Q^2); x_t = U z_t + B
         Fw = module.phi_x.net[2].out_features
-        _set_feature(module.phi_x, 0)
-        _set_feature(module.phi_z, 0)
-        pin = _pin_lstm if lstm else _pin_gru
-        pin(module.rnn.cell, {Fw: EPS}, -EPS * MARGIN, 0.0)  # inputs [phi_x, phi_z]
+        _set_feature(module.phi_x, D)
+        _set_feature(module.phi_z, S)
+        w_in, b_in = _block((S, 2 * Fw), (0, Fw, EPS * eye)), -EPS * MARGIN * ONES  # inputs [phi_x, phi_z]
+        if lstm:
+            _pin_lstm(module.rnn.cell, w_in, b_in, 0 * eye, 0.0)
+        else:
+            _pin_gru(module.rnn.cell, w_in, b_in, 0 * eye)
         _set_prior(module.prior, 0, EPS, a)
         n_in = module.decoder.net[0].in_features  # [phi_z(z_t), h_{t-1}]
-        set_affine(module.decoder, _rows(Fw, n_in, {(0, 0): 1.0}), torch.zeros(Fw))
+        set_affine(module.decoder, _block((Fw, n_in), (0, 0, eye)), torch.zeros(Fw, dtype=torch.float64))
         _set_optimal_posterior(module.posterior, 0, Fw, EPS, a)  # [phi_x(u_t), h_{t-1}]
     elif kind == "LSTMSSM":  # h_t = EPS z_{t-1} (to 1e-8); prior, decoder and guide as VRNN's
-        _pin_lstm(module.rnn.cell, {0: EPS}, 0.0, 0.0)  # c = tanh(EPS z), h = tanh(c)
+        _pin_lstm(module.rnn.cell, EPS * eye, torch.zeros(S), 0 * eye, 0.0)  # c = tanh(EPS z), h = tanh(c)
         _set_prior(module.prior, 0, EPS, a)
-        _set_feature(module.decoder, 0)
-        _set_feature(module.phi_x, 0)
+        _set_feature(module.decoder, S)
+        _set_feature(module.phi_x, D)
         Fw = module.phi_x.net[2].out_features
         _set_optimal_posterior(module.posterior, 0, Fw, EPS, a)  # [phi_x(u_t), h_t]
-    elif kind == "STORN":  # h_t = EPS s_t with s_t = A s_{t-1} + C + Q z_t; x_t = U s_t + B; q = N(0, 1)
-        Fw = module.phi_x.net[2].out_features
-        _set_feature(module.phi_z, 0)
-        # inputs [phi_x, phi_z]; the GRU feeds A h back into its tanh, the LSTM keeps A c by its forget gate
-        pin = _pin_lstm if lstm else _pin_gru
-        pin(module.rnn.cell, {Fw: EPS * Q}, EPS * (C - Q * MARGIN), a)
-        H = module.rnn.hidden_size
-        set_affine(module.decoder, _rows(Fw, H, {(0, 0): 1 / EPS}), _vector(Fw, {0: MARGIN}))
-        n_in = module.posterior.net[0].in_features
-        if a == 0:  # z_t = (s_t - C) / Q given x_t: N(K (x_t - U C - B) / Q, (sd / Q)^2), from r_t = EPS x_t
-            _set_feature(module.phi_x, 0)
-            pin(module.recognition, {0: EPS}, -EPS * MARGIN, 0.0)
-            set_affine(module.posterior, _rows(2, n_in, {(0, 0): GAIN / (Q * EPS)}),
-                       _vector(2, {0: -GAIN * (U * C + B) / Q, 1: _inverse_positive(POSTERIOR_SD / Q)}))
+    elif kind == "STORN":  # h_t = EPS s_t with s_t = A s_{t-1} + C + Q z_t; x_t = U s_t + B; q = N(0, I)
+        Fw, H = module.phi_x.net[2].out_features, module.rnn.hidden_size
+        _set_feature(module.phi_z, S)
+        w_in = _block((S, 2 * Fw), (0, Fw, EPS * torch.diag(Q)))  # inputs [phi_x, phi_z]
+        b_in = EPS * (C - Q * MARGIN)
+        if lstm:
+            _pin_lstm(module.rnn.cell, w_in, b_in, a - torch.diag(torch.diagonal(a)), torch.diagonal(a))
         else:
-            set_affine(module.posterior, torch.zeros(2, n_in), _vector(2, {1: _inverse_positive(1.0)}))
+            _pin_gru(module.rnn.cell, w_in, b_in, a)
+        set_affine(module.decoder, _block((Fw, H), (0, 0, eye / EPS)), _block((Fw,), (0, MARGIN * ONES)))
+        n_in = module.posterior.net[0].in_features
+        if not a.any():  # z_t = (s_t - C) / Q given x_t: N(K (x_t - U C - B) / Q, (sd / Q)^2), from r_t = EPS x_t
+            _set_feature(module.phi_x, D)
+            Fw_in = module.phi_x.net[2].out_features
+            r_in, r_b = _block((D, Fw_in), (0, 0, EPS * _eye(D))), -EPS * MARGIN * ONES
+            if lstm:
+                _pin_lstm(module.recognition, r_in, r_b, 0 * eye, 0.0)
+            else:
+                _pin_gru(module.recognition, r_in, r_b, 0 * eye)
+            gain = GAIN / Q[:, None]
+            set_affine(module.posterior, _block((2 * S, n_in), (0, 0, gain / EPS)),
+                       torch.cat([-gain @ (U @ C + B), _inverse_positive(POSTERIOR_SD / Q)]))
+        else:
+            set_affine(module.posterior, torch.zeros(2 * S, n_in, dtype=torch.float64),
+                       torch.cat([torch.zeros(S), _inverse_positive(torch.ones(S))]))
     else:  # SRNN: d_t = 0; prior N(A z_{t-1} + C, Q^2) of [z_{t-1}, d_t]; decoder of [z_t, d_t]
-        Z, H = module.latent_dim, module.deterministic.hidden_size
+        H = module.deterministic.hidden_size
         with torch.no_grad():
             for p in module.deterministic.parameters():
                 p.zero_()
         _set_prior(module.prior, 0, 1.0, a)
-        _set_feature(module.decoder, 0)
+        _set_feature(module.decoder, S)
+        _set_feature(module.phi_x, D)
         n_in = module.posterior.net.net[0].in_features
+        scale = _inverse_positive(POSTERIOR_SD)
         if module.inference == "filtering":  # [z_{t-1}, d_t, phi_x(u_t)]; the Resq correction to the prior's mean
-            _set_feature(module.phi_x, 0)
-            set_affine(module.posterior.net, _rows(2, n_in, {(0, Z + H): GAIN, (0, 0): -GAIN * U * a}),
-                       _vector(2, {0: -GAIN * (U * C + B) - GAIN * MARGIN, 1: _inverse_positive(POSTERIOR_SD)}))
+            weight = _block((2 * S, n_in), (0, S + H, GAIN), (0, 0, -GAIN @ U @ a))
+            set_affine(module.posterior.net, weight, torch.cat([-GAIN @ (U @ C + B) - GAIN @ ONES * MARGIN, scale]))
         else:  # [z_{t-1}, a_t]: the backward GRU over [d_t, phi_x(u_t)] made to carry a_t = EPS x_t only
-            _set_feature(module.phi_x, 0)
-            _pin_gru(module.backward_rnn, {H: EPS}, -EPS * MARGIN, 0.0)
-            set_affine(module.posterior.net, _rows(2, n_in, {(0, Z): GAIN / EPS, (0, 0): -GAIN * U * a}),
-                       _vector(2, {0: -GAIN * (U * C + B), 1: _inverse_positive(POSTERIOR_SD)}))
+            Fw = module.phi_x.net[2].out_features
+            _pin_gru(module.backward_rnn, _block((D, H + Fw), (0, H, EPS * _eye(D))), -EPS * MARGIN * ONES,
+                     torch.zeros(D, D))
+            weight = _block((2 * S, n_in), (0, S, GAIN / EPS), (0, 0, -GAIN @ U @ a))
+            set_affine(module.posterior.net, weight, torch.cat([-GAIN @ (U @ C + B), scale]))
     return model
 
 
 def kalman_params(a=A):
-    as_matrix = lambda v: torch.tensor([[v]], dtype=torch.float64)  # noqa: E731
-    as_vector = lambda v: torch.tensor([v], dtype=torch.float64)  # noqa: E731
-    return KalmanParams(as_matrix(a), as_matrix(U), as_matrix(Q**2), as_matrix(R**2), as_vector(C),
-                        as_matrix(Q**2), transition_offsets=as_vector(C), observation_offsets=as_vector(B))
+    noise = torch.diag(Q**2)
+    return KalmanParams(a, U, noise, R**2 * _eye(D), C, noise,
+                        transition_offsets=C, observation_offsets=B)
 
 
-def simulate(n=T, seed=0):
-    """A draw of the linear-Gaussian model, with one missing step."""
+def simulate(n=T, seed=0, partial=True):
+    """A draw ``(n, D)`` of the linear-Gaussian model with one missing step (9) and, with ``partial``, one
+    missing value (step 4, second variable)."""
     rng = np.random.default_rng(seed)
-    s, x = C + Q * rng.normal(), np.empty(n)
+    a, c, q, u, b = (v.numpy() for v in (A, C, Q, U, B))
+    s, x = c + q * rng.normal(size=S), np.empty((n, D))
     for t in range(n):
         if t:
-            s = A * s + C + Q * rng.normal()
-        x[t] = U * s + B + R * rng.normal()
+            s = a @ s + c + q * rng.normal(size=S)
+        x[t] = u @ s + b + R * rng.normal(size=D)
     x[9] = np.nan
+    if partial:
+        x[4, 1] = np.nan
     return x
 
 
+def _kalman_input(x):
+    values = torch.tensor(x, dtype=torch.float64)[None]
+    return torch.nan_to_num(values), ~torch.isnan(values)
+
+
 def exact_per_step(x, a=A):
-    values = torch.tensor(x, dtype=torch.float64)[None, :, None]
-    mask = ~torch.isnan(values)
-    return kalman_filter(torch.nan_to_num(values), mask, kalman_params(a)).log_likelihoods[0].numpy()
+    return kalman_filter(*_kalman_input(x), kalman_params(a)).log_likelihoods[0].numpy()
 
 
-def fitted(name, **options):
-    """A model fitted for one epoch on a short noisy sine (its weights are then overwritten or kept)."""
+def fitted(name, dims=1, **options):
+    """A model fitted for one epoch on a short noisy sine (``dims`` variables; its weights are then overwritten
+    or kept). ``name``: the estimator, then after a dash its cell or its guide."""
     estimator, _, variant = name.partition("-")
-    settings = dict(latent_dim=1, hidden_dim=3, feature_dim=4, max_epochs=1, batch_size=8, window_length=12,
+    settings = dict(latent_dim=S, hidden_dim=3, feature_dim=4, max_epochs=1, batch_size=8, window_length=12,
                     scaling=False, progress=False, random_state=0)
     if variant:
         settings["cell" if variant in ("gru", "lstm") else "inference"] = variant
     if estimator == "LSTMSSM":
         settings.update(objective="elbo")
     rng = np.random.default_rng(1)
-    y = pd.Series(np.sin(np.arange(40) / 3) + 0.1 * rng.normal(size=40))
-    return getattr(tsgen, estimator)(**{**settings, **options}).fit(y)
+    y = pd.DataFrame({f"y{k}": np.sin(np.arange(40) / 3 + k) + 0.1 * rng.normal(size=40) for k in range(dims)})
+    return getattr(tsgen, estimator)(**{**settings, **options}).fit(y if dims > 1 else y["y0"])
 
 
 @pytest.fixture(scope="module", params=MODELS)
 def linear(request):
-    return request.param, configure(fitted(request.param), request.param)
+    return request.param, configure(fitted(request.param, dims=D), request.param)
 
 
 def replicate(model, x, copies, **options):
     """Independent estimates ``(copies, T)`` of the per-step values: ``copies`` copies of ``x`` scored at once
     (each series gets its own particles or draws)."""
-    frames = model.log_likelihood([x[:, None]] * copies, per_step=True, **options)
+    frames = model.log_likelihood([x] * copies, per_step=True, **options)
     return np.stack([frame.to_numpy() for frame in frames])
 
 
 def test_the_configuration_is_the_linear_gaussian_model(linear):
-    """The module's own distributions: the prior's mean is A z_{t-1} + C, the emission's U s + B, scales Q, R."""
+    """The module's own distributions: the prior's mean is A z_{t-1} + C (STORN: N(0, I), its state
+    s_t = A s_{t-1} + C + Q z_t), the emission's U s_t + B, the scales Q and R."""
     name, model = linear
     module = model.module_
-    x = simulate()
-    values = torch.tensor(np.nan_to_num(x), dtype=torch.float64)[None, :, None]
-    mask = torch.tensor(~np.isnan(x))[None, :, None]
+    values, mask = _kalman_input(simulate())
     context = module.prepare(values, mask)
     state = module.init_state(context, (5,))
     gen = torch.Generator().manual_seed(0)
-    linear_state = torch.zeros(5, 1, 1, dtype=torch.float64)  # s_{t-1} (STORN: the accumulated state)
+    previous = torch.zeros(5, 1, S, dtype=torch.float64)  # s_{t-1}
     for t in range(6):
         context_t = context.at(t)
         state, prior = module.transition(state, None if t == 0 else values[:, t - 1], context_t)
-        z = torch.randn(5, 1, 1, generator=gen, dtype=torch.float64) * 2
+        z = torch.randn(5, 1, S, generator=gen, dtype=torch.float64) * 2
         if name.startswith("STORN"):
             torch.testing.assert_close(prior.mean, torch.zeros_like(z))
-            s = A * linear_state + C + Q * z
+            s = previous @ A.T + C + Q * z
         else:
-            torch.testing.assert_close(prior.mean, A * linear_state + C, rtol=1e-7, atol=1e-7)
-            torch.testing.assert_close(prior.stddev, torch.full_like(z, Q))
+            torch.testing.assert_close(prior.mean, previous @ A.T + C, rtol=1e-7, atol=1e-7)
+            torch.testing.assert_close(prior.stddev, Q.expand_as(z))
             s = z
         state = module.commit(state, z, context_t)
         emission = module.emission(state, context_t)
-        torch.testing.assert_close(emission.mean, U * s + B, rtol=1e-7, atol=1e-7)
+        torch.testing.assert_close(emission.mean, s @ U.T + B, rtol=1e-7, atol=1e-7)
         torch.testing.assert_close(emission.stddev, torch.full_like(z, R))
-        linear_state = s
+        previous = s
 
 
 @pytest.mark.parametrize("proposal", [None, "bootstrap"])
@@ -333,13 +374,14 @@ def test_smc_matches_the_kalman_filter_per_step(linear, proposal):
 
 def test_elbo_below_iwae_below_the_exact_log_likelihood(linear):
     """In expectation ELBO <= IWAE_K <= log p(y) (Kalman), each within 4 Monte Carlo s.e. (independent copies).
-    Where the guide is the locally optimal proposal, IWAE_64 is also close to log p(y) from below (its bias is
-    about var / (2K) of the log-weights, ~0.02 nats here): a guide reading the wrong step would fall far short."""
+    Where the guide is the locally optimal proposal, IWAE_256 is also close to log p(y) from below (the ELBO's gap
+    is ~3 nats; at K = 256 IWAE's is a few hundredths, at K = 64 about 0.3-0.6): a guide reading the wrong step
+    would fall far short."""
     name, model = linear
     x = simulate()
     exact = exact_per_step(x).sum()
-    totals = {method: np.nansum(replicate(model, x, 16, method=method, n_samples=64), axis=1)
-              for method in ("elbo", "iwae")}
+    totals = {method: np.nansum(replicate(model, x, 16, method=method, n_samples=K), axis=1)
+              for method, K in (("elbo", 64), ("iwae", 256))}
     mean = {k: v.mean() for k, v in totals.items()}
     se = {k: v.std(ddof=1) / math.sqrt(len(v)) for k, v in totals.items()}
     assert mean["iwae"] <= exact + 4 * se["iwae"], (name, mean, exact, se)
@@ -350,16 +392,17 @@ def test_elbo_below_iwae_below_the_exact_log_likelihood(linear):
     print(name, "exact", exact, "iwae", mean["iwae"], "+-", se["iwae"], "elbo", mean["elbo"], "+-", se["elbo"])
 
 
-
 @pytest.mark.parametrize("name", MODELS)
 def test_an_exact_guide_makes_iwae_and_smc_exact(name):
     """With A = 0 the latents are i.i.d. and the guide is the exact posterior p(z_t | x_t): every importance
     weight is p(x_t | x_<t) = p(x_t), so each IWAE_K draw, the guided SMC filter's per-step values and the mean
     of the ELBO equal the Kalman log-likelihood (the first two to float64 precision, for every draw). A density
-    evaluated at the wrong step, a misplaced factor or a missing step counted would show here at once."""
-    model = configure(fitted(name), name, a=0.0)
-    x = simulate()
-    exact = exact_per_step(x, a=0.0)
+    evaluated at the wrong step, a misplaced factor or a missing step counted would show here at once. (No
+    partly observed step: the guides read a missing value as 0, so there q is not the posterior.)"""
+    zero = torch.zeros(S, S, dtype=torch.float64)
+    model = configure(fitted(name, dims=D), name, a=zero)
+    x = simulate(partial=False)
+    exact = exact_per_step(x, a=zero)
     exact[9] = np.nan  # the missing step: per-step values are NaN there
     for options in ({"method": "iwae", "n_samples": 1}, {"method": "iwae", "n_samples": 8},
                     {"method": "smc", "n_particles": 16, "proposal": "guided"}):
@@ -413,32 +456,33 @@ def test_bounds_are_ordered_elbo_iwae_1_iwae_10_iwae_100(name):
 
 # --------------------------------------------------------------------------- forecasts from the filter
 def test_forecasts_continue_the_kalman_filter_of_each_history(linear):
-    """Draws of sample(3, y=[history_1, history_2]) have, per series and horizon, the Kalman predictive mean and
-    variance given that series' own history: each forecast starts from the filtering distribution at its own last
-    step (a missing step inside the first; the second is shorter, so the batch is padded after it, far from the
-    first in level, and ends with missing steps) and moves by the model. Tolerance: 4 s.e. of the draws plus the filter's particle error
-    (ESS >= 200 of 1000 particles). (Draws are compared in distribution: on the CPU the particle filter skips
-    resampling when no series needs it, so one series' random stream depends on its batch.)"""
+    """Draws of sample(3, y=[history_1, history_2]) have, per series, horizon and variable, the Kalman predictive
+    mean and variance given that series' own history: each forecast starts from the filtering distribution at its
+    own last step (missing values inside the first; the second is shorter, so the batch is padded after it, and
+    ends with missing steps) and moves by the model. Tolerance: 4 s.e. of the draws plus the filter's particle
+    error (final ESS >= 100 of 1000 particles; STORN's proposal is its prior). (Draws are compared in
+    distribution: on the CPU the particle filter skips resampling when no series needs it, so one series' random
+    stream depends on its batch.)"""
     name, model = linear
     # the context is the last window_length_ = 12 steps; the second history ends with two missing steps, which
     # the filter moves through by the model (its Kalman filtering distribution there is the prediction)
-    histories = [simulate()[:12], np.r_[simulate(seed=1)[:7] + 6.0, np.nan, np.nan]]
-    draws = model.sample(3, n_samples=4000, y=[h[:, None] for h in histories])
+    histories = [simulate()[:12], np.r_[simulate(seed=1)[:7], np.full((2, D), np.nan)]]
+    draws = model.sample(3, n_samples=4000, y=histories)
     for history, paths in zip(histories, draws):
-        assert paths.shape == (4000, 3, 1)
-        values = torch.tensor(history, dtype=torch.float64)[None, :, None]
-        kf = kalman_filter(torch.nan_to_num(values), ~torch.isnan(values), kalman_params())
-        filtered = float(kf.filtered_covariances[0, -1, 0, 0])
-        mean, var = float(kf.filtered_means[0, -1, 0]), filtered
+        assert paths.shape == (4000, 3, D)
+        kf = kalman_filter(*_kalman_input(history), kalman_params())
+        mean, cov = kf.filtered_means[0, -1], kf.filtered_covariances[0, -1]
+        filtered, propagate = cov, _eye(S)
         for h in range(3):
-            mean, var = A * mean + C, A**2 * var + Q**2
-            x_mean, x_var = U * mean + B, U**2 * var + R**2
-            carried = (U * A ** (h + 1)) ** 2 * filtered  # the share of the filtering distribution's error
-            se_mean = math.sqrt(x_var / len(paths) + carried / 200)
-            se_var = x_var * math.sqrt(2 / len(paths)) + carried * math.sqrt(2 / 200)
-            found = paths[:, h, 0]
-            assert abs(found.mean() - x_mean) <= 4 * se_mean, (name, h, found.mean(), x_mean, se_mean)
-            assert abs(found.var() - x_var) <= 4 * se_var, (name, h, found.var(), x_var, se_var)
+            mean, cov = A @ mean + C, A @ cov @ A.T + torch.diag(Q**2)
+            propagate = A @ propagate
+            x_mean, x_var = (U @ mean + B).numpy(), torch.diagonal(U @ cov @ U.T).numpy() + R**2
+            carried = torch.diagonal(U @ propagate @ filtered @ propagate.T @ U.T).numpy()  # the filter error's share
+            se_mean = np.sqrt(x_var / len(paths) + carried / 100)
+            se_var = x_var * math.sqrt(2 / len(paths)) + carried * math.sqrt(2 / 100)
+            found = paths[:, h]
+            assert np.all(np.abs(found.mean(0) - x_mean) <= 4 * se_mean), (name, h, found.mean(0), x_mean, se_mean)
+            assert np.all(np.abs(found.var(0) - x_var) <= 4 * se_var), (name, h, found.var(0), x_var, se_var)
 
 
 @pytest.mark.parametrize("name", ["VRNN", "STORN-filtering", "STORN-smoothing", "SRNN-filtering", "SRNN-smoothing",
@@ -533,32 +577,37 @@ def test_bad_filter_smooth_and_scoring_options_are_named(name):
 # ------------------------------------------------------------------------------ filter / smooth frames
 @pytest.mark.parametrize("name", [m for m in MODELS if not m.startswith("STORN")])  # its z_t: the innovation
 def test_filter_frames_match_the_kalman_filter(name):
-    """filter(y) of a linear-Gaussian configuration: per step the particle mean and 5%/95% quantiles of z_t are
-    within 4 s.e. (over independent filters: copies of y in one call) of the Kalman filtering mean and
-    mean -+ 1.645 sd (a missing step: the prediction), plus 2e-3 for the self-normalised weights' O(1/N) bias."""
-    model = configure(fitted(name), name)
-    x = simulate()
-    frames = model.filter([x[:, None]] * 12, n_particles=1000)
-    values = torch.tensor(x, dtype=torch.float64)[None, :, None]
-    kf = kalman_filter(torch.nan_to_num(values), ~torch.isnan(values), kalman_params())
-    mean, sd = kf.filtered_means[0, :, 0].numpy(), kf.filtered_covariances[0, :, 0, 0].sqrt().numpy()
-    for column, target in (("mean", mean), ("q0.05", mean - 1.6449 * sd), ("q0.95", mean + 1.6449 * sd)):
-        runs = np.stack([frame[column].to_numpy() for frame in frames])
-        se = runs.std(0, ddof=1) / math.sqrt(len(runs))
-        error = np.abs(runs.mean(0) - target)
-        assert np.all(error <= 4 * se + 2e-3), (name, column, error.max(), (error / se).max())
+    """filter(y) of a linear-Gaussian configuration: per step and latent the particle mean and 5%/95% quantiles
+    of z_t are within 4 s.e. (over independent filters: copies of y in one call) of the Kalman filtering mean
+    and mean -+ 1.645 sd (a missing step: the prediction), plus 2e-3 for the self-normalised weights' O(1/N) bias.
+    No partly observed step here: the configured guides read a missing value as 0, so there they propose badly
+    and the weighted particles' 5% quantile is biased by several s.e. at 1000 particles (the DMM's test notes the
+    same); the evidence tests above keep that step."""
+    model = configure(fitted(name, dims=D), name)
+    x = simulate(partial=False)
+    frames = model.filter([x] * 12, n_particles=1000)
+    kf = kalman_filter(*_kalman_input(x), kalman_params())
+    mean = kf.filtered_means[0].numpy()
+    sd = torch.diagonal(kf.filtered_covariances[0], dim1=-2, dim2=-1).sqrt().numpy()
+    for k in range(S):
+        targets = {"mean": mean[:, k], "q0.05": mean[:, k] - 1.6449 * sd[:, k], "q0.95": mean[:, k] + 1.6449 * sd[:, k]}
+        for statistic, target in targets.items():
+            runs = np.stack([frame[(f"z{k}", statistic)].to_numpy() for frame in frames])
+            se = runs.std(0, ddof=1) / math.sqrt(len(runs))
+            error = np.abs(runs.mean(0) - target)
+            assert np.all(error <= 4 * se + 2e-3), (name, k, statistic, error.max(), (error / se).max())
 
 
 @pytest.mark.parametrize("name", ["SRNN-filtering", "SRNN-smoothing"])
 def test_srnn_smooth_matches_the_rts_smoother(name):
-    """smooth(y) by FFBSi (SRNN's latent is Markov): per step the mean of the backward trajectories is within
-    4 s.e. (+ 2e-3) of the Rauch-Tung-Striebel smoothed mean (copies of y give independent runs)."""
-    model = configure(fitted(name), name)
+    """smooth(y) by FFBSi (SRNN's latent is Markov): per step and latent the mean of the backward trajectories
+    is within 4 s.e. (+ 2e-3) of the Rauch-Tung-Striebel smoothed mean (copies of y give independent runs)."""
+    model = configure(fitted(name, dims=D), name)
     x = simulate()
-    frames = model.smooth([x[:, None]] * 12, n_particles=500, n_trajectories=100)
-    values = torch.tensor(x, dtype=torch.float64)[None, :, None]
-    rts = kalman_smoother(torch.nan_to_num(values), ~torch.isnan(values), kalman_params())
-    runs = np.stack([frame["mean"].to_numpy() for frame in frames])
-    se = runs.std(0, ddof=1) / math.sqrt(len(runs))
-    error = np.abs(runs.mean(0) - rts.smoothed_means[0, :, 0].numpy())
-    assert np.all(error <= 4 * se + 2e-3), (name, error.max(), (error / se).max())
+    frames = model.smooth([x] * 12, n_particles=500, n_trajectories=100)
+    rts = kalman_smoother(*_kalman_input(x), kalman_params())
+    for k in range(S):
+        runs = np.stack([frame[(f"z{k}", "mean")].to_numpy() for frame in frames])
+        se = runs.std(0, ddof=1) / math.sqrt(len(runs))
+        error = np.abs(runs.mean(0) - rts.smoothed_means[0, :, k].numpy())
+        assert np.all(error <= 4 * se + 2e-3), (name, k, error.max(), (error / se).max())
