@@ -431,7 +431,8 @@ def trained(name):
     return _TRAINED[name]
 
 
-@pytest.mark.parametrize("name", ["VRNN", "STORN-filtering", "STORN-smoothing", "SRNN-filtering", "SRNN-smoothing"])
+@pytest.mark.parametrize("name", ["VRNN", "STORN-filtering", "STORN-smoothing", "SRNN-filtering", "SRNN-smoothing",
+                                  "LSTMSSM"])
 def test_bounds_are_ordered_elbo_iwae_1_iwae_10_iwae_100(name):
     """E[ELBO] = E[IWAE_1] <= E[IWAE_10] <= E[IWAE_100] on a briefly trained model, each comparison within
     4 s.e. of independent estimates; the ELBO's analytic KL and IWAE_1's sampled log-ratio have the same mean,
