@@ -21,6 +21,7 @@ __all__ = [
     "DeepMarkovModel",
     "DeepState",
     "Drift",
+    "ETS",
     "LSTMSSM",
     "LinearGaussianSSM",
     "Mean",
@@ -66,6 +67,7 @@ __getattr__, __dir__ = attach(
         "backtest": "tsgen.evaluation",
         "load": "tsgen.base",
         "Drift": "tsgen.models.baselines",
+        "ETS": "tsgen.models.ets",
         "Mean": "tsgen.models.baselines",
         "Naive": "tsgen.models.baselines",
         "SeasonalNaive": "tsgen.models.baselines",
@@ -85,6 +87,7 @@ if TYPE_CHECKING:
     from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
+    from tsgen.models.ets import ETS
     from tsgen.models.lds import LinearGaussianSSM
     from tsgen.models.lstm_ssm import LSTMSSM
     from tsgen.models.nonlinear_growth import NonlinearGrowth

@@ -181,6 +181,15 @@ MODELS: dict[str, ModelEntry] = {
         ModelEntry("drift", "tsgen.models.baselines:Drift",
                    "Drift baseline: random walk with the average change as drift."),
         ModelEntry("mean", "tsgen.models.baselines:Mean", "Mean baseline: the historical mean."),
+        ModelEntry(
+            "ets",
+            "tsgen.models.ets:ETS",
+            "Exponential smoothing state-space model; default: automatic selection by AICc ('ZZZ', as R's ets) "
+            "with the season from the data's frequency.",
+            (Option("--ets-model", "model", str, "R's notation, e.g. ANN, AAdN, MAM, ZZZ (default ZZZ)"),
+             Option("--period", "period", int, "season length (default: from the frequency)")),
+            fixed={"model": "ZZZ"},
+        ),
     )
 }
 

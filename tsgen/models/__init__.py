@@ -14,6 +14,7 @@ __all__ = [
     "DeepMarkovModel",
     "DeepState",
     "Drift",
+    "ETS",
     "LSTMSSM",
     "LinearGaussianSSM",
     "Mean",
@@ -46,11 +47,12 @@ __getattr__, __dir__ = attach(
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
         "VRNN": "tsgen.models.vrnn",
         "Drift": "tsgen.models.baselines",
+        "ETS": "tsgen.models.ets",
         "Mean": "tsgen.models.baselines",
         "Naive": "tsgen.models.baselines",
         "SeasonalNaive": "tsgen.models.baselines",
     },
-    submodules=["arima", "baselines", "deep_estimator", "deepstate", "dmm", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
+    submodules=["arima", "baselines", "deep_estimator", "deepstate", "dmm", "ets", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
                 "latent_estimator",
                 "srnn", "state_space", "stochastic_volatility", "storn", "vrnn"],
 )
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
+    from tsgen.models.ets import ETS
     from tsgen.models.lds import LinearGaussianSSM
     from tsgen.models.lstm_ssm import LSTMSSM
     from tsgen.models.nonlinear_growth import NonlinearGrowth
