@@ -34,6 +34,7 @@ __all__ = [
     "StateSpaceForecaster",
     "StateSpaceModel",
     "StochasticVolatility",
+    "Theta",
     "TrainingDivergedError",
     "TrainingDivergenceWarning",
     "VRNN",
@@ -68,6 +69,7 @@ __getattr__, __dir__ = attach(
         "load": "tsgen.base",
         "Drift": "tsgen.models.baselines",
         "ETS": "tsgen.models.ets",
+        "Theta": "tsgen.models.theta",
         "Mean": "tsgen.models.baselines",
         "Naive": "tsgen.models.baselines",
         "SeasonalNaive": "tsgen.models.baselines",
@@ -96,4 +98,5 @@ if TYPE_CHECKING:
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
     from tsgen.models.stochastic_volatility import StochasticVolatility
     from tsgen.models.storn import STORN
+    from tsgen.models.theta import Theta
     from tsgen.models.vrnn import VRNN

@@ -190,6 +190,12 @@ MODELS: dict[str, ModelEntry] = {
              Option("--period", "period", int, "season length (default: from the frequency)")),
             fixed={"model": "ZZZ"},
         ),
+        ModelEntry(
+            "theta",
+            "tsgen.models.theta:Theta",
+            "Theta method (M3 winner): SES with drift, seasonally adjusted by a classical decomposition.",
+            (Option("--period", "period", int, "season length (default: from the frequency)"),),
+        ),
     )
 }
 

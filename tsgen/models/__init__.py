@@ -27,6 +27,7 @@ __all__ = [
     "StateSpaceForecaster",
     "StateSpaceModel",
     "StochasticVolatility",
+    "Theta",
     "VRNN",
 ]
 
@@ -48,13 +49,14 @@ __getattr__, __dir__ = attach(
         "VRNN": "tsgen.models.vrnn",
         "Drift": "tsgen.models.baselines",
         "ETS": "tsgen.models.ets",
+        "Theta": "tsgen.models.theta",
         "Mean": "tsgen.models.baselines",
         "Naive": "tsgen.models.baselines",
         "SeasonalNaive": "tsgen.models.baselines",
     },
     submodules=["arima", "baselines", "deep_estimator", "deepstate", "dmm", "ets", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
                 "latent_estimator",
-                "srnn", "state_space", "stochastic_volatility", "storn", "vrnn"],
+                "srnn", "state_space", "stochastic_volatility", "storn", "theta", "vrnn"],
 )
 
 if TYPE_CHECKING:
@@ -71,4 +73,5 @@ if TYPE_CHECKING:
     from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
     from tsgen.models.stochastic_volatility import StochasticVolatility
     from tsgen.models.storn import STORN
+    from tsgen.models.theta import Theta
     from tsgen.models.vrnn import VRNN
