@@ -28,6 +28,11 @@ peers run in a loop over the first ``--loop-series`` series (all would take
 minutes) and are reported per series; tsgen's one call on all 100 is timed
 once (at that size the first call is the steady time).
 
+Beside the wall times: ns per particle-step (the time per series over N x T),
+and for tsgen the time of the transition noise alone (T draws of N x B
+standard normals by torch.randn in float32, as the models draw them): what
+random-number generation costs any torch filter before any arithmetic.
+
 Each (library, case) runs in a fresh process: the time of the first call
 (imports done, nothing else warm) and the best of the repeats after it. The
 log-evidence column is the mean over those runs and its spread their
@@ -289,6 +294,15 @@ def tsgen_kernel(values: np.ndarray, model: str):
     return run
 
 
+def normal_draws(num_series: int) -> None:
+    """The transition noise alone: one (N, B, 1) float32 standard-normal draw per step, as the filter's
+    models make it (the floor no fusion of the other arithmetic removes)."""
+    import torch
+
+    for _ in range(N_TIMES):
+        torch.randn((N_PARTICLES, num_series, 1))
+
+
 # ----------------------------------------------------------------------------- one case
 def timed(fn, repeats: int) -> tuple[float, float, list[float]]:
     """Time of the first call, best of ``repeats`` further calls, and every call's result."""
@@ -330,6 +344,7 @@ def run_case(library: str, case: str, repeats: int, loop_series: int) -> dict:
             out["first"], out["best"], out["estimates"] = timed(run, repeats)
         torch.manual_seed(0)
         _, out["kernel"], _ = timed(tsgen_kernel(values, model), repeats)
+        _, out["rng"], _ = timed(lambda: normal_draws(len(values)), repeats)
         return out
     run = {
         "numpy": lambda v, k: numpy_filter(v, model, np.random.default_rng(k)),
@@ -421,7 +436,8 @@ def main() -> None:
             rows[library] = json.loads(done.stdout.strip().splitlines()[-1])
         header = "log-ev error    sd" if case.startswith("lds") else "  log-ev    sd"
         print(f"\n{CASES[case]}" + (f" (exact log-evidence {exact[case].sum():.2f})" if case in exact else ""))
-        print(f"  {'library':10s} {'s/series':>9s} {'first':>8s} {'kernel':>8s} {'vs particles':>12s} {header}")
+        print(f"  {'library':10s} {'s/series':>9s} {'ns/pstep':>8s} {'first':>8s} {'kernel':>8s} {'noise':>7s} "
+              f"{'vs particles':>12s} {header}")
         reference = rows.get("particles")
         for library, r in rows.items():
             if isinstance(r, str):
@@ -433,12 +449,15 @@ def main() -> None:
             ratio = f"{reference['best'] / r['best']:11.1f}x" if isinstance(reference, dict) else f"{'-':>12s}"
             first = f"{r['first'] / r['n_series']:7.3f}s" if "looped" not in r else f"{'-':>8s}"
             evidence = evidence_columns(case, r, exact, loop_series)
-            print(f"  {library:10s} {per_series:8.3f}s {first} {kernel_text} {ratio} {evidence}")
+            per_step = per_series / (N_PARTICLES * N_TIMES) * 1e9
+            noise = f"{r['rng'] / r['n_series']:6.3f}s" if "rng" in r else f"{'-':>7s}"
+            print(f"  {library:10s} {per_series:8.3f}s {per_step:8.1f} {first} {kernel_text} {noise} {ratio} {evidence}")
     print(
         "\ns/series = best wall time / number of series (peers on 100 series: a loop over the first"
         f" {loop_series}, scaled); vs particles = particles' time / this library's time (> 1: faster);"
         "\nkernel = tsgen's particle_filter on ready tensors; sd = spread over repeated runs (1 series) or"
-        " over series (100 series)."
+        " over series (100 series);\nns/pstep = s/series per particle-step (N x T); noise = drawing the"
+        " transition's N x B standard normals alone (torch.randn, float32), per series: a floor for any torch filter."
     )
 
 

@@ -83,6 +83,12 @@ class Context:
     def at(self, t: int) -> dict[str, Tensor]:
         return {**self.static, **{name: value[:, t] for name, value in self.steps.items()}}
 
+    def sequence(self, stop: int) -> list[dict[str, Tensor]]:
+        """``[at(0), ..., at(stop - 1)]``, each step tensor split by one ``unbind`` (a loop over
+        time then pays no indexing op per step and tensor)."""
+        columns = {name: value.unbind(1) for name, value in self.steps.items()}
+        return [{**self.static, **{name: column[t] for name, column in columns.items()}} for t in range(stop)]
+
     @property
     def length(self) -> int | None:
         """``L``, the steps covered (None when nothing depends on time)."""

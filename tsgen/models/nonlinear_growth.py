@@ -42,11 +42,15 @@ class NonlinearGrowthModel(StateSpaceModel):
         return Normal(torch.zeros_like(self.initial_variance), self.initial_variance.sqrt())
 
     def transition(self, x_prev, context):
-        drift = 0.5 * x_prev + 25.0 * x_prev / (1.0 + x_prev * x_prev) + 8.0 * torch.cos(1.2 * context["t"])
+        # x/2 + 25 x / (1 + x^2) + 8 cos(1.2 t) in three passes over the particles (a filter runs it
+        # on N x B of them every step; the cosine is per series)
+        level = torch.add(8.0 * torch.cos(1.2 * context["t"]), x_prev, alpha=0.5)
+        drift = torch.addcdiv(level, x_prev, torch.addcmul(x_prev.new_ones(()), x_prev, x_prev), value=25.0)
         return Normal(drift, self.process_variance.sqrt())
 
     def emission(self, x, context):
-        return Normal(x * x / 20.0, self.observation_variance.sqrt())
+        # x^2 / 20 in one pass
+        return Normal(torch.addcmul(x.new_zeros(()), x, x, value=1 / 20), self.observation_variance.sqrt())
 
 
 class NonlinearGrowth(_StateSpaceEstimator):

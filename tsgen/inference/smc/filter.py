@@ -200,8 +200,9 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
     # x_t with NaN where unobserved, at the particles' shape (N, B, D)
     x_nan_steps = x_missing.unsqueeze(0).expand(N, B, T, D).unbind(2)
     x_steps = values.unbind(1)
+    contexts = context.sequence(T)
     for t in range(T):
-        context_t = context.at(t)
+        context_t = contexts[t]
         x_prev = None if t == 0 else x_nan_steps[t - 1]
         ancestors = None
         need = no_resample
@@ -217,8 +218,9 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
                 else:
                     ancestors = torch.where(need, ancestors, arange)
                     log_w = torch.where(need, -log_n, log_w)
-                    weights = torch.where(need, 1.0, weights)
                     ess_t = torch.where(need, full_ess, ess_t)
+                    if not step_seen:  # (an observed step reweighs: a pass over N x B saved)
+                        weights = torch.where(need, 1.0, weights)
                 state = index_state(state, ancestors)
 
         before = state
@@ -337,15 +339,18 @@ def _weigh(log_w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     log normaliser, ESS)``; the resamplers take unnormalised weights, which saves a pass."""
     # the shift only guards exp() against overflow, so it needs no gradient; a series whose weights are
     # all -inf gets the normaliser -inf (not NaN), which the caller reports
-    top = torch.nan_to_num((log_w.detach() if log_w.requires_grad else log_w).amax(0), 0.0, 0.0, 0.0)
+    grad = torch.is_grad_enabled() and log_w.requires_grad
+    top = (log_w.detach() if grad else log_w).amax(0).nan_to_num_(0.0, 0.0, 0.0)
     w = torch.sub(log_w, top).exp_()
     total = w.sum(0)
     log_norm = total.log().add_(top)
-    # the ESS only decides when to resample, which carries no gradient (FIVO drops that term)
-    ess = (total * total / torch.linalg.vecdot(w, w, dim=0)).detach()
-    # in place where no graph is recorded (log_w is a temporary of the caller)
-    normalised = log_w - log_norm if torch.is_grad_enabled() else log_w.sub_(log_norm)
-    return normalised, w, log_norm, ess
+    if grad:
+        # the ESS only decides when to resample, which carries no gradient (FIVO drops that term)
+        ess = (total * total / torch.linalg.vecdot(w, w, dim=0)).detach()
+        return log_w - log_norm, w, log_norm, ess
+    # no graph: reuse the temporaries in place (log_w is a temporary of the caller)
+    ess = total.square_().div_(torch.linalg.vecdot(w, w, dim=0))
+    return log_w.sub_(log_norm), w, log_norm, ess
 
 
 def _log_lik(model, state, context_t, x_t, mask_t) -> Tensor:

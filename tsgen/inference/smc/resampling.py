@@ -44,11 +44,9 @@ def _ancestors(first_slot: Tensor, n: int) -> Tensor:
     number of particles ``i`` with ``first_slot[i] <= j``: one scatter and one cumsum, O(N)."""
     # the clamp also maps NaN weights (cast to the most negative integer) into range
     first_slot = first_slot.clamp_(0, n)
-    if first_slot.shape[0] == 1:
-        marks = torch.bincount(first_slot[0], minlength=n + 1).unsqueeze(0)
-    else:
-        marks = torch.zeros(first_slot.shape[0], n + 1, dtype=torch.int64, device=first_slot.device)
-        marks.scatter_add_(1, first_slot, torch.ones_like(first_slot))
+    # scatter_add_ rather than bincount: bincount makes two extra passes (min and max) to size its output
+    marks = torch.zeros(first_slot.shape[0], n + 1, dtype=torch.int64, device=first_slot.device)
+    marks.scatter_add_(1, first_slot, torch.ones_like(first_slot))
     return torch.cumsum(marks[:, :n], -1).clamp_(max=first_slot.shape[1] - 1)
 
 
