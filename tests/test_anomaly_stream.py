@@ -130,3 +130,12 @@ def test_update_on_arrays_keeps_positions_and_refit_mode(tmp_path):
         AnomalyDetector(calibration="z").fit(y[:400])
     with pytest.raises(ValueError, match="one univariate series"):
         AnomalyDetector(online="rls", model=tsgen.Naive()).fit(pd.DataFrame({"a": y, "b": y}))
+
+
+def test_auto_is_the_default_model():
+    detector = AnomalyDetector()
+    assert detector.get_params()["model"] == "auto"
+    y = pd.Series(_ar(600, seed=10), index=pd.date_range("2024-01-01", periods=600, freq="h"))
+    detector.fit(y.iloc[:400])
+    assert detector.model_.order == (3, 0, 0) and detector.online_.seasonal_period == 24
+    assert detector.likelihood_.tails == "both"
