@@ -139,3 +139,19 @@ def test_auto_is_the_default_model():
     detector.fit(y.iloc[:400])
     assert detector.model_.order == (3, 0, 0) and detector.online_.seasonal_period == 24
     assert detector.likelihood_.tails == "both"
+
+
+def test_online_density_is_the_student_t_of_the_current_fit():
+    from scipy import stats
+
+    y = _ar(500, seed=11) * 40.0 + 7.0  # any scale: the learner standardises internally
+    learner = OnlineAR(order=2, df=5.0).start(y[:400])
+    for value in y[400:]:
+        mean = learner.centre + learner.spread * float(learner.theta @ learner._features())
+        scale = learner.spread * np.sqrt(learner.variance)
+        assert learner.step(value) == pytest.approx(stats.t.logpdf(value, 5.0, mean, scale), rel=1e-10)
+    assert np.isnan(learner.step(np.nan))
+    with pytest.raises(ValueError, match="`forgetting`"):
+        OnlineAR(forgetting=0.0)
+    with pytest.raises(ValueError, match="needs at least"):
+        OnlineAR(order=3).start(y[:4])

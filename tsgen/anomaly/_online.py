@@ -32,12 +32,13 @@ DIFFUSE = 1e6
 VARIANCE_FLOOR = 1e-8
 
 
-def student_t_logpdf(y: float, mean: float, scale: float, df: float | None) -> float:
-    z = (y - mean) / scale
+def standardised_log_density(residual, df: float | None):
+    """``log f(r)`` of the standard Student-t with ``df`` degrees of freedom (None: standard normal), any shape."""
+    r = np.asarray(residual, dtype=np.float64)
     if df is None:
-        return -0.5 * z * z - math.log(scale) - 0.5 * math.log(2 * math.pi)
-    return (special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * math.log(df * math.pi)
-            - math.log(scale) - (df + 1) / 2 * math.log1p(z * z / df))
+        return -0.5 * r**2 - 0.5 * math.log(2 * math.pi)
+    constant = special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * math.log(df * math.pi)
+    return constant - (df + 1) / 2 * np.log1p(r**2 / df)
 
 
 class OnlineAR:
@@ -110,8 +111,8 @@ class OnlineAR:
         z = (value - self.centre) / self.spread
         x = self._features()
         scale = math.sqrt(max(self.variance, VARIANCE_FLOOR))
-        log_density = float("nan") if np.isnan(z) else (
-            student_t_logpdf(z, float(self.theta @ x), scale, self.df) - math.log(self.spread))
+        log_density = float("nan") if np.isnan(z) else float(
+            standardised_log_density((z - self.theta @ x) / scale, self.df) - math.log(scale * self.spread))
         self._learn(z)
         return log_density
 
@@ -151,13 +152,7 @@ class OnlineAR:
             design[:, 1 + j] = padded[self.memory - lag : self.memory - lag + n]
         scale = math.sqrt(max(self.variance, VARIANCE_FLOOR))
         residual = (z - design @ self.theta) / scale
-        if self.df is None:
-            log_density = -0.5 * residual**2 - 0.5 * math.log(2 * math.pi)
-        else:
-            df = self.df
-            log_density = (special.gammaln((df + 1) / 2) - special.gammaln(df / 2) - 0.5 * math.log(df * math.pi)
-                           - (df + 1) / 2 * np.log1p(residual**2 / df))
-        return log_density - math.log(scale) - math.log(self.spread)
+        return standardised_log_density(residual, self.df) - math.log(scale) - math.log(self.spread)
 
     def state(self) -> dict[str, np.ndarray]:
         return {"theta": self.theta, "P": self.P, "buffer": self.buffer,
