@@ -15,3 +15,7 @@ class TrainingDivergenceWarning(UserWarning):
 
 class NumericalError(ArithmeticError, ValueError):
     """A covariance lost positive definiteness or a recursion produced NaN."""
+
+
+class InsufficientDataWarning(UserWarning):
+    """A model was fitted on less data than it needs to learn its parameters: its forecasts may be poor."""

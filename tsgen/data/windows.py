@@ -43,6 +43,21 @@ def window_starts(lengths: torch.Tensor, window_length: int, stride: int = 1) ->
     return torch.cat(series), torch.cat(starts)
 
 
+def tail_starts(lengths: torch.Tensor, window_length: int, tail: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Series index and start of the windows that cover each series' last ``tail[i]`` steps, ``(W,)`` each.
+
+    Windows are aligned to the series' end and do not overlap (a stride of
+    ``window_length``); the earliest one starts at 0 when the tail reaches back that far.
+    """
+    series, starts = [], []
+    for i, (n, k) in enumerate(zip(lengths.tolist(), tail.tolist())):
+        count = max(1, -(-k // window_length))
+        s = torch.tensor(sorted({max(n - window_length * j, 0) for j in range(1, count + 1)}))
+        series.append(torch.full_like(s, i))
+        starts.append(s)
+    return torch.cat(series), torch.cat(starts)
+
+
 def cut_windows(
     values: torch.Tensor,
     mask: torch.Tensor,
@@ -50,10 +65,14 @@ def cut_windows(
     window_length: int,
     stride: int = 1,
     covariates: torch.Tensor | None = None,
+    positions: tuple[torch.Tensor, torch.Tensor] | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor | None]:
     """All windows of ``window_length`` steps: ``values``/``mask`` ``(W, L, D)``, ``lengths`` ``(W,)``,
-    ``covariates`` ``(W, L, K)`` (rows aligned with the values) or None."""
-    series, starts = window_starts(lengths, window_length, stride)
+    ``covariates`` ``(W, L, K)`` (rows aligned with the values) or None.
+
+    ``positions``: the windows' series indices and starts (default: every
+    ``stride``-th window, :func:`window_starts`)."""
+    series, starts = window_starts(lengths, window_length, stride) if positions is None else positions
     length = min(window_length, int(lengths.max()))
     inside = _inside(starts, lengths[series], length)[..., None]
     window_mask = take_steps(mask[series], starts, length) & inside

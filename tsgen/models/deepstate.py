@@ -236,7 +236,7 @@ class DeepState(DeepForecaster):
     _supports_covariates = True
 
     def __init__(self, season_length=None, hidden_dim=32, window_length=None, max_epochs=100, batch_size=32,
-                 learning_rate=1e-2, weight_decay=0.0, grad_clip=10.0, validation_fraction=0.0, patience=10,
+                 learning_rate=1e-2, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
                  lr_decay=1.0, random_state=None, device="cpu", progress=True, max_seconds=None):
         self.season_length = season_length
         self.hidden_dim = hidden_dim

@@ -573,7 +573,7 @@ class DeepMarkovModel(LatentForecaster):
         learning_rate=1e-3,
         weight_decay=0.0,
         grad_clip=10.0,
-        validation_fraction=0.0,
+        validation_fraction="auto",
         patience=10,
         kl_annealing_epochs="auto",
         kl_annealing_start=0.0,

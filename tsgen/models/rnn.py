@@ -297,7 +297,7 @@ class RNNForecaster(DeepForecaster):
         learning_rate=1e-3,
         weight_decay=0.0,
         grad_clip=10.0,
-        validation_fraction=0.0,
+        validation_fraction="auto",
         patience=10,
         lr_decay=1.0,
         random_state=None,
