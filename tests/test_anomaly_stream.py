@@ -155,3 +155,19 @@ def test_online_density_is_the_student_t_of_the_current_fit():
         OnlineAR(forgetting=0.0)
     with pytest.raises(ValueError, match="needs at least"):
         OnlineAR(order=3).start(y[:4])
+
+
+def test_an_episode_is_flagged_at_its_onset():
+    y = pd.Series(_ar(700, seed=12))
+    y.iloc[500:540] += 8.0  # a 40-step episode
+    flagged = {}
+    for window in (0, 100):
+        detector = AnomalyDetector(tsgen.ARIMA((1, 0, 0), trend="c"), method="quantile", false_alarm_rate=1e-3,
+                                   online=None, calibration=None, onset_window=window).fit(y.iloc[:400])
+        out = detector.update(y.iloc[400:])
+        flagged[window] = out.index[out["anomaly"]]
+        assert (out["alert"] == out["score"]).all() if window == 0 else (out["alert"] <= out["score"]).all()
+        np.testing.assert_array_equal(detector.predict(y).iloc[400:].to_numpy(), out["anomaly"].to_numpy())
+    assert 500 in flagged[100] and len(flagged[100]) <= 3 < len(flagged[0])
+    with pytest.raises(ValueError, match="`onset_window`"):
+        AnomalyDetector(onset_window=-1).fit(y.iloc[:400])

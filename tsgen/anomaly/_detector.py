@@ -20,6 +20,8 @@ from tsgen.data import SeriesBatch, future_index, to_series_batch
 METHODS = ("spot", "quantile")
 CALIBRATIONS = (None, "likelihood", "auto")
 ONLINE = (None, "rls", "refit", "auto")
+#: model="auto" reports an anomalous episode once, unless it escalates, within this many steps
+AUTO_ONSET_WINDOW = 100
 
 
 def AUTO_MODEL():
@@ -134,6 +136,14 @@ class AnomalyDetector(BaseEstimator):
         Past observations a frozen model conditions on in :meth:`update`.
     refit_every : int
         Points between refits with ``online="refit"``.
+    onset_window : int or "auto"
+        Report an anomalous episode at its onset: a step is flagged only if
+        its score also tops every score of the previous ``onset_window``
+        steps (its onset, or an escalation), and :meth:`update`'s ``alert``
+        column is the score there and 0 elsewhere. One episode then raises
+        one alarm, not one per step it lasts (NAB charges every flagged
+        step outside a window). 0: every step above the threshold is
+        flagged. ``"auto"``: 100 with ``model="auto"``, else 0.
 
     Streams are accepted as they come: a regular time index is used as is,
     a regular one with absent steps is put on its grid (the absent steps
@@ -156,7 +166,7 @@ class AnomalyDetector(BaseEstimator):
 
     def __init__(self, model="auto", method="spot", false_alarm_rate=1e-4, window=1, spot_level=0.98, adapt=True,
                  n_particles=1000, calibration="auto", short_window=10, long_window=2000, tails="auto",
-                 online="auto", forgetting=0.999, context=1000, refit_every=500):
+                 online="auto", forgetting=0.999, context=1000, refit_every=500, onset_window="auto"):
         self.model = model
         self.method = method
         self.false_alarm_rate = false_alarm_rate
@@ -172,6 +182,7 @@ class AnomalyDetector(BaseEstimator):
         self.forgetting = forgetting
         self.context = context
         self.refit_every = refit_every
+        self.onset_window = onset_window
 
     def _validate(self) -> None:
         if self.method not in METHODS:
@@ -192,6 +203,8 @@ class AnomalyDetector(BaseEstimator):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
                 raise ValueError(f"`{name}` must be a positive int; got {value!r}.")
+        if not (self.onset_window == "auto" or (is_int(self.onset_window) and self.onset_window >= 0)):
+            raise ValueError(f"`onset_window` must be a non-negative int or 'auto'; got {self.onset_window!r}.")
         # the likelihood's own checks name short_window, long_window and tails
         AnomalyLikelihood(self.short_window, self.long_window, tails=self._tails())
         if isinstance(self.forgetting, bool) or not isinstance(self.forgetting, (int, float)) or not (
@@ -211,6 +224,9 @@ class AnomalyDetector(BaseEstimator):
 
     def _tails(self) -> str:
         return ("both" if self._auto else "upper") if self.tails == "auto" else self.tails
+
+    def _onset_window(self) -> int:
+        return (AUTO_ONSET_WINDOW if self._auto else 0) if self.onset_window == "auto" else int(self.onset_window)
 
     def _template(self):
         return AUTO_MODEL() if self._auto else self.model
@@ -245,6 +261,9 @@ class AnomalyDetector(BaseEstimator):
             aggregated = self._calibrate(aggregated, self.likelihood_)
         self.train_scores_ = aggregated
         self._set_threshold(aggregated.to_numpy(dtype=np.float64))
+        window = self._onset_window()
+        self.recent_scores_ = aggregated.to_numpy(dtype=np.float64)[len(aggregated) - window:] if window else \
+            np.empty(0)
         self.n_seen_ = len(y)
         self.history_ = self._recent(self.history_)
         return self
@@ -324,13 +343,18 @@ class AnomalyDetector(BaseEstimator):
     def predict(self, y, X=None) -> pd.Series:
         """Boolean Series: True where the score exceeds ``threshold_`` (missing steps are False)."""
         scores = self.score(y, X)
-        return (scores > self.threshold_).rename("anomaly")
+        flags = scores > self.threshold_
+        window = self._onset_window()
+        if window:  # an episode's onset, or its escalation: above every score of the last onset_window steps
+            flags &= scores > scores.shift(1).rolling(window, min_periods=1).max().fillna(-np.inf)
+        return flags.rename("anomaly")
 
     # ------------------------------------------------------------ streaming
     def update(self, y_new) -> pd.DataFrame:
         """Score observations that continue the data seen so far, and learn from them.
 
-        Returns a frame indexed like ``y_new`` with ``score``, the
+        Returns a frame indexed like ``y_new`` with ``score``, ``alert``
+        (the score at an episode's onset, else 0; see ``onset_window``), the
         ``threshold`` in force at each step and the ``anomaly`` flag. The
         model follows the stream as ``online`` says; with
         ``method="spot"`` and ``adapt`` the threshold learns from the new
@@ -357,17 +381,30 @@ class AnomalyDetector(BaseEstimator):
             values = -np.log10(self.likelihood_.transform(values))
         thresholds, flags = np.empty(len(values)), np.zeros(len(values), dtype=bool)
         floor = self._floor()
+        alerts = self._alerts(values)
         for k, s in enumerate(values):
             thresholds[k] = self.threshold_
             if hasattr(self, "spot_") and self.adapt:
-                flags[k] = self.spot_.step(s) and s > floor
+                flags[k] = self.spot_.step(s) and s > floor and alerts[k] > 0
                 self.threshold_ = max(self.spot_.threshold_, floor)
             else:
-                flags[k] = bool(s > self.threshold_)
+                flags[k] = bool(s > self.threshold_ and alerts[k] > 0)
         self.history_ = self._recent(combined)
         self.n_seen_ += n_new
         index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(self.n_seen_ - n_new, self.n_seen_)
-        return pd.DataFrame({"score": values, "threshold": thresholds, "anomaly": flags}, index=index)
+        return pd.DataFrame({"score": values, "alert": alerts, "threshold": thresholds, "anomaly": flags},
+                            index=index)
+
+    def _alerts(self, values: np.ndarray) -> np.ndarray:
+        """Each step's score where it tops the last ``onset_window`` scores (an onset or escalation), else 0."""
+        window = self._onset_window()
+        if not window:
+            return values.copy()
+        joined = np.concatenate([self.recent_scores_, values])
+        past = pd.Series(joined).shift(1).rolling(window, min_periods=1).max().to_numpy()[len(self.recent_scores_):]
+        alerts = np.where(np.isnan(values), np.nan, np.where(~(values <= past), values, 0.0))
+        self.recent_scores_ = joined[len(joined) - window:]
+        return alerts
 
     def _continue(self, y_new):
         if type(y_new) is not type(self.history_):
@@ -434,6 +471,7 @@ class AnomalyDetector(BaseEstimator):
         scores_meta, scores_tensors = _history_to_spec(self.train_scores_)
         tensors.update({f"train_scores.{k}": v for k, v in scores_tensors.items()})
         tensors["recent_raw"] = torch.as_tensor(self.recent_raw_.to_numpy(dtype=np.float64))
+        tensors["recent_scores"] = torch.as_tensor(np.asarray(self.recent_scores_, dtype=np.float64))
         template_meta = ({"class": "auto"} if self._auto else
                          {"class": type(template).__name__, "params": _encode(template.get_params(deep=False))})
         meta = {
@@ -485,6 +523,7 @@ class AnomalyDetector(BaseEstimator):
         recent = tensors["recent_raw"].numpy().astype(np.float64)
         detector.recent_raw_ = pd.Series(recent, index=index[len(index) - len(recent):], name="anomaly_score")
         detector.threshold_ = float(meta["threshold"])
+        detector.recent_scores_ = tensors["recent_scores"].numpy().astype(np.float64)
         detector.freq_ = meta["freq"]
         if detector._online() == "refit":
             detector.since_refit_ = int(meta["since_refit"])
