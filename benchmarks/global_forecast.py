@@ -22,10 +22,12 @@ printed beside it next to the competition's published rows.
 from __future__ import annotations
 
 import argparse
+import math
 import os
 import sys
 import time
 import warnings
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +49,13 @@ def _rows(path: Path) -> dict[str, np.ndarray]:
     return {row.iloc[0]: row.iloc[1:].dropna().to_numpy(float) for _, row in frame.iterrows()}
 
 
+def _start_date(start) -> str:
+    """First quarter's date from R's ``tsp`` start, ``year + (quarter - 1) / 4`` (``"3967/2"`` is 1983 Q3)."""
+    value = Fraction(str(start))
+    year = math.floor(value)
+    return f"{year}-{int((value - year) * 12) + 1:02d}-01"
+
+
 def load_group(group: str, limit: int | None):
     """Training series (pandas, indexed by calendar time where the group has one) and hold-outs."""
     if not DATA.is_dir():
@@ -60,7 +69,7 @@ def load_group(group: str, limit: int | None):
         if FREQUENCY[group] is None:
             index = pd.RangeIndex(len(values))
         else:
-            index = pd.date_range(f"{int(info.loc[name, 'start'])}-01-01", periods=len(values), freq=FREQUENCY[group])
+            index = pd.date_range(_start_date(info.loc[name, "start"]), periods=len(values), freq=FREQUENCY[group])
         series.append(pd.Series(values, index=index, name=name))
         holdouts.append(test[name])
     return series, holdouts
