@@ -20,7 +20,7 @@ from typing import Sequence
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Independent, Normal
+from torch.distributions import Independent, Normal, kl_divergence
 from torch.nn import functional as F
 
 from tsgen._validation import is_int
@@ -102,7 +102,8 @@ class RecurrentCell(nn.Module):
         return torch.gru_cell(rest, h, w_rest, self.cell.weight_hh, projected, self.cell.bias_hh), None
 
     def scan(self, inputs: Tensor, h: Tensor, c: Tensor | None) -> Tensor:
-        """``h_{1:T}`` ``(..., T, H)`` over inputs ``(..., T, in)`` known for every step, from ``(h, c)`` ``(..., H)``."""
+        """``h_{1:T}`` ``(..., T, H)`` over inputs ``(..., T, in)`` known for every step, from ``(h, c)``
+        ``(..., H)``."""
         shape = inputs.shape[:-2]
         projected = self.project(inputs).reshape(-1, *inputs.shape[-2:-1], self.cell.weight_ih.shape[0]).unbind(1)
         h = h.reshape(-1, self.hidden_size)
@@ -132,21 +133,23 @@ class GaussianPair:
     """A step's prior and guide (:class:`DiagonalGaussian` s with one hidden layer) as one network, for a loop.
 
     Both read a value ``v`` the loop computes (a latent or a recurrent state)
-    beside step inputs known before the loop: the prior ``[v, prior_known_t]``
-    and the guide ``[v, guide_known_t]`` when ``v_first``, else
-    ``[prior_known_t, v]`` and ``[guide_known_t, v]`` (None: the network reads
-    ``v`` alone). The known parts of both first layers are projected for every
-    step at once; per step, ``v`` meets one matrix holding both first layers
-    and the hidden units one block-diagonal matrix holding both last layers,
-    so the two networks cost two matrix products. The weights are the
-    networks' own (gradients reach them); build one per pass.
+    beside step inputs known before the loop, ``(B, T, k)``: the prior
+    ``[v, prior_known_t]`` and the guide ``[v, guide_known_t]`` when
+    ``v_first``, else ``[prior_known_t, v]`` and ``[guide_known_t, v]``
+    (None: the network reads ``v`` alone). The known parts of both first
+    layers are projected for every step at once; per step, ``v`` meets one
+    matrix holding both first layers and the hidden units one block-diagonal
+    matrix holding both last layers, so the two networks cost two matrix
+    products. The weights are the networks' own (gradients reach them); build
+    one per pass. With ``residual`` the guide's mean is the prior's plus the
+    guide network's output (SRNN's "Resq").
 
-    Calling it gives flat ``(N, 4Z)`` rows ``[prior loc, prior raw scale, guide loc, guide raw scale]``
-    (scales through :func:`positive`), the networks' outputs.
+    Rows are flat, ``N = n_samples * B`` (:func:`time_major`); ``observed``
+    ``(B, T)`` marks the steps whose latent the guide draws (elsewhere the prior).
     """
 
     def __init__(self, prior: DiagonalGaussian, guide: DiagonalGaussian, prior_known: Tensor | None,
-                 guide_known: Tensor | None, n_samples: int, v_first: bool):
+                 guide_known: Tensor | None, observed: Tensor, n_samples: int, v_first: bool, residual: bool = False):
         (p1, p2), (q1, q2) = prior.layers(), guide.layers()
         v_size = p1.in_features - (0 if prior_known is None else prior_known.shape[-1])
         known = []
@@ -164,7 +167,34 @@ class GaussianPair:
                                 for w in (p1, q1)]).t()
         self.last = torch.block_diag(p2.weight, q2.weight).t()
         self.last_bias = torch.cat([p2.bias, q2.bias])
+        self.latent_dim, self.n_samples = p2.out_features // 2, n_samples
+        self.residual, self.observed = residual, observed
+        self.seen = time_major(observed[..., None], n_samples).unbind(0)
+        self.noise = torch.randn(T, N, self.latent_dim, dtype=self.last.dtype, device=self.last.device).unbind(0)
 
     def __call__(self, v: Tensor, t: int) -> Tensor:
+        """The networks' outputs at step ``t``: ``(N, 4Z)`` rows ``[prior loc, prior raw scale, guide loc (or
+        correction), guide raw scale]`` (scales through :func:`positive`)."""
         hidden = torch.relu(torch.addmm(self.known[t], v, self.first))
         return torch.addmm(self.last_bias, hidden, self.last)
+
+    def draw(self, out: Tensor, t: int) -> Tensor:
+        """``z_t`` ``(N, Z)`` (``rsample``) from the guide where step ``t`` is observed, else from the prior:
+        one standard normal serves either."""
+        Z, seen = self.latent_dim, self.seen[t]
+        if self.residual:
+            loc = torch.where(seen, out[:, :Z] + out[:, 2 * Z: 3 * Z], out[:, :Z])
+            raw = torch.where(seen, out[:, 3 * Z:], out[:, Z: 2 * Z])
+        else:
+            loc, raw = torch.where(seen, out[:, 2 * Z:], out[:, : 2 * Z]).chunk(2, -1)
+        return torch.addcmul(loc, positive(raw), self.noise[t])
+
+    def terms(self, outs: list[Tensor], z: Tensor) -> tuple[Tensor, Tensor]:
+        """``log p(z_t) - log q(z_t)`` and ``KL(q_t || p_t)`` ``(S, B, T)`` for the draws ``z`` ``(S, B, T, Z)``
+        from every step's outputs ``outs`` at once (0 where not observed)."""
+        prior_loc, prior_raw, q_loc, q_raw = batch_major(torch.stack(outs), self.n_samples).chunk(4, -1)
+        prior = diagonal_normal(prior_loc, positive(prior_raw))
+        q = diagonal_normal(prior_loc + q_loc if self.residual else q_loc, positive(q_raw))
+        zero = torch.zeros((), dtype=z.dtype, device=z.device)
+        return (torch.where(self.observed, prior.log_prob(z) - q.log_prob(z), zero),
+                torch.where(self.observed, kl_divergence(q, prior), zero))

@@ -56,12 +56,11 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import (DiagonalGaussian, GaussianPair, RecurrentCell, batch_major, diagonal_normal,
-                                     time_major)
+from tsgen.components.latent import DiagonalGaussian, GaussianPair, RecurrentCell, batch_major
 from tsgen.components.mlp import MLP
 from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
@@ -276,31 +275,22 @@ class LSTMSSMModule(SequentialModel):
         """
         context = self.prepare(values, mask)
         features = context.steps["features"]
-        S, (B, T), Z = n_samples, features.shape[:2], self.latent_dim
-        observed = mask.any(-1)
+        S, (B, T) = n_samples, features.shape[:2]
         # the loop holds only what reads the latent path (components.latent): the cell, f and q of a step in
         # two products, one draw; phi_x(u_t)'s part of q's first layer is projected here
-        pair = GaussianPair(self.prior, self.posterior, None, features, S, v_first=False)
-        seen = time_major(observed[..., None], S).unbind(0)
-        noise = torch.randn(T, S * B, Z, dtype=values.dtype, device=values.device).unbind(0)
+        pair = GaussianPair(self.prior, self.posterior, None, features, mask.any(-1), S, v_first=False)
         h, c = self.rnn.initial((S * B,), features)
-        z = features.new_zeros(S * B, Z)
+        z = features.new_zeros(S * B, self.latent_dim)
         outs, zs = [], []
         for t in range(T):
             h, c = self.rnn(z, h, c)
             out = pair(h, t)
-            # q's draw where x_t is observed, else f's: one standard normal serves either
-            loc, raw = torch.where(seen[t], out[:, 2 * Z:], out[:, : 2 * Z]).chunk(2, -1)
-            z = torch.addcmul(loc, positive(raw), noise[t])
+            z = pair.draw(out, t)
             outs.append(out)
             zs.append(z)
         # the densities, the KL and the emission of every step in one batched call each
-        out, z = batch_major(torch.stack(outs), S), batch_major(torch.stack(zs), S)
-        prior_loc, prior_raw, q_loc, q_raw = out.chunk(4, -1)
-        prior, q = diagonal_normal(prior_loc, positive(prior_raw)), diagonal_normal(q_loc, positive(q_raw))
-        zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        log_ratio = torch.where(observed, prior.log_prob(z) - q.log_prob(z), zero)
-        kl = torch.where(observed, kl_divergence(q, prior), zero)
+        z = batch_major(torch.stack(zs), S)
+        log_ratio, kl = pair.terms(outs, z)
         terms = observed_log_prob(self._emit(z, context.steps.get("scale")), values, mask), log_ratio, kl
         return (*terms, z) if latents else terms
 

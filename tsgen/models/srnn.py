@@ -40,14 +40,13 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor, nn
-from torch.distributions import Distribution, Independent, Normal, kl_divergence
+from torch.distributions import Distribution, Independent, Normal
 from torch.nn import functional as F
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import DiagonalGaussian, GaussianPair, batch_major, diagonal_normal, time_major
+from tsgen.components.latent import DiagonalGaussian, GaussianPair, batch_major
 from tsgen.components.mlp import MLP
-from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.zforcing import ZForcing, check_z_forcing
 from tsgen.inference.elbo import logmeanexp, prefix_increments, rerun_earlier_prefixes, valid_steps
@@ -215,31 +214,20 @@ class SRNNModule(SequentialModel):
         """
         context = self.prepare(values, mask)
         d = context.steps["d"]
-        S, (B, T), Z = n_samples, d.shape[:2], self.latent_dim
-        observed = mask.any(-1)
         # the loop holds only what reads z_{t-1} (components.latent): the prior and the guide's correction in
         # two products and one draw; d_t's and a_t's parts of their first layers are projected here
-        pair = GaussianPair(self.prior, self.posterior, d, context.steps["guide"], S, v_first=True)
-        seen = time_major(observed[..., None], S).unbind(0)
-        noise = torch.randn(T, S * B, Z, dtype=values.dtype, device=values.device).unbind(0)
-        z = values.new_zeros(S * B, Z)
+        pair = GaussianPair(self.prior, self.posterior, d, context.steps["guide"], mask.any(-1), n_samples,
+                            v_first=True, residual=True)
+        z = values.new_zeros(n_samples * d.shape[0], self.latent_dim)
         outs, zs = [], []
-        for t in range(T):
+        for t in range(d.shape[1]):
             out = pair(z, t)
-            # q (the prior's mean plus the correction) where x_t is observed, else the prior
-            loc = torch.where(seen[t], out[:, :Z] + out[:, 2 * Z: 3 * Z], out[:, :Z])
-            raw = torch.where(seen[t], out[:, 3 * Z:], out[:, Z: 2 * Z])
-            z = torch.addcmul(loc, positive(raw), noise[t])
+            z = pair.draw(out, t)
             outs.append(out)
             zs.append(z)
         # the densities, the KL, the decoder and the emission of every step in one batched call each
-        out, zs = batch_major(torch.stack(outs), S), batch_major(torch.stack(zs), S)
-        prior_loc, prior_raw, correction, q_raw = out.chunk(4, -1)
-        prior = diagonal_normal(prior_loc, positive(prior_raw))
-        q = diagonal_normal(prior_loc + correction, positive(q_raw))
-        zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        log_ratio = torch.where(observed, prior.log_prob(zs) - q.log_prob(zs), zero)
-        kl = torch.where(observed, kl_divergence(q, prior), zero)
+        zs = batch_major(torch.stack(zs), n_samples)
+        log_ratio, kl = pair.terms(outs, zs)
         emission = self._emit(zs, d.expand(n_samples, *d.shape), context.steps.get("scale"))
         return observed_log_prob(emission, values, mask), log_ratio, kl, zs
 

@@ -35,15 +35,13 @@ from dataclasses import dataclass, replace
 
 import torch
 from torch import Tensor
-from torch.distributions import Distribution, kl_divergence
+from torch.distributions import Distribution
 from torch.nn import functional as F
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import (CELLS, DiagonalGaussian, GaussianPair, RecurrentCell, batch_major, diagonal_normal,
-                                     time_major)
+from tsgen.components.latent import CELLS, DiagonalGaussian, GaussianPair, RecurrentCell, batch_major, time_major
 from tsgen.components.mlp import MLP
-from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.components.zforcing import ZForcing, check_z_forcing
 from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
@@ -179,22 +177,16 @@ class VRNNModule(SequentialModel):
         """
         context = self.prepare(values, mask)
         features = context.steps["features"]
-        S, (B, T) = n_samples, features.shape[:2]
-        observed = mask.any(-1)
+        S, T = n_samples, features.shape[1]
         # the loop holds only what reads the latent path (components.latent): the prior and q of a step in
         # two products, one draw, phi_z and the cell; the data's parts are projected for every step here
-        pair = GaussianPair(self.prior, self.posterior, None, features, S, v_first=False)
+        pair = GaussianPair(self.prior, self.posterior, None, features, mask.any(-1), S, v_first=False)
         gates = time_major(self.rnn.project(features), S).unbind(0)  # phi_x(u_t)'s part of h_t's input
-        seen = time_major(observed[..., None], S).unbind(0)
-        noise = torch.randn(T, S * B, self.latent_dim, dtype=values.dtype, device=values.device).unbind(0)
-        Z = self.latent_dim
-        h, c = self.rnn.initial((S * B,), features)
+        h, c = self.rnn.initial((S * features.shape[0],), features)
         hs, outs, zs, z_features = [], [], [], []
         for t in range(T):
             out = pair(h, t)
-            # q's draw where x_t is observed, else the prior's: one standard normal serves either
-            loc, raw = torch.where(seen[t], out[:, 2 * Z:], out[:, : 2 * Z]).chunk(2, -1)
-            z = torch.addcmul(loc, positive(raw), noise[t])
+            z = pair.draw(out, t)
             hs.append(h)
             outs.append(out)
             zs.append(z)
@@ -202,12 +194,8 @@ class VRNNModule(SequentialModel):
             if t + 1 < T:
                 h, c = self.rnn.step(z_features[-1], gates[t], h, c)
         # the densities, the KL, the decoder and the emission of every step in one batched call each
-        out, z = batch_major(torch.stack(outs), S), batch_major(torch.stack(zs), S)
-        prior_loc, prior_raw, q_loc, q_raw = out.chunk(4, -1)
-        prior, q = diagonal_normal(prior_loc, positive(prior_raw)), diagonal_normal(q_loc, positive(q_raw))
-        zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        log_ratio = torch.where(observed, prior.log_prob(z) - q.log_prob(z), zero)
-        kl = torch.where(observed, kl_divergence(q, prior), zero)
+        z = batch_major(torch.stack(zs), S)
+        log_ratio, kl = pair.terms(outs, z)
         emission = self._emit(batch_major(torch.stack(hs), S), batch_major(torch.stack(z_features), S),
                               context.steps.get("scale"))
         terms = observed_log_prob(emission, values, mask), log_ratio, kl
