@@ -24,8 +24,9 @@ def seasonal(n=120, seed=0):
     return pd.Series(values, index=pd.period_range("2010-01", periods=n, freq="M"))
 
 
-SETTINGS = dict(latent_dim=2, hidden_dim=16, feature_dim=16, max_epochs=30, batch_size=8, n_particles=8, sweeps=1,
-                ancestor_lag=2, learning_rate=1e-2, window_length=24, progress=False, random_state=1)
+SETTINGS = dict(latent_dim=2, hidden_dim=16, feature_dim=16, max_epochs=30, batch_size=8, objective="pgas",
+                n_particles=8, sweeps=1, ancestor_lag=2, learning_rate=1e-2, window_length=24, progress=False,
+                random_state=1)
 
 
 @pytest.fixture(scope="module")
