@@ -75,8 +75,9 @@ def test_maximum_likelihood_is_at_least_statsmodels_fit(name):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         reference = statsmodels_model(name, y).fit(disp=False)
-    # additive errors: the initial states are profiled out exactly; multiplicative: approximately
-    assert model.llf_ >= reference.llf - (1e-4 if name[0] == "A" else 0.05)
+    # additive errors: the initial states are profiled out exactly, and Nelder-Mead stops at a relative
+    # spread of 1e-6 in -llf; multiplicative errors: the profile is a few Newton steps
+    assert model.llf_ >= reference.llf - (5e-6 * abs(reference.llf) if name[0] == "A" else 0.05)
 
 
 def test_automatic_selection_takes_the_smallest_aicc_and_respects_positivity():

@@ -11,9 +11,10 @@ The recursion is statsmodels' ``ETSModel`` component form (its
 
 with ``beta* = beta / alpha`` and ``gamma* = gamma / (1 - alpha)``. No trend
 is an additive trend held at 0, no season an additive season held at 0. A
-missing ``y_t`` is replaced by ``yhat_t``: a zero innovation, which is the
-exact marginalisation for the additive-error linear models and the natural
-continuation for the others.
+missing ``y_t`` is replaced by ``yhat_t``: a zero innovation, so the
+states carry on along their conditional mean (the one-step predictions
+after a gap are the exact conditional means for the additive-error linear
+forms; their variance is not widened for the gap).
 
 The log-likelihood is statsmodels' (concentrated in ``sigma^2``)::
 
@@ -25,17 +26,23 @@ over the ``n`` observed steps.
 Fitting (:func:`fit_many`), one compiled call for a batch of series and one
 model form: Nelder-Mead over the smoothing parameters mapped to
 statsmodels' bounds by a logistic (``alpha, beta*, gamma*`` in
-``[1e-4, 1 - 1e-4]``, ``phi`` in ``[0.8, 0.98]``). For the forms whose
-recursion is affine in the initial states and the data (trend N/A/Ad,
-season N/A) the initial states are profiled out: ``yhat`` is affine in
-``x_0``, so the errors are ``e_0 - Z x_0`` with ``Z`` from one run per
-state, and ``x_0`` is their least-squares solution -- the exact maximiser
-for additive errors, and for multiplicative errors the weighted (by
-``1/yhat^2``, two reweightings) least squares, a close approximation of it.
-The other forms optimise the initial states jointly with the smoothing
-parameters. The oldest initial seasonal state is fixed (0, or 1 for a
-multiplicative season) as statsmodels does: the model is invariant to that
-shift, so only ``m - 1`` seasonal states are free.
+``[1e-4, 1 - 1e-4]``, ``phi`` in ``[0.8, 0.98]``), with the initial states
+profiled out at every evaluation:
+
+- trend N/A/Ad and season N/A (affine forms): ``yhat`` is affine in
+  ``x_0``, ``yhat = ybar + Z x_0`` with ``Z`` from one fused run per state,
+  so least squares gives the exact maximiser for an additive error; for a
+  multiplicative error a ``1/yhat^2``-reweighted solve and Newton steps on
+  its exact likelihood (``n/2 log sum r^2 + sum log yhat``) follow;
+- the other forms: Gauss-Newton from heuristic states (the Jacobian by
+  forward differences, taken once; chord steps), a fixed number of steps so
+  that the profile is a smooth function of the smoothing parameters.
+
+Nelder-Mead starts from the best of a nested form's estimates (when the
+caller gives them) and a few levels of ``alpha``: the likelihood is often
+bimodal in ``alpha``. The oldest initial seasonal state is fixed (0, or 1
+for a multiplicative season) as statsmodels does: the model is invariant
+to that shift, so only ``m - 1`` seasonal states are free.
 
 Kept in one file for numba's on-disk cache (see :mod:`._arima_kernels`).
 """
@@ -46,10 +53,11 @@ import math
 import numpy as np
 from numba import njit
 
-LOG_2PI = math.log(2.0 * math.pi)
 #: statsmodels' default bounds of the smoothing parameters (alpha, beta*, gamma*) and of phi
 SMOOTH_LOW, SMOOTH_HIGH = 1e-4, 1.0 - 1e-4
 PHI_LOW, PHI_HIGH = 0.8, 0.98
+#: Newton steps on the multiplicative-error likelihood after the reweighted least squares (affine forms)
+NEWTON_STEPS = 2
 # model codes: trend/season 0 none, 1 additive, 2 multiplicative; error 1 additive, 2 multiplicative
 
 
@@ -253,9 +261,58 @@ def _responses(smoothing, y, observed, n, trend, season, m, x0, free, yhat, fina
 
 
 @njit(cache=True, nogil=True)
+def _gram(Z, w, n, A):
+    """Lower triangle of ``A = sum_t w_t Z_t Z_t'`` (dot products over time, each in registers)."""
+    k = Z.shape[0]
+    for i in range(k):
+        zi = Z[i]
+        for j in range(i + 1):
+            zj = Z[j]
+            acc = 0.0
+            for t in range(n):
+                acc += w[t] * zi[t] * zj[t]
+            A[i, j] = acc
+
+
+@njit(cache=True, nogil=True)
+def _cholesky_solve(A, rhs, out):
+    """Solve ``A out = rhs`` for symmetric ``A`` given by its lower triangle (overwritten by its Cholesky
+    factor), with a relative ridge of 1e-10; False if ``A`` is not positive definite."""
+    k = A.shape[0]
+    big = 0.0
+    for i in range(k):
+        big = max(big, A[i, i])
+    if not (big > 0.0 and math.isfinite(big)):
+        return False
+    for i in range(k):
+        A[i, i] += 1e-10 * big
+        for j in range(i + 1):
+            acc = A[i, j]
+            for q in range(j):
+                acc -= A[i, q] * A[j, q]
+            if i == j:
+                if not acc > 0.0:
+                    return False
+                A[i, i] = math.sqrt(acc)
+            else:
+                A[i, j] = acc / A[j, j]
+    for i in range(k):  # forward, then back substitution
+        acc = rhs[i]
+        for q in range(i):
+            acc -= A[i, q] * out[q]
+        out[i] = acc / A[i, i]
+    for i in range(k - 1, -1, -1):
+        acc = out[i]
+        for q in range(i + 1, k):
+            acc -= A[q, i] * out[q]
+        out[i] = acc / A[i, i]
+    return True
+
+
+@njit(cache=True, nogil=True)
 def _solve_normal(Z, y, base, yhat, observed, n, weighted, A, rhs, delta):
-    """``delta`` minimising ``sum_t w_t (y_t - base_t - Z_t' delta)^2`` (``w = 1/yhat^2`` if ``weighted``),
-    by Cholesky with a relative ridge of 1e-10; False if the system is degenerate."""
+    """``delta`` minimising ``sum_t w_t (y_t - base_t - Z_t' delta)^2`` (``w = 1/yhat^2`` if ``weighted``);
+    False if the system is degenerate."""
     k = Z.shape[0]
     w = np.empty(n)
     e = np.empty(n)
@@ -271,46 +328,115 @@ def _solve_normal(Z, y, base, yhat, observed, n, weighted, A, rhs, delta):
             wt = 1.0 / (yhat[t] * yhat[t])
         w[t] = wt
         e[t] = wt * (y[t] - base[t])
-    for i in range(k):  # dot products over time, each in registers
+    for i in range(k):
         zi = Z[i]
         acc = 0.0
         for t in range(n):
             acc += zi[t] * e[t]
         rhs[i] = acc
-        for j in range(i + 1):
-            zj = Z[j]
-            acc = 0.0
+    _gram(Z, w, n, A)
+    return _cholesky_solve(A, rhs, delta)
+
+
+@njit(cache=True, nogil=True)
+def _multiplicative_objective(y, base, Z, delta, observed, n, yhat):
+    """``n/2 log sum r_t^2 + sum log yhat_t`` (the negative concentrated log-likelihood up to a constant)
+    at ``yhat = base + Z delta``, ``r = y / yhat - 1``; inf where some ``yhat <= 0``."""
+    k = Z.shape[0]
+    ss = 0.0
+    logs = 0.0
+    count = 0
+    for t in range(n):
+        acc = base[t]
+        for j in range(k):
+            acc += Z[j, t] * delta[j]
+        yhat[t] = acc
+        if not observed[t]:
+            continue
+        if not acc > 0.0:
+            return np.inf
+        r = y[t] / acc - 1.0
+        ss += r * r
+        logs += math.log(acc)
+        count += 1
+    if not ss > 0.0:
+        return np.inf
+    return 0.5 * count * math.log(ss) + logs
+
+
+@njit(cache=True, nogil=True)
+def _newton_multiplicative(y, base, Z, delta, observed, n, yhat, A, rhs, steps):
+    """Newton steps on the multiplicative-error likelihood in the initial states (``yhat`` affine in them),
+    from ``delta``: the reweighted least squares ignores the ``sum log yhat`` term, this does not."""
+    k = Z.shape[0]
+    w = np.empty(n)
+    u = np.empty(n)
+    v = np.empty(n)
+    trial = np.empty(k)
+    step = np.empty(k)
+    gS = np.empty(k)
+    f = _multiplicative_objective(y, base, Z, delta, observed, n, yhat)
+    for _ in range(steps):
+        if not math.isfinite(f):
+            return f
+        ss = 0.0
+        count = 0
+        for t in range(n):
+            if observed[t]:
+                r = y[t] / yhat[t] - 1.0
+                ss += r * r
+                count += 1
+        c = 0.5 * count / ss
+        for t in range(n):  # per-step factors of the gradient (u: of S, v: of sum log yhat)
+            if not observed[t]:
+                u[t] = 0.0
+                v[t] = 0.0
+                w[t] = 0.0
+                continue
+            a = y[t] / yhat[t]
+            r = a - 1.0
+            u[t] = -2.0 * r * a / yhat[t]
+            v[t] = 1.0 / yhat[t]
+            w[t] = 2.0 * c * ((a / yhat[t]) ** 2 + 2.0 * r * a / (yhat[t] * yhat[t])) - v[t] * v[t]
+        for i in range(k):
+            accS = 0.0
+            accL = 0.0
             for t in range(n):
-                acc += w[t] * zi[t] * zj[t]
-            A[i, j] = acc
-    big = 0.0
-    for i in range(k):
-        big = max(big, A[i, i])
-    if not (big > 0.0 and math.isfinite(big)):
-        return False
-    for i in range(k):  # Cholesky in place (lower triangle)
-        A[i, i] += 1e-10 * big
-        for j in range(i + 1):
-            acc = A[i, j]
-            for q in range(j):
-                acc -= A[i, q] * A[j, q]
-            if i == j:
-                if not acc > 0.0:
-                    return False
-                A[i, i] = math.sqrt(acc)
-            else:
-                A[i, j] = acc / A[j, j]
-    for i in range(k):  # forward, then back substitution
-        acc = rhs[i]
-        for q in range(i):
-            acc -= A[i, q] * delta[q]
-        delta[i] = acc / A[i, i]
-    for i in range(k - 1, -1, -1):
-        acc = delta[i]
-        for q in range(i + 1, k):
-            acc -= A[q, i] * delta[q]
-        delta[i] = acc / A[i, i]
-    return True
+                accS += u[t] * Z[i, t]
+                accL += v[t] * Z[i, t]
+            gS[i] = accS
+            rhs[i] = -(c * accS + accL)
+        _gram(Z, w, n, A)
+        for i in range(k):
+            for j in range(i + 1):
+                A[i, j] -= c / ss * gS[i] * gS[j]
+        if not _cholesky_solve(A, rhs, step):
+            # not convex here: the Gauss-Newton matrix of the squared relative errors instead
+            for t in range(n):
+                w[t] = 2.0 * c * (y[t] / (yhat[t] * yhat[t])) ** 2 if observed[t] else 0.0
+            _gram(Z, w, n, A)
+            if not _cholesky_solve(A, rhs, step):
+                return f
+        scale = 1.0
+        improved = False
+        for _ in range(6):
+            for j in range(k):
+                trial[j] = delta[j] + scale * step[j]
+            f_try = _multiplicative_objective(y, base, Z, trial, observed, n, yhat)
+            if f_try < f:
+                improved = True
+                break
+            scale *= 0.5
+        if not improved:
+            _multiplicative_objective(y, base, Z, delta, observed, n, yhat)
+            return f
+        decrease = f - f_try
+        for j in range(k):
+            delta[j] = trial[j]
+        f = f_try
+        if decrease < 1e-10 * (1.0 + abs(f)):
+            break
+    return f
 
 
 @njit(cache=True, nogil=True)
@@ -327,8 +453,8 @@ def _profile(smoothing, y, observed, n, trend, season, m, error, x0, xs, free, y
     k = free.shape[0]
     if affine:
         _affine_responses(smoothing, y, observed, n, m, free, ybar, Z, L, B, S)
-        for r in range(3 if error == 2 else 1):
-            # round 0 unweighted; later rounds weighted by the previous round's predictions
+        for r in range(2 if error == 2 else 1):
+            # round 0 unweighted; then weighted by the previous round's predictions
             if not _solve_normal(Z, y, ybar, yhat, observed, n, r > 0, A, rhs, delta):
                 return -np.inf
             if error == 2:
@@ -337,6 +463,8 @@ def _profile(smoothing, y, observed, n, trend, season, m, error, x0, xs, free, y
                     for j in range(k):
                         acc += Z[j, t] * delta[j]
                     yhat[t] = acc
+        if error == 2:
+            _newton_multiplicative(y, ybar, Z, delta, observed, n, yhat, A, rhs, NEWTON_STEPS)
         for j in range(x0.shape[0]):
             x0[j] = 0.0
         for j in range(k):
@@ -371,97 +499,6 @@ def _objective(z, args):
     if not math.isfinite(value):
         return np.inf
     return -value
-
-
-@njit(cache=True, nogil=True)
-def _gradient(z, f, args, g, h):
-    """Forward-difference gradient of ``_objective`` (at most four smoothing parameters)."""
-    zz = z.copy()
-    for j in range(z.shape[0]):
-        zz[j] = z[j] + h
-        g[j] = (_objective(zz, args) - f) / h
-        zz[j] = z[j]
-
-
-@njit(cache=True, nogil=True)
-def _bfgs(z0, args, max_iter, ftol):
-    """BFGS with forward-difference gradients and a backtracking Armijo search, on the smoothing
-    parameters only (the initial states are profiled out). Returns ``(z, f, converged)``."""
-    k = z0.shape[0]
-    x = z0.copy()
-    f = _objective(x, args)
-    if not math.isfinite(f):
-        return x, f, False
-    g = np.empty(k)
-    g_new = np.empty(k)
-    h = 1e-6
-    _gradient(x, f, args, g, h)
-    H = np.eye(k)
-    d = np.empty(k)
-    x_try = np.empty(k)
-    converged = False
-    for it in range(max_iter):
-        slope = 0.0
-        for i in range(k):
-            acc = 0.0
-            for j in range(k):
-                acc -= H[i, j] * g[j]
-            d[i] = acc
-            slope += acc * g[i]
-        if not slope < 0.0:
-            H = np.eye(k)
-            slope = 0.0
-            for i in range(k):
-                d[i] = -g[i]
-                slope -= g[i] * g[i]
-        step = 1.0
-        biggest = 0.0
-        for i in range(k):
-            biggest = max(biggest, abs(d[i]))
-        if biggest * step > 3.0:  # the logistic scale: a step beyond ~3 jumps from bound to bound
-            step = 3.0 / biggest
-        moved = False
-        f_new = f
-        for _ in range(30):
-            for i in range(k):
-                x_try[i] = x[i] + step * d[i]
-            f_try = _objective(x_try, args)
-            if math.isfinite(f_try) and f_try <= f + 1e-4 * step * slope:
-                moved = True
-                f_new = f_try
-                break
-            step *= 0.5
-        if not moved:
-            converged = abs(slope) < 1e-6 * (1.0 + abs(f))
-            break
-        _gradient(x_try, f_new, args, g_new, h)
-        sy = 0.0
-        yy = 0.0
-        s_vec = step * d
-        y_vec = g_new - g
-        for i in range(k):
-            sy += s_vec[i] * y_vec[i]
-            yy += y_vec[i] * y_vec[i]
-        if it == 0 and sy > 0.0:
-            H = np.eye(k) * (sy / yy)
-        if sy > 1e-12:
-            rho = 1.0 / sy
-            Hy = H @ y_vec
-            yHy = 0.0
-            for i in range(k):
-                yHy += y_vec[i] * Hy[i]
-            for i in range(k):
-                for j in range(k):
-                    H[i, j] += (-rho * (s_vec[i] * Hy[j] + Hy[i] * s_vec[j])
-                                + (rho * rho * yHy + rho) * s_vec[i] * s_vec[j])
-        decrease = f - f_new
-        x[:] = x_try
-        g[:] = g_new
-        f = f_new
-        if decrease <= ftol * (1.0 + abs(f)):
-            converged = True
-            break
-    return x, f, converged
 
 
 @njit(cache=True, nogil=True)
@@ -569,8 +606,8 @@ def _heuristic_states(y, observed, n, trend, season, m, x0):
 
 
 @njit(cache=True)
-def fit_many(y, observed, lengths, error, trend, season, damped, m, max_evals, ftol, method, starts):
-    """Fit one model form to every row of ``y`` ``(N, T)``; ``method`` 0 BFGS, 1 Nelder-Mead.
+def fit_many(y, observed, lengths, error, trend, season, damped, m, max_evals, ftol, starts):
+    """Fit one model form to every row of ``y`` ``(N, T)``.
 
     ``starts`` ``(N, 4)``: starting ``(alpha, beta*, gamma*, phi)`` per row (e.g. a nested form's
     estimates), NaN for the defaults.
@@ -625,18 +662,16 @@ def fit_many(y, observed, lengths, error, trend, season, damped, m, max_evals, f
         # the likelihood is often bimodal in alpha (a level that follows the data, or one that barely
         # moves): Nelder-Mead starts from the best of a few levels of alpha and the given start
         f0 = _objective(z0, args)
+        warm = math.isfinite(starts[i, 0])
         for a in (0.02, 0.2, 0.5, 0.9):
             _default_start(a, has_trend, has_season, damped, zc)
             fc = _objective(zc, args)
             if fc < f0:
                 f0 = fc
                 z0[:] = zc
-        if method == 0:
-            z, f, conv = _bfgs(z0, args, max_evals, ftol)
-        else:
-            z, f, conv = _nelder_mead(z0, step0, args, max_evals, ftol)
-            # restart once from the optimum: Nelder-Mead can stall on a face of the simplex
-            z, f, conv = _nelder_mead(z, step0 * 0.25, args, max_evals, ftol)
+                warm = False
+        # from a nested form's optimum the first simplex can be smaller
+        z, f, conv = _nelder_mead(z0, step0 * (0.5 if warm else 1.0), args, max_evals, ftol)
         _objective(z, args)
         out_smoothing[i] = smoothing
         out_x0[i] = x0
