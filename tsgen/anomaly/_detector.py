@@ -491,8 +491,9 @@ class AnomalyDetector(BaseEstimator):
         if hasattr(self, "spot_"):
             spot = self.spot_
             tensors["spot.peaks"] = torch.as_tensor(np.asarray(spot.peaks_, dtype=np.float64))
-            meta["spot"] = {"level": spot.level, "initial_threshold": spot.initial_threshold_, "n": int(spot.n_), "gamma": spot.gamma_,
-                            "sigma": spot.sigma_, "threshold": spot.threshold_, "fitted_peaks": spot.fitted_peaks_}
+            meta["spot"] = {"level": spot.level, "initial_threshold": spot.initial_threshold_, "n": int(spot.n_),
+                            "gamma": spot.gamma_, "sigma": spot.sigma_, "threshold": spot.threshold_,
+                            "fitted_peaks": spot.fitted_peaks_}
         if hasattr(self, "online_"):
             learner = self.online_
             meta["online"] = {"order": learner.order, "period": learner.seasonal_period,
