@@ -4,8 +4,8 @@ Each tsgen estimator is trained through its public ``fit`` on the list of
 ``(T_i, 88)`` piano-roll arrays with a Bernoulli emission, minibatches of 20
 sequences, Adam at 1e-3 and the gradient norm clipped at 10; its Pyro peer
 is the same generative model and guide at the same sizes (latent 16, hidden
-64, feature width 64 by default, and LSTMSSM also at its own defaults,
-latent 4 / hidden 32 / width 32), written out below with the same cells
+64, feature width 64 by default, and LSTMSSM also at its own default
+sizes), written out below with the same cells
 (GRU/LSTM), the same one-hidden-layer MLPs (``phi_x``, ``phi_z``, priors,
 guides, decoders; scales through ``softplus + 1e-6``), the same inputs
 (``u_t = [x_t, 1, 0]``: tsgen's scaled value, observed indicator and log
@@ -82,7 +82,6 @@ LEARNING_RATE = 1e-3
 CLIP = 10.0
 #: (latent, hidden, feature width): the issue's sizes; LSTMSSM's own defaults are timed too
 SIZES = (16, 64, 64)
-LSTMSSM_DEFAULT_SIZES = (4, 32, 32)
 
 
 # ------------------------------------------------------------------ building blocks of the Pyro peers
@@ -305,9 +304,9 @@ def configurations(models):
         yield f"{ESTIMATORS[name]} {SIZES}", name, SIZES, None
         if name == "lstm-ssm":
             # the default objective, then whichever of the ELBO and PGAS (the paper's) it is not
-            default = tsgen.LSTMSSM().objective
-            others = [objective for objective in ("elbo", "pgas") if objective != default]
-            for sizes in (SIZES, LSTMSSM_DEFAULT_SIZES):
+            defaults = tsgen.LSTMSSM()
+            others = [objective for objective in ("elbo", "pgas") if objective != defaults.objective]
+            for sizes in dict.fromkeys([SIZES, (defaults.latent_dim, defaults.hidden_dim, defaults.feature_dim)]):
                 if sizes != SIZES:
                     yield f"{ESTIMATORS[name]} {sizes}", name, sizes, None
                 for objective in others:
