@@ -11,6 +11,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tsgen._validation import is_int
+
 
 def validate_index(index: pd.Index, name: str) -> pd.Index:
     """Return ``index`` with its frequency set, or raise naming ``name``."""
@@ -85,6 +87,24 @@ def seasonal_period(index: pd.Index) -> int:
         return 1
     code = freq.lstrip("0123456789")
     return SEASONAL_PERIODS.get(code[:1], 1)
+
+
+def resolve_period(period, indexes) -> int:
+    """An estimator's ``period`` argument if given, else the seasonal period shared by ``indexes``
+    (1: none; ``indexes`` None when there is no data yet)."""
+    if period is not None:
+        if not is_int(period) or period < 1:
+            raise ValueError(f"`period` must be a positive integer or None; got {period!r}.")
+        return int(period)
+    if indexes is None:
+        return 1
+    periods = {seasonal_period(index) for index in indexes}
+    if len(periods) > 1:
+        raise ValueError(
+            f"the series of `y` have index frequencies with different seasonal periods "
+            f"{sorted(periods)}; pass `period`."
+        )
+    return periods.pop()
 
 
 def future_index(index: pd.Index, horizon: int) -> pd.Index:

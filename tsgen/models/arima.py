@@ -32,10 +32,9 @@ import numpy as np
 import torch
 from sklearn.utils.validation import check_is_fitted
 
-from tsgen._validation import is_int
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
-from tsgen.data._index import seasonal_period
+from tsgen.data._index import resolve_period
 from tsgen.exceptions import ConvergenceWarning
 from tsgen.models._arima_auto import AutoOptions, auto_fit
 from tsgen.models._arima_filter import filter_history
@@ -169,20 +168,7 @@ class ARIMA(BaseForecaster):
 
     def _period(self, data: SeriesBatch | None) -> int:
         """``period``, else the seasonal period of ``y``'s index frequency (1: none)."""
-        if self.period is not None:
-            period = self.period
-            if not is_int(period) or period < 1:
-                raise ValueError(f"`period` must be a positive integer or None; got {period!r}.")
-            return int(period)
-        if data is None:
-            return 1
-        periods = {seasonal_period(index) for index in data.indexes}
-        if len(periods) > 1:
-            raise ValueError(
-                f"the series of `y` have index frequencies with different seasonal periods "
-                f"{sorted(periods)}; pass `period`."
-            )
-        return periods.pop()
+        return resolve_period(self.period, None if data is None else data.indexes)
 
     def _seasonal_tuple(self, data: SeriesBatch | None):
         """``seasonal_order`` with a missing period filled in from :meth:`_period`."""

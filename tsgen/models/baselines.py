@@ -49,28 +49,15 @@ from sklearn.utils.validation import check_is_fitted
 from tsgen._validation import is_int
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
-from tsgen.data._index import seasonal_period
+from tsgen.data._index import resolve_period as _resolve_period
 
 _LOG_2PI = math.log(2.0 * math.pi)
 
 
 def resolve_period(period, data: SeriesBatch | None) -> int:
-    """``period`` if given, else the seasonal period of ``y``'s index frequency (1: none).
-
-    Shared by the seasonal baselines, ETS and Theta: one rule for every estimator with a ``period``."""
-    if period is not None:
-        if not is_int(period) or period < 1:
-            raise ValueError(f"`period` must be a positive integer or None; got {period!r}.")
-        return int(period)
-    if data is None:
-        return 1
-    periods = {seasonal_period(index) for index in data.indexes}
-    if len(periods) > 1:
-        raise ValueError(
-            f"the series of `y` have index frequencies with different seasonal periods {sorted(periods)}; "
-            "pass `period`."
-        )
-    return periods.pop()
+    """``period`` if given, else the seasonal period of ``y``'s index frequency (1: none); the one rule
+    of every estimator with a ``period`` (:func:`tsgen.data._index.resolve_period`)."""
+    return _resolve_period(period, None if data is None else data.indexes)
 
 
 def _rows(batch: SeriesBatch) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
