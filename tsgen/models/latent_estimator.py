@@ -245,7 +245,8 @@ class LatentForecaster(DeepForecaster):
             if value is not None and (not is_int(value) or value < minimum):
                 raise ValueError(f"`{name}` must be an integer >= {minimum}; got {value!r}.")
         self._check_support(batch)
-        values, mask = self._as_tensor(batch.values), batch.mask.to(self._device())
+        differenced = self._model_data(batch)  # the latents were learnt on the data the module sees
+        values, mask = self._as_tensor(differenced.values), differenced.mask.to(self._device())
         kept = values.shape[1] * max(n_particles, n_trajectories or 0) * module.latent_dim
         chunk = max(1, KEPT_PARTICLE_VALUES // kept)  # series filtered at once, bounding the particles kept
         means, bands = [], []
