@@ -254,12 +254,19 @@ class RNNForecaster(DeepForecaster):
         ``|x|`` of the ``window_length`` steps before it (64 when None),
         shrunk towards the training data's; ``"auto"`` scales unless the
         head is Bernoulli. Normal and Student-t heads have the training
-        data's units divided out either way.
+        data's units divided out either way. With ``True``/``"auto"``, a
+        Normal or Student-t head on pandas series models the series'
+        seasonal (or first) differences, chosen from the data
+        (:mod:`tsgen.models.deep_estimator`); ``False`` models the levels.
     window_length : int or None
         Length of training windows and of the forecast context (None: 64
-        steps for pandas series, whole sequences for a list of arrays).
+        steps, or three seasons when longer, for pandas series; whole
+        sequences for a list of arrays).
+    validation_fraction : float or "auto"
+        Share of each pandas series' last steps held out for early stopping
+        (``"auto"``: 10%; whole sequences of a collection, none for "auto").
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip,
-    validation_fraction, patience, lr_decay, device, progress, max_seconds :
+    patience, lr_decay, device, progress, max_seconds :
         Training settings (:class:`tsgen.training.TrainingConfig`).
     random_state : int or None
         Seeds initialisation, shuffling, dropout and sampling.
@@ -274,10 +281,8 @@ class RNNForecaster(DeepForecaster):
     inputs come from earlier values (the first step uses the training
     data's scale), so later values never move it. The total is the sum of
     the per-step values, ``log p(y)``. Training windows, scoring and
-    forecasts use the same causal scale. With pandas series,
-    ``validation_fraction`` holds out random (overlapping) windows, so the
-    validation loss is optimistic; pass a collection of separate sequences
-    for a clean split.
+    forecasts use the same causal scale (and differences, whose Jacobian
+    keeps the density in the data's units).
     """
 
     _supports_covariates = True

@@ -48,6 +48,13 @@ class TrainingConfig:
     filter's log-evidence with ``n_particles`` particles (Maddison et al.
     2017). KL annealing applies to the ELBO only: the other two bounds have
     no separate KL term, so their weight is always 1.
+
+    ``validation_fraction`` here is the share of whole sequences the loop
+    holds out (:func:`tsgen.training.loop.split_validation`). The deep
+    estimators' ``validation_fraction="auto"`` default resolves before this
+    config: pandas series are validated on their last 10% of steps, handed
+    to :func:`tsgen.training.train` as ``valid_data``
+    (:mod:`tsgen.models.deep_estimator`), and collections hold out nothing.
     """
 
     max_epochs: int = 100
