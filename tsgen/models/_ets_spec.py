@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import lru_cache
 
 _CODES = {None: 0, "add": 1, "mul": 2}
 _LETTERS = {0: "N", 1: "A", 2: "M"}
@@ -89,8 +90,9 @@ def components(error, trend, seasonal, damped, model) -> tuple:
     return error, trend, seasonal, damped
 
 
+@lru_cache(maxsize=4096)  # many series share a length and a sign: one list each
 def candidate_forms(error, trend, seasonal, damped, period: int, positive: bool, n_observed: int,
-                    allow_multiplicative_trend: bool) -> list[EtsForm]:
+                    allow_multiplicative_trend: bool) -> tuple[EtsForm, ...]:
     """The forms an automatic search compares for one series, as R's ``ets``.
 
     Multiplicative components only for strictly positive data; a season only with ``period > 1``
@@ -115,4 +117,4 @@ def candidate_forms(error, trend, seasonal, damped, period: int, positive: bool,
                     form = EtsForm(_CODES[e], _CODES[t], _CODES[s], d, period if s else 1)
                     if n_observed - form.n_params - 1 > 0:
                         forms.append(form)
-    return forms
+    return tuple(forms)
