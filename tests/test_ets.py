@@ -147,3 +147,16 @@ def test_nonlinear_forms_are_forecast_by_simulation_around_the_point_forecast():
     se = draws[:, 0].std() / np.sqrt(len(draws))
     assert abs(draws[:, 0].mean() - point[0]) < 4 * se
     assert abs(draws[:, 0].std() / point[0] - np.sqrt(model.sigma2_)) < 0.05 * np.sqrt(model.sigma2_)
+
+
+def test_automatic_forms_per_series_survive_save_and_load(tmp_path):
+    ys = [quarterly(40, seed=s) for s in range(3)] + [quarterly(40, seed=3, positive=False)]
+    model = tsgen.ETS(model="ZZZ", random_state=0).fit(ys)
+    assert len(set(model.model_)) >= 2 and "M" not in model.model_[3]
+    forecasts = model.predict(4)
+    model.save(tmp_path / "ets")
+    again = tsgen.load(tmp_path / "ets")
+    assert again.model_ == model.model_ and again.aicc_ == model.aicc_
+    for a, b in zip(again.predict(4), forecasts):
+        pd.testing.assert_frame_equal(a, b)
+    assert again.log_likelihood(ys) == pytest.approx(sum(model.llf_))
