@@ -664,6 +664,8 @@ def fit_many(y, observed, lengths, error, trend, season, damped, m, max_evals, f
         f0 = _objective(z0, args)
         warm = math.isfinite(starts[i, 0])
         for a in (0.02, 0.2, 0.5, 0.9):
+            if a == 0.5 and not warm:  # that is z0 already
+                continue
             _default_start(a, has_trend, has_season, damped, zc)
             fc = _objective(zc, args)
             if fc < f0:
