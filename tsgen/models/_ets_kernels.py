@@ -173,8 +173,8 @@ def _smoothing_from(z, has_trend, has_season, damped, out):
 
 
 @njit(cache=True, nogil=True)
-def _default_start(alpha, has_trend, has_season, damped, z):
-    """Free vector of ``alpha``, ``beta* = 0.1``, ``gamma* = 0.1``, ``phi = 0.97``."""
+def _default_start(alpha, has_trend, has_season, damped, z, phi=0.97):
+    """Free vector of ``alpha``, ``beta* = 0.1``, ``gamma* = 0.1`` and ``phi``."""
     z[0] = _logit(alpha, SMOOTH_LOW, SMOOTH_HIGH)
     j = 1
     if has_trend:
@@ -184,7 +184,7 @@ def _default_start(alpha, has_trend, has_season, damped, z):
         z[j] = _logit(0.1, SMOOTH_LOW, SMOOTH_HIGH)
         j += 1
     if damped:
-        z[j] = _logit(0.97, PHI_LOW, PHI_HIGH)
+        z[j] = _logit(phi, PHI_LOW, PHI_HIGH)
 
 
 @njit(cache=True, nogil=True)
@@ -664,14 +664,16 @@ def fit_many(y, observed, lengths, error, trend, season, damped, m, max_evals, f
         f0 = _objective(z0, args)
         warm = math.isfinite(starts[i, 0])
         for a in (0.02, 0.2, 0.5, 0.9):
-            if a == 0.5 and not warm:  # that is z0 already
-                continue
-            _default_start(a, has_trend, has_season, damped, zc)
-            fc = _objective(zc, args)
-            if fc < f0:
-                f0 = fc
-                z0[:] = zc
-                warm = False
+            # and in phi: a strongly damped trend that moves, or a nearly linear one that barely does
+            for phi in (0.97, 0.82):
+                if (a == 0.5 and phi == 0.97 and not warm) or (phi != 0.97 and not damped):  # z0 / no phi
+                    continue
+                _default_start(a, has_trend, has_season, damped, zc, phi)
+                fc = _objective(zc, args)
+                if fc < f0:
+                    f0 = fc
+                    z0[:] = zc
+                    warm = False
         # from a nested form's optimum the first simplex can be smaller
         z, f, conv = _nelder_mead(z0, step0 * (0.5 if warm else 1.0), args, max_evals, ftol)
         _objective(z, args)
