@@ -22,6 +22,7 @@ __all__ = [
     "DeepState",
     "Drift",
     "ETS",
+    "InsufficientDataWarning",
     "LSTMSSM",
     "LinearGaussianSSM",
     "Mean",
@@ -62,6 +63,7 @@ __getattr__, __dir__ = attach(
         "StateSpaceForecaster": "tsgen.models.state_space",
         "StateSpaceModel": "tsgen.models.state_space",
         "StochasticVolatility": "tsgen.models.stochastic_volatility",
+        "InsufficientDataWarning": "tsgen.exceptions",
         "TrainingDivergedError": "tsgen.exceptions",
         "TrainingDivergenceWarning": "tsgen.exceptions",
         "VRNN": "tsgen.models.vrnn",
@@ -84,7 +86,7 @@ if TYPE_CHECKING:
     from tsgen.anomaly import AnomalyDetector
     from tsgen.base import BaseForecaster, load
     from tsgen.evaluation import BacktestResult, backtest
-    from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
+    from tsgen.exceptions import InsufficientDataWarning, TrainingDivergedError, TrainingDivergenceWarning
     from tsgen.models.arima import ARIMA
     from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
