@@ -326,7 +326,10 @@ class DeepForecaster(BaseForecaster):
         ``context_covariates`` ``(B, L, K)`` and ``future_covariates``
         ``(B, horizon, K)`` (both None without covariates), on the module's device.
         """
-        history = self._model_data(history)
+        # a series' first p differenced steps have a fallback location the module never trained on (training
+        # masks them); in the context of a series no longer than the window they would poison the lag
+        # inputs and the causal scale window (M3 Other: global RNN CRPS 1.79 -> 1.34, ARIMA 1.36)
+        history = self._model_data(history, training=True)
         values, mask, lengths, starts = last_steps(
             history.values, history.mask, history.lengths, self.window_length_
         )
