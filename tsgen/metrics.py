@@ -50,6 +50,24 @@ pinball_loss
     quantile level (no factor 2: at q = 0.5 it is MAE / 2).
 interval_coverage
     fraction of observed y with lower <= y <= upper.
+mape
+    mean 100 |y - yhat| / |y|, in percent (undefined where y = 0).
+wape
+    sum |y - yhat| / sum |y| (weighted absolute percentage error, as a
+    fraction): MAE relative to the mean absolute level.
+msis
+    M4's mean scaled interval score of a (1 - alpha) interval, scaled by
+    the in-sample seasonal naive MAE like ``mase``.
+owa
+    M4's overall weighted average: the mean of sMAPE and MASE, each
+    relative to the Naive2 forecast's (1 = as good as Naive2).
+energy_score
+    multivariate CRPS of joint sample paths (Gneiting & Raftery 2007):
+    E||X - y|| - 1/2 E||X - X'||; ``axis`` names the axes forming the
+    vector.
+variogram_score
+    Scheuerer & Hamill (2015) variogram score of order p of joint sample
+    paths: sum_ij w_ij (|y_i - y_j|^p - E|X_i - X_j|^p)^2.
 log_score
     negative mean log density, from log densities such as
     ``model.log_likelihood(y, per_step=True)``.
@@ -77,12 +95,18 @@ __all__ = [
     "rmse",
     "mase",
     "smape",
+    "mape",
+    "wape",
+    "msis",
+    "owa",
     "crps_sample",
     "crps_gaussian",
     "pinball_loss",
     "interval_coverage",
     "log_score",
     "gaussian_log_score",
+    "energy_score",
+    "variogram_score",
     "quantile_from_samples",
     "sample_interval_coverage",
 ]
@@ -264,6 +288,57 @@ def rmse(y_true: Any, y_pred: Any, axis: Axis = None) -> float | np.ndarray:
     return float(np.sqrt(mse)) if np.ndim(mse) == 0 else np.sqrt(mse)
 
 
+def _seasonal_naive_scale(y_train: Any, y: np.ndarray, m: int, time_axis: int, metric: str) -> np.ndarray:
+    """In-sample seasonal naive MAE of ``y_train`` per series, broadcastable to ``y.shape`` (MASE's and MSIS's scale)."""
+    if not isinstance(m, Integral) or isinstance(m, bool):
+        raise TypeError(f"`m` must be a positive int (the seasonal period); got {m!r}.")
+    if m < 1:
+        raise ValueError(f"`m` must be a positive int (the seasonal period); got {m}.")
+    if y.ndim == 0:
+        raise ValueError(f"`y_true` must have a time axis for {metric}; got a scalar.")
+    train = _as_float_array(y_train, "y_train")
+    if train.ndim != y.ndim:
+        raise ValueError(
+            f"`y_train` must be laid out like `y_true` ({y.ndim} axes, time on axis {time_axis}); "
+            f"got shape {train.shape}."
+        )
+    if np.isinf(train).any():
+        raise ValueError("`y_train` must be finite, with NaN marking missing values; got +-inf.")
+    if not isinstance(time_axis, Integral) or isinstance(time_axis, bool):
+        raise TypeError(f"`time_axis` must be an int; got {time_axis!r}.")
+    if not -train.ndim <= time_axis < train.ndim:
+        raise ValueError(f"`time_axis` must index the {train.ndim} axes of `y_train`; got {time_axis}.")
+    t_ax = int(time_axis) % train.ndim
+    n_time = train.shape[t_ax]
+    if n_time <= m:
+        raise ValueError(
+            f"`y_train` must have more than m={m} time steps to compute the seasonal naive scale; got {n_time}."
+        )
+    lagged = np.abs(np.take(train, np.arange(m, n_time), axis=t_ax) - np.take(train, np.arange(n_time - m), axis=t_ax))
+    valid = ~np.isnan(lagged)
+    count = valid.sum(axis=t_ax, keepdims=True)
+    if (count == 0).any():
+        raise ValueError(
+            f"`y_train` must have at least one pair of observed values m={m} steps apart in every series; "
+            f"{int((count == 0).sum())} series have none (too short or too many NaN)."
+        )
+    scale = np.where(valid, lagged, 0.0).sum(axis=t_ax, keepdims=True) / count
+    if (scale == 0).any():
+        raise ValueError(
+            f"`y_train` has a seasonal naive scale of 0 at m={m} in {int((scale == 0).sum())} series "
+            f"(the series repeats exactly with period m), where {metric} is undefined; use another metric or another m."
+        )
+    try:
+        ok = np.broadcast_shapes(scale.shape, y.shape) == y.shape
+    except ValueError:
+        ok = False
+    if not ok:
+        raise ValueError(
+            f"`y_train` must match `y_true` {y.shape} on every axis but time_axis={time_axis}; got {train.shape}."
+        )
+    return scale
+
+
 def mase(
     y_true: Any, y_pred: Any, y_train: Any, m: int = 1, axis: Axis = None, time_axis: int = 0
 ) -> float | np.ndarray:
@@ -301,52 +376,7 @@ def mase(
     """
     y, observed = _target(y_true)
     pred = _forecast(y_pred, "y_pred", y_true, y.shape, observed)
-    if not isinstance(m, Integral) or isinstance(m, bool):
-        raise TypeError(f"`m` must be a positive int (the seasonal period); got {m!r}.")
-    if m < 1:
-        raise ValueError(f"`m` must be a positive int (the seasonal period); got {m}.")
-    if y.ndim == 0:
-        raise ValueError("`y_true` must have a time axis for MASE; got a scalar.")
-    train = _as_float_array(y_train, "y_train")
-    if train.ndim != y.ndim:
-        raise ValueError(
-            f"`y_train` must be laid out like `y_true` ({y.ndim} axes, time on axis {time_axis}); "
-            f"got shape {train.shape}."
-        )
-    if np.isinf(train).any():
-        raise ValueError("`y_train` must be finite, with NaN marking missing values; got +-inf.")
-    if not isinstance(time_axis, Integral) or isinstance(time_axis, bool):
-        raise TypeError(f"`time_axis` must be an int; got {time_axis!r}.")
-    if not -train.ndim <= time_axis < train.ndim:
-        raise ValueError(f"`time_axis` must index the {train.ndim} axes of `y_train`; got {time_axis}.")
-    t_ax = int(time_axis) % train.ndim
-    n_time = train.shape[t_ax]
-    if n_time <= m:
-        raise ValueError(
-            f"`y_train` must have more than m={m} time steps to compute the seasonal naive scale; got {n_time}."
-        )
-    lagged = np.abs(np.take(train, np.arange(m, n_time), axis=t_ax) - np.take(train, np.arange(n_time - m), axis=t_ax))
-    valid = ~np.isnan(lagged)
-    count = valid.sum(axis=t_ax, keepdims=True)
-    if (count == 0).any():
-        raise ValueError(
-            f"`y_train` must have at least one pair of observed values m={m} steps apart in every series; "
-            f"{int((count == 0).sum())} series have none (too short or too many NaN)."
-        )
-    scale = np.where(valid, lagged, 0.0).sum(axis=t_ax, keepdims=True) / count
-    if (scale == 0).any():
-        raise ValueError(
-            f"`y_train` has a seasonal naive scale of 0 at m={m} in {int((scale == 0).sum())} series "
-            f"(the series repeats exactly with period m), where MASE is undefined; use mae or another m."
-        )
-    try:
-        ok = np.broadcast_shapes(scale.shape, y.shape) == y.shape
-    except ValueError:
-        ok = False
-    if not ok:
-        raise ValueError(
-            f"`y_train` must match `y_true` {y.shape} on every axis but time_axis={time_axis}; got {train.shape}."
-        )
+    scale = _seasonal_naive_scale(y_train, y, m, time_axis, "MASE")
     return _mean_observed(np.abs(y - pred) / scale, observed, axis)
 
 
@@ -365,6 +395,147 @@ def smape(y_true: Any, y_pred: Any, axis: Axis = None) -> float | np.ndarray:
     with np.errstate(invalid="ignore", divide="ignore"):
         terms = np.where(denominator > 0, 200.0 * np.abs(y - pred) / denominator, 0.0)
     return _mean_observed(terms, observed, axis)
+
+
+def mape(y_true: Any, y_pred: Any, axis: Axis = None) -> float | np.ndarray:
+    """Mean absolute percentage error, in percent: ``mean 100 |y - yhat| / |y|``.
+
+    Undefined where an observed ``y`` is 0 (use :func:`wape` or
+    :func:`smape` for series that touch zero). Parameters are those of
+    :func:`mae`.
+
+    Raises
+    ------
+    ValueError
+        If an observed ``y_true`` is 0.
+    """
+    y, observed = _target(y_true)
+    pred = _forecast(y_pred, "y_pred", y_true, y.shape, observed)
+    zero = (y == 0) & observed
+    if zero.any():
+        raise ValueError(
+            f"`y_true` has {int(zero.sum())} observed zero(s), where MAPE is undefined; use wape or smape."
+        )
+    return _mean_observed(100.0 * np.abs(y - pred) / np.where(observed, np.abs(y), 1.0), observed, axis)
+
+
+def wape(y_true: Any, y_pred: Any, axis: Axis = None) -> float | np.ndarray:
+    """Weighted absolute percentage error, ``sum |y - yhat| / sum |y|`` (a fraction, not percent).
+
+    The ratio of sums over the observed entries along ``axis``, i.e. MAE
+    relative to the mean absolute level, so zeros in ``y`` are harmless
+    unless a whole slice is 0. Parameters are those of :func:`mae`.
+
+    Raises
+    ------
+    ValueError
+        If a slice has observed values but ``sum |y| = 0``, where WAPE is
+        undefined.
+    """
+    y, observed = _target(y_true)
+    pred = _forecast(y_pred, "y_pred", y_true, y.shape, observed)
+    # the ratio of the two means equals the ratio of sums over the same observed entries
+    error = np.asarray(_mean_observed(np.abs(y - pred), observed, axis))
+    level = np.asarray(_mean_observed(np.abs(y), observed, axis))
+    if (level == 0).any():
+        raise ValueError("`y_true` is 0 at every observed entry of a slice, where WAPE is undefined; use mae.")
+    with np.errstate(invalid="ignore"):
+        ratio = error / level
+    return float(ratio) if ratio.ndim == 0 else ratio
+
+
+def msis(
+    y_true: Any,
+    lower: Any,
+    upper: Any,
+    y_train: Any,
+    m: int = 1,
+    alpha: float = 0.05,
+    axis: Axis = None,
+    time_axis: int = 0,
+) -> float | np.ndarray:
+    """Mean scaled interval score of a ``(1 - alpha)`` interval (M4 competition).
+
+        MSIS = mean_t [ (U_t - L_t) + 2/alpha (L_t - y_t) 1{y_t < L_t}
+                                    + 2/alpha (y_t - U_t) 1{y_t > U_t} ] / s
+
+    with ``s`` the in-sample seasonal naive MAE of :func:`mase` (one per
+    series). The interval score is proper for the ``alpha/2`` and ``1 -
+    alpha/2`` quantiles (Gneiting & Raftery 2007); M4 used ``alpha = 0.05``.
+
+    Parameters
+    ----------
+    y_true : array-like, shape S
+        Targets; NaN marks missing values.
+    lower, upper : array-like, broadcastable to S
+        The interval, ``lower <= upper`` (e.g. the ``q0.025``/``q0.975``
+        columns of ``model.predict``).
+    y_train, m, time_axis : as in :func:`mase`
+    alpha : float in (0, 1)
+        One minus the nominal coverage of the interval.
+    axis : None, int or tuple of int
+        Axes of ``y_true`` to average over.
+    """
+    a = _levels(alpha, "alpha", open_interval=True)
+    if a.ndim != 0:
+        raise ValueError(f"`alpha` must be a single float in (0, 1); got {a.tolist()}.")
+    y, observed = _target(y_true)
+    lo = _forecast(lower, "lower", y_true, y.shape, observed)
+    hi = _forecast(upper, "upper", y_true, y.shape, observed)
+    if ((lo > hi) & observed).any():
+        raise ValueError("`lower` must be <= `upper` everywhere `y_true` is observed; got lower > upper.")
+    scale = _seasonal_naive_scale(y_train, y, m, time_axis, "MSIS")
+    penalty = 2.0 / float(a) * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))
+    return _mean_observed((hi - lo + penalty) / scale, observed, axis)
+
+
+def owa(
+    y_true: Any,
+    y_pred: Any,
+    y_naive2: Any,
+    y_train: Any,
+    m: int = 1,
+    axis: Axis = None,
+    time_axis: int = 0,
+) -> float | np.ndarray:
+    """Overall weighted average relative to Naive2, as in the M4 competition.
+
+        OWA = 1/2 (sMAPE / sMAPE_Naive2 + MASE / MASE_Naive2)
+
+    where each of the four is first averaged over ``axis`` (M4 averages
+    over every horizon step and series, then takes the ratios), so OWA < 1
+    beats Naive2 and Naive2 itself scores exactly 1.
+
+    Parameters
+    ----------
+    y_true, y_train, m, time_axis : as in :func:`mase`
+    y_pred : array-like, broadcastable to S
+        The forecasts to rate.
+    y_naive2 : array-like, broadcastable to S
+        Naive2's forecasts of the same targets (the seasonal naive forecast
+        of the seasonally adjusted series, reseasonalised; M4's benchmark).
+    axis : None, int or tuple of int
+        Axes of ``y_true`` to average over before the ratios.
+
+    Raises
+    ------
+    ValueError
+        Where Naive2 is perfect (its sMAPE or MASE is 0), so the ratios are
+        undefined.
+    """
+    ratios = []
+    for name, metric, extra in (("sMAPE", smape, {}), ("MASE", mase, {"y_train": y_train, "m": m, "time_axis": time_axis})):
+        own = np.asarray(metric(y_true, y_pred, axis=axis, **extra))
+        try:
+            reference = np.asarray(metric(y_true, y_naive2, axis=axis, **extra))
+        except ValueError as err:
+            raise ValueError(str(err).replace("`y_pred`", "`y_naive2`")) from None
+        if (reference == 0).any():
+            raise ValueError(f"`y_naive2` has a {name} of 0 (a perfect forecast), where OWA is undefined.")
+        with np.errstate(invalid="ignore"):
+            ratios.append(own / reference)
+    result = 0.5 * (ratios[0] + ratios[1])
+    return float(result) if result.ndim == 0 else result
 
 
 # ------------------------------------------------------------ proper scores
@@ -555,6 +726,131 @@ def gaussian_log_score(y_true: Any, mean: Any, std: Any, axis: Axis = None) -> f
     safe_sigma = np.where(sigma > 0, sigma, 1.0)
     nll = 0.5 * _LOG_2PI + np.log(safe_sigma) + 0.5 * ((y - mu) / safe_sigma) ** 2
     return _mean_observed(nll, observed, axis)
+
+
+# ------------------------------------------------- multivariate (joint) scores
+
+# pairwise terms are summed in chunks of samples so that memory stays near this many float64 values
+_CHUNK_VALUES = 1 << 22
+
+
+def _joint(y_true: Any, samples: Any, axis: Axis) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[int, ...]]:
+    """``y (K, d)``, observed ``(K, d)``, samples ``(n, K, d)`` and the kept shape:
+    the ``axis`` axes of y_true flattened into the vector ``d``, the others into ``K``."""
+    y, observed = _target(y_true)
+    x = _samples(samples, y.shape, observed)
+    event = _normalize_axis(axis, y.ndim)
+    kept = tuple(a for a in range(y.ndim) if a not in event)
+    order = kept + event
+    kept_shape = tuple(y.shape[a] for a in kept)
+    k = int(np.prod(kept_shape, dtype=np.int64))
+    d = int(np.prod([y.shape[a] for a in event], dtype=np.int64))
+    y = np.transpose(y, order).reshape(k, d)
+    observed = np.transpose(observed, order).reshape(k, d)
+    x = np.transpose(x, (0,) + tuple(a + 1 for a in order)).reshape(x.shape[0], k, d)
+    # missing components drop out of every norm and difference (the score of the observed margin)
+    return y, observed, np.where(observed, x, 0.0), kept_shape
+
+
+def _per_vector(score: np.ndarray, observed: np.ndarray, kept_shape: tuple[int, ...]) -> float | np.ndarray:
+    """Scores ``(K,)`` back to the kept axes; NaN for a vector with nothing observed."""
+    score = np.where(observed.any(axis=1), score, np.nan).reshape(kept_shape)
+    return float(score) if score.ndim == 0 else score
+
+
+def energy_score(y_true: Any, samples: Any, axis: Axis = None, fair: bool = False) -> float | np.ndarray:
+    """Energy score of joint sample paths: the multivariate CRPS (Gneiting & Raftery 2007).
+
+        ES(F, y) = E||X - y|| - 1/2 E||X - X'||,   X, X' ~ F independent,
+
+    with ``||.||`` the Euclidean norm of the vector made of the ``axis``
+    axes of ``y_true`` (by default all of them: one path, horizon x
+    variables, is one vector). It rewards getting the dependence between
+    steps and variables right, which per-step CRPS cannot see. With one
+    component it is :func:`crps_sample`; with one sample, the Euclidean
+    error. F is the samples' empirical distribution (n^2 pairs);
+    ``fair=True`` averages E||X - X'|| over the n(n-1) distinct pairs
+    instead, an unbiased estimate of the score of the distribution the
+    samples come from. Missing components (NaN in ``y_true``) are left out
+    of every norm, which scores the forecast's marginal over the observed
+    components.
+
+    Parameters
+    ----------
+    y_true : array-like, shape S
+        Targets; NaN marks missing values.
+    samples : array-like, shape (n_samples, *S)
+        Joint samples on axis 0 (the layout of ``model.sample``).
+    axis : None, int or tuple of int
+        Axes of ``y_true`` forming the vector; the other axes are kept,
+        e.g. ``axis=(1, 2)`` gives one score per origin of a ``(B, H, D)``
+        batch. Unlike the univariate metrics, nothing is averaged over the
+        kept axes.
+    fair : bool
+        Use the unbiased ensemble estimator (needs n_samples >= 2).
+    """
+    y, observed, x, kept_shape = _joint(y_true, samples, axis)
+    n, k, d = x.shape
+    if fair and n < 2:
+        raise ValueError(f"`samples` must hold at least 2 samples for fair=True; got {n}.")
+    to_target = np.sqrt(((x - y) ** 2).sum(-1)).mean(0)
+    spread = np.zeros(k)
+    chunk = max(1, _CHUNK_VALUES // max(1, n * k * d))
+    for i in range(0, n, chunk):
+        diff = x[i : i + chunk, None] - x[None]
+        spread += np.sqrt((diff**2).sum(-1)).sum(axis=(0, 1))
+    pairs = n * (n - 1) if fair else n * n
+    return _per_vector(to_target - 0.5 * spread / pairs, observed, kept_shape)
+
+
+def variogram_score(
+    y_true: Any, samples: Any, p: float = 0.5, weights: Any = None, axis: Axis = None
+) -> float | np.ndarray:
+    """Variogram score of order ``p`` of joint sample paths (Scheuerer & Hamill 2015).
+
+        VS_p(F, y) = sum_{i,j} w_ij ( |y_i - y_j|^p - E_F |X_i - X_j|^p )^2
+
+    over all ordered pairs of components i, j = 1..d of the vector made of
+    the ``axis`` axes of ``y_true`` (the paper's double sum, so each
+    unordered pair counts twice; the diagonal is 0). It is proper and,
+    unlike the energy score, sensitive to misspecified correlations. Pairs
+    with a missing component are left out.
+
+    Parameters
+    ----------
+    y_true : array-like, shape S
+        Targets; NaN marks missing values.
+    samples : array-like, shape (n_samples, *S)
+        Joint samples on axis 0 (the layout of ``model.sample``).
+    p : float > 0
+        Order of the variogram; 0.5 is the paper's recommendation.
+    weights : None or array-like (d, d)
+        Non-negative pair weights ``w_ij`` over the flattened components
+        (C order of the ``axis`` axes); None weighs every pair 1.
+    axis : None, int or tuple of int
+        Axes of ``y_true`` forming the vector; the other axes are kept.
+    """
+    if isinstance(p, bool) or not isinstance(p, (Integral, float, np.floating)) or not np.isfinite(p) or p <= 0:
+        raise ValueError(f"`p` must be a positive finite number (the variogram order); got {p!r}.")
+    y, observed, x, kept_shape = _joint(y_true, samples, axis)
+    n, k, d = x.shape
+    if weights is None:
+        w = np.ones((d, d))
+    else:
+        w = _as_float_array(weights, "weights")
+        if w.shape != (d, d):
+            raise ValueError(f"`weights` must have shape (d, d) = {(d, d)} for the {d} components; got {w.shape}.")
+        if not np.isfinite(w).all() or (w < 0).any():
+            raise ValueError("`weights` must be finite and >= 0.")
+    expected = np.zeros((k, d, d))
+    chunk = max(1, _CHUNK_VALUES // max(1, k * d * d))
+    for i in range(0, n, chunk):
+        part = x[i : i + chunk]
+        expected += (np.abs(part[..., :, None] - part[..., None, :]) ** p).sum(0)
+    expected /= n
+    observed_pair = observed[:, :, None] & observed[:, None, :]
+    terms = w * (np.abs(y[:, :, None] - y[:, None, :]) ** p - expected) ** 2
+    return _per_vector(np.where(observed_pair, terms, 0.0).sum(axis=(1, 2)), observed, kept_shape)
 
 
 # ------------------------------------------------------ sample-based helpers
