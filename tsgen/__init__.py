@@ -18,6 +18,7 @@ __all__ = [
     "AnomalyDetector",
     "BacktestResult",
     "BaseForecaster",
+    "ConformalForecaster",
     "DeepMarkovModel",
     "DeepState",
     "Drift",
@@ -49,6 +50,7 @@ __getattr__, __dir__ = attach(
     __name__,
     {
         "ARIMA": "tsgen.models.arima",
+        "ConformalForecaster": "tsgen.models.conformal",
         "AnomalyDetector": "tsgen.anomaly",
         "BacktestResult": "tsgen.evaluation",
         "BaseForecaster": "tsgen.base",
@@ -88,6 +90,7 @@ if TYPE_CHECKING:
     from tsgen.evaluation import BacktestResult, backtest
     from tsgen.exceptions import InsufficientDataWarning, TrainingDivergedError, TrainingDivergenceWarning
     from tsgen.models.arima import ARIMA
+    from tsgen.models.conformal import ConformalForecaster
     from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel

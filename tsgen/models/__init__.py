@@ -11,6 +11,7 @@ from tsgen._lazy import attach
 
 __all__ = [
     "ARIMA",
+    "ConformalForecaster",
     "DeepMarkovModel",
     "DeepState",
     "Drift",
@@ -35,6 +36,7 @@ __getattr__, __dir__ = attach(
     __name__,
     {
         "ARIMA": "tsgen.models.arima",
+        "ConformalForecaster": "tsgen.models.conformal",
         "DeepMarkovModel": "tsgen.models.dmm",
         "DeepState": "tsgen.models.deepstate",
         "LSTMSSM": "tsgen.models.lstm_ssm",
@@ -54,13 +56,14 @@ __getattr__, __dir__ = attach(
         "Naive": "tsgen.models.baselines",
         "SeasonalNaive": "tsgen.models.baselines",
     },
-    submodules=["arima", "baselines", "deep_estimator", "deepstate", "dmm", "ets", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
+    submodules=["arima", "baselines", "conformal", "deep_estimator", "deepstate", "dmm", "ets", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
                 "latent_estimator",
                 "srnn", "state_space", "stochastic_volatility", "storn", "theta", "vrnn"],
 )
 
 if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
+    from tsgen.models.conformal import ConformalForecaster
     from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
