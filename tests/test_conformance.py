@@ -48,10 +48,12 @@ def test_registry_is_not_empty():
 
 
 def _comparable(value):
-    """A nested estimator (the model a wrapper such as ConformalForecaster calibrates) compares by class and
+    """A nested estimator (the model of ConformalForecaster, the members of Ensemble) compares by class and
     parameters: ``clone`` copies it, so it is never the same object."""
     if isinstance(value, BaseEstimator):
         return type(value), {k: _comparable(v) for k, v in value.get_params(deep=False).items()}
+    if isinstance(value, (list, tuple)) and any(isinstance(v, BaseEstimator) for v in value):
+        return type(value), [_comparable(v) for v in value]
     return value
 
 

@@ -23,6 +23,7 @@ __all__ = [
     "DeepState",
     "Drift",
     "ETS",
+    "Ensemble",
     "InsufficientDataWarning",
     "LSTMSSM",
     "LinearGaussianSSM",
@@ -51,6 +52,7 @@ __getattr__, __dir__ = attach(
     {
         "ARIMA": "tsgen.models.arima",
         "ConformalForecaster": "tsgen.models.conformal",
+        "Ensemble": "tsgen.models.ensemble",
         "AnomalyDetector": "tsgen.anomaly",
         "BacktestResult": "tsgen.evaluation",
         "BaseForecaster": "tsgen.base",
@@ -91,6 +93,7 @@ if TYPE_CHECKING:
     from tsgen.exceptions import InsufficientDataWarning, TrainingDivergedError, TrainingDivergenceWarning
     from tsgen.models.arima import ARIMA
     from tsgen.models.conformal import ConformalForecaster
+    from tsgen.models.ensemble import Ensemble
     from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel

@@ -16,6 +16,7 @@ __all__ = [
     "DeepState",
     "Drift",
     "ETS",
+    "Ensemble",
     "LSTMSSM",
     "LinearGaussianSSM",
     "Mean",
@@ -37,6 +38,7 @@ __getattr__, __dir__ = attach(
     {
         "ARIMA": "tsgen.models.arima",
         "ConformalForecaster": "tsgen.models.conformal",
+        "Ensemble": "tsgen.models.ensemble",
         "DeepMarkovModel": "tsgen.models.dmm",
         "DeepState": "tsgen.models.deepstate",
         "LSTMSSM": "tsgen.models.lstm_ssm",
@@ -56,7 +58,7 @@ __getattr__, __dir__ = attach(
         "Naive": "tsgen.models.baselines",
         "SeasonalNaive": "tsgen.models.baselines",
     },
-    submodules=["arima", "baselines", "conformal", "deep_estimator", "deepstate", "dmm", "ets", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
+    submodules=["arima", "baselines", "conformal", "ensemble", "deep_estimator", "deepstate", "dmm", "ets", "lds", "lstm_ssm", "nonlinear_growth", "rnn",
                 "latent_estimator",
                 "srnn", "state_space", "stochastic_volatility", "storn", "theta", "vrnn"],
 )
@@ -64,6 +66,7 @@ __getattr__, __dir__ = attach(
 if TYPE_CHECKING:
     from tsgen.models.arima import ARIMA
     from tsgen.models.conformal import ConformalForecaster
+    from tsgen.models.ensemble import Ensemble
     from tsgen.models.baselines import Drift, Mean, Naive, SeasonalNaive
     from tsgen.models.deepstate import DeepState
     from tsgen.models.dmm import DeepMarkovModel
