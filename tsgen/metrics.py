@@ -219,6 +219,25 @@ def _levels(levels: Any, name: str, open_interval: bool = False) -> np.ndarray:
     return arr
 
 
+def _single_level(value: Any, name: str) -> float:
+    """One level in the open interval (0, 1), e.g. a coverage or MSIS's alpha."""
+    arr = _levels(value, name, open_interval=True)
+    if arr.ndim != 0:
+        raise ValueError(f"`{name}` must be a single float in (0, 1); got {arr.tolist()}.")
+    return float(arr)
+
+
+def _interval(
+    lower: Any, upper: Any, y_true: Any, shape: tuple[int, ...], observed: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """Interval bounds broadcast to ``shape``, with ``lower <= upper`` wherever y is observed."""
+    lo = _forecast(lower, "lower", y_true, shape, observed)
+    hi = _forecast(upper, "upper", y_true, shape, observed)
+    if ((lo > hi) & observed).any():
+        raise ValueError("`lower` must be <= `upper` everywhere `y_true` is observed; got lower > upper.")
+    return lo, hi
+
+
 def _normalize_axis(axis: Axis, ndim: int) -> tuple[int, ...]:
     """Axis of ``y_true`` as a tuple of non-negative ints (None -> all axes)."""
     if axis is None:
@@ -476,16 +495,11 @@ def msis(
     axis : None, int or tuple of int
         Axes of ``y_true`` to average over.
     """
-    a = _levels(alpha, "alpha", open_interval=True)
-    if a.ndim != 0:
-        raise ValueError(f"`alpha` must be a single float in (0, 1); got {a.tolist()}.")
+    a = _single_level(alpha, "alpha")
     y, observed = _target(y_true)
-    lo = _forecast(lower, "lower", y_true, y.shape, observed)
-    hi = _forecast(upper, "upper", y_true, y.shape, observed)
-    if ((lo > hi) & observed).any():
-        raise ValueError("`lower` must be <= `upper` everywhere `y_true` is observed; got lower > upper.")
+    lo, hi = _interval(lower, upper, y_true, y.shape, observed)
     scale = _seasonal_naive_scale(y_train, y, m, time_axis, "MSIS")
-    penalty = 2.0 / float(a) * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))
+    penalty = 2.0 / a * (np.maximum(lo - y, 0.0) + np.maximum(y - hi, 0.0))
     return _mean_observed((hi - lo + penalty) / scale, observed, axis)
 
 
@@ -674,10 +688,7 @@ def interval_coverage(y_true: Any, lower: Any, upper: Any, axis: Axis = None) ->
         Axes of ``y_true`` to average over.
     """
     y, observed = _target(y_true)
-    lo = _forecast(lower, "lower", y_true, y.shape, observed)
-    hi = _forecast(upper, "upper", y_true, y.shape, observed)
-    if ((lo > hi) & observed).any():
-        raise ValueError("`lower` must be <= `upper` everywhere `y_true` is observed; got lower > upper.")
+    lo, hi = _interval(lower, upper, y_true, y.shape, observed)
     inside = (lo <= y) & (y <= hi)
     return _mean_observed(inside.astype(np.float64), observed, axis)
 
@@ -902,9 +913,7 @@ def sample_interval_coverage(y_true: Any, samples: Any, level: float = 0.9, axis
     axis : None, int or tuple of int
         Axes of ``y_true`` to average over.
     """
-    lvl = _levels(level, "level", open_interval=True)
-    if lvl.ndim != 0:
-        raise ValueError(f"`level` must be a single float in (0, 1); got {lvl.tolist()}.")
+    lvl = _single_level(level, "level")
     y, observed = _target(y_true)
     x = _samples(samples, y.shape, observed)
     # Quantiles only where y is observed matter; fill the rest so np.quantile never sees NaN.
