@@ -76,7 +76,8 @@ def test_quantiles_are_the_conformal_order_statistics():
     np.testing.assert_allclose(frame["q0.05"], mean[0, :, 0] + errors[0])
     np.testing.assert_allclose(frame["q0.5"], mean[0, :, 0] + errors[9])
     np.testing.assert_allclose(frame["mean"], mean[0, :, 0] + model.errors_[:, :, 0].mean(0))
-    wide = model.predict(2, quantiles=(0.01, 0.99))
+    with pytest.warns(tsgen.InsufficientDataWarning, match="n_windows"):
+        wide = model.predict(2, quantiles=(0.01, 0.99))
     assert np.isinf(wide["q0.99"]).all() and np.isinf(wide["q0.01"]).all()  # n = 19 cannot certify 1%
 
 
@@ -98,10 +99,10 @@ def test_samples_have_the_calibrated_marginals_and_the_models_ranks():
 def test_many_series_and_conditioning_and_checks():
     train = _iid_panel(3, 40, seed=5)
     model = tsgen.ConformalForecaster(tsgen.Naive(), horizon=2, n_windows=5, random_state=0).fit(train)
-    frames = model.predict(2)
+    frames = model.predict(2, quantiles=(0.1, 0.9))  # n = 15 errors certify 10%/90%, not 5%/95%
     assert isinstance(frames, list) and len(frames) == 3
     assert model.errors_.shape == (15, 2, 1)
-    other = model.predict(2, y=[s.iloc[:30] for s in train])  # Naive fits each series: condition all three
+    other = model.predict(2, y=[s.iloc[:30] for s in train], quantiles=(0.1, 0.9))  # Naive fits each series: condition all three
     assert other[0].index[0] == train[0].index[30]
     with pytest.raises(ValueError, match="horizon"):
         model.predict(3)

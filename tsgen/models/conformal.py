@@ -39,6 +39,7 @@ are assumed exchangeable too.
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import torch
@@ -47,7 +48,8 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsgen._validation import is_int
 from tsgen.base import BaseForecaster, _decode, _encode, saved_class
-from tsgen.data import SeriesBatch, validate_horizon
+from tsgen.data import SeriesBatch
+from tsgen.exceptions import InsufficientDataWarning
 
 _METHODS = ("split", "rolling")
 
@@ -199,8 +201,9 @@ class ConformalForecaster(BaseForecaster):
             model.fit(series if data.is_collection else series[0])
         self.model_ = model
         self.errors_ = errors.transpose(0, 2, 1)
-        with np.errstate(invalid="ignore"):
-            self.bias_ = np.nan_to_num(np.nanmean(self.errors_, axis=0)) if n_out else np.zeros(shape[1:][::-1])
+        observed = ~np.isnan(self.errors_)
+        # a step never observed in calibration gets no bias correction (and no finite quantile)
+        self.bias_ = np.where(observed, self.errors_, 0.0).sum(0) / np.maximum(observed.sum(0), 1)
         self.backtest_ = result
 
     # ------------------------------------------------------------ forecasts
@@ -208,6 +211,13 @@ class ConformalForecaster(BaseForecaster):
         self._check_horizon(horizon)
         mean, _ = self.model_._forecast(horizon, history, None, ())
         offsets = _order_statistics(self.errors_[:, :horizon], levels)
+        unbounded = sorted(q for q in levels if np.isinf(offsets[q]).any())
+        if unbounded:
+            warnings.warn(
+                f"quantile level(s) {unbounded} are infinite: {self.errors_.shape[0]} calibration errors "
+                "cannot certify them (a level q needs at least 1/min(q, 1 - q) - 1); raise `n_windows`.",
+                InsufficientDataWarning, stacklevel=3,
+            )
         return mean + self.bias_[:horizon], {q: mean + offsets[q] for q in levels}
 
     def _draw_paths(self, horizon, n_samples, history, covariates) -> np.ndarray:
