@@ -100,7 +100,11 @@ def test_forecasts_beat_the_naive_forecast(trained):
 def test_training_raises_the_exact_likelihood(trained):
     model, _ = trained
     history = [record["train_loss"] for record in model.training_history_]
-    assert history[-1] < history[0] - 1
+    # noise and innovations start in units of the series' changes (c_0), not of its level, so the first epoch
+    # is already near the data's scale (a level-sized start began above 3 nats a step) and training still
+    # lowers the loss from there
+    assert history[0] < 3
+    assert history[-1] < history[0] - 0.1
 
 
 def test_covariates_drive_the_parameters_and_forecasts_take_future_ones():

@@ -16,12 +16,29 @@ and, with ``season_length = m``, ``m`` seasonal components of which the
 one for ``t mod m`` is observed (``a_t`` selects it) and takes that step's
 seasonal innovation (DeepState's seasonal model; ``e_t`` marks which
 components move). The season's phase is counted from each sequence's first
-step: the seasonal components are exchangeable a priori, so relabelling
-them by any fixed phase leaves the likelihood unchanged, and training
-windows need no calendar. Values are divided by the training data's mean
-absolute value ``s_0`` inside the network; the emitted parameters are
-returned in the data's units (``b``, ``m_1`` times ``s_0``, standard
-deviations times ``s_0``), so the Kalman filter runs on ``y`` itself.
+step, so training windows need no calendar. (Counting it from the calendar,
+as GluonTS's month-of-year indicators do, lets the LSTM tell July from
+January; it was tried and measured worse on airline's 24-month hold-out:
+80% coverage 0.13 against 0.38, the model fitting the training years' swings
+more tightly.)
+
+Units. ``s_0`` (the training data's mean absolute value) is the unit of
+the level's prior; ``c_0``, the mean absolute change ``|y_t - y_{t-1}|``,
+is the unit of everything that moves: offset, noise and innovation
+standard deviations, and the trend's and seasons' priors. Scaled by
+``s_0``, CO2's noise started near 0.7 x 330 ppm against monthly changes of
+about 1 ppm, and training stopped early with 80% intervals ±300 ppm wide
+(coverage 1.00, MAE 13.3, 27x ARIMA's). The emitted parameters are in the
+data's units, so the Kalman filter runs on ``y`` itself.
+
+No differencing. The other deep models model lag differences of a real
+series (:class:`tsgen.components.scaling.LagDifference`, chosen by
+:class:`tsgen.models.deep_estimator.DeepForecaster`); DeepState has no
+``scaling`` argument and so models the raw series. Its state already is
+the integration a difference would remove (a random-walk level, a local
+trend, a season that repeats every ``m`` steps): differencing first would
+leave the level and season states with nothing to carry, and filter and
+smooth would return states of the differences rather than of the series.
 
 Because the parameters depend on covariates only, ``log p(y_{1:T})`` is
 exact, the per-step values are the filter's ``log p(y_t | y_{<t})`` (causal),
@@ -37,8 +54,9 @@ from torch.nn.utils.rnn import pack_padded_sequence
 
 from tsgen._validation import is_int
 from tsgen.components.positive import positive
-from tsgen.components.scaling import CausalScale
+from tsgen.components.scaling import CausalScale, fitted_scale, lag_differences
 from tsgen.data import SeriesBatch, unwrap
+from tsgen.data._index import seasonal_period
 from tsgen.inference.elbo import valid_steps
 from tsgen.inference.kalman import (
     KalmanParams,
@@ -57,6 +75,12 @@ __all__ = ["DeepState", "DeepStateModule"]
 
 #: states of the level-trend block
 _LEVEL_TREND = 2
+
+
+def _inverse_positive(value):
+    """The raw value that :func:`positive` maps to ``value`` (> 0)."""
+    value = torch.as_tensor(value, dtype=torch.float64) - 1e-6
+    return value + torch.log(-torch.expm1(-value))
 
 
 class DeepStateModule(nn.Module):
@@ -88,36 +112,38 @@ class DeepStateModule(nn.Module):
         self.initial_mean = nn.Parameter(torch.zeros(self.state_dim))
         self.initial_raw = nn.Parameter(torch.zeros(self.state_dim))
         self.scaler = CausalScale(1, scale_window, "fixed")
+        # c_0: mean |y_t - y_{t-1}| of the training data, the unit of the noise, trend and season (set by the
+        # estimator before training; a buffer so that save/load keeps it)
+        self.register_buffer("change_scale", torch.ones(1))
 
     # ------------------------------------------------------------ inputs
-    def _season(self, start, n_series: int, steps: int, like: Tensor) -> Tensor:
-        """One-hot ``(B, steps, m)`` of ``t mod m`` for steps ``start, start + 1, ...`` (``start``: int or ``(B,)``)."""
-        position = torch.as_tensor(start, device=like.device).reshape(-1, 1) + torch.arange(steps, device=like.device)
-        return nn.functional.one_hot((position % self.season_length).expand(n_series, steps),
-                                     self.season_length).to(like.dtype)
-
-    def inputs(self, covariates: Tensor | None, n_series: int, steps: int, start, like: Tensor) -> Tensor:
-        """LSTM inputs ``(B, steps, K + m + 1)`` for steps ``start, start + 1, ...`` of each sequence
-        (``start`` an int or a tensor ``(B,)``: the phase of the seasonal one-hot)."""
+    def inputs(self, covariates: Tensor | None, n_series: int, steps: int, start, like: Tensor
+               ) -> tuple[Tensor, Tensor | None]:
+        """LSTM inputs ``(B, steps, K + m + 1)`` for steps ``start, start + 1, ...`` of each sequence (``start``
+        an int or ``(B,)``), and the seasonal one-hot ``(B, steps, m)`` of ``t mod m`` (None without a season)."""
+        active = None
         parts = [] if covariates is None else [covariates.to(like.dtype)]
         if self.season_length:
-            parts.append(self._season(start, n_series, steps, like))
+            position = torch.as_tensor(start, device=like.device).reshape(-1, 1) + torch.arange(steps,
+                                                                                                device=like.device)
+            active = nn.functional.one_hot((position % self.season_length).expand(n_series, steps),
+                                           self.season_length).to(like.dtype)
+            parts.append(active)
         parts.append(like.new_ones(n_series, steps, 1))
-        return torch.cat(parts, -1)
+        return torch.cat(parts, -1), active
 
-    def emit(self, hidden: Tensor, start, like: Tensor) -> dict[str, Tensor]:
+    def emit(self, hidden: Tensor, active: Tensor | None, like: Tensor) -> dict[str, Tensor]:
         """The time-varying fields ``H``, ``Q``, ``R``, ``d`` ``(B, steps, ...)`` in the data's units from LSTM
-        outputs ``(B, steps, hidden)``; ``start`` as in :meth:`inputs`."""
+        outputs ``(B, steps, hidden)`` and the seasonal one-hot of :meth:`inputs`."""
         n_series, steps = hidden.shape[:2]
         raw = self.out(hidden)
-        scale = self.scaler.prior.to(raw.dtype)[0]
+        scale = self.change_scale.to(raw.dtype)[0]
         offset = raw[..., 0] * scale
         noise = positive(raw[..., 1]) * scale
         std = positive(raw[..., 2:4])  # level and trend innovations
         rows = torch.stack([like.new_ones(n_series, steps), like.new_zeros(n_series, steps)], -1)
         if self.season_length:
             # the season of step t is observed and takes that step's seasonal innovation
-            active = self._season(start, n_series, steps, raw)
             std = torch.cat([std, positive(raw[..., 4:5]) * active], -1)
             rows = torch.cat([rows, active], -1)
         std = std * scale
@@ -133,10 +159,40 @@ class DeepStateModule(nn.Module):
         F[0, 1] = 1.0
         return F
 
+    def _initial_units(self, like: Tensor) -> Tensor:
+        """``(S,)``: the level's prior in units of ``s_0`` (the data's size), trend and season in ``c_0``
+        (the size of its changes): a level-sized season or trend prior would take many steps to forget."""
+        units = self.change_scale.to(like.dtype).expand(self.state_dim).clone()
+        units[0] = self.scaler.prior.to(like.dtype)[0]
+        return units
+
     def initial(self, like: Tensor) -> tuple[Tensor, Tensor]:
-        scale = self.scaler.prior.to(like.dtype)[0]
-        return self.initial_mean.to(like.dtype) * scale, torch.diag(positive(self.initial_raw).to(like.dtype) * scale
-                                                                     ).square()
+        units = self._initial_units(like)
+        return self.initial_mean.to(like.dtype) * units, torch.diag(positive(self.initial_raw).to(like.dtype)
+                                                                    * units).square()
+
+    @torch.no_grad()
+    def initialise(self, values: Tensor, mask: Tensor) -> None:
+        """Units and starting point from training windows ``(B, T, 1)`` (after ``scaler.fit_prior``).
+
+        ``c_0`` is the mean absolute first difference; the level's prior mean
+        starts at the data's mean. Seasonal components start with a prior
+        standard deviation of 3 ``c_0`` (airline's season spans several months'
+        changes), the innovations' and observation noise's output biases at
+        ``c_0 / 2`` (level, noise), ``c_0 / 4`` (season) and ``c_0 / 50``
+        (trend): the trend innovation's variance grows a forecast's variance
+        like ``h^3``, so a trend that moved by a typical change every step
+        would give intervals many times the data's range at a 2-year horizon.
+        """
+        self.change_scale.copy_(fitted_scale(*lag_differences(values, mask, 1)).to(self.change_scale))
+        observed = torch.where(mask, values, torch.zeros((), dtype=values.dtype))
+        level = observed.sum() / mask.sum().clamp(min=1)
+        self.initial_mean[0] = level / self.scaler.prior[0].to(level)
+        if self.season_length:
+            self.initial_raw[_LEVEL_TREND:] = _inverse_positive(3.0)
+        bias = [0.0, 0.5, 0.5, 0.02] + ([0.25] if self.season_length else [])
+        self.out.bias[1:] = _inverse_positive(torch.tensor(bias[1:]))
+        self.out.bias[0] = 0.0
 
     def state_names(self) -> list[str]:
         """The state components in order: ``level``, ``trend``, then ``season_k`` for ``t mod m == k``."""
@@ -146,8 +202,9 @@ class DeepStateModule(nn.Module):
         """The model emitted over sequences ``values`` ``(B, T, 1)`` (only their shape is read) and their
         covariates ``(B, T, K)``: :class:`KalmanParams` with ``H``, ``Q``, ``R``, ``d`` time-varying."""
         n_series, steps = values.shape[:2]
-        hidden, _ = self.lstm(self.inputs(covariates, n_series, steps, 0, values))
-        return self._params(self.emit(hidden, 0, values), *self.initial(values), values)
+        inputs, active = self.inputs(covariates, n_series, steps, 0, values)
+        hidden, _ = self.lstm(inputs)
+        return self._params(self.emit(hidden, active, values), *self.initial(values), values)
 
     def _params(self, fields: dict, m1: Tensor, P1: Tensor, like: Tensor) -> KalmanParams:
         n_series = fields["H"].shape[0]
@@ -179,8 +236,9 @@ class DeepStateModule(nn.Module):
         """Paths ``(n_samples, B, horizon, 1)`` after each series' last step ``lengths - 1``: the filtered
         state there, moved by the parameters emitted for the following steps."""
         n_series, steps = values.shape[:2]
-        hidden, _ = self.lstm(self.inputs(covariates, n_series, steps, 0, values))
-        fields = self.emit(hidden, 0, values)
+        inputs, active = self.inputs(covariates, n_series, steps, 0, values)
+        hidden, _ = self.lstm(inputs)
+        fields = self.emit(hidden, active, values)
         m1, P1 = self.initial(values)
         history = self._params(fields, m1, P1, values)
         filtered = kalman_filter_last(values, mask, history, lengths)
@@ -190,12 +248,12 @@ class DeepStateModule(nn.Module):
         mean = filtered.mean @ F.T
         cov = F @ filtered.covariance @ F.T + fields["Q"][rows, ends]
         # the LSTM's state at each series' own last step, then on through the future covariates
-        packed = pack_padded_sequence(self.inputs(covariates, n_series, steps, 0, values), lengths.cpu(),
+        packed = pack_padded_sequence(inputs, lengths.cpu(),
                                       batch_first=True, enforce_sorted=False)
         _, carry = self.lstm(packed)
-        future, _ = self.lstm(self.inputs(future_covariates, n_series, horizon, lengths.to(values.device), values),
-                              carry)
-        ahead = self.emit(future, lengths.to(values.device), values)
+        inputs, active = self.inputs(future_covariates, n_series, horizon, lengths.to(values.device), values)
+        future, _ = self.lstm(inputs, carry)
+        ahead = self.emit(future, active, values)
         params = self._params(ahead, mean, (cov + cov.transpose(-1, -2)) / 2, values)
         return kalman_sample(params, horizon, n_samples, generator=generator).observations
 
@@ -216,8 +274,10 @@ class DeepState(DeepForecaster):
 
     Parameters
     ----------
-    season_length : int >= 2 or None
-        Seasonal period ``m`` (None: level and trend only).
+    season_length : "auto", int >= 2 or None
+        Seasonal period ``m``. "auto" (default): the seasonal period of ``y``'s index frequency
+        (12 for monthly, 7 daily, 24 hourly, ...; as ``tsgen.ARIMA``'s ``period``), and no season
+        for arrays or an index without a frequency. None: level and trend only.
     hidden_dim : int
         LSTM size.
     window_length : int or None
@@ -229,13 +289,15 @@ class DeepState(DeepForecaster):
 
     Attributes
     ----------
+    season_length_ : int or None
+        The seasonal period used.
     module_ : DeepStateModule
     training_history_ : list of dict
     """
 
     _supports_covariates = True
 
-    def __init__(self, season_length=None, hidden_dim=32, window_length=None, max_epochs=100, batch_size=32,
+    def __init__(self, season_length="auto", hidden_dim=32, window_length=None, max_epochs=100, batch_size=32,
                  learning_rate=1e-2, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
                  lr_decay=1.0, random_state=None, device="cpu", progress=True, max_seconds=None):
         self.season_length = season_length
@@ -257,8 +319,8 @@ class DeepState(DeepForecaster):
     @classmethod
     def get_test_params(cls):
         return [
-            {"hidden_dim": 4, "window_length": 12, "max_epochs": 2, "batch_size": 16, "progress": False,
-             "random_state": 0},
+            {"season_length": None, "hidden_dim": 4, "window_length": 12, "max_epochs": 2, "batch_size": 16,
+             "progress": False, "random_state": 0},
             {"season_length": 12, "hidden_dim": 4, "window_length": 24, "max_epochs": 2, "progress": False,
              "random_state": 1},
         ]
@@ -268,9 +330,36 @@ class DeepState(DeepForecaster):
             raise ValueError(f"DeepState models one variable per series; `y` has {n_dims}.")
         if not is_int(self.hidden_dim) or self.hidden_dim < 1:
             raise ValueError(f"`hidden_dim` must be a positive integer; got {self.hidden_dim!r}.")
-        if self.season_length is not None and (not is_int(self.season_length) or self.season_length < 2):
-            raise ValueError(f"`season_length` must be None or an integer >= 2; got {self.season_length!r}.")
-        return DeepStateModule(n_features, self.hidden_dim, self.season_length, self._scale_window())
+        return DeepStateModule(n_features, self.hidden_dim, self.season_length_, self._scale_window())
+
+    def _resolve_season_length(self, data: SeriesBatch) -> int | None:
+        """``season_length``, with ``"auto"`` the seasonal period of the index frequency (None without one)."""
+        season_length = self.season_length
+        if isinstance(season_length, str) and season_length == "auto":
+            periods = {seasonal_period(index) for index in data.indexes}  # 1 without a frequency (arrays)
+            if len(periods) > 1:
+                raise ValueError(f"the series of `y` have index frequencies with different seasonal periods "
+                                 f"{sorted(periods)}; pass `season_length`.")
+            period = periods.pop()
+            return period if period >= 2 else None
+        if season_length is not None and (not is_int(season_length) or season_length < 2):
+            raise ValueError(f"`season_length` must be \"auto\", None or an integer >= 2; got {season_length!r}.")
+        return None if season_length is None else int(season_length)
+
+    def _fit(self, data, covariates):
+        self.season_length_ = self._resolve_season_length(data)
+        super()._fit(data, covariates)
+
+    def _initialise(self, module: DeepStateModule, batch: SequenceBatch) -> None:
+        module.initialise(batch.values, batch.mask)
+
+    def _fitted_state(self):
+        meta, tensors = super()._fitted_state()
+        return {**meta, "season_length": self.season_length_}, tensors
+
+    def _load_fitted_state(self, meta, tensors):
+        self.season_length_ = meta["season_length"]
+        super()._load_fitted_state(meta, tensors)
 
     def _kalman_inputs(self, data: SeriesBatch, covariates):
         """``values``, ``mask`` and the covariates of the steps of ``data``, on the module's device and dtype."""
