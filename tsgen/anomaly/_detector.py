@@ -558,7 +558,9 @@ def _history_to_spec(history) -> tuple[dict, dict]:
         if isinstance(index, pd.PeriodIndex):
             stamps = {"kind": "period", "freq": index.freqstr}, index.asi8.copy()
         else:
-            stamps = {"kind": "datetime", "tz": None if index.tz is None else str(index.tz)}, index.asi8.copy()
+            # asi8 counts in the index's own unit (pandas 3 reads CSV dates at "us"): keep the unit
+            stamps = ({"kind": "datetime", "tz": None if index.tz is None else str(index.tz),
+                       "unit": getattr(index, "unit", "ns")}, index.asi8.copy())
         history = history.reset_index(drop=True)
     meta, tensors = to_series_batch(history, "history").to_spec()
     meta["name"] = _encode(getattr(history, "name", None))
@@ -578,7 +580,7 @@ def _history_from_spec(meta: dict, tensors: dict):
         if stamps["kind"] == "period":
             index = pd.PeriodIndex.from_ordinals(values, freq=stamps["freq"])
         else:
-            index = pd.DatetimeIndex(values.astype("datetime64[ns]"))
+            index = pd.DatetimeIndex(values.astype(f"datetime64[{stamps.get('unit', 'ns')}]"))
             if stamps["tz"] is not None:
                 index = index.tz_localize("UTC").tz_convert(stamps["tz"])
         history.index = index

@@ -35,6 +35,17 @@ def frequency_of(index) -> str | None:
         return None
 
 
+def _same_frequency(own: str, freq: str, periods: bool) -> bool:
+    """Whether two frequency strings name the same step; a PeriodIndex's ("M", "Q-DEC") are period
+    aliases, which pandas 3 no longer accepts as offsets ("M" is month-end "ME" there)."""
+    try:
+        if periods:
+            return pd.Period("2000-01-01", freq=own).freq == pd.Period("2000-01-01", freq=freq).freq
+        return pd.tseries.frequencies.to_offset(own) == pd.tseries.frequencies.to_offset(freq)
+    except (TypeError, ValueError):
+        return False
+
+
 def stream_view(data, freq: str | None):
     """``(view, rows)``: the series the model sees and the row of ``view`` holding each row of ``data``.
 
@@ -44,8 +55,7 @@ def stream_view(data, freq: str | None):
     if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)):
         return data, None
     own = frequency_of(index)
-    if own is not None and (freq is None or pd.tseries.frequencies.to_offset(own) == pd.tseries.frequencies.to_offset(
-            freq)):
+    if own is not None and (freq is None or _same_frequency(own, freq, isinstance(index, pd.PeriodIndex))):
         return data, None
     if freq is not None and index.is_unique and index.is_monotonic_increasing and len(index):
         if isinstance(index, pd.PeriodIndex):
