@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from tsgen._validation import is_int
-from tsgen.components.positive import positive
+from tsgen.components.positive import MIN_POSITIVE, positive
 from tsgen.components.scaling import CausalScale, fitted_scale, lag_differences
 from tsgen.data import SeriesBatch, unwrap
 from tsgen.data._index import seasonal_period
@@ -78,9 +78,9 @@ _LEVEL_TREND = 2
 
 
 def _inverse_positive(value):
-    """The raw value that :func:`positive` maps to ``value`` (> 0)."""
-    value = torch.as_tensor(value, dtype=torch.float64) - 1e-6
-    return value + torch.log(-torch.expm1(-value))
+    """The raw value that :func:`positive` maps to ``value`` (> ``MIN_POSITIVE``)."""
+    value = torch.as_tensor(value, dtype=torch.float64) - MIN_POSITIVE
+    return value + torch.log(-torch.expm1(-value))  # log(expm1(value)), finite for large values
 
 
 class DeepStateModule(nn.Module):
