@@ -41,6 +41,7 @@ import pytest
 import torch
 
 import tsgen
+from tsgen.components.positive import inverse_positive
 from tsgen.inference.kalman import KalmanParams, kalman_filter, kalman_smoother
 
 # the models here are fitted briefly on short series on purpose (their weights are then set or only scored)
@@ -75,11 +76,6 @@ MODELS = ("VRNN", "VRNN-lstm", "STORN", "STORN-lstm", "SRNN-filtering", "SRNN-sm
 POSTERIOR_SD = (1 / Q**2 + (U**2).sum(0) / R**2).rsqrt()
 GAIN = POSTERIOR_SD[:, None] ** 2 * U.T / R**2
 ONES = torch.ones(D, dtype=torch.float64)
-
-
-def _inverse_positive(value):
-    """The raw output that tsgen.components.positive maps to ``value`` (softplus + 1e-6)."""
-    return torch.log(torch.expm1(torch.as_tensor(value, dtype=torch.float64) - 1e-6))
 
 
 def _block(shape, *pieces):
@@ -128,7 +124,7 @@ def _set_head(head) -> None:
         head.proj["loc"].weight.copy_(_block((D, n_in), (0, 0, U)))
         head.proj["loc"].bias.copy_(B - U @ ONES * MARGIN)
         head.proj["scale"].weight.zero_()
-        head.proj["scale"].bias.fill_(float(_inverse_positive(R)))
+        head.proj["scale"].bias.fill_(float(inverse_positive(R)))
 
 
 def _set_prior(gaussian, s_column: int, s_weight: float, a) -> None:
@@ -136,7 +132,7 @@ def _set_prior(gaussian, s_column: int, s_weight: float, a) -> None:
     ``s_{t-1} * s_weight``."""
     n_in = gaussian.net.net[0].in_features
     set_affine(gaussian.net, _block((2 * S, n_in), (0, s_column, a / s_weight)),
-               torch.cat([C, _inverse_positive(Q)]))
+               torch.cat([C, inverse_positive(Q)]))
 
 
 def _set_optimal_posterior(gaussian, x_column: int, s_column: int, s_weight: float, a) -> None:
@@ -146,7 +142,7 @@ def _set_optimal_posterior(gaussian, x_column: int, s_column: int, s_weight: flo
     keep = _eye(S) - GAIN @ U
     weight = _block((2 * S, n_in), (0, x_column, GAIN), (0, s_column, keep @ a / s_weight))
     set_affine(gaussian.net, weight, torch.cat([keep @ C - GAIN @ B - GAIN @ ONES * MARGIN,
-                                                _inverse_positive(POSTERIOR_SD)]))
+                                                inverse_positive(POSTERIOR_SD)]))
 
 
 def _cell_parameters(cell):
@@ -242,10 +238,10 @@ def configure(model, name: str, a=A):
                 _pin_gru(module.recognition, r_in, r_b, 0 * eye)
             gain = GAIN / Q[:, None]
             set_affine(module.posterior, _block((2 * S, n_in), (0, 0, gain / EPS)),
-                       torch.cat([-gain @ (U @ C + B), _inverse_positive(POSTERIOR_SD / Q)]))
+                       torch.cat([-gain @ (U @ C + B), inverse_positive(POSTERIOR_SD / Q)]))
         else:
             set_affine(module.posterior, torch.zeros(2 * S, n_in, dtype=torch.float64),
-                       torch.cat([torch.zeros(S), _inverse_positive(torch.ones(S))]))
+                       torch.cat([torch.zeros(S), inverse_positive(torch.ones(S))]))
     else:  # SRNN: d_t = 0; prior N(A z_{t-1} + C, Q^2) of [z_{t-1}, d_t]; decoder of [z_t, d_t]
         H = module.deterministic.hidden_size
         with torch.no_grad():
@@ -255,7 +251,7 @@ def configure(model, name: str, a=A):
         _set_feature(module.decoder, S)
         _set_feature(module.phi_x, D)
         n_in = module.posterior.net.net[0].in_features
-        scale = _inverse_positive(POSTERIOR_SD)
+        scale = inverse_positive(POSTERIOR_SD)
         if module.inference == "filtering":  # [z_{t-1}, d_t, phi_x(u_t)]; the Resq correction to the prior's mean
             weight = _block((2 * S, n_in), (0, S + H, GAIN), (0, 0, -GAIN @ U @ a))
             set_affine(module.posterior.net, weight, torch.cat([-GAIN @ (U @ C + B) - GAIN @ ONES * MARGIN, scale]))

@@ -19,7 +19,7 @@ import torch
 from torch import Tensor
 from torch.nn import functional as F
 
-__all__ = ["MIN_POSITIVE", "positive", "positive_derivative"]
+__all__ = ["MIN_POSITIVE", "inverse_positive", "positive", "positive_derivative"]
 
 #: added after the softplus: scales are at least this (relative to the data scale for heads)
 MIN_POSITIVE = 1e-6
@@ -37,3 +37,10 @@ def positive_derivative(output: Tensor) -> Tensor:
     need only the scale they stored, not the pre-activation.
     """
     return -torch.expm1(-(output - MIN_POSITIVE))
+
+
+def inverse_positive(value) -> Tensor:
+    """The raw output that :func:`positive` maps to ``value`` (> ``MIN_POSITIVE``), in float64: for
+    starting a network's bias at a chosen scale."""
+    value = torch.as_tensor(value, dtype=torch.float64) - MIN_POSITIVE
+    return value + torch.log(-torch.expm1(-value))  # log(expm1(value)), finite for large values

@@ -53,7 +53,7 @@ from torch import Tensor, nn
 from torch.nn.utils.rnn import pack_padded_sequence
 
 from tsgen._validation import is_int
-from tsgen.components.positive import MIN_POSITIVE, positive
+from tsgen.components.positive import inverse_positive, positive
 from tsgen.components.scaling import CausalScale, fitted_scale, lag_differences
 from tsgen.data import SeriesBatch, unwrap
 from tsgen.data._index import seasonal_period
@@ -75,12 +75,6 @@ __all__ = ["DeepState", "DeepStateModule"]
 
 #: states of the level-trend block
 _LEVEL_TREND = 2
-
-
-def _inverse_positive(value):
-    """The raw value that :func:`positive` maps to ``value`` (> ``MIN_POSITIVE``)."""
-    value = torch.as_tensor(value, dtype=torch.float64) - MIN_POSITIVE
-    return value + torch.log(-torch.expm1(-value))  # log(expm1(value)), finite for large values
 
 
 class DeepStateModule(nn.Module):
@@ -189,9 +183,9 @@ class DeepStateModule(nn.Module):
         level = observed.sum() / mask.sum().clamp(min=1)
         self.initial_mean[0] = level / self.scaler.prior[0].to(level)
         if self.season_length:
-            self.initial_raw[_LEVEL_TREND:] = _inverse_positive(3.0)
+            self.initial_raw[_LEVEL_TREND:] = inverse_positive(3.0)
         bias = [0.0, 0.5, 0.5, 0.02] + ([0.25] if self.season_length else [])
-        self.out.bias[1:] = _inverse_positive(torch.tensor(bias[1:]))
+        self.out.bias[1:] = inverse_positive(torch.tensor(bias[1:]))
         self.out.bias[0] = 0.0
 
     def state_names(self) -> list[str]:
