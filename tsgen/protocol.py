@@ -224,13 +224,18 @@ def observed_log_prob(distribution: Distribution, x: Tensor, mask: Tensor) -> Te
     if isinstance(distribution, MultivariateNormal):
         return _mvn_observed_log_prob(distribution, x, mask)
     everything, nothing = mask.all(-1), ~mask.any(-1)
+    if bool(everything.all()):
+        return distribution.log_prob(x)
     if bool((everything | nothing).all()):
-        safe = torch.where(mask, x, distribution.mean.detach().expand(x.shape))
-        value = distribution.log_prob(safe)
+        # unobserved vectors are read at a point inside the support: a component's fill_value, else the mean
+        fill = getattr(distribution, "fill_value", None)
+        placeholder = distribution.mean.detach().expand(x.shape) if fill is None else torch.full_like(x, fill)
+        value = distribution.log_prob(torch.where(mask, x, placeholder))
         return torch.where(everything, value, torch.zeros((), dtype=value.dtype, device=value.device))
     raise ValueError(
-        f"a partially observed vector needs an emission that factorises over dimensions or a multivariate "
-        f"normal; {type(distribution).__name__} has neither."
+        f"`emission` {type(distribution).__name__} does not factorise over dimensions, so a partially observed "
+        f"vector cannot be scored; emissions that allow partially observed vectors are the factorised ones "
+        f"(normal, studentt, bernoulli, poisson, negbin, per-dimension mixtures) and multivariate normals."
     )
 
 

@@ -12,6 +12,27 @@ shape ``(dim,)``. An optional positive ``scale`` of shape broadcastable to
 ``x / scale`` and the distribution is over ``x`` in original units
 (``loc * s``, ``sigma * s`` for continuous heads; ``rate * s`` / ``mu * s``
 for counts; Bernoulli ignores it).
+
+``DistributionHead`` is also the one base of every emission component (DESIGN
+section 2). Two class flags describe what the models may assume:
+
+- ``factorizes``: the distribution is a product over the ``D`` dimensions,
+  so a partially observed vector is scored on its observed components.
+  A non-factorising emission (an autoregressive MADE, a flow over the
+  vector) scores fully observed vectors with its joint ``log_prob``, gives 0
+  for vectors with nothing observed and refuses partially observed ones.
+- ``exact_log_prob``: ``log_prob`` is the exact density; False when it is an
+  unbiased (importance-sampled) estimate of the density (e.g. a
+  latent-variable decoder). A particle filter stays valid with such random
+  weights, but its likelihoods are then estimates of an estimate.
+
+A family may override ``forward`` entirely (``args_dim = {}``). A head with
+a non-default flag tags every distribution it returns with ``factorises``,
+``exact_log_prob`` and ``fill_value`` attributes, which
+:func:`tsgen.protocol.observed_log_prob` reads. Family modules add their
+names with :func:`register_emission`; :func:`make_head` imports the family
+modules the first time it meets a name it does not know, so ``import tsgen``
+does not import them.
 """
 from __future__ import annotations
 
@@ -31,6 +52,8 @@ from torch.distributions import (
 
 from tsgen._validation import is_int
 from tsgen.components.positive import positive
+from tsgen.components.registry import ComponentRegistry
+from tsgen.protocol import factorises, observed_log_prob
 
 
 class DistributionHead(nn.Module):
@@ -57,6 +80,10 @@ class DistributionHead(nn.Module):
     location_scale: ClassVar[bool] = False
     #: the values the likelihood covers, in words (None: every real number)
     support: ClassVar[str | None] = None
+    #: a product over the ``D`` dimensions (partially observed vectors are scored on their observed part)
+    factorizes: ClassVar[bool] = True
+    #: ``log_prob`` is the exact density (False: an unbiased estimate of it)
+    exact_log_prob: ClassVar[bool] = True
 
     def __init__(self, in_features: int, dim: int):
         super().__init__()
@@ -68,6 +95,9 @@ class DistributionHead(nn.Module):
         self.proj = nn.ModuleDict(
             {arg: nn.Linear(in_features, width * dim) for arg, width in self.args_dim.items()}
         )
+        if not self.factorizes or not self.exact_log_prob:
+            # the default heads return plain Independent distributions: no hook on their hot path
+            self.register_forward_hook(_tag_distribution)
 
     def domain_map(self, **raw: torch.Tensor) -> dict[str, torch.Tensor]:
         """Unconstrained projections ``(..., dim)`` -> arguments in their domains."""
@@ -105,6 +135,18 @@ class DistributionHead(nn.Module):
 
     def extra_repr(self) -> str:
         return f"in_features={self.in_features}, dim={self.dim}"
+
+
+def _tag_distribution(head: DistributionHead, inputs, distribution: Distribution) -> Distribution:
+    distribution.factorises = head.factorizes
+    distribution.exact_log_prob = head.exact_log_prob
+    distribution.fill_value = head.fill_value
+    return distribution
+
+
+def is_exact(distribution: Distribution) -> bool:
+    """Whether an emission's ``log_prob`` is its exact density (False: an unbiased estimate)."""
+    return bool(getattr(distribution, "exact_log_prob", True))
 
 
 class NormalHead(DistributionHead):
@@ -213,30 +255,40 @@ class NegativeBinomialHead(DistributionHead):
         return NegativeBinomial(total_count=total_count, logits=logits)
 
 
+#: the built-in factorised heads by name (the emission registry holds these and every family's)
 HEADS: dict[str, type[DistributionHead]] = {
     head.name: head for head in (NormalHead, StudentTHead, BernoulliHead, PoissonHead, NegativeBinomialHead)
 }
 
+#: every emission by name: the heads above and whatever the family modules register
+EMISSIONS: ComponentRegistry = ComponentRegistry("emission", DistributionHead)
+for _head in HEADS.values():
+    EMISSIONS.register(_head, builtin=True)
+
+
+def register_emission(cls: type[DistributionHead]) -> type[DistributionHead]:
+    """Make ``cls`` available by ``cls.name`` wherever a model takes ``emission=`` (a class decorator)."""
+    return EMISSIONS.register(cls)
+
 
 def make_head(emission, in_features: int, dim: int) -> DistributionHead:
-    """A head from a name in :data:`HEADS`, a :class:`DistributionHead` subclass, or an instance.
+    """An emission from a registered name, a :class:`DistributionHead` subclass, an instance, or a factory.
 
-    An instance is used as is (its ``in_features``/``dim`` must match).
+    A class or factory (e.g. ``functools.partial(MADEEmission, hidden=...)``)
+    is called as ``factory(in_features, dim)``. An instance is used as is
+    (its ``in_features``/``dim`` must match); models copy it first, so the
+    caller's object is never trained.
     """
-    if isinstance(emission, DistributionHead):
-        if emission.in_features != in_features or emission.dim != dim:
+
+    def check(head: DistributionHead) -> None:
+        if head.in_features != in_features or head.dim != dim:
             raise ValueError(
-                f"`emission` head maps {emission.in_features} features to {emission.dim} variables; "
-                f"expected {in_features} -> {dim}."
+                f"`emission` head maps {head.in_features} features to {head.dim} variables; "
+                f"expected {in_features} -> {dim}. Pass its class or functools.partial(cls, ...) to let the "
+                f"model choose the sizes."
             )
-        return emission
-    if isinstance(emission, type) and issubclass(emission, DistributionHead):
-        return emission(in_features, dim)
-    if isinstance(emission, str) and emission.lower() in HEADS:
-        return HEADS[emission.lower()](in_features, dim)
-    raise ValueError(
-        f"`emission` must be one of {sorted(HEADS)} or a DistributionHead; got {emission!r}."
-    )
+
+    return EMISSIONS.resolve(emission, lambda factory: factory(in_features, dim), check)
 
 
 def element_log_prob(distribution: Distribution, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
@@ -246,11 +298,21 @@ def element_log_prob(distribution: Distribution, x: torch.Tensor, mask: torch.Te
     inside every head's support before evaluating, so neither the value nor
     the gradient of the result depends on them.
     """
+    if not factorises(distribution):
+        raise ValueError(
+            f"per-variable log densities need an `emission` that factorises over dimensions; "
+            f"{type(distribution).__name__} does not (score whole vectors with masked_log_prob)."
+        )
     base = distribution.base_dist if isinstance(distribution, Independent) else distribution
     safe = torch.where(mask, x, torch.zeros((), dtype=x.dtype, device=x.device))
     return torch.where(mask, base.log_prob(safe), torch.zeros((), dtype=x.dtype, device=x.device))
 
 
 def masked_log_prob(distribution: Distribution, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """``log p(x_obs)`` summed over the observed variables of each event: shape ``(...)``."""
-    return element_log_prob(distribution, x, mask).sum(-1)
+    """``log p(x_obs)`` per event: shape ``(...)`` (:func:`tsgen.protocol.observed_log_prob`).
+
+    A factorised emission sums its observed variables; a non-factorising
+    one scores fully observed vectors jointly, gives 0 where nothing is
+    observed and raises ``ValueError`` on partially observed vectors.
+    """
+    return observed_log_prob(distribution, x, mask)
