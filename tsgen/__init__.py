@@ -7,9 +7,13 @@ matplotlib.
 """
 from __future__ import annotations
 
+import logging
 from typing import TYPE_CHECKING
 
 from tsgen._lazy import attach
+
+# the library logs through `logging` under "tsgen"; the application decides where records go
+logging.getLogger(__name__).addHandler(logging.NullHandler())
 
 __version__ = "0.1.0"
 
@@ -42,8 +46,11 @@ __all__ = [
     "TrainingDivergenceWarning",
     "VRNN",
     "backtest",
+    "config_context",
+    "get_config",
     "load",
     "metrics",
+    "set_config",
     "__version__",
 ]
 
@@ -72,6 +79,9 @@ __getattr__, __dir__ = attach(
         "TrainingDivergenceWarning": "tsgen.exceptions",
         "VRNN": "tsgen.models.vrnn",
         "backtest": "tsgen.evaluation",
+        "config_context": "tsgen._config",
+        "get_config": "tsgen._config",
+        "set_config": "tsgen._config",
         "load": "tsgen.base",
         "Drift": "tsgen.models.baselines",
         "ETS": "tsgen.models.ets",
@@ -87,6 +97,7 @@ __getattr__, __dir__ = attach(
 
 if TYPE_CHECKING:
     from tsgen import metrics
+    from tsgen._config import config_context, get_config, set_config
     from tsgen.anomaly import AnomalyDetector
     from tsgen.base import BaseForecaster, load
     from tsgen.evaluation import BacktestResult, backtest

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import contextlib
+import logging
 import math
 import time
 import warnings
@@ -11,6 +12,7 @@ import torch
 from torch import nn
 from tqdm import tqdm
 
+from tsgen._config import show_progress
 from tsgen.exceptions import TrainingDivergedError, TrainingDivergenceWarning
 from tsgen.training.batch import SequenceBatch
 from tsgen.training.config import TrainingConfig
@@ -18,6 +20,7 @@ from tsgen.training.device import resolve_device
 from tsgen.training.randomness import seeded_from
 
 LossFn = Callable[[SequenceBatch, float], torch.Tensor]
+logger = logging.getLogger(__name__)
 
 #: an epoch's loss this far above the best one, in units of max(1, |best|), counts as an explosion
 EXPLOSION_FACTOR = 0.5
@@ -195,7 +198,9 @@ def train(
     n = len(train_data)
     began = time.perf_counter()
     with seeded_from(generator, device), _unchecked_distributions():
-        epochs = tqdm(range(config.max_epochs), disable=not config.progress, desc="training", leave=False)
+        # the estimator's `progress` asks for a bar; the library-wide switch (tsgen.set_config) decides
+        epochs = tqdm(range(config.max_epochs), disable=not show_progress(config.progress), desc="training",
+                      leave=False)
         for index in epochs:
             epoch = index + 1
             started = time.perf_counter()
@@ -237,6 +242,9 @@ def train(
                 "kl_weight": kl_weight, "lr": lr, "seconds": time.perf_counter() - started,
             })
             epochs.set_postfix(train=f"{train_loss:.4g}", valid="-" if valid_loss is None else f"{valid_loss:.4g}")
+            logger.debug("epoch %d: train loss %.6g, valid loss %s, kl weight %.3g, lr %.3g, %.2f s", epoch,
+                         train_loss, "-" if valid_loss is None else f"{valid_loss:.6g}", kl_weight, lr,
+                         history[-1]["seconds"])
             monitored = train_loss if valid_loss is None else valid_loss
             # a training loss under a partial KL weight is not the objective: not comparable
             comparable = valid_loss is not None or kl_weight >= 1.0
@@ -247,8 +255,11 @@ def train(
             elif comparable:
                 stale += 1
             if config.patience is not None and stale >= config.patience:
+                logger.info("early stopping after epoch %d: no improvement in %d epochs", epoch, stale)
                 break
             if config.max_seconds is not None and time.perf_counter() - began >= config.max_seconds:
+                logger.info("stopping after epoch %d: the max_seconds budget of %g s is spent", epoch,
+                            config.max_seconds)
                 break
         epochs.close()
     if best_state is not None:
