@@ -35,8 +35,8 @@ from sklearn.utils.validation import check_is_fitted
 from tsgen._validation import is_int
 from tsgen.data import (
     SeriesBatch,
-    forecast_frames,
-    per_step_series,
+    forecast_output,
+    per_step_output,
     to_covariates,
     to_series_batch,
     unwrap,
@@ -234,7 +234,7 @@ class BaseForecaster(BaseEstimator):
         levels = _check_quantiles(quantiles)
         history, covariates = self._conditioning(horizon, y, X)
         mean, bands = self._forecast(horizon, history, covariates, levels)
-        return unwrap(history, forecast_frames(history, mean, bands))
+        return forecast_output(history, mean, bands)
 
     # ------------------------------------------- array-level results (no pandas)
     def _conditioning(self, horizon, y, X):
@@ -278,7 +278,7 @@ class BaseForecaster(BaseEstimator):
                 return float(totals.sum())
         per_step_values = self._per_step_log_likelihood(data, covariates, **options)
         if per_step:
-            return unwrap(data, per_step_series(data, per_step_values))
+            return per_step_output(data, per_step_values)
         return float(np.nansum(per_step_values))
 
     def score(self, y, X=None):

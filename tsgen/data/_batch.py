@@ -7,10 +7,16 @@ Invariants of a :class:`SeriesBatch` (what every model below the edge may rely o
   values (NaN) and padding are False and hold NaN in ``values``;
 - ``lengths[i]`` is the number of time steps of series ``i`` (padding excluded);
 - ``indexes[i]`` is the validated time index of series ``i``;
+- ``ids`` names each series of panel input (kind ``"panel"``: a long frame
+  or a dict, ordered by id) and is None otherwise (series are then known by
+  position); ``names``, when not None, holds each series' own variable
+  names where they differ between series (a list of differently named
+  Series), ``columns`` being the first series';
 - the caller's objects are never modified or aliased.
 """
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass
 
 import numpy as np
@@ -19,9 +25,10 @@ import torch
 
 from tsgen._validation import is_int
 from tsgen.data._index import index_from_spec, index_to_spec, validate_index
+from tsgen.data._panel import ID_COL, TIME_COL, Panel, from_long, is_long_frame
 
 #: how the user handed the data in, so results go back in the same shape
-INPUT_KINDS = ("series", "frame", "array", "list", "arrays")
+INPUT_KINDS = ("series", "frame", "array", "list", "arrays", "panel")
 
 
 @dataclass(frozen=True)
@@ -32,6 +39,10 @@ class SeriesBatch:
     indexes: tuple
     columns: tuple
     kind: str
+    ids: tuple | None = None
+    names: tuple | None = None
+    id_col: str = ID_COL
+    time_col: str = TIME_COL
 
     @property
     def n_series(self) -> int:
@@ -43,7 +54,21 @@ class SeriesBatch:
 
     @property
     def is_collection(self) -> bool:
-        return self.kind in ("list", "arrays")
+        return self.kind in ("list", "arrays", "panel")
+
+    @property
+    def is_panel(self) -> bool:
+        """Whether results go back as one long frame keyed by id (input was a long frame or a dict)."""
+        return self.kind == "panel"
+
+    @property
+    def series_ids(self) -> tuple:
+        """Each series' id: the panel's ids, else positions 0..n-1."""
+        return self.ids if self.ids is not None else tuple(range(self.n_series))
+
+    def columns_of(self, i: int) -> tuple:
+        """The variable names of series ``i`` (its own name for a univariate Series)."""
+        return self.names[i] if self.names is not None else self.columns
 
     @property
     def n_observed(self) -> int:
@@ -56,6 +81,10 @@ class SeriesBatch:
             "columns": [str(c) for c in self.columns],
             "kind": self.kind,
         }
+        if self.ids is not None:
+            meta.update(ids=[_json_id(key) for key in self.ids], id_col=str(self.id_col), time_col=str(self.time_col))
+        if self.names is not None:
+            meta["names"] = [[str(c) for c in names] for names in self.names]
         return meta, {"values": self.values, "mask": self.mask, "lengths": self.lengths}
 
     @classmethod
@@ -67,7 +96,20 @@ class SeriesBatch:
             indexes=tuple(index_from_spec(s) for s in meta["indexes"]),
             columns=tuple(meta["columns"]),
             kind=meta["kind"],
+            ids=tuple(meta["ids"]) if meta.get("ids") is not None else None,
+            names=tuple(tuple(n) for n in meta["names"]) if meta.get("names") is not None else None,
+            id_col=meta.get("id_col", ID_COL),
+            time_col=meta.get("time_col", TIME_COL),
         )
+
+
+def _json_id(key):
+    """An id as JSON keeps it: integers and strings as they are, anything else by its text."""
+    if isinstance(key, (bool, np.bool_)):
+        return str(key)
+    if isinstance(key, (int, np.integer)):
+        return int(key)
+    return key if isinstance(key, str) else str(key)
 
 
 def _is_real(dtype) -> bool:
@@ -153,7 +195,10 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
 
     ``y`` is a ``pd.Series`` (univariate), a ``pd.DataFrame`` (columns are
     variables), an array of shape ``(time,)``/``(time, dim)``, or a list of
-    any of those (many series, or a collection of sequences).
+    any of those (many series, or a collection of sequences); or panel
+    input keyed by id (kind ``"panel"``, see :mod:`tsgen.data._panel`): a
+    :class:`~tsgen.data.Panel`, a dict ``{id: series}``, or a long frame with
+    ``unique_id`` and ``ds`` columns (values in ``y``).
 
     Many series cost little more than one: each series is only unpacked
     (values and index) in Python, the value checks (infinite, all missing,
@@ -165,6 +210,12 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
         return y
     if y is None:
         raise TypeError(f"`{name}` is required: expected a Series, DataFrame, array or list of them.")
+    if is_long_frame(y):
+        y = from_long(y, name=name)
+    elif isinstance(y, Mapping) and not isinstance(y, Panel):
+        y = Panel.from_dict(y, name)
+    if isinstance(y, Panel):
+        return _panel_batch(y, name, min_length)
     is_list = isinstance(y, (list, tuple)) and not (len(y) > 0 and np.isscalar(y[0]))
     items = list(y) if is_list else [y]
     if len(items) == 0:
@@ -174,18 +225,19 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
         return f"{name}[{i}]" if is_list else name
 
     arrays, raw_indexes, columns, first_kind = [], [], None, None
+    own_columns = []  # each series' variable names, kept when they differ (a list of differently named series)
     for i, item in enumerate(items):
         values = _plain_series_values(item)
         if values is not None:  # (T,): the univariate fast path
             index, kind = item.index, "series"
             n_columns = 1
-            if columns is None:
-                columns = (item.name if item.name is not None else "y",)
+            item_columns = (item.name if item.name is not None else "y",)
         else:
             values, index, item_columns, kind = _item_values(item, label(i))
             n_columns = len(item_columns)
-            if columns is None:
-                columns = item_columns
+        if columns is None:
+            columns = item_columns
+        own_columns.append(item_columns)
         if values.shape[0] == 0:
             raise ValueError(f"`{label(i)}` is empty: expected at least {max(min_length, 1)} time steps.")
         if n_columns != len(columns):
@@ -204,6 +256,7 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
     _check_block(padded, mask, lengths, label, min_length)
     indexes = _validated_indexes(raw_indexes, lengths, label)
     kind = ("arrays" if first_kind == "array" else "list") if is_list else first_kind
+    differ = any(c != columns for c in own_columns)
     return SeriesBatch(
         values=torch.from_numpy(padded),
         mask=torch.from_numpy(mask),
@@ -211,6 +264,33 @@ def to_series_batch(y, name: str = "y", min_length: int = 1) -> SeriesBatch:
         indexes=indexes,
         columns=columns,
         kind=kind,
+        names=tuple(own_columns) if differ else None,
+    )
+
+
+def _panel_batch(panel: Panel, name: str, min_length: int) -> SeriesBatch:
+    """A panel's series (already split, validated and ordered by id) as one padded batch."""
+    ids = panel.ids
+
+    def label(i: int) -> str:
+        return f"{name}[{ids[i]!r}]"
+
+    arrays = panel._values
+    lengths = np.fromiter((a.shape[0] for a in arrays), dtype=np.int64, count=len(arrays))
+    padded = _padded_block(arrays, lengths, len(panel.columns))
+    mask = np.isnan(padded)
+    np.logical_not(mask, out=mask)
+    _check_block(padded, mask, lengths, label, min_length)
+    return SeriesBatch(
+        values=torch.from_numpy(padded),
+        mask=torch.from_numpy(mask),
+        lengths=torch.from_numpy(lengths),
+        indexes=tuple(panel._indexes),
+        columns=panel.columns,
+        kind="panel",
+        ids=ids,
+        id_col=panel.id_col,
+        time_col=panel.time_col,
     )
 
 

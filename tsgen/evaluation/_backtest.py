@@ -38,10 +38,10 @@ def _series_pandas(batch: SeriesBatch, i: int):
     """Series ``i`` of a validated batch as a fresh pandas object (never the caller's)."""
     n = int(batch.lengths[i])
     values = batch.values[i, :n].numpy().copy()
-    index = batch.indexes[i]
+    index, columns = batch.indexes[i], batch.columns_of(i)
     if batch.n_dims == 1 and batch.kind != "frame":
-        return pd.Series(values[:, 0], index=index, name=batch.columns[0])
-    return pd.DataFrame(values, index=index, columns=list(batch.columns))
+        return pd.Series(values[:, 0], index=index, name=columns[0])
+    return pd.DataFrame(values, index=index, columns=list(columns))
 
 
 def _seeded_clone(model, seed: int):
@@ -256,7 +256,21 @@ def backtest(
         for task_fits, task_outcomes in results:
             fits += task_fits
             outcomes += task_outcomes
-    return _assemble(fits, outcomes, datasets, cutoffs, horizon, quantiles, keep_samples)
+    result = _assemble(fits, outcomes, datasets, cutoffs, horizon, quantiles, keep_samples)
+    return _named_by_id(result, batch) if batch.is_panel else result
+
+
+def _named_by_id(result: BacktestResult, batch: SeriesBatch) -> BacktestResult:
+    """Panel input: the ``series`` column (and ``samples`` keys) hold each series' id instead of its position."""
+    ids = np.empty(batch.n_series, dtype=object)
+    ids[:] = list(batch.series_ids)
+
+    def by_id(frame):
+        return frame.assign(series=ids[frame["series"].to_numpy(dtype=np.int64)])
+
+    samples = None if result.samples is None else {(ids[s], p): v for (s, p), v in result.samples.items()}
+    return BacktestResult(metrics=by_id(result.metrics), forecasts=by_id(result.forecasts), fits=by_id(result.fits),
+                          horizon=result.horizon, samples=samples)
 
 
 def _assemble(fits, outcomes, datasets, cutoffs, horizon, quantiles, keep_samples) -> BacktestResult:
@@ -278,9 +292,9 @@ def _assemble(fits, outcomes, datasets, cutoffs, horizon, quantiles, keep_sample
         "value": scores.reshape(-1),
     })
 
-    first = datasets[0]
-    variables = [first.name] if isinstance(first, pd.Series) else list(first.columns)
-    n_dims = len(variables)
+    # each series under its own variable names (a list of differently named series keeps them apart)
+    own = [np.array([d.name] if isinstance(d, pd.Series) else list(d.columns), dtype=object) for d in datasets]
+    n_dims = len(own[0])
     stats = ["mean"] + [quantile_label(q) for q in quantiles]
     # (origin, horizon, variable, statistic) -> (origin, variable, horizon, statistic)
     values = np.stack([o.forecast for o in outcomes])
@@ -295,7 +309,7 @@ def _assemble(fits, outcomes, datasets, cutoffs, horizon, quantiles, keep_sample
         "cutoff": cutoff.repeat(n_dims * horizon),
         "time": pd.Index(time),
         "horizon": np.tile(np.arange(1, horizon + 1), n_out * n_dims),
-        "variable": np.tile(np.repeat(np.array(variables, dtype=object), horizon), n_out),
+        "variable": np.concatenate([np.repeat(own[o.series], horizon) for o in outcomes]),
         "y": actual.transpose(0, 2, 1).reshape(-1),
     })
     for j, stat in enumerate(stats):

@@ -16,8 +16,15 @@ PER_STEP = frozenset({"log_score"})
 def _observed_per_step(metrics: pd.DataFrame, forecasts: pd.DataFrame) -> np.ndarray:
     """Observed variables of each row's (series, origin, horizon) step, counted on a dense grid (no joins)."""
     step = ["series", "origin", "horizon"]
-    where = [forecasts[c].to_numpy(dtype=np.int64) for c in step]
-    rows = [metrics[c].to_numpy(dtype=np.int64) for c in step]
+    where, rows = [], []
+    for c in step:
+        if pd.api.types.is_integer_dtype(forecasts[c].dtype) and pd.api.types.is_integer_dtype(metrics[c].dtype):
+            where.append(forecasts[c].to_numpy(dtype=np.int64))
+            rows.append(metrics[c].to_numpy(dtype=np.int64))
+        else:  # series named by id (panel input): one code per id, shared by both frames
+            codes, _ = pd.factorize(np.concatenate([forecasts[c].to_numpy(), metrics[c].to_numpy()]))
+            where.append(codes[: len(forecasts)])
+            rows.append(codes[len(forecasts):])
     shape = tuple(int(max(w.max(initial=0), r.max(initial=0))) + 1 for w, r in zip(where, rows))
     counts = np.zeros(shape)
     np.add.at(counts, tuple(where), forecasts["y"].notna().to_numpy(dtype=np.float64))
@@ -86,6 +93,8 @@ class BacktestResult:
     metrics : pd.DataFrame
         Tidy scores, one row per (series, origin, horizon step, metric):
         columns ``series, origin, cutoff, horizon, metric, value``.
+        ``series`` is the series' id for panel input (a long frame or a
+        dict keyed by id) and its position (0, 1, ...) otherwise.
         ``cutoff`` is the last timestamp of the training window, ``horizon``
         runs 1..H, ``value`` averages over the observed variables of that
         step. Lower is better except ``coverage_*`` (compare with

@@ -80,7 +80,7 @@ MAX_WINDOWS = 20_000
 #: fewer observed time steps than this (over all series) and ``fit`` warns that the data is too little
 MIN_TRAINING_STEPS = 100
 #: input kinds (tsgen.data.SeriesBatch.kind) of pandas data, whose index gives a frequency
-PANDAS_KINDS = ("series", "frame", "list")
+PANDAS_KINDS = ("series", "frame", "list", "panel")
 #: share of each series' last steps held out for early stopping when ``validation_fraction="auto"``
 VALIDATION_TAIL = 0.1
 

@@ -7,7 +7,7 @@ from tsgen.evaluation._result import aggregate
 from tsgen.plotting._common import new_axes, time_values
 
 
-def plot_backtest(result, metric: str = "crps", series: int = 0, variable=None, ax=None, title=None):
+def plot_backtest(result, metric: str = "crps", series=None, variable=None, ax=None, title=None):
     """Two panels: ``metric`` by horizon step over all origins, and the observed values with each origin's forecast.
 
     Parameters
@@ -15,8 +15,9 @@ def plot_backtest(result, metric: str = "crps", series: int = 0, variable=None, 
     result : tsgen.evaluation.BacktestResult
     metric : str
         A metric of ``result.metrics`` (e.g. ``"crps"``, ``"mae"``, ``"coverage_80"``).
-    series : int
-        Which series of a many-series backtest to draw forecasts for.
+    series : int or id, optional
+        Which series of a many-series backtest to draw forecasts for: its id
+        for panel input, else its position (default: the first).
     variable : optional
         Which variable of a multivariate target (default: the first).
     """
@@ -24,6 +25,7 @@ def plot_backtest(result, metric: str = "crps", series: int = 0, variable=None, 
     names = list(dict.fromkeys(metrics["metric"]))
     if metric not in names:
         raise ValueError(f"`metric` must be one of {names}; got {metric!r}.")
+    series = forecasts["series"].iloc[0] if series is None else series
     chosen = forecasts[forecasts["series"] == series]
     if chosen.empty:
         raise ValueError(f"`series` must be one of {sorted(set(forecasts['series']))}; got {series!r}.")

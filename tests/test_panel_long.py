@@ -1,0 +1,162 @@
+"""Panel data keyed by series id: long frames and dicts in, one long frame out (issue 14, section 1)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsgen
+from tsgen.data import Panel, from_long, regularize, to_series_batch
+
+
+def long_frame(ids=("b", "a", "c"), length=30, seed=0, freq="D", names=("unique_id", "ds", "y")):
+    rng = np.random.default_rng(seed)
+    index = pd.date_range("2021-01-01", periods=length, freq=freq)
+    pieces = [pd.DataFrame({names[0]: key, names[1]: index, names[2]: rng.normal(size=length).cumsum() + 10 * k})
+              for k, key in enumerate(ids)]
+    return pd.concat(pieces, ignore_index=True)
+
+
+def as_dict(frame, id_col="unique_id", time_col="ds", value_col="y"):
+    return {key: rows.set_index(time_col)[value_col].rename(value_col).sort_index()
+            for key, rows in frame.groupby(id_col)}
+
+
+def test_long_frame_is_split_by_id_in_id_order():
+    frame = long_frame()
+    batch = to_series_batch(frame)
+    assert batch.kind == "panel" and batch.ids == ("a", "b", "c") and batch.is_collection
+    for i, key in enumerate(batch.ids):
+        rows = frame[frame["unique_id"] == key]
+        np.testing.assert_array_equal(batch.values[i, :, 0].numpy(), rows["y"].to_numpy())
+        assert batch.indexes[i].freqstr == "D" and batch.indexes[i].equals(pd.DatetimeIndex(rows["ds"]))
+
+
+def test_shuffled_long_frame_gives_the_same_forecast_keyed_by_id():
+    frame = long_frame()
+    shuffled = frame.sample(frac=1.0, random_state=3)
+    before = shuffled.copy()
+    a = tsgen.ARIMA(order=(1, 0, 0)).fit(frame).predict(4)
+    b = tsgen.ARIMA(order=(1, 0, 0)).fit(shuffled).predict(4)
+    pd.testing.assert_frame_equal(shuffled, before)  # the caller's frame is untouched
+    pd.testing.assert_frame_equal(a, b)
+    assert list(a.columns) == ["unique_id", "ds", "mean", "q0.05", "q0.5", "q0.95"]
+    assert list(a["unique_id"]) == ["a"] * 4 + ["b"] * 4 + ["c"] * 4
+    assert list(a["ds"].iloc[:4]) == list(pd.date_range("2021-01-31", periods=4, freq="D"))
+
+
+def test_long_and_dict_round_trip_equals_each_series_alone():
+    frame = long_frame()
+    panel = as_dict(frame)
+    joint = tsgen.ARIMA(order=(1, 0, 0)).fit(panel).predict(3)
+    from_frame = tsgen.ARIMA(order=(1, 0, 0)).fit(frame).predict(3)
+    pd.testing.assert_frame_equal(joint, from_frame)
+    for key, series in panel.items():
+        alone = tsgen.ARIMA(order=(1, 0, 0)).fit(series).predict(3)
+        rows = joint[joint["unique_id"] == key].set_index("ds").drop(columns="unique_id")
+        np.testing.assert_allclose(rows.to_numpy(), alone.to_numpy(), rtol=1e-6, atol=1e-8)
+
+
+def test_dict_insertion_order_does_not_matter():
+    panel = as_dict(long_frame())
+    reverse = dict(reversed(list(panel.items())))
+    a = tsgen.Naive().fit(panel).predict(2)
+    b = tsgen.Naive().fit(reverse).predict(2)
+    pd.testing.assert_frame_equal(a, b)
+
+
+def test_from_long_with_own_column_names_keeps_them_in_results():
+    frame = long_frame(names=("store", "date", "sales"), ids=(3, 1, 2))
+    panel = from_long(frame, id_col="store", time_col="date", value_col="sales")
+    assert isinstance(panel, Panel) and panel.ids == (1, 2, 3) and len(panel) == 3
+    assert panel[1].name == "sales" and panel[1].index.freqstr == "D"
+    out = tsgen.Mean().fit(panel).predict(2)
+    assert list(out.columns[:2]) == ["store", "date"] and list(out["store"].unique()) == [1, 2, 3]
+    pd.testing.assert_frame_equal(panel.to_long(), frame.sort_values(["store", "date"], ignore_index=True),
+                                  check_dtype=False)
+
+
+def test_sample_and_per_step_likelihood_are_keyed_by_id():
+    frame = long_frame()
+    model = tsgen.ARIMA(order=(1, 0, 0), random_state=0).fit(frame)
+    paths = model.sample(3, n_samples=7)
+    assert isinstance(paths, dict) and list(paths) == ["a", "b", "c"] and paths["a"].shape == (7, 3, 1)
+    per_step = model.log_likelihood(frame, per_step=True)
+    assert list(per_step.columns) == ["unique_id", "ds", "log_likelihood"] and len(per_step) == len(frame)
+    total = model.log_likelihood(frame)
+    assert np.isclose(per_step["log_likelihood"].sum(), total)
+
+
+def test_multivariate_dict_gives_a_variable_column():
+    index = pd.period_range("2000-01", periods=24, freq="M")
+    rng = np.random.default_rng(2)
+    panel = {k: pd.DataFrame(rng.normal(size=(24, 2)), index=index, columns=["u", "v"]) for k in ("x", "y")}
+    out = tsgen.Naive().fit(panel).predict(2)
+    assert list(out.columns[:3]) == ["unique_id", "ds", "variable"]
+    assert list(out["variable"]) == ["u", "v"] * 4 and list(out["unique_id"]) == ["x"] * 4 + ["y"] * 4
+    assert out["ds"].iloc[0] == pd.Period("2002-01", freq="M")
+    np.testing.assert_allclose(out["mean"].to_numpy()[:2], panel["x"].iloc[-1].to_numpy())
+
+
+def test_save_load_keeps_the_ids(tmp_path):
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(long_frame())
+    model.save(tmp_path / "m.tsgen")
+    loaded = tsgen.load(tmp_path / "m.tsgen")
+    pd.testing.assert_frame_equal(loaded.predict(3), model.predict(3))
+
+
+def test_list_keeps_each_series_own_name():
+    index = pd.period_range("1990-01", periods=36, freq="M")
+    co2 = pd.Series(np.linspace(350, 360, 36), index=index, name="co2")
+    nino = pd.Series(np.sin(np.arange(36.0)), index=index, name="nino")
+    batch = to_series_batch([co2, nino])
+    assert batch.columns_of(0) == ("co2",) and batch.columns_of(1) == ("nino",)
+    result = tsgen.backtest(tsgen.Naive(), [co2, nino], 3, start=30, step=3, random_state=0)
+    names = result.forecasts.groupby("series")["variable"].unique()
+    assert list(names.loc[0]) == ["co2"] and list(names.loc[1]) == ["nino"]
+
+
+def test_backtest_names_panel_series_by_id():
+    frame = long_frame(length=24)
+    result = tsgen.backtest(tsgen.Naive(), frame, 2, start=20, step=2, random_state=0)
+    assert set(result.metrics["series"]) == {"a", "b", "c"}
+    assert list(result.summary(by="series").index) == ["a", "b", "c"]
+    figure = result.plot(series="b")
+    assert figure.axes[1].get_ylabel() == "y"
+
+
+@pytest.mark.parametrize(
+    "frame, error, match",
+    [
+        (long_frame().drop(columns="y"), ValueError, "value_col"),
+        (long_frame().assign(ds=lambda f: f["ds"].where(f.index != 5)), ValueError, "'ds' is missing"),
+        (pd.concat([long_frame(), long_frame().iloc[[3]]]), ValueError, "two rows for series 'b'"),
+        (long_frame().drop(index=[4, 5]), ValueError, "series 'b' has gaps"),
+        (pd.concat([long_frame(ids=("a",)), long_frame(ids=("h",), freq="h")]), ValueError, "mixes frequencies"),
+        (long_frame().assign(ds="x"), TypeError, "ISO date strings"),
+    ],
+)
+def test_bad_long_frames_are_refused_with_the_reason(frame, error, match):
+    with pytest.raises(error, match=match):
+        to_series_batch(frame)
+
+
+def test_dict_of_different_frequencies_is_refused():
+    daily = pd.Series(np.ones(10), index=pd.date_range("2020", periods=10, freq="D"))
+    hourly = pd.Series(np.ones(10), index=pd.date_range("2020", periods=10, freq="h"))
+    with pytest.raises(ValueError, match="mixes frequencies: series 'a'.*'D'.*series 'b'.*'h'"):
+        tsgen.Naive().fit({"a": daily, "b": hourly})
+
+
+def test_regularize_fills_gaps_with_nan_for_series_and_long_frames():
+    index = pd.date_range("2020-01-04", periods=10, freq="D").delete([3, 4, 7])  # starts on a Saturday
+    y = pd.Series(np.arange(7.0), index=index, name="y")
+    full = regularize(y)
+    assert full.index.freqstr == "D" and len(full) == 10 and int(full.isna().sum()) == 3
+    assert full.loc["2020-01-06"] == 2.0 and len(y) == 7  # the caller's series is untouched
+    weekdays = pd.bdate_range("2020-01-06", periods=10).delete(4)  # business days with one gap stay business days
+    assert regularize(pd.Series(1.0, index=weekdays)).index.freqstr == "B"
+    monthly = pd.Series(1.0, index=pd.date_range("2020-01-31", periods=12, freq="ME").delete(5))
+    assert len(regularize(monthly)) == 12
+    frame = long_frame(length=12).drop(index=[4, 5])
+    filled = regularize(frame)
+    assert len(filled) == 36 and int(filled["y"].isna().sum()) == 2
+    assert list(tsgen.Naive().fit(filled).predict(1)["unique_id"]) == ["a", "b", "c"]
