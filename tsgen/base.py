@@ -32,6 +32,7 @@ from scipy import stats
 from sklearn.base import BaseEstimator
 from sklearn.utils.validation import check_is_fitted
 
+from tsgen._partition import by_partition, fit_partitioned
 from tsgen._validation import is_int
 from tsgen.data import (
     SeriesBatch,
@@ -206,7 +207,9 @@ class BaseForecaster(BaseEstimator):
         previous = self.__dict__.get("feature_names_in_", _UNSET)
         self.feature_names_in_ = None if names is None else np.asarray(names, dtype=object)
         try:
-            self._fit(data, covariates)
+            # many series of a per-series model: partitions through tsgen.set_config's backend
+            if not fit_partitioned(self, data, covariates):
+                self._fit(data, covariates)
         except BaseException:
             if previous is _UNSET:
                 del self.feature_names_in_
@@ -225,7 +228,7 @@ class BaseForecaster(BaseEstimator):
         horizon = validate_horizon(horizon)
         n_samples = _check_n_samples(n_samples)
         history, covariates = self._conditioning(horizon, y, X)
-        return unwrap(history, list(self._draw_paths(horizon, n_samples, history, covariates)))
+        return unwrap(history, list(by_partition(self, "_draw_paths", horizon, n_samples, history, covariates)))
 
     def predict(self, horizon, y=None, X=None, quantiles=(0.05, 0.5, 0.95)):
         """Forecast frame(s): ``mean`` and one ``q<level>`` column per quantile."""
@@ -233,7 +236,7 @@ class BaseForecaster(BaseEstimator):
         horizon = validate_horizon(horizon)
         levels = _check_quantiles(quantiles)
         history, covariates = self._conditioning(horizon, y, X)
-        mean, bands = self._forecast(horizon, history, covariates, levels)
+        mean, bands = by_partition(self, "_forecast", horizon, history, covariates, levels)
         return forecast_output(history, mean, bands)
 
     # ------------------------------------------- array-level results (no pandas)
@@ -273,10 +276,10 @@ class BaseForecaster(BaseEstimator):
             raise ValueError(f"`y` has {data.n_dims} variables; the model was fitted on {self.n_dims_}.")
         covariates = self._covariates(X, data, 0)
         if not per_step:
-            totals = self._total_log_likelihood(data, covariates, **options)
+            totals = by_partition(self, "_total_log_likelihood", data, covariates, **options)
             if totals is not None:
                 return float(totals.sum())
-        per_step_values = self._per_step_log_likelihood(data, covariates, **options)
+        per_step_values = by_partition(self, "_per_step_log_likelihood", data, covariates, **options)
         if per_step:
             return per_step_output(data, per_step_values)
         return float(np.nansum(per_step_values))
