@@ -189,7 +189,8 @@ def test_nce_samples_and_moments_match_the_density():
     loc, scale = torch.tensor([1.0, -1.0], dtype=DOUBLE), torch.tensor([0.5, 2.0], dtype=DOUBLE)
     exact = Normal(loc - scale * b, scale)
     torch.manual_seed(0)
-    dist = NCEEnergyDistribution(loc, scale, linear_tilt(b), n_noise=512)
+    # SIR is exact as K grows; its O(1/K) bias at K=2048 is far below the KS test's resolution at 3000 draws
+    dist = NCEEnergyDistribution(loc, scale, linear_tilt(b), n_noise=2048)
     draws = dist.sample((3000,))
     assert draws.shape == (3000, 2)
     for d in range(2):
