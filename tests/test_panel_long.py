@@ -160,3 +160,95 @@ def test_regularize_fills_gaps_with_nan_for_series_and_long_frames():
     filled = regularize(frame)
     assert len(filled) == 36 and int(filled["y"].isna().sum()) == 2
     assert list(tsgen.Naive().fit(filled).predict(1)["unique_id"]) == ["a", "b", "c"]
+
+
+# ------------------------------------------------------------------ command line
+def _write_long_csv(path, shuffle=True):
+    frame = long_frame(ids=("s2", "s1"), length=36, freq="MS", names=("store", "month", "sales"))
+    frame["month"] = frame["month"].dt.strftime("%Y-%m-%d")
+    (frame.sample(frac=1.0, random_state=0) if shuffle else frame).to_csv(path, index=False)
+    return frame
+
+
+def test_cli_long_csv_round_trip(tmp_path, capsys):
+    from tsgen.cli import main
+
+    source = tmp_path / "sales.csv"
+    frame = _write_long_csv(source)
+    out = tmp_path / "forecast.csv"
+    assert main(["forecast", str(source), "--id-col", "store", "--model", "naive", "--horizon", "3",
+                 "--out", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert list(written.columns[:3]) == ["store", "month", "mean"]
+    assert list(written["store"]) == ["s1"] * 3 + ["s2"] * 3
+    assert list(written["month"].iloc[:3]) == ["2024-01", "2024-02", "2024-03"]  # monthly: periods, as wide CSVs
+    last = frame.sort_values("month").groupby("store")["sales"].last()
+    np.testing.assert_allclose(written.groupby("store")["mean"].first().to_numpy(), last.to_numpy())
+
+
+def test_cli_wide_csv_with_a_univariate_model_forecasts_each_column(tmp_path):
+    from tsgen.cli import main
+
+    index = pd.date_range("2020-01-01", periods=30, freq="D")
+    rng = np.random.default_rng(4)
+    wide = pd.DataFrame({"date": index.strftime("%Y-%m-%d"), "b": rng.normal(size=30).cumsum(),
+                         "a": rng.normal(size=30).cumsum()})
+    wide.to_csv(tmp_path / "wide.csv", index=False)
+    out = tmp_path / "f.csv"
+    assert main(["-q", "forecast", str(tmp_path / "wide.csv"), "--model", "arima", "--order", "1,0,0",
+                 "--horizon", "2", "--out", str(out)]) == 0
+    written = pd.read_csv(out)
+    assert list(written.columns[:2]) == ["unique_id", "date"] and list(written["unique_id"]) == ["a", "a", "b", "b"]
+
+
+def test_cli_fill_nan_makes_gaps_explicit(tmp_path, capsys):
+    from tsgen.cli import main
+
+    index = pd.date_range("2020-01-01", periods=30, freq="D").delete([4, 5, 17])
+    pd.DataFrame({"date": index.strftime("%Y-%m-%d"), "y": np.arange(27.0)}).to_csv(tmp_path / "g.csv", index=False)
+    assert main(["forecast", str(tmp_path / "g.csv"), "--model", "naive", "--horizon", "2"]) == 2
+    assert "--fill nan" in capsys.readouterr().err
+    out = tmp_path / "f.csv"
+    assert main(["forecast", str(tmp_path / "g.csv"), "--model", "naive", "--horizon", "2", "--fill", "nan",
+                 "--out", str(out)]) == 0
+    written = pd.read_csv(out, index_col=0)
+    assert list(written.index) == ["2020-01-31", "2020-02-01"] and written["mean"].iloc[0] == 26.0
+
+
+def test_cli_long_csv_of_two_frequencies_is_a_clear_error(tmp_path, capsys):
+    from tsgen.cli import main
+
+    daily = long_frame(ids=("d",), length=10)
+    hourly = long_frame(ids=("h",), length=10, freq="h")
+    pd.concat([daily, hourly]).to_csv(tmp_path / "mixed.csv", index=False)
+    assert main(["forecast", str(tmp_path / "mixed.csv"), "--id-col", "unique_id", "--horizon", "2"]) == 1
+    assert "mixes frequencies" in capsys.readouterr().err
+
+
+def test_cli_version_and_quiet(tmp_path, capsys):
+    from tsgen.cli import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["--version"])
+    assert exit_info.value.code == 0 and capsys.readouterr().out.strip() == f"tsgen {tsgen.__version__}"
+    source = tmp_path / "sales.csv"
+    _write_long_csv(source)
+    out = tmp_path / "f.csv"
+    for argv in (["--quiet", "forecast"], ["forecast", "--quiet"]):  # before or after the command name
+        assert main([*argv[:1], *argv[1:], str(source), "--id-col", "store", "--model", "naive", "--horizon", "2",
+                     "--out", str(out)]) == 0
+        captured = capsys.readouterr()
+        assert captured.err == "" and "written to" not in captured.out and "s1" in captured.out
+    assert main(["forecast", str(source), "--id-col", "store", "--model", "naive", "--horizon", "2"]) == 0
+    assert "fitting Naive on 2 series" in capsys.readouterr().err
+
+
+def test_quiet_turns_the_library_progress_switch_off(tmp_path, monkeypatch):
+    from tsgen._config import get_config
+    from tsgen.cli import _commands, main
+
+    seen = []
+    monkeypatch.setattr(_commands, "models", lambda args: seen.append(get_config()["progress"]) or 0)
+    main(["models"])
+    main(["--quiet", "models"])
+    assert seen == ["auto", False]

@@ -3,6 +3,8 @@
     tsgen forecast FILE.csv --model arima --horizon 24 --out forecast.csv --plot forecast.png
     tsgen backtest FILE.csv --model arima --horizon 12 --start 96 --out metrics.csv
     tsgen detect FILE.csv --model arima --train-size 0.5 --out scores.csv --plot anomalies.png
+    tsgen forecast SALES.csv --id-col store --horizon 8 --out forecasts.csv   # long CSV: every series
+    tsgen --quiet forecast FILE.csv --horizon 12 --fill nan
     tsgen models
 
 Parsing imports neither pandas nor a model: ``tsgen --help`` and argument
@@ -11,16 +13,28 @@ errors are answered at once, and a command imports what it needs when it runs.
 from __future__ import annotations
 
 import argparse
+import logging
 import sys
 
+import tsgen
 from tsgen.cli._arguments import SPOT_MIN_TRAIN, dest, positive_int, refit, start
 from tsgen.cli._registry import all_options
 
 
+def _quiet_argument(parser: argparse.ArgumentParser, default) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", default=default,
+                        help="no progress bars and no informational messages (results and errors still print)")
+
+
 def _data_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("file", help="CSV file: a time column and one or more value columns")
+    parser.add_argument("file", help="CSV file: a time column and one or more value columns "
+                        "(or, with --id-col, a long file: an id, a time and a value column)")
     parser.add_argument("--time-col", help="name of the time column (default: auto-detected)")
     parser.add_argument("--columns", help="comma-separated value columns (default: all but the time column)")
+    parser.add_argument("--id-col", help="long format: the column naming each series (e.g. unique_id); every "
+                        "series is forecast and the output is one long CSV keyed by id and time")
+    parser.add_argument("--fill", choices=("nan",), help="'nan': put irregular timestamps on a regular grid, "
+                        "missing steps as NaN (which the models marginalise) instead of refusing the file")
     order = parser.add_mutually_exclusive_group()
     order.add_argument("--dayfirst", dest="dayfirst", action="store_const", const=True, default=None,
                        help="read dates such as 01/02/2020 as 1 February (default: from the values, else ask)")
@@ -28,6 +42,7 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
                        help="read dates such as 01/02/2020 as 2 January")
     parser.add_argument("--model", default="arima", help="model name, see `tsgen models` (default: arima)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default: 0)")
+    _quiet_argument(parser, argparse.SUPPRESS)  # also accepted after the command name
     group = parser.add_argument_group("model options (each applies to the models listed by `tsgen models`)")
     for flag, owners in all_options().items():
         names = ", ".join(name for name, _ in owners)
@@ -39,6 +54,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="tsgen", description="Probabilistic forecasting, backtesting and anomaly detection on CSV files."
     )
+    parser.add_argument("--version", action="version", version=f"%(prog)s {tsgen.__version__}")
+    _quiet_argument(parser, False)
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = commands.add_parser("forecast", help="fit a model and forecast with prediction intervals")
@@ -87,17 +104,41 @@ def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``tsgen`` console script; returns the exit status."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    from tsgen._config import config_context
     from tsgen.cli import _commands  # pandas, and the chosen model, from here on
     from tsgen.cli._io import CLIError
 
     try:
-        return getattr(_commands, args.handler)(args)
+        # --quiet: the library-wide progress switch off, and only warnings from tsgen's logger
+        with config_context(progress=False if args.quiet else "auto"), _logging(args.quiet):
+            return getattr(_commands, args.handler)(args)
     except CLIError as err:
         print(f"tsgen: error: {err}", file=sys.stderr)
         return 2
     except (ValueError, TypeError) as err:  # the library's own input errors, which name the argument
         print(f"tsgen {args.command}: error: {err}", file=sys.stderr)
         return 1
+
+
+class _logging:
+    """Show tsgen's log records on stderr during one command: info and up, or warnings only when quiet."""
+
+    def __init__(self, quiet: bool):
+        self.level = logging.WARNING if quiet else logging.INFO
+
+    def __enter__(self):
+        self.logger = logging.getLogger("tsgen")
+        self.previous = self.logger.level
+        self.handler = logging.StreamHandler(sys.stderr)
+        self.handler.setFormatter(logging.Formatter("tsgen: %(message)s"))
+        self.logger.addHandler(self.handler)
+        self.logger.setLevel(self.level)
+        return self
+
+    def __exit__(self, *exc):
+        self.logger.removeHandler(self.handler)
+        self.logger.setLevel(self.previous)
+        return False
 
 
 __all__ = ["build_parser", "main"]

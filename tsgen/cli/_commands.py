@@ -8,19 +8,49 @@ import pandas as pd
 
 from tsgen.cli._arguments import SPOT_MIN_TRAIN
 from tsgen.cli._arguments import dest as _dest
-from tsgen.cli._io import CLIError, read_series
-from tsgen.data._index import seasonal_period
+from tsgen.cli._io import CLIError, read_long, read_series
 from tsgen.cli._registry import all_options, available_models
+from tsgen.data import Panel
+from tsgen.data._index import seasonal_period
 
 #: forecast quantiles: the 50/80/95% fan bands and the median
 FAN_QUANTILES = (0.025, 0.1, 0.25, 0.5, 0.75, 0.9, 0.975)
 
 
-def _model(args, y):
+def _info(args, message: str) -> None:
+    """A progress note on stderr, silenced by --quiet (results and errors always print)."""
+    if not args.quiet:
+        print(message, file=sys.stderr)
+
+
+def _first_index(y):
+    return next(iter(y.values())).index if isinstance(y, Panel) else y.index
+
+
+def _entry(args):
     models = available_models()
     if args.model not in models:
         raise CLIError(f"unknown model {args.model!r}; available: {', '.join(models)} (see `tsgen models`).")
-    entry = models[args.model]
+    return models[args.model]
+
+
+def _per_column(args, y):
+    """A wide CSV given to a univariate model: each value column becomes its own series (a panel keyed by column)."""
+    if isinstance(y, pd.DataFrame) and y.shape[1] > 1 and _entry(args).univariate:
+        _info(args, f"{args.model} models one variable: forecasting each of the {y.shape[1]} columns of "
+                    f"{Path(args.file).name} as its own series.")
+        return Panel.from_dict({column: y[column] for column in y.columns}, time_col=y.index.name or "time")
+    return y
+
+
+def _describe(y) -> str:
+    if isinstance(y, Panel):
+        return f"{len(y)} series"
+    return f"{len(y)} steps"
+
+
+def _model(args, y):
+    entry = _entry(args)
     own = {option.flag for option in entry.options}
     chosen = {}
     for flag, owners in all_options().items():
@@ -30,13 +60,15 @@ def _model(args, y):
         if flag not in own:
             raise CLIError(f"{flag} is an option of {', '.join(n for n, _ in owners)}, not of {args.model}.")
         chosen[next(o.param for n, o in owners if n == entry.name)] = value
-    return entry.build(seasonal_period(y.index), chosen, args.seed)
+    return entry.build(seasonal_period(_first_index(y)), chosen, args.seed)
 
 
 def _load(args):
     _check_outputs(args)
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
-    return read_series(args.file, args.time_col, columns, args.dayfirst)
+    if args.id_col is not None:
+        return read_long(args.file, args.id_col, args.time_col, columns, args.dayfirst, args.fill)
+    return read_series(args.file, args.time_col, columns, args.dayfirst, args.fill)
 
 
 #: the output flags of the commands: (argparse destination, flag)
@@ -72,16 +104,17 @@ def _check_outputs(args) -> None:
             raise CLIError(f"--plot {args.plot!r}: unknown image format {suffix!r}; use one of {', '.join(formats)}.")
 
 
-def _write(what: str, path, write) -> None:
+def _write(args, what: str, path, write) -> None:
     try:
         write(path)
     except OSError as err:  # permissions, full disk: one line, not a traceback
         raise CLIError(f"could not write {what} to {str(path)!r}: {err.strerror or err}.") from None
-    print(f"{what} written to {path}")
+    if not args.quiet:
+        print(f"{what} written to {path}")
 
 
-def _save_figure(figure, path) -> None:
-    _write("plot", path, lambda target: figure.savefig(target, dpi=110))
+def _save_figure(args, figure, path) -> None:
+    _write(args, "plot", path, lambda target: figure.savefig(target, dpi=110))
 
 
 def _show(frame: pd.DataFrame) -> None:
@@ -90,42 +123,51 @@ def _show(frame: pd.DataFrame) -> None:
 
 
 def forecast(args) -> int:
-    y = _load(args)
+    y = _per_column(args, _load(args))
     model = _model(args, y)
-    print(f"fitting {type(model).__name__} on {len(y)} steps of {args.file} ...", file=sys.stderr)
+    _info(args, f"fitting {type(model).__name__} on {_describe(y)} of {args.file} ...")
     model.fit(y)
     frame = model.predict(args.horizon, quantiles=FAN_QUANTILES)
     table = frame.drop(columns=[c for c in frame.columns if (c if isinstance(c, str) else c[1]) in ("q0.25", "q0.75")])
     _show(table)
     if args.out:
-        _write("forecast", args.out, frame.to_csv)
+        # panel results are one long frame keyed by its id and time columns: no index to write
+        _write(args, "forecast", args.out, lambda target: frame.to_csv(target, index=not isinstance(y, Panel)))
     if args.plot:
         from tsgen.plotting import plot_forecast
 
-        _save_figure(plot_forecast(y, frame, title=f"{type(model).__name__} forecast of {Path(args.file).name}"), args.plot)
+        name = Path(args.file).name
+        if isinstance(y, Panel):  # a fan chart draws one series: the first id
+            first = y.ids[0]
+            rows = frame[frame[y.id_col] == first].drop(columns=[y.id_col]).set_index(y.time_col)
+            figure = plot_forecast(y[first], rows, title=f"{type(model).__name__} forecast of {first!r} in {name}")
+            _info(args, f"--plot draws the first of {len(y)} series, {first!r}.")
+        else:
+            figure = plot_forecast(y, frame, title=f"{type(model).__name__} forecast of {name}")
+        _save_figure(args, figure, args.plot)
     return 0
 
 
 def backtest(args) -> int:
     from tsgen.evaluation import backtest as run_backtest
 
-    y = _load(args)
+    y = _per_column(args, _load(args))
     model = _model(args, y)
     result = run_backtest(
         model, y, args.horizon, start=args.start, step=args.step, window=args.window, refit=args.refit,
-        season=seasonal_period(y.index), n_jobs=args.n_jobs, n_samples=args.samples,
-        random_state=args.seed, progress=True,
+        season=seasonal_period(_first_index(y)), n_jobs=args.n_jobs, n_samples=args.samples,
+        random_state=args.seed, progress=not args.quiet,
     )
     print(f"{result.n_origins} origins, horizon {result.horizon}; scores by horizon step (over all origins):")
     _show(result.summary(by="horizon"))
     print("overall:")
     _show(result.summary())
     if args.out:
-        _write("metrics", args.out, lambda target: result.metrics.to_csv(target, index=False))
+        _write(args, "metrics", args.out, lambda target: result.metrics.to_csv(target, index=False))
     if args.forecasts_out:
-        _write("forecasts", args.forecasts_out, lambda target: result.forecasts.to_csv(target, index=False))
+        _write(args, "forecasts", args.forecasts_out, lambda target: result.forecasts.to_csv(target, index=False))
     if args.plot:
-        _save_figure(result.plot(args.metric), args.plot)
+        _save_figure(args, result.plot(args.metric), args.plot)
     return 0
 
 
@@ -133,6 +175,8 @@ def detect(args) -> int:
     from tsgen.anomaly import AnomalyDetector
 
     y = _load(args)
+    if isinstance(y, Panel):
+        raise CLIError("detect scores one series at a time: leave out --id-col and give one series per file.")
     n_train = len(y) if args.train_size is None else (
         int(round(args.train_size * len(y))) if args.train_size < 1 else int(args.train_size)
     )
@@ -143,7 +187,7 @@ def detect(args) -> int:
     if method == "auto":  # SPOT needs enough peaks over its initial quantile to fit a tail
         method = "spot" if n_train >= SPOT_MIN_TRAIN else "quantile"
     detector = AnomalyDetector(model, method=method, false_alarm_rate=args.false_alarm_rate, window=args.window)
-    print(f"fitting {type(model).__name__} on the first {n_train} of {len(y)} steps ...", file=sys.stderr)
+    _info(args, f"fitting {type(model).__name__} on the first {n_train} of {len(y)} steps ...")
     detector.fit(y.iloc[:n_train])
     scores = detector.score(y)
     flags = detector.predict(y)
@@ -154,11 +198,11 @@ def detect(args) -> int:
     if len(flagged):
         _show(out.loc[out["anomaly"], ["score"]].head(50))
     if args.out:
-        _write("scores", args.out, out.to_csv)
+        _write(args, "scores", args.out, out.to_csv)
     if args.plot:
         from tsgen.plotting import plot_anomalies
 
-        _save_figure(plot_anomalies(y, scores, detector.threshold_, flags), args.plot)
+        _save_figure(args, plot_anomalies(y, scores, detector.threshold_, flags), args.plot)
     return 0
 
 

@@ -129,12 +129,8 @@ def _day_first(text: pd.Series, column: str, dayfirst: bool | None) -> bool | No
     return None  # neither order fits every row: the parser names the bad row
 
 
-def _parse_times(values: pd.Series, column: str, dayfirst: bool | None = None) -> pd.Index:
-    if pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values):
-        if values.isna().any():
-            row = int(values.isna().to_numpy().argmax())
-            raise CLIError(f"time column {column!r} is empty at row {row + 2}; fill it in or remove the row.")
-        return _parse_years(values, column)
+def _parse_dates(values: pd.Series, column: str, dayfirst: bool | None) -> pd.DatetimeIndex:
+    """A text time column as timestamps (in file order, no frequency yet), or an error naming the bad row."""
     text = values.astype("string")
     order = _day_first(text.fillna(""), column, dayfirst)
     with warnings.catch_warnings():
@@ -147,33 +143,61 @@ def _parse_times(values: pd.Series, column: str, dayfirst: bool | None = None) -
             f"could not parse time column {column!r} as dates: row {row + 2} holds {values.iloc[row]!r}. "
             "Fix the value, or name another column with --time-col."
         )
-    index = pd.DatetimeIndex(parsed)
+    return pd.DatetimeIndex(parsed)
+
+
+def _check_time_filled(values: pd.Series, column: str) -> None:
+    if values.isna().any():
+        row = int(values.isna().to_numpy().argmax())
+        raise CLIError(f"time column {column!r} is empty at row {row + 2}; fill it in or remove the row.")
+
+
+def _is_number_column(values: pd.Series) -> bool:
+    return pd.api.types.is_numeric_dtype(values) and not pd.api.types.is_bool_dtype(values)
+
+
+def _as_periods(index: pd.DatetimeIndex) -> pd.Index:
+    """Calendar months/quarters/years read best as periods (1961-01)."""
+    return index.to_period() if index.freqstr[0] in "MQYA" else index
+
+
+def _parse_times(values: pd.Series, column: str, dayfirst: bool | None = None, fill: bool = False) -> pd.Index:
+    """The time column as a regular index; with ``fill`` an irregular one is returned as parsed (no frequency)."""
+    if _is_number_column(values):
+        _check_time_filled(values, column)
+        if fill and _are_years(values):
+            return pd.DatetimeIndex(pd.to_datetime(values.astype("int64").astype(str), format="%Y"))
+        return _parse_years(values, column)
+    index = _parse_dates(values, column, dayfirst)
     inferred = pd.DatetimeIndex(index, freq="infer").freq if len(index) >= 3 else None
     freq = None if inferred is None else inferred.freqstr
     if freq is None:
+        if fill:
+            return index
         raise CLIError(
             f"time column {column!r} is not regularly spaced (no frequency could be inferred); "
-            "resample the data to a regular grid, leaving missing values empty."
+            "pass --fill nan to put it on a regular grid with the missing steps empty, or resample the data."
         )
-    index = pd.DatetimeIndex(index, freq=freq)
-    if freq[0] in "MQYA":  # calendar months/quarters/years read best as periods (1961-01)
-        return index.to_period()
-    return index
+    return _as_periods(pd.DatetimeIndex(index, freq=freq))
 
 
-def read_series(path, time_col: str | None = None, columns: list[str] | None = None, dayfirst: bool | None = None):
-    """The CSV at ``path`` as a Series (one value column) or a DataFrame indexed by time.
+def _regular(values, column: str):
+    """``values`` (indexed by parsed timestamps) on a regular grid with NaN at the missing steps (``--fill nan``)."""
+    from tsgen.data import regularize
 
-    A first line made only of numbers and dates is data, not a header (the
-    columns are then called ``time`` and ``y``/``y1``...; a note goes to
-    stderr). Integer years become an annual PeriodIndex. Dates written
-    ``a/b/yyyy`` are day-first or month-first as the values show (a part
-    above 12); when every value reads both ways, ``dayfirst`` (True/False)
-    decides and None refuses.
-    """
-    path = Path(path)
-    if not path.is_file():
-        raise CLIError(f"file not found: {str(path)!r}.")
+    if isinstance(values.index, pd.DatetimeIndex) and values.index.freq is None:
+        if not values.index.is_monotonic_increasing:
+            values = values.sort_index()
+        try:
+            values = regularize(values)
+        except ValueError as err:
+            raise CLIError(f"--fill nan: time column {column!r}: {err}") from None
+        values.index = _as_periods(values.index)
+        values.index.name = column
+    return values
+
+
+def _read_frame(path: Path) -> pd.DataFrame:
     header = _has_header(path)
     try:
         frame = pd.read_csv(path, header=0 if header else None)
@@ -183,6 +207,25 @@ def read_series(path, time_col: str | None = None, columns: list[str] | None = N
         frame = _name_headerless(frame)
         print(f"{path.name} has no header row: reading its first line as data, columns {list(frame.columns)}.",
               file=sys.stderr)
+    return frame
+
+
+def read_series(path, time_col: str | None = None, columns: list[str] | None = None, dayfirst: bool | None = None,
+                fill: str | None = None):
+    """The CSV at ``path`` as a Series (one value column) or a DataFrame indexed by time.
+
+    A first line made only of numbers and dates is data, not a header (the
+    columns are then called ``time`` and ``y``/``y1``...; a note goes to
+    stderr). Integer years become an annual PeriodIndex. Dates written
+    ``a/b/yyyy`` are day-first or month-first as the values show (a part
+    above 12); when every value reads both ways, ``dayfirst`` (True/False)
+    decides and None refuses. ``fill="nan"`` puts irregular timestamps on
+    a regular grid with NaN at the missing steps instead of refusing them.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"file not found: {str(path)!r}.")
+    frame = _read_frame(path)
     available = [str(c) for c in frame.columns]
     if time_col is not None and time_col not in frame.columns:
         raise CLIError(f"--time-col {time_col!r} is not a column of {path.name}; columns: {available}.")
@@ -204,9 +247,75 @@ def read_series(path, time_col: str | None = None, columns: list[str] | None = N
         )
     values = values.astype("float64")
     if time_col is not None:
-        values.index = _parse_times(frame[time_col], str(time_col), dayfirst)
+        values.index = _parse_times(frame[time_col], str(time_col), dayfirst, fill=fill is not None)
         values.index.name = time_col
+        values = _regular(values, str(time_col))
     if values.shape[1] == 1:
         return values.iloc[:, 0]
     return values
 
+
+
+def read_long(path, id_col: str, time_col: str | None = None, columns: list[str] | None = None,
+              dayfirst: bool | None = None, fill: str | None = None):
+    """A long CSV (one row per series and timestamp) as a :class:`tsgen.data.Panel` keyed by ``id_col``.
+
+    The time column is ``time_col`` or guessed as in :func:`read_series`; the
+    value columns are ``columns`` or every other column (which must then be
+    numeric). All series must share one frequency; ``fill="nan"`` puts each
+    on a regular grid with NaN at its missing steps.
+    """
+    from tsgen.data import from_long, regularize
+
+    path = Path(path)
+    if not path.is_file():
+        raise CLIError(f"file not found: {str(path)!r}.")
+    frame = _read_frame(path)
+    available = [str(c) for c in frame.columns]
+    if id_col not in frame.columns:
+        raise CLIError(f"--id-col {id_col!r} is not a column of {path.name}; columns: {available}.")
+    if time_col is not None and time_col not in frame.columns:
+        raise CLIError(f"--time-col {time_col!r} is not a column of {path.name}; columns: {available}.")
+    if time_col is None:
+        time_col = _guess_time_column(frame.drop(columns=[id_col]))
+        if time_col is None:
+            raise CLIError(f"no time column found in {path.name}; name it with --time-col (columns: {available}).")
+    if columns:
+        missing = [c for c in columns if c not in frame.columns]
+        if missing:
+            raise CLIError(f"--columns {missing} not found in {path.name}; columns: {available}.")
+    else:
+        columns = [c for c in frame.columns if c not in (id_col, time_col)]
+    if not columns:
+        raise CLIError(f"{path.name} has no value column besides {id_col!r} and {time_col!r}.")
+    text = [str(c) for c in columns if not _is_number_column(frame[c])]
+    if text:
+        raise CLIError(f"column(s) {text} of {path.name} are not numeric; choose value columns with --columns.")
+    _check_time_filled(frame[time_col], str(time_col))
+    times = frame[time_col]
+    if _is_number_column(times):
+        if not _are_years(times):
+            raise CLIError(f"time column {time_col!r} holds numbers that are not calendar years; write dates "
+                           "such as 2020-01-31.")
+        stamps = pd.DatetimeIndex(pd.to_datetime(times.astype("int64").astype(str), format="%Y"))
+    else:
+        stamps = _parse_dates(times, str(time_col), dayfirst)
+    long = frame[[id_col, *columns]].astype({c: "float64" for c in columns}).assign(**{time_col: stamps})
+    long = long[[id_col, time_col, *columns]]
+    if fill is not None:
+        long = regularize(long, id_col=id_col, time_col=time_col)
+    long = _long_periods(long, id_col, time_col)
+    return from_long(long, id_col=id_col, time_col=time_col, value_col=columns if len(columns) > 1 else columns[0])
+
+
+def _long_periods(long: pd.DataFrame, id_col: str, time_col: str) -> pd.DataFrame:
+    """Monthly, quarterly and yearly stamps as periods, as :func:`read_series` reads them."""
+    for _, rows in long.groupby(id_col, sort=False):
+        if len(rows) >= 3:
+            stamps = pd.DatetimeIndex(rows[time_col]).sort_values()
+            freq = pd.infer_freq(stamps)
+            if freq is not None and freq[0] in "MQYA":
+                period = pd.DatetimeIndex(stamps, freq=freq).to_period().freqstr
+                return long.assign(**{time_col: pd.DatetimeIndex(long[time_col]).to_period(period)})
+            return long
+    return long

@@ -39,6 +39,8 @@ class ModelEntry:
     defaults: Callable[[int], dict] = field(default=lambda period: {})
     #: constructor defaults that make a CLI run short (e.g. fewer epochs)
     fixed: dict = field(default_factory=dict)
+    #: models one variable at a time: a CSV with several value columns is forecast column by column
+    univariate: bool = False
 
     def load_class(self):
         module, _, name = self.target.partition(":")
@@ -73,6 +75,7 @@ MODELS: dict[str, ModelEntry] = {
                 Option("--trend", "trend", str, "n, c, t or ct"),
             ),
             defaults=_airline_defaults,
+            univariate=True,
         ),
         ModelEntry(
             "lds",
@@ -168,6 +171,7 @@ MODELS: dict[str, ModelEntry] = {
                 Option("--max-iter", "max_iter", int, "particle-EM iterations (default 20)"),
                 Option("--particles", "n_particles", int, "particles of each filter run (default 500)"),
             ),
+            univariate=True,
         ),
         ModelEntry("naive", "tsgen.models.baselines:Naive",
                    "Naive baseline: the last value, with random-walk intervals (sigma sqrt(h))."),
@@ -189,12 +193,14 @@ MODELS: dict[str, ModelEntry] = {
             (Option("--ets-model", "model", str, "R's notation, e.g. ANN, AAdN, MAM, ZZZ (default ZZZ)"),
              Option("--period", "period", int, "season length (default: from the frequency)")),
             fixed={"model": "ZZZ"},
+            univariate=True,
         ),
         ModelEntry(
             "theta",
             "tsgen.models.theta:Theta",
             "Theta method (M3 winner): SES with drift, seasonally adjusted by a classical decomposition.",
             (Option("--period", "period", int, "season length (default: from the frequency)"),),
+            univariate=True,
         ),
     )
 }
