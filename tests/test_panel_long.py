@@ -252,3 +252,18 @@ def test_quiet_turns_the_library_progress_switch_off(tmp_path, monkeypatch):
     main(["models"])
     main(["--quiet", "models"])
     assert seen == ["auto", False]
+
+
+def test_per_series_attributes_are_keyed_by_id(tmp_path):
+    frame = long_frame()
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(frame)
+    table = model.per_series()
+    assert list(table.index) == ["a", "b", "c"] and table.index.name == "unique_id"
+    assert list(table["order_"]) == [(1, 0, 0)] * 3 and list(table["llf_"]) == list(model.llf_)
+    assert list(table["params_ar.L1"]) == [p["ar.L1"] for p in model.params_]
+    model.save(tmp_path / "m.tsgen")
+    pd.testing.assert_frame_equal(tsgen.load(tmp_path / "m.tsgen").per_series(), table)
+    naive = tsgen.Naive().fit(as_dict(frame)).per_series()
+    assert list(naive.columns) == ["sigma_"] and list(naive.index) == ["a", "b", "c"]
+    one = tsgen.Naive().fit(as_dict(frame)["a"]).per_series()
+    assert one.shape == (1, 1) and one.iloc[0, 0] == naive.loc["a", "sigma_"]

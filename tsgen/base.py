@@ -289,6 +289,40 @@ class BaseForecaster(BaseEstimator):
         data = to_series_batch(y, "y", 1)
         return self.log_likelihood(data, X=X) / data.n_observed
 
+    #: fitted attributes that describe the fit as a whole, not one series
+    _SHARED_ATTRIBUTES = frozenset({"history_", "covariates_", "n_dims_", "n_features_", "feature_names_in_"})
+
+    def per_series(self):
+        """The per-series fitted attributes as one frame indexed by series id.
+
+        One row per fitted series (its id for panel input, a long frame or a
+        dict, else its position), one column per fitted attribute that holds
+        one value per series (e.g. ARIMA's ``order_``, ``llf_``, ``aicc_``);
+        an attribute holding a dict per series (``params_``) gives one
+        column per key, named ``params_<key>``. The attributes themselves
+        are unchanged (lists in series order for many series).
+        """
+        import pandas as pd
+
+        check_is_fitted(self)
+        if self.history_ is None:
+            raise ValueError("per_series needs fitted series; this model was built from fixed parameters.")
+        ids = list(self.history_.series_ids)
+        many = self.history_.is_collection
+        columns = {}
+        for name, value in sorted(vars(self).items()):
+            if not name.endswith("_") or name.startswith("_") or name in self._SHARED_ATTRIBUTES:
+                continue
+            if many and not (isinstance(value, list) and len(value) == len(ids)):
+                continue
+            values = value if many else [value]
+            if all(isinstance(v, dict) for v in values):
+                for key in dict.fromkeys(k for v in values for k in v):
+                    columns[f"{name}{key}"] = [v.get(key, np.nan) for v in values]
+            else:
+                columns[name] = values
+        return pd.DataFrame(columns, index=pd.Index(ids, name=self.history_.id_col if many else None))
+
     # ------------------------------------------------------------ save/load
     def save(self, path) -> None:
         """Store a JSON config and tensors; :func:`tsgen.load` never unpickles objects."""
