@@ -207,7 +207,7 @@ def fit_partitioned(model, data: SeriesBatch, covariates) -> bool:
 _HISTORY_SLOT = {"_forecast": 1, "_draw_paths": 2, "_per_step_log_likelihood": 0, "_total_log_likelihood": 0}
 
 
-def by_partition(model, method: str, *args, **options):
+def by_partition(model, method: str, /, *args, **options):
     """``model.<method>(*args, **options)``, over the partitions of its ``history`` when it has more
     series than ``partition_size`` (results joined along the series axis), else in one call.
 
