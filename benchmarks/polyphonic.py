@@ -26,6 +26,13 @@ Usage::
     python benchmarks/polyphonic.py --test-sequences 20   # score a subset (printed as such)
     python benchmarks/polyphonic.py --models dmm,vrnn --seconds 45
     python benchmarks/polyphonic.py --epochs 30          # issue 11's small budget: 30 epochs, batch 20
+    python benchmarks/polyphonic.py --models dmm,dmm-nade,rnn,rnn-nade --seconds 300   # issue 12's rows
+
+``dmm-nade``, ``dmm-made`` and ``rnn-nade`` replace the factorised Bernoulli
+emission by an autoregressive one over the 88 keys (NADE with RNN-NADE's
+conditioning, or MADE; :mod:`tsgen.components.autoregressive`), the rows
+of DMM-Aug-NADE (5.118) and RNN-NADE (5.19). They are not in the default
+``--models``.
 
 Everything is trained and scored through the public estimator API on the
 list of ``(T_i, 88)`` arrays a user passes: ``fit(train)`` (wall clock of the
@@ -57,6 +64,8 @@ ROOT = Path(__file__).resolve().parents[1]
 SHARED = ROOT.parent / "shared" / "datasets" / "polyphonic"
 FILES = {"jsb": "jsb_chorales.npz", "nottingham": "nottingham.npz", "muse": "muse_data.npz", "piano": "piano_midi.npz"}
 MODELS = ("dmm", "vrnn", "storn", "srnn", "lstm-ssm", "rnn")
+#: the autoregressive emissions over the keys (tsgen.components.autoregressive); run when named in --models
+AUTOREGRESSIVE = ("dmm-nade", "dmm-made", "rnn-nade")
 IWAE_SAMPLES = 100
 SMC_PARTICLES = 100
 #: JSB Chorales, test NLL per time step (nats), as published: (model key, source, value)
@@ -67,6 +76,8 @@ PUBLISHED_JSB = [
     ("rnn", "RNN (as tabulated by Krishnan et al. 2017)", 8.71),
     ("srnn", "SRNN (Fraccaro et al. 2016)*", 4.74),
     ("vrnn", "VRNN trained by FIVO (Maddison et al. 2017, Table 1)", None),
+    ("dmm-nade", "DMM-Aug-NADE (Krishnan, Shalit & Sontag 2017, Table 3), IWAE", 5.118),
+    ("rnn-nade", "RNN-NADE (Boulanger-Lewandowski et al. 2012)", 5.19),
 ]
 PUBLISHED_NOTES = (
     "* SRNN's release renders the pieces from MIDI on its own time grid (JSB test: 9,396 steps vs 4,725 here),\n"
@@ -114,14 +125,24 @@ def build(name: str, args) -> object:
         return tsgen.LSTMSSM(**common, **sizes, feature_dim=args.hidden_dim)
     if name == "rnn":
         return tsgen.RNNForecaster(**common, hidden_dim=args.hidden_dim)
-    raise SystemExit(f"--models: unknown model {name!r}; expected some of {list(MODELS)}.")
+    if name in AUTOREGRESSIVE:
+        # the emission over the 88 keys is autoregressive: NADE (weights shared along the keys, RNN-NADE's
+        # biases from the state) or MADE; the DMM's emission MLP and the RNN's state feed it
+        common["emission"] = name.split("-")[1]
+        if name.startswith("dmm"):
+            return tsgen.DeepMarkovModel(**common, **sizes, emission_dim=args.hidden_dim,
+                                         transition_dim=args.hidden_dim)
+        return tsgen.RNNForecaster(**common, hidden_dim=args.hidden_dim)
+    raise SystemExit(f"--models: unknown model {name!r}; expected some of {list(MODELS + AUTOREGRESSIVE)}.")
 
 
 def describe(name: str, model) -> str:
     """The settings that distinguish a model's row (its training objective and guide)."""
-    if name == "rnn":
-        return f"{model.cell}, {model.num_layers} layers"
+    if name.startswith("rnn"):
+        return f"{model.cell}, {model.num_layers} layers, emission={model.emission}"
     parts = [f"objective={model.objective}"]
+    if name in AUTOREGRESSIVE:
+        parts.append(f"emission={model.emission}")
     if getattr(model, "inference", None) is not None:
         parts.append(f"inference={model.inference}")
     return ", ".join(parts)
@@ -147,7 +168,7 @@ def run_model(name: str, args, train, test, test_steps) -> dict:
         row["epochs"] = len(history)
         row["train_loss"] = history[-1]["train_loss"] if history else math.nan
         started = time.perf_counter()
-        if name == "rnn":
+        if name.startswith("rnn"):
             row["exact"] = -model.log_likelihood(test) / test_steps
         else:
             row["iwae"] = -model.log_likelihood(test, method="iwae", n_samples=IWAE_SAMPLES) / test_steps
@@ -171,6 +192,7 @@ def budget(args) -> str:
 
 def published(name: str) -> str:
     """The published JSB figures of model ``name`` (the table's last column)."""
+    name = "dmm-nade" if name == "dmm-made" else name  # MADE's nearest published row is the NADE one
     values = [value for key, _, value in PUBLISHED_JSB if key == name]
     return " / ".join("n.c." if v is None else f"{v:.3f}" for v in values) or "-"
 
@@ -185,7 +207,8 @@ def main(argv=None):
                                      epilog=__doc__.split("\n", 1)[1])
     parser.add_argument("--dataset", default="jsb", help=f"one of {sorted(FILES)}")
     parser.add_argument("--data-dir", type=Path, default=None)
-    parser.add_argument("--models", default=",".join(MODELS), help=f"comma-separated, from {','.join(MODELS)}")
+    parser.add_argument("--models", default=",".join(MODELS),
+                        help=f"comma-separated, from {','.join(MODELS + AUTOREGRESSIVE)}")
     parser.add_argument("--seconds", type=float, default=None,
                         help="wall-clock training budget per model (max_seconds; default 60 without --epochs)")
     parser.add_argument("--epochs", type=int, default=None,
@@ -209,8 +232,8 @@ def main(argv=None):
         torch.set_num_threads(args.threads)
     names = [n.strip() for n in args.models.split(",") if n.strip()]
     for name in names:
-        if name not in MODELS:
-            raise SystemExit(f"--models: unknown model {name!r}; expected some of {list(MODELS)}.")
+        if name not in MODELS + AUTOREGRESSIVE:
+            raise SystemExit(f"--models: unknown model {name!r}; expected some of {list(MODELS + AUTOREGRESSIVE)}.")
 
     path = dataset_path(args.dataset, args.data_dir)
     train, test_all = load_split(path, "train"), load_split(path, "test")
@@ -236,18 +259,18 @@ def main(argv=None):
     jsb = args.dataset == "jsb"
     print(f"\ntest NLL per time step (nats; lower is better), {args.dataset}, {subset} test sequences; "
           f"budget {budget(args)}")
-    header = (f"{'model':10s}{'settings':36s}{'epochs':>7s}{'train s':>8s}{'IWAE K=100':>11s}"
+    header = (f"{'model':10s}{'settings':44s}{'epochs':>7s}{'train s':>8s}{'IWAE K=100':>11s}"
               f"{'SMC N=100':>10s}{'  proposal':10s}{'exact':>8s}" + (f"{'  published':14s}" if jsb else ""))
     print(header)
     print("-" * len(header))
     for row in rows:
         if "error" in row:
-            print(f"{row['name']:10s}{row['settings']:36s}  FAILED: {row['error']}")
+            print(f"{row['name']:10s}{row['settings']:44s}  FAILED: {row['error']}")
             continue
-        print(f"{row['name']:10s}{row['settings']:36s}{row['epochs']:7d}{row['train_s']:8.0f}"
+        print(f"{row['name']:10s}{row['settings']:44s}{row['epochs']:7d}{row['train_s']:8.0f}"
               f"{fmt(row.get('iwae'), 11)}{fmt(row.get('smc'), 10)}  {row.get('proposal', '-'):8s}"
               f"{fmt(row.get('exact'), 8)}" + (f"  {published(row['name'])}" if jsb else ""))
-    print(f"{'bernoulli':10s}{'independent keys, training frequencies':36s}{'':15s}{'':21s}{'':10s}"
+    print(f"{'bernoulli':10s}{'independent keys, training frequencies':44s}{'':15s}{'':21s}{'':10s}"
           f"{baseline:8.3f}")
     if jsb:
         print("\npublished, JSB Chorales, full test set (4,725 steps here):")

@@ -228,3 +228,123 @@ def test_kl_term_closed_form_where_registered_else_monte_carlo():
     torch.testing.assert_close(kl_term(q, p, z), kl_divergence(q, p))
     t = Independent(StudentT(torch.full((4, 3), 4.0), torch.zeros(4, 3), torch.ones(4, 3)), 1)
     torch.testing.assert_close(kl_term(q, t, z), q.log_prob(z) - t.log_prob(z))
+
+
+# ------------------------------------------------------------------ the generic pair of the stochastic RNNs
+def _pairs(v_first: bool, residual: bool, use_previous: bool):
+    from tsgen.components.latent import DiagonalGaussian, GaussianPair
+    from tsgen.components.transitions import ComponentPair
+
+    torch.manual_seed(4)
+    B, T, S, Z, H, Fw = 3, 5, 2, 2, 4, 6
+    prior = DiagonalGaussian(Z * use_previous + H, [Fw], Z).double()
+    component = GaussianTransition(Z, H, Fw, use_previous=use_previous).double()
+    component.net.load_state_dict(prior.net.state_dict())
+    guide_known = torch.randn(B, T, 3, dtype=torch.float64)
+    v_width = Z if use_previous else H
+    guide = DiagonalGaussian(v_width + 3, [Fw], Z).double()
+    prior_known = torch.randn(B, T, H, dtype=torch.float64) if use_previous else None
+    observed = torch.rand(B, T, generator=torch.Generator().manual_seed(5)) > 0.3
+    args = (guide, prior_known, guide_known, observed, S)
+    fused = GaussianPair(prior, *args, v_first=v_first, residual=residual)
+    generic = ComponentPair(component, *args, v_first=v_first, residual=residual)
+    return fused, generic, (S, B, T, Z, v_width)
+
+
+@pytest.mark.parametrize("v_first, residual, use_previous", [(False, False, False), (True, True, True)])
+def test_component_pair_equals_the_fused_gaussian_pair(v_first, residual, use_previous):
+    from tsgen.components.positive import positive
+
+    fused, generic, (S, B, T, Z, v_width) = _pairs(v_first, residual, use_previous)
+    outs, pairs = [], []
+    for t in range(T):
+        v = torch.randn(S * B, v_width, dtype=torch.float64)
+        out, (p, q) = fused(v, t), generic(v, t)
+        torch.testing.assert_close(p.base_dist.loc, out[:, :Z])
+        torch.testing.assert_close(p.base_dist.scale, positive(out[:, Z:2 * Z]))
+        q_loc = out[:, 2 * Z:3 * Z] + (out[:, :Z] if residual else 0)
+        torch.testing.assert_close(q.base_dist.loc, q_loc)
+        torch.testing.assert_close(q.base_dist.scale, positive(out[:, 3 * Z:]))
+        outs.append(out)
+        pairs.append((p, q))
+    z = torch.randn(S, B, T, Z, dtype=torch.float64)
+    for a, b in zip(fused.terms(outs, z), generic.terms(pairs, z)):
+        torch.testing.assert_close(a, b)
+
+
+# ------------------------------------------------------------------ wiring into the models
+def _binary_sequences(n=6, T=30, D=4, seed=0):
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [(rng.random((T, D)) < 0.3).astype(float) for _ in range(n)]
+
+
+SMALL = {"max_epochs": 2, "progress": False, "random_state": 0}
+
+
+def test_default_components_keep_the_fast_paths():
+    import numpy as np
+
+    from tsgen import LSTMSSM, SRNN, VRNN, DeepMarkovModel
+    from tsgen.components.latent import DiagonalGaussian
+
+    y = [np.random.default_rng(1).normal(size=(20, 2))]
+    dmm = DeepMarkovModel(latent_dim=2, hidden_dim=4, emission_dim=4, transition_dim=4, max_epochs=1,
+                          progress=False).fit(y)
+    assert type(dmm.module_.transition_net) is GatedTransition
+    for cls in (VRNN, SRNN, LSTMSSM):
+        model = cls(latent_dim=2, hidden_dim=4, feature_dim=4, max_epochs=1, progress=False).fit(y)
+        assert type(model.module_.prior) is DiagonalGaussian, cls.__name__
+
+
+@pytest.mark.parametrize("model_name, emission", [("DeepMarkovModel", "made"), ("RNNForecaster", "nade"),
+                                                  ("VRNN", "nade")])
+def test_models_fit_score_and_sample_with_a_binary_autoregressive_emission(model_name, emission):
+    import numpy as np
+
+    import tsgen
+
+    cls = getattr(tsgen, model_name)
+    sizes = {"hidden_dim": 8} if model_name == "RNNForecaster" else {"latent_dim": 2, "hidden_dim": 8}
+    model = cls(emission=emission, **sizes, **SMALL).fit(_binary_sequences())
+    y = _binary_sequences(2, seed=1)
+    per_step = model.log_likelihood(y, per_step=True)
+    total = model.log_likelihood(y)
+    assert total == pytest.approx(float(sum(np.nansum(s) for s in per_step)), rel=1e-6)
+    assert np.isfinite(total) and total < 0
+    draws = model.sample(3, 5, y)
+    values = np.concatenate([np.asarray(d).ravel() for d in draws])
+    assert set(np.unique(values)) <= {0.0, 1.0}
+    with pytest.raises(ValueError, match="`emission`"):
+        partial = [s.copy() for s in y]
+        partial[0][3, 1] = np.nan
+        model.log_likelihood(partial)
+
+
+@pytest.mark.parametrize("model_name", ["DeepMarkovModel", "VRNN", "SRNN", "LSTMSSM"])
+def test_models_take_a_non_gaussian_transition_and_keep_the_callers_object(model_name, tmp_path):
+    import numpy as np
+
+    import tsgen
+
+    cls = getattr(tsgen, model_name)
+    y = [np.random.default_rng(2).normal(size=(40, 2)).cumsum(0)]
+    sizes = {"latent_dim": 2, "hidden_dim": 6, **({"emission_dim": 6, "transition_dim": 6}
+                                                  if model_name == "DeepMarkovModel" else {"feature_dim": 6})}
+    model = cls(transition="studentt", **sizes, **SMALL).fit(y)
+    component = model.module_.transition_net if model_name == "DeepMarkovModel" else model.module_.prior
+    assert isinstance(component, StudentTTransition)
+    assert np.isfinite(model.log_likelihood(y)) and np.isfinite(model.predict(3)[0].to_numpy()).all()
+    model.save(tmp_path / "by_name.pt")
+    again = tsgen.load(tmp_path / "by_name.pt")
+    assert again.log_likelihood(y) == pytest.approx(model.log_likelihood(y), rel=1e-9)
+
+    # an object: the model trains a copy, and saving refuses with a clear error
+    features = 0 if model_name == "DeepMarkovModel" else 6  # the prior reads h_t / d_t of width hidden_dim
+    instance = StudentTTransition(2, features, 6, use_previous=model_name in ("DeepMarkovModel", "SRNN"))
+    before = {k: v.clone() for k, v in instance.state_dict().items()}
+    fitted = cls(transition=instance, **sizes, **SMALL).fit(y)
+    assert all(torch.equal(before[k], v) for k, v in instance.state_dict().items())
+    with pytest.raises(TypeError, match="StudentTTransition"):
+        fitted.save(tmp_path / "by_object.pt")

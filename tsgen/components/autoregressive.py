@@ -31,6 +31,7 @@ density (:func:`tsgen.components.heads.masked_log_prob`).
 from __future__ import annotations
 
 import math
+import warnings
 from typing import ClassVar, Sequence
 
 import torch
@@ -161,6 +162,16 @@ class AutoregressiveEmission(DistributionHead):
     def conditionals(self, x: Tensor, features: Tensor) -> tuple[Tensor, ...]:
         raise NotImplementedError
 
+    def output_bias(self) -> Tensor:
+        """The bias added to every dimension's logit (Bernoulli families)."""
+        raise NotImplementedError
+
+    def initialise_frequency(self, frequency: Tensor) -> None:
+        """Start every key's logit bias at the logit of its training frequency ``(D,)`` (as
+        :class:`tsgen.components.heads.BernoulliHead` is started: see ``DeepForecaster._initialise``)."""
+        with torch.no_grad():
+            self.output_bias().copy_(torch.logit(frequency.clamp(1e-3, 1 - 1e-3)))
+
     def forward(self, features: Tensor, scale: Tensor | None = None) -> AutoregressiveDistribution:
         return AutoregressiveDistribution(self, features, scale if self.family == "normal" else None)
 
@@ -173,9 +184,12 @@ class _MADEBase(AutoregressiveEmission):
 
         self.hidden_dims = _hidden_sizes(hidden_dims, in_features, dim)
         param_dims = [1] if self.family == "bernoulli" else [1, 1]
-        self.made = ConditionalAutoRegressiveNN(
-            dim, in_features, self.hidden_dims, param_dims=param_dims, permutation=torch.arange(dim),
-        )
+        with warnings.catch_warnings():
+            # D = 1 is a plain conditional distribution, which pyro warns about; the models allow it
+            warnings.filterwarnings("ignore", message="ConditionalAutoRegressiveNN input_dim = 1")
+            self.made = ConditionalAutoRegressiveNN(
+                dim, in_features, self.hidden_dims, param_dims=param_dims, permutation=torch.arange(dim),
+            )
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, hidden_dims={self.hidden_dims}"
@@ -198,6 +212,9 @@ class MADE(_MADEBase):
     def conditionals(self, x, features):
         logits = self.made(x, features)
         return (logits,)
+
+    def output_bias(self):
+        return self.made.layers[-1].bias
 
 
 @register_emission
@@ -248,12 +265,26 @@ class NADE(AutoregressiveEmission):
         self.W = nn.Parameter(torch.randn(dim, self.hidden_dim) / self.hidden_dim ** 0.5)
         self.V = nn.Parameter(torch.randn(dim, self.hidden_dim) / self.hidden_dim ** 0.5)
 
+    #: rows per chunk: the hidden units of every dimension, (rows, D, H), are the memory NADE needs
+    chunk_rows: ClassVar[int] = 4096
+
     def conditionals(self, x, features):
+        shape = torch.broadcast_shapes(x.shape[:-1], features.shape[:-1])
+        x = x.expand(*shape, x.shape[-1]).reshape(-1, x.shape[-1])
+        features = features.expand(*shape, features.shape[-1]).reshape(-1, features.shape[-1])
+        logits = [self._logits(x[i:i + self.chunk_rows], features[i:i + self.chunk_rows])
+                  for i in range(0, max(len(x), 1), self.chunk_rows)]
+        return (torch.cat(logits).reshape(*shape, self.dim),)
+
+    def output_bias(self):
+        return self.visible_bias.bias
+
+    def _logits(self, x: Tensor, features: Tensor) -> Tensor:
         # a_d = c + sum_{j<d} x_j W_j: an exclusive cumulative sum over the order
         contributions = x[..., :, None] * self.W
         preceding = contributions.cumsum(-2) - contributions
         hidden = torch.sigmoid(self.hidden_bias(features)[..., None, :] + preceding)
-        return (self.visible_bias(features) + (hidden * self.V).sum(-1),)
+        return self.visible_bias(features) + (hidden * self.V).sum(-1)
 
     def extra_repr(self) -> str:
         return f"{super().extra_repr()}, hidden_dim={self.hidden_dim}"

@@ -271,13 +271,13 @@ def register_emission(cls: type[DistributionHead]) -> type[DistributionHead]:
     return EMISSIONS.register(cls)
 
 
-def make_head(emission, in_features: int, dim: int) -> DistributionHead:
+def make_head(emission, in_features: int, dim: int, copy: bool = False) -> DistributionHead:
     """An emission from a registered name, a :class:`DistributionHead` subclass, an instance, or a factory.
 
     A class or factory (e.g. ``functools.partial(MADEEmission, hidden=...)``)
     is called as ``factory(in_features, dim)``. An instance is used as is
-    (its ``in_features``/``dim`` must match); models copy it first, so the
-    caller's object is never trained.
+    (its ``in_features``/``dim`` must match), or deep-copied with ``copy``
+    (what the models ask for, so the caller's object is never trained).
     """
 
     def check(head: DistributionHead) -> None:
@@ -288,7 +288,7 @@ def make_head(emission, in_features: int, dim: int) -> DistributionHead:
                 f"model choose the sizes."
             )
 
-    return EMISSIONS.resolve(emission, lambda factory: factory(in_features, dim), check)
+    return EMISSIONS.resolve(emission, lambda factory: factory(in_features, dim), check, copy)
 
 
 def element_log_prob(distribution: Distribution, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:

@@ -10,6 +10,7 @@ modules (once) before it is declared unknown.
 """
 from __future__ import annotations
 
+import copy as _copy
 import importlib
 from typing import Callable, Generic, TypeVar
 
@@ -87,17 +88,19 @@ class ComponentRegistry(Generic[T]):
         _import_families()
         return sorted(self._classes)
 
-    def resolve(self, spec, build: Callable[[type], object], check: Callable[[object], None]):
+    def resolve(self, spec, build: Callable[[type], object], check: Callable[[object], None], copy: bool = False):
         """A component from a name, a class, an instance or a factory.
 
         ``build(cls)`` instantiates a class with the model's sizes; an
         instance (``isinstance(spec, base)``) goes through ``check`` and is
-        returned as is; any other callable (e.g. ``functools.partial(cls,
-        option=...)``) is treated like a class and its product checked.
+        returned as is, or as a deep copy with ``copy`` (models train their
+        own copy: the caller's object is never modified); any other callable
+        (e.g. ``functools.partial(cls, option=...)``) is treated like a class
+        and its product checked.
         """
         if isinstance(spec, self.base):
             check(spec)
-            return spec
+            return _copy.deepcopy(spec) if copy else spec
         if isinstance(spec, type) and issubclass(spec, self.base):
             return build(spec)
         if isinstance(spec, str):

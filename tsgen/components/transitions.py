@@ -31,19 +31,24 @@ from torch.distributions import Distribution, Independent, Normal, StudentT, kl_
 from torch.nn import functional as F
 
 from tsgen._validation import is_int
+from tsgen.components.latent import DiagonalGaussian, GaussianPair, batch_major, time_major
 from tsgen.components.mlp import MLP
 from tsgen.components.positive import positive
 from tsgen.components.registry import ComponentRegistry
 
 __all__ = [
     "TRANSITIONS",
+    "ComponentPair",
     "GatedGaussianTransition",
     "GatedTransition",
     "GaussianTransition",
     "StudentTTransition",
     "TransitionComponent",
     "kl_term",
+    "latent_pair",
+    "learned_prior",
     "make_transition",
+    "prior_distribution",
     "register_transition",
 ]
 
@@ -221,12 +226,12 @@ def register_transition(cls: type[TransitionComponent]) -> type[TransitionCompon
 
 
 def make_transition(transition, latent_dim: int, feature_dim: int = 0, hidden_dim: int = 64,
-                    use_previous: bool = True) -> TransitionComponent:
+                    use_previous: bool = True, copy: bool = False) -> TransitionComponent:
     """A transition from a registered name, a :class:`TransitionComponent` subclass, an instance or a factory.
 
     Classes and factories are called as ``factory(latent_dim, feature_dim=, hidden_dim=, use_previous=)``
     (keywords a ``functools.partial`` already sets are left to it); an instance must have the model's
-    ``latent_dim``, ``feature_dim`` and ``use_previous`` and is used as is.
+    ``latent_dim``, ``feature_dim`` and ``use_previous`` and is used as is (deep-copied with ``copy``).
     """
 
     def check(component: TransitionComponent) -> None:
@@ -247,7 +252,7 @@ def make_transition(transition, latent_dim: int, feature_dim: int = 0, hidden_di
             check(component)
         return component
 
-    return TRANSITIONS.resolve(transition, build, check)
+    return TRANSITIONS.resolve(transition, build, check, copy)
 
 
 def kl_term(q: Distribution, p: Distribution, z: Tensor) -> Tensor:
@@ -261,3 +266,89 @@ def kl_term(q: Distribution, p: Distribution, z: Tensor) -> Tensor:
         return kl_divergence(q, p)
     except NotImplementedError:
         return q.log_prob(z) - p.log_prob(z)
+
+
+class ComponentPair:
+    """:class:`tsgen.components.latent.GaussianPair`'s interface for a prior that is a :class:`TransitionComponent`.
+
+    The stochastic RNNs' training loops run unchanged with it: ``pair(v, t)``
+    gives step ``t``'s prior ``p_t`` and Gaussian guide ``q_t`` (the guide a
+    :class:`~tsgen.components.latent.DiagonalGaussian` reading ``[v,
+    guide_known_t]`` or ``[guide_known_t, v]``; with ``residual`` its mean is
+    the prior's mean plus the network's output), ``draw`` samples ``z_t``
+    from ``q_t`` where the step is observed and from ``p_t`` elsewhere, and
+    ``terms`` gives the log-ratios and :func:`kl_term` per step. The prior
+    reads ``(v, prior_known_t)`` when it uses ``z_{t-1}`` (``v`` is then the
+    latent, as in the SRNN) and ``(None, v)`` otherwise (``v`` the recurrent
+    state, as in the VRNN). One call per network and step: slower than the
+    fused Gaussian pair, which the models keep for their default prior.
+    """
+
+    def __init__(self, prior: TransitionComponent, guide: nn.Module, prior_known: Tensor | None,
+                 guide_known: Tensor | None, observed: Tensor, n_samples: int, v_first: bool,
+                 residual: bool = False):
+        if prior_known is not None and not prior.use_previous:
+            raise ValueError("a prior that does not read z_(t-1) takes the loop's value as its features alone.")
+        self.prior, self.guide = prior, guide
+        self.prior_known = None if prior_known is None else time_major(prior_known, n_samples).unbind(0)
+        self.guide_known = None if guide_known is None else time_major(guide_known, n_samples).unbind(0)
+        self.v_first, self.residual, self.observed, self.n_samples = v_first, residual, observed, n_samples
+        self.seen = time_major(observed[..., None], n_samples).unbind(0)
+
+    def __call__(self, v: Tensor, t: int) -> tuple[Distribution, Distribution]:
+        if self.prior.use_previous:
+            p = self.prior(v, None if self.prior_known is None else self.prior_known[t])
+        else:
+            p = self.prior(None, v)
+        if self.guide_known is None:
+            inputs = v
+        else:
+            parts = [v, self.guide_known[t]] if self.v_first else [self.guide_known[t], v]
+            inputs = torch.cat(parts, dim=-1)
+        q = self.guide(inputs)
+        if self.residual:
+            q = Independent(Normal(p.mean + q.base_dist.loc, q.base_dist.scale, validate_args=False), 1)
+        return p, q
+
+    def draw(self, out: tuple[Distribution, Distribution], t: int) -> Tensor:
+        p, q = out
+        from_prior = p.rsample() if p.has_rsample else p.sample()
+        return torch.where(self.seen[t], q.rsample(), from_prior)
+
+    def terms(self, outs: list[tuple[Distribution, Distribution]], z: Tensor) -> tuple[Tensor, Tensor]:
+        """``log p(z_t) - log q(z_t)`` and ``KL(q_t || p_t)`` ``(S, B, T)`` for the draws ``z`` ``(S, B, T, Z)``
+        (0 where not observed)."""
+        steps = z.permute(2, 0, 1, 3).reshape(z.shape[2], -1, z.shape[-1]).unbind(0)
+        ratios, kls = [], []
+        for (p, q), z_t in zip(outs, steps):
+            ratios.append(p.log_prob(z_t) - q.log_prob(z_t))
+            kls.append(kl_term(q, p, z_t))
+        zero = torch.zeros((), dtype=z.dtype, device=z.device)
+        ratio, kl = (batch_major(torch.stack(x)[..., None], self.n_samples)[..., 0] for x in (ratios, kls))
+        return torch.where(self.observed, ratio, zero), torch.where(self.observed, kl, zero)
+
+
+#: the name of the stochastic RNNs' default prior, an MLP Gaussian that their fused training loops run fast
+DEFAULT_PRIOR = "gaussian"
+
+
+def learned_prior(transition, latent_dim: int, feature_dim: int, hidden_dim: int, use_previous: bool) -> nn.Module:
+    """A stochastic RNN's prior network: for ``"gaussian"`` (the default) the
+    :class:`~tsgen.components.latent.DiagonalGaussian` that :class:`GaussianPair` fuses, else the
+    component :func:`make_transition` builds (a copy of an instance)."""
+    if isinstance(transition, str) and transition.lower() == DEFAULT_PRIOR:
+        return DiagonalGaussian(latent_dim * bool(use_previous) + feature_dim, [hidden_dim], latent_dim)
+    return make_transition(transition, latent_dim, feature_dim, hidden_dim, use_previous, copy=True)
+
+
+def prior_distribution(prior: nn.Module, z_prev: Tensor | None, features: Tensor | None) -> Distribution:
+    """The distribution of :func:`learned_prior`'s network at ``(z_prev, features)``."""
+    if isinstance(prior, TransitionComponent):
+        return prior(z_prev, features)
+    inputs = [t for t in (z_prev, features) if t is not None]
+    return prior(inputs[0] if len(inputs) == 1 else torch.cat(inputs, dim=-1))
+
+
+def latent_pair(prior: nn.Module, *args, **kwargs) -> GaussianPair | ComponentPair:
+    """The training loop's pair for :func:`learned_prior`'s network: fused for the Gaussian, else generic."""
+    return (ComponentPair if isinstance(prior, TransitionComponent) else GaussianPair)(prior, *args, **kwargs)

@@ -141,9 +141,13 @@ class DeepForecaster(BaseForecaster):
         keep their random start, so the state still shapes every step's logits.
         """
         head = self._emission_head(module)
-        if isinstance(head, BernoulliHead):
+        binary_component = getattr(head, "family", None) == "bernoulli" and hasattr(head, "initialise_frequency")
+        if isinstance(head, BernoulliHead) or binary_component:
             frequency = torch.where(batch.mask, batch.values, 0.0).sum((0, 1)) / batch.mask.sum((0, 1)).clamp(min=1)
-            head.proj["logits"].bias.copy_(torch.logit(frequency.clamp(1e-3, 1 - 1e-3)))
+            if binary_component:  # an autoregressive emission over binary keys (components.autoregressive)
+                head.initialise_frequency(frequency)
+            else:
+                head.proj["logits"].bias.copy_(torch.logit(frequency.clamp(1e-3, 1 - 1e-3)))
 
     @staticmethod
     def _emission_head(module: nn.Module):

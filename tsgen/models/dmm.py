@@ -42,7 +42,7 @@ from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.inference_networks import GuideSample, StructuredInferenceNetwork
 from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
-from tsgen.components.transitions import GatedTransition
+from tsgen.components.transitions import GatedTransition, TransitionComponent, kl_term, make_transition
 from tsgen.inference.elbo import gaussian_kl, iwae_bound, logmeanexp, prefix_increments, rerun_earlier_prefixes, sequence_elbo, valid_steps
 from tsgen.inference.smc.filter import particle_filter
 from tsgen.models.latent_estimator import FORECAST_PARTICLES, LatentForecaster, condition
@@ -62,7 +62,7 @@ class Emitter(nn.Module):
     def __init__(self, latent_dim: int, data_dim: int, emission_dim: int, emission="normal", n_hidden: int = 2):
         super().__init__()
         self.features = MLP(latent_dim, [emission_dim] * (n_hidden - 1), emission_dim, final_activation=nn.ReLU)
-        self.head = make_head(emission, emission_dim, data_dim)
+        self.head = make_head(emission, emission_dim, data_dim, copy=True)
 
     def forward(self, z: Tensor, scale: Tensor | None = None) -> Distribution:
         """Distribution over ``x`` for ``z`` ``(..., Z)``; ``scale`` broadcastable to ``(..., D)``."""
@@ -115,7 +115,10 @@ class DeepMarkovModule(SequentialModel):
     scale_window : int
         ``W``, the steps the causal scale looks back over.
     transition : nn.Module, optional
-        Replaces the gated transition: ``z_prev -> (loc, scale)``.
+        Replaces the gated transition: a module ``z_prev -> (loc, scale)`` of a
+        diagonal Gaussian (the batched fast path, closed-form KL), or a
+        :class:`~tsgen.components.transitions.TransitionComponent`, whose
+        distribution's KL to the guide is :func:`~tsgen.components.transitions.kl_term`.
 
     Protocol (:mod:`tsgen.protocol`): the state is ``z_t`` (``markov_latent``),
     the context holds the guide's RNN summaries and the data scale, and
@@ -198,8 +201,21 @@ class DeepMarkovModule(SequentialModel):
         window, scale = state.window, state.scale
         if scale is not None:
             window, scale = self.scaler.advance(window, scale, x_prev)
-        loc, sd = self.transition_net(state.z)
-        return DMMState(state.z, scale, window), Independent(Normal(loc, sd), 1)
+        return DMMState(state.z, scale, window), self._prior(state.z)
+
+    def _prior(self, z_prev: Tensor) -> Distribution:
+        """``f(z_t | z_{t-1})`` as a distribution."""
+        if isinstance(self.transition_net, TransitionComponent):
+            return self.transition_net(z_prev)
+        loc, sd = self.transition_net(z_prev)
+        return Independent(Normal(loc, sd), 1)
+
+    @staticmethod
+    def _log_prior(prior, z: Tensor) -> Tensor:
+        """``log f(z)`` for a prior that is ``(loc, scale)`` (the gated fast path) or a distribution."""
+        if isinstance(prior, tuple):
+            return Normal(*prior).log_prob(z).sum(-1)
+        return prior.log_prob(z)
 
     def emission(self, state: DMMState, context_t: dict) -> Distribution:
         """``g(x_t | z_t)`` with event shape ``(D,)``, in the data's units."""
@@ -246,22 +262,23 @@ class DeepMarkovModule(SequentialModel):
 
         Transition and emission run as one batched call over the ``N`` valid
         (draw, sequence, step) positions, so padding costs nothing. Returns
-        ``(where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det)``
+        ``(where, log_lik, prior, z, q_loc, q_scale, base, log_det)``
         with ``where`` ``(S, B, T)`` and the rest ``(N, ...)`` (``log_det``
-        None without flows).
+        None without flows); ``prior`` is the transition's ``(loc, scale)``
+        for a Gaussian transition module, else its distribution.
         """
         n_samples = draw.z.shape[0]
         where = valid_steps(mask).expand(n_samples, *mask.shape[:-1])
         z_0 = self.z_0.expand(*draw.z.shape[:-2], 1, self.latent_dim)
         z_prev = torch.cat([z_0, draw.z[..., :-1, :]], dim=-2)[where]
-        p_loc, p_scale = self.transition_net(z_prev)
+        prior = self.transition_net(z_prev)
         z = draw.z[where]
         x, observed = values.expand(n_samples, *values.shape)[where], mask.expand(n_samples, *mask.shape)[where]
         if scale is not None:
             scale = scale.expand(n_samples, *values.shape)[where]
         log_lik = masked_log_prob(self.emitter(z, scale), x, observed)
         log_det = None if draw.log_det is None else draw.log_det[where]
-        return where, log_lik, p_loc, p_scale, z, draw.loc[where], draw.scale[where], draw.base[where], log_det
+        return where, log_lik, prior, z, draw.loc[where], draw.scale[where], draw.base[where], log_det
 
     @staticmethod
     def _scatter(where: Tensor, values: Tensor) -> Tensor:
@@ -272,19 +289,22 @@ class DeepMarkovModule(SequentialModel):
 
     def _elbo_terms(self, values, mask, noise, scale):
         draw = self.draw_guide(values, mask, noise, scale)
-        where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
-        if log_det is None:
-            kl = gaussian_kl(q_loc, q_scale, p_loc, p_scale)
-        else:
+        where, log_lik, prior, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
+        if log_det is not None:
             log_q = Normal(q_loc, q_scale).log_prob(base).sum(-1) - log_det
-            kl = log_q - Normal(p_loc, p_scale).log_prob(z).sum(-1)
+            kl = log_q - self._log_prior(prior, z)
+        elif isinstance(prior, tuple):
+            kl = gaussian_kl(q_loc, q_scale, *prior)
+        else:
+            kl = kl_term(Independent(Normal(q_loc, q_scale), 1), prior, z)
         return self._scatter(where, log_lik), self._scatter(where, kl), valid_steps(mask)
 
     def elbo_terms(self, values: Tensor, mask: Tensor, n_samples: int = 1, generator=None):
         """``(log_lik, kl, step_mask)``: per-step ``(S, B, T)`` terms of the ELBO, 0 outside the valid steps.
 
-        ``kl`` is analytic without flows and the one-sample ``log q - log f``
-        with flows.
+        ``kl`` is analytic without flows (for a transition component, where
+        torch registers its KL to a diagonal Gaussian) and the one-sample
+        ``log q - log f`` otherwise.
         """
         shape = (n_samples, *values.shape[:-1], self.latent_dim)
         return self._elbo_terms(values, mask, _randn(shape, generator, values), self.scale_of(values, mask))
@@ -321,11 +341,11 @@ class DeepMarkovModule(SequentialModel):
 
     def _log_weights(self, values, mask, noise, scale) -> Tensor:
         draw = self.draw_guide(values, mask, noise, scale)
-        where, log_lik, p_loc, p_scale, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
+        where, log_lik, prior, z, q_loc, q_scale, base, log_det = self._step_terms(values, mask, draw, scale)
         log_q = Normal(q_loc, q_scale).log_prob(base).sum(-1)
         if log_det is not None:
             log_q = log_q - log_det
-        return self._scatter(where, log_lik + Normal(p_loc, p_scale).log_prob(z).sum(-1) - log_q)
+        return self._scatter(where, log_lik + self._log_prior(prior, z) - log_q)
 
     def step_log_weights(self, values: Tensor, mask: Tensor, n_samples: int, generator=None) -> Tensor:
         """``log g(x_t|z_t) + log f(z_t|z_{t-1}) - log q(z_t|.)`` per draw and step ``(S, B, T)``.
@@ -488,9 +508,23 @@ class DeepMarkovModel(LatentForecaster):
 
     Parameters
     ----------
-    emission : str or DistributionHead
+    emission : str, DistributionHead (class or instance) or factory
         ``"normal"``, ``"studentt"``, ``"bernoulli"`` (piano rolls),
-        ``"poisson"``, ``"negbin"``.
+        ``"poisson"``, ``"negbin"``, or a family component by name:
+        ``"made"``/``"nade"`` (autoregressive Bernoulli over the dimensions,
+        :mod:`tsgen.components.autoregressive`), ``"made_normal"``, and
+        whatever :func:`tsgen.components.register_emission` added. The
+        emission's MLP features are ``emission_dim`` wide. An instance is
+        copied before training; only names survive ``save`` (saving a model
+        built from an object raises ``TypeError``).
+    transition : str, TransitionComponent (class or instance) or factory
+        ``"gated"`` (default: the paper's gated Gaussian transition, KL in
+        closed form, the batched fast path), ``"gaussian"`` (an MLP),
+        ``"studentt"``, or a family component's name
+        (:func:`tsgen.components.register_transition`), built with
+        ``transition_dim`` hidden units and read on ``z_{t-1}``. The KL to
+        the guide is closed-form where torch registers one, else the
+        one-draw Monte Carlo ``log q - log f``.
     latent_dim : int
         Size of ``z_t``.
     hidden_dim : int
@@ -584,8 +618,10 @@ class DeepMarkovModel(LatentForecaster):
         max_seconds=None,
         objective="elbo",
         n_particles=8,
+        transition="gated",
     ):
         self.emission = emission
+        self.transition = transition
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
         self.emission_dim = emission_dim
@@ -626,6 +662,8 @@ class DeepMarkovModel(LatentForecaster):
             {"latent_dim": 2, "hidden_dim": 6, "emission_dim": 6, "transition_dim": 6, "inference": "st-l",
              "objective": "fivo", "n_particles": 4, "window_length": 12, "max_epochs": 2, "progress": False,
              "random_state": 2},
+            {"latent_dim": 2, "hidden_dim": 6, "emission_dim": 6, "transition_dim": 6, "emission": "made_normal",
+             "transition": "studentt", "window_length": 12, "max_epochs": 2, "progress": False, "random_state": 3},
         ]
 
     # ------------------------------------------------------------ building
@@ -646,12 +684,15 @@ class DeepMarkovModel(LatentForecaster):
         self._check_arguments()
         emitter = Emitter(self.latent_dim, n_dims, self.emission_dim, self.emission)
         scaling = scale_mode(self.scaling, emitter.head)
+        transition = None  # the gated transition of the module's fast path
+        if not (isinstance(self.transition, str) and self.transition.lower() == "gated"):
+            transition = make_transition(self.transition, self.latent_dim, 0, self.transition_dim, copy=True)
         return DeepMarkovModule(
             n_dims, emitter, latent_dim=self.latent_dim, transition_dim=self.transition_dim,
             rnn_dim=self.hidden_dim, inference=self.inference, rnn_type=self.rnn_type,
             num_layers=self.num_layers, rnn_dropout=self.rnn_dropout,
             observe_mask=getattr(self, "observe_mask_", False), iafs=self.iafs, iaf_dim=self.iaf_dim,
-            scaling=scaling, scale_window=self._scale_window(),
+            scaling=scaling, scale_window=self._scale_window(), transition=transition,
         )
 
     @staticmethod

@@ -72,10 +72,11 @@ from torch.distributions import Distribution
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import DiagonalGaussian, GaussianPair, RecurrentCell, batch_major
+from tsgen.components.latent import DiagonalGaussian, RecurrentCell, batch_major
 from tsgen.components.mlp import MLP
 from tsgen.components.positive import positive
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
+from tsgen.components.transitions import TransitionComponent, latent_pair, learned_prior, prior_distribution
 from tsgen.exceptions import NumericalError
 from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
 from tsgen.inference.smc.filter import particle_filter
@@ -127,17 +128,17 @@ class LSTMSSMModule(SequentialModel):
     causal_proposal = "guided"
 
     def __init__(self, data_dim, latent_dim, hidden_dim, feature_dim, emission="normal", scaling="auto",
-                 scale_window=64, sweeps=2, ancestor_lag=8):
+                 scale_window=64, sweeps=2, ancestor_lag=8, transition="gaussian"):
         super().__init__()
         D, Z, H, Fw = (int(v) for v in (data_dim, latent_dim, hidden_dim, feature_dim))
         self.data_dim, self.latent_dim = D, Z
         self.sweeps, self.ancestor_lag = int(sweeps), int(ancestor_lag)
         self.rnn = RecurrentCell("lstm", Z, H)
-        self.prior = DiagonalGaussian(H, [Fw], Z)
+        self.prior = learned_prior(transition, Z, H, Fw, use_previous=False)
         self.phi_x = MLP(3 * D, [Fw], Fw, final_activation=torch.nn.ReLU)
         self.posterior = DiagonalGaussian(Fw + H, [Fw], Z)
         self.decoder = MLP(Z, [Fw], Fw, final_activation=torch.nn.ReLU)
-        self.head = make_head(emission, Fw, D)
+        self.head = make_head(emission, Fw, D, copy=True)
         self.scaler = CausalScale(D, scale_window, scale_mode(scaling, self.head))
 
     # ------------------------------------------------------------ pieces
@@ -146,6 +147,8 @@ class LSTMSSMModule(SequentialModel):
 
     def _prior_log_density(self, h: Tensor, z: Tensor) -> Tensor:
         """``log f(z | h)`` without building a distribution (the ancestor look-ahead's inner loop)."""
+        if isinstance(self.prior, TransitionComponent):
+            return self.prior(None, h).log_prob(z)
         loc, raw = self.prior.net(h).chunk(2, dim=-1)
         scale = positive(raw)
         return (-0.5 * ((z - loc) / scale).square() - scale.log() - _HALF_LOG_2PI).sum(-1)
@@ -193,7 +196,7 @@ class LSTMSSMModule(SequentialModel):
         if x_prev is not None and scale is not None:
             window, scale = self.scaler.advance(window, scale, x_prev)
         h, c = self.rnn(state.z, state.h, state.c)
-        return LSTMSSMState(h, c, state.z, scale, window), self.prior(h)
+        return LSTMSSMState(h, c, state.z, scale, window), prior_distribution(self.prior, None, h)
 
     def commit(self, state: LSTMSSMState, z: Tensor, context_t: dict) -> LSTMSSMState:
         return replace(state, z=z)
@@ -215,7 +218,7 @@ class LSTMSSMModule(SequentialModel):
         paths ``z`` ``(*batch, B, T, Z)`` (with gradients). Unobserved components add nothing to ``g``."""
         context = self.prepare(values, mask) if context is None else context
         h, _ = self._hidden_path(z)
-        log_f = self.prior(h).log_prob(z)
+        log_f = prior_distribution(self.prior, None, h).log_prob(z)
         log_g = observed_log_prob(self._emit(z, context.steps.get("scale")), values, mask)
         return log_f, log_g
 
@@ -249,7 +252,7 @@ class LSTMSSMModule(SequentialModel):
                 ancestors.append(index)
                 # the transition is deterministic per particle: move, then pick, equals pick, then move
                 moved = index_state(moved, index)
-                prior = self.prior(moved.h)
+                prior = prior_distribution(self.prior, None, moved.h)
             z = torch.cat([prior.sample()[:last], reference[:, t].unsqueeze(0)])
             state = self.commit(moved, z, context_t)
             log_weights = observed_log_prob(self.emission(state, context_t), x_nan[:, t], mask[:, t])
@@ -290,7 +293,7 @@ class LSTMSSMModule(SequentialModel):
         S, (B, T) = n_samples, features.shape[:2]
         # the loop holds only what reads the latent path (components.latent): the cell, f and q of a step in
         # two products, one draw; phi_x(u_t)'s part of q's first layer is projected here
-        pair = GaussianPair(self.prior, self.posterior, None, features, mask.any(-1), S, v_first=False)
+        pair = latent_pair(self.prior, self.posterior, None, features, mask.any(-1), S, v_first=False)
         h, c = self.rnn.initial((S * B,), features)
         z = features.new_zeros(S * B, self.latent_dim)
         outs, zs = [], []
@@ -317,7 +320,7 @@ class LSTMSSMModule(SequentialModel):
             context = self.prepare(values, mask)
             z = self.posterior_draw(values, mask, n_particles, context=context)
             h, _ = self._hidden_path(z)
-            log_f = self.prior(h).log_prob(z)
+            log_f = prior_distribution(self.prior, None, h).log_prob(z)
             log_g = observed_log_prob(self._emit(z, context.steps.get("scale")), values, mask)
             # the guide learns the draws; h* is held fixed so this term moves the guide only
             guide = self.posterior(torch.cat([context.steps["features"], h.detach()], -1)).log_prob(z)
@@ -372,8 +375,13 @@ class LSTMSSM(LatentForecaster):
 
     Parameters
     ----------
-    emission : str or DistributionHead
-        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``.
+    emission : str, DistributionHead (class or instance) or factory
+        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``, or a family
+        component's name (``"made"``, ``"nade"``, ``"made_normal"``; any
+        :func:`tsgen.components.register_emission` name). Only names survive ``save``.
+    transition : str, TransitionComponent (class or instance) or factory
+        ``f(z_t | h_t)``: ``"gaussian"`` (default; the fused training loop), ``"studentt"`` or any
+        :func:`tsgen.components.register_transition` name, reading ``h_t`` with ``feature_dim`` hidden units.
     latent_dim : int
         Size of ``z_t``.
     hidden_dim : int
@@ -412,8 +420,9 @@ class LSTMSSM(LatentForecaster):
                  window_length=None, objective="pgas", n_particles=16, sweeps=2, ancestor_lag=8, max_epochs=100,
                  batch_size=32, learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto",
                  patience=10, kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None,
-                 device="cpu", progress=True, max_seconds=None):
+                 device="cpu", progress=True, max_seconds=None, transition="gaussian"):
         self.emission = emission
+        self.transition = transition
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
         self.feature_dim = feature_dim
@@ -478,4 +487,5 @@ class LSTMSSM(LatentForecaster):
         if self.scaling not in (True, False, "auto"):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
         return LSTMSSMModule(n_dims, self.latent_dim, self.hidden_dim, self.feature_dim, self.emission, self.scaling,
-                             scale_window=self._scale_window(), sweeps=self.sweeps, ancestor_lag=self.ancestor_lag)
+                             scale_window=self._scale_window(), sweeps=self.sweeps, ancestor_lag=self.ancestor_lag,
+                             transition=self.transition)

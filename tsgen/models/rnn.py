@@ -30,7 +30,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from tsgen._validation import is_int
-from tsgen.components.heads import element_log_prob, make_head
+from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.models.deep_estimator import DeepForecaster, fit_rows
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, expand_state
@@ -87,7 +87,7 @@ class RNNAutoregressive(SequentialModel):
         self.n_dims, self.n_features = n_dims, n_features
         self.lags = tuple(lags)
         self.max_lag = max(self.lags)
-        self.head = make_head(emission, hidden_dim, n_dims)
+        self.head = make_head(emission, hidden_dim, n_dims, copy=True)
         self.scaler = CausalScale(n_dims, scale_window, scale_mode(scaling, self.head))
         n_inputs = 2 * len(self.lags) * n_dims + n_dims + n_features
         # torch's recurrent layers take Python numbers only; the estimator may hold numpy ones
@@ -133,7 +133,7 @@ class RNNAutoregressive(SequentialModel):
             scale = self.scale_of(values, mask)
         outputs, _ = self.rnn(self.teacher_forced_inputs(values, mask, scale, covariates))
         distribution = self._distribution(outputs, scale)
-        return element_log_prob(distribution, values, mask).sum(-1)
+        return masked_log_prob(distribution, values, mask)
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0) -> Tensor:
         """Negative log-likelihood per observed value (``kl_weight`` unused: no latent)."""
@@ -245,8 +245,12 @@ class RNNForecaster(DeepForecaster):
         Stacked RNN layers.
     lags : tuple of int
         Lags of the target fed as inputs (e.g. ``(1, 12)`` for monthly data).
-    emission : str or DistributionHead
-        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``.
+    emission : str, DistributionHead (class or instance) or factory
+        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``, or a family
+        component's name (``"made"``, ``"nade"``, ``"made_normal"``: :mod:`tsgen.components.autoregressive`;
+        any :func:`tsgen.components.register_emission` name), fed the RNN's ``hidden_dim`` outputs
+        (RNN-NADE, Boulanger-Lewandowski et al. 2012, is ``emission="nade"``). An instance is copied
+        before training; only names survive ``save``.
     dropout : float
         Dropout between RNN layers.
     scaling : bool or "auto"

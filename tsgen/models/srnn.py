@@ -45,9 +45,10 @@ from torch.nn import functional as F
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import DiagonalGaussian, GaussianPair, batch_major
+from tsgen.components.latent import DiagonalGaussian, batch_major
 from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
+from tsgen.components.transitions import latent_pair, learned_prior, prior_distribution
 from tsgen.components.zforcing import ZForcing, check_z_forcing
 from tsgen.inference.elbo import logmeanexp, prefix_increments, rerun_earlier_prefixes, valid_steps
 from tsgen.inference.smc.filter import particle_filter
@@ -93,7 +94,7 @@ class SRNNModule(SequentialModel):
     markov_latent = True
 
     def __init__(self, data_dim, latent_dim, hidden_dim, feature_dim, emission="normal", inference="smoothing",
-                 scaling="auto", scale_window=64, z_forcing=0.0):
+                 scaling="auto", scale_window=64, z_forcing=0.0, transition="gaussian"):
         super().__init__()
         if inference not in INFERENCE:
             raise ValueError(f"`inference` must be one of {list(INFERENCE)}; got {inference!r}.")
@@ -101,11 +102,11 @@ class SRNNModule(SequentialModel):
         self.data_dim, self.latent_dim, self.inference = D, Z, inference
         self.phi_x = MLP(3 * D, [Fw], Fw, final_activation=nn.ReLU)
         self.deterministic = nn.GRU(Fw, H, batch_first=True)
-        self.prior = DiagonalGaussian(Z + H, [Fw], Z)
+        self.prior = learned_prior(transition, Z, H, Fw, use_previous=True)
         self.backward_rnn = nn.GRU(H + Fw, H, batch_first=True) if inference == "smoothing" else None
         self.posterior = DiagonalGaussian(Z + (H if inference == "smoothing" else H + Fw), [Fw], Z)
         self.decoder = MLP(Z + H, [Fw], Fw, final_activation=nn.ReLU)
-        self.head = make_head(emission, Fw, D)
+        self.head = make_head(emission, Fw, D, copy=True)
         self.scaler = CausalScale(D, scale_window, scale_mode(scaling, self.head))
         self.z_forcing = float(z_forcing)
         self.zforcing = ZForcing(D, Z, Fw) if self.z_forcing > 0 else None
@@ -130,11 +131,11 @@ class SRNNModule(SequentialModel):
         _, h = self.deterministic(flat, d.expand(*shape, d.shape[-1]).reshape(1, -1, d.shape[-1]).contiguous())
         return h[0].reshape(*shape, -1)
 
-    def _posterior(self, prior: Independent, z_prev: Tensor, guide: Tensor) -> Independent:
+    def _posterior(self, prior: Distribution, z_prev: Tensor, guide: Tensor) -> Independent:
         """``q``: the prior's mean plus the guide network's correction (Resq), the guide's own scale."""
         guide = guide.expand(*z_prev.shape[:-1], guide.shape[-1])
         correction = self.posterior(torch.cat([z_prev, guide], dim=-1)).base_dist
-        return Independent(Normal(prior.base_dist.loc + correction.loc, correction.scale, validate_args=False), 1)
+        return Independent(Normal(prior.mean + correction.loc, correction.scale, validate_args=False), 1)
 
     def _emit(self, z: Tensor, d: Tensor, scale: Tensor | None) -> Distribution:
         return self.head(self.decoder(torch.cat([z, d], dim=-1)), scale=scale)
@@ -185,7 +186,7 @@ class SRNNModule(SequentialModel):
             d = d.expand(*state.z.shape[:-1], d.shape[-1])
         if x_prev is not None and scale is not None:
             window, scale = self.scaler.advance(window, scale, x_prev)
-        return SRNNState(d, state.z, scale, window), self.prior(torch.cat([state.z, d], dim=-1))
+        return SRNNState(d, state.z, scale, window), prior_distribution(self.prior, state.z, d)
 
     def commit(self, state: SRNNState, z: Tensor, context_t: dict) -> SRNNState:
         return replace(state, z=z)
@@ -197,7 +198,7 @@ class SRNNModule(SequentialModel):
 
     def proposal(self, state: SRNNState, x: Tensor, mask: Tensor, context_t: dict) -> Distribution:
         """``q(z_t | z_{t-1}, a_t)``; ``x_t`` is read through ``a_t`` from :meth:`prepare`."""
-        prior = self.prior(torch.cat([state.z, state.d], dim=-1))
+        prior = prior_distribution(self.prior, state.z, state.d)
         return self._posterior(prior, state.z, context_t["guide"])
 
     def state_from_latent(self, z: Tensor, context_t: dict) -> SRNNState:
@@ -216,8 +217,8 @@ class SRNNModule(SequentialModel):
         d = context.steps["d"]
         # the loop holds only what reads z_{t-1} (components.latent): the prior and the guide's correction in
         # two products and one draw; d_t's and a_t's parts of their first layers are projected here
-        pair = GaussianPair(self.prior, self.posterior, d, context.steps["guide"], mask.any(-1), n_samples,
-                            v_first=True, residual=True)
+        pair = latent_pair(self.prior, self.posterior, d, context.steps["guide"], mask.any(-1), n_samples,
+                           v_first=True, residual=True)
         z = values.new_zeros(n_samples * d.shape[0], self.latent_dim)
         outs, zs = [], []
         for t in range(d.shape[1]):
@@ -319,8 +320,14 @@ class SRNN(LatentForecaster):
 
     Parameters
     ----------
-    emission : str or DistributionHead
-        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``.
+    emission : str, DistributionHead (class or instance) or factory
+        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``, or a family
+        component's name (``"made"``, ``"nade"``, ``"made_normal"``; any
+        :func:`tsgen.components.register_emission` name). Only names survive ``save``.
+    transition : str, TransitionComponent (class or instance) or factory
+        The prior ``p(z_t | z_{t-1}, d_t)``: ``"gaussian"`` (default; the fused training loop), ``"studentt"``
+        or any :func:`tsgen.components.register_transition` name. The residual guide adds its correction to
+        the prior's ``mean``, which the component's distribution must provide.
     latent_dim : int
         Size of ``z_t``.
     hidden_dim : int
@@ -358,8 +365,9 @@ class SRNN(LatentForecaster):
                  scaling="auto", z_forcing=0.0, window_length=None, max_epochs=100, batch_size=32,
                  learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
                  kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu",
-                 progress=True, max_seconds=None, objective="elbo", n_particles=8):
+                 progress=True, max_seconds=None, objective="elbo", n_particles=8, transition="gaussian"):
         self.emission = emission
+        self.transition = transition
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
         self.feature_dim = feature_dim
@@ -405,5 +413,6 @@ class SRNN(LatentForecaster):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
         check_z_forcing(self.z_forcing)
         return SRNNModule(n_dims, self.latent_dim, self.hidden_dim, self.feature_dim, self.emission, self.inference,
-                          self.scaling, scale_window=self._scale_window(), z_forcing=self.z_forcing)
+                          self.scaling, scale_window=self._scale_window(), z_forcing=self.z_forcing,
+                          transition=self.transition)
 

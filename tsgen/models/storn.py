@@ -109,7 +109,7 @@ class STORNModule(SequentialModel):
         self.recognition = _SEQUENCE_RNNS[cell](Fw, H, batch_first=True, bidirectional=bidirectional)
         self.posterior = MLP((2 if bidirectional else 1) * H, [Fw], 2 * Z)
         self.decoder = MLP(H, [Fw], Fw, final_activation=torch.nn.ReLU)
-        self.head = make_head(emission, Fw, D)
+        self.head = make_head(emission, Fw, D, copy=True)
         self.scaler = CausalScale(D, scale_window, scale_mode(scaling, self.head))
 
     @property
@@ -290,8 +290,12 @@ class STORN(LatentForecaster):
 
     Parameters
     ----------
-    emission : str or DistributionHead
-        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``.
+    emission : str, DistributionHead (class or instance) or factory
+        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``, or a family
+        component's name (``"made"``, ``"nade"``, ``"made_normal"``: :mod:`tsgen.components.autoregressive`;
+        any :func:`tsgen.components.register_emission` name), fed the decoder's ``feature_dim``
+        features. STORN's prior is ``N(0, I)``, so it takes no ``transition``. An instance is copied
+        before training; only names survive ``save``.
     latent_dim : int
         Size of ``z_t``.
     hidden_dim : int

@@ -40,9 +40,10 @@ from torch.nn import functional as F
 
 from tsgen._validation import is_int
 from tsgen.components.heads import make_head
-from tsgen.components.latent import CELLS, DiagonalGaussian, GaussianPair, RecurrentCell, batch_major, time_major
+from tsgen.components.latent import CELLS, DiagonalGaussian, RecurrentCell, batch_major, time_major
 from tsgen.components.mlp import MLP
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
+from tsgen.components.transitions import latent_pair, learned_prior, prior_distribution
 from tsgen.components.zforcing import ZForcing, check_z_forcing
 from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
 from tsgen.inference.smc.filter import particle_filter
@@ -83,22 +84,25 @@ class VRNNModule(SequentialModel):
     scale_window : int
     z_forcing : float
         Weight of the Z-forcing cost in the training loss (0: none, no parameters).
+    transition : str, TransitionComponent or factory
+        The prior ``p(z_t | h_{t-1})``: ``"gaussian"`` (the fused fast path) or any component
+        (:func:`tsgen.components.transitions.learned_prior`).
     """
 
     markov_latent = False
 
     def __init__(self, data_dim, latent_dim, hidden_dim, feature_dim, emission="normal", cell="gru",
-                 scaling="auto", scale_window=64, z_forcing=0.0):
+                 scaling="auto", scale_window=64, z_forcing=0.0, transition="gaussian"):
         super().__init__()
         D, Z, H, Fw = (int(v) for v in (data_dim, latent_dim, hidden_dim, feature_dim))
         self.data_dim, self.latent_dim = D, Z
         self.phi_x = MLP(3 * D, [Fw], Fw, final_activation=torch.nn.ReLU)
         self.phi_z = MLP(Z, [Fw], Fw, final_activation=torch.nn.ReLU)
         self.rnn = RecurrentCell(cell, 2 * Fw, H)
-        self.prior = DiagonalGaussian(H, [Fw], Z)
+        self.prior = learned_prior(transition, Z, H, Fw, use_previous=False)
         self.posterior = DiagonalGaussian(Fw + H, [Fw], Z)
         self.decoder = MLP(Fw + H, [Fw], Fw, final_activation=torch.nn.ReLU)
-        self.head = make_head(emission, Fw, D)
+        self.head = make_head(emission, Fw, D, copy=True)
         self.scaler = CausalScale(D, scale_window, scale_mode(scaling, self.head))
         self.z_forcing = float(z_forcing)
         self.zforcing = ZForcing(D, Z, Fw) if self.z_forcing > 0 else None
@@ -152,7 +156,7 @@ class VRNNModule(SequentialModel):
                 window, scale = self.scaler.advance(window, scale, x_prev)
             features = features.expand(*state.z_features.shape[:-1], features.shape[-1])
             h, c = self.rnn(torch.cat([features, state.z_features], dim=-1), h, c)
-        return VRNNState(h, c, state.z, state.z_features, scale, window), self.prior(h)
+        return VRNNState(h, c, state.z, state.z_features, scale, window), prior_distribution(self.prior, None, h)
 
     def commit(self, state: VRNNState, z: Tensor, context_t: dict) -> VRNNState:
         return replace(state, z=z, z_features=self.phi_z(z))
@@ -180,7 +184,7 @@ class VRNNModule(SequentialModel):
         S, T = n_samples, features.shape[1]
         # the loop holds only what reads the latent path (components.latent): the prior and q of a step in
         # two products, one draw, phi_z and the cell; the data's parts are projected for every step here
-        pair = GaussianPair(self.prior, self.posterior, None, features, mask.any(-1), S, v_first=False)
+        pair = latent_pair(self.prior, self.posterior, None, features, mask.any(-1), S, v_first=False)
         gates = time_major(self.rnn.project(features), S).unbind(0)  # phi_x(u_t)'s part of h_t's input
         h, c = self.rnn.initial((S * features.shape[0],), features)
         hs, outs, zs, z_features = [], [], [], []
@@ -269,8 +273,16 @@ class VRNN(LatentForecaster):
 
     Parameters
     ----------
-    emission : str or DistributionHead
-        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``.
+    emission : str, DistributionHead (class or instance) or factory
+        ``"normal"``, ``"studentt"``, ``"bernoulli"``, ``"poisson"``, ``"negbin"``, or a family
+        component's name (``"made"``, ``"nade"``, ``"made_normal"``: :mod:`tsgen.components.autoregressive`;
+        any :func:`tsgen.components.register_emission` name), fed the decoder's ``feature_dim`` features.
+        An instance is copied before training; only names survive ``save``.
+    transition : str, TransitionComponent (class or instance) or factory
+        The learned prior ``p(z_t | h_{t-1})``: ``"gaussian"`` (default; the fused training loop),
+        ``"studentt"``, or any :func:`tsgen.components.register_transition` name, reading ``h_{t-1}`` with
+        ``feature_dim`` hidden units. Its KL to the Gaussian posterior is closed-form where torch registers
+        one, else the one-draw Monte Carlo ``log q - log p``.
     latent_dim : int
         Size of ``z_t``.
     hidden_dim : int
@@ -307,8 +319,9 @@ class VRNN(LatentForecaster):
                  window_length=None, max_epochs=100, batch_size=32, learning_rate=1e-3, weight_decay=0.0,
                  grad_clip=10.0, validation_fraction="auto", patience=10, kl_annealing_epochs="auto",
                  kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu", progress=True,
-                 max_seconds=None, objective="elbo", n_particles=8, z_forcing=0.0):
+                 max_seconds=None, objective="elbo", n_particles=8, z_forcing=0.0, transition="gaussian"):
         self.emission = emission
+        self.transition = transition
         self.latent_dim = latent_dim
         self.hidden_dim = hidden_dim
         self.feature_dim = feature_dim
@@ -341,6 +354,8 @@ class VRNN(LatentForecaster):
             {"latent_dim": 2, "hidden_dim": 6, "feature_dim": 6, "cell": "lstm", "emission": "studentt",
              "objective": "fivo", "n_particles": 4, "window_length": 12, "max_epochs": 2, "progress": False,
              "random_state": 1},
+            {"latent_dim": 2, "hidden_dim": 6, "feature_dim": 6, "transition": "studentt", "emission": "made_normal",
+             "window_length": 12, "max_epochs": 2, "progress": False, "random_state": 2},
         ]
 
     def _build_module(self, n_dims: int, n_features: int) -> VRNNModule:
@@ -354,4 +369,5 @@ class VRNN(LatentForecaster):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
         check_z_forcing(self.z_forcing)
         return VRNNModule(n_dims, self.latent_dim, self.hidden_dim, self.feature_dim, self.emission, self.cell,
-                          self.scaling, scale_window=self._scale_window(), z_forcing=self.z_forcing)
+                          self.scaling, scale_window=self._scale_window(), z_forcing=self.z_forcing,
+                          transition=self.transition)
