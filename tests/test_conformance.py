@@ -171,3 +171,21 @@ def test_load_rejects_files_that_are_not_models(tmp_path):
     torch.save({"meta": "{}", "tensors": {}}, tmp_path / "bogus")
     with pytest.raises(ValueError, match="not a tsgen model"):
         tsgen.load(tmp_path / "bogus")
+
+
+#: the per-case checks above, for test files that run the contract on cases of their own (components in models)
+CHECKS = [
+    test_constructor_stores_arguments_and_clone_round_trips,
+    test_methods_before_fit_raise_not_fitted,
+    test_predict_and_sample_shapes_and_index,
+    test_log_likelihood_total_equals_sum_of_steps_and_score,
+    test_random_state_makes_fit_and_sample_deterministic,
+    test_save_load_round_trip,
+    test_bad_input_is_named,
+]
+
+
+def run_check(check, cls, params, fitted, tmp_path):
+    """One of :data:`CHECKS` on ``(cls, params)``; the caller's module imports the ``fitted`` fixture from here."""
+    available = {"fitted": fitted, "tmp_path": tmp_path}
+    check(cls, params, **{name: available[name] for name in inspect.signature(check).parameters if name in available})
