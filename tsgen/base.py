@@ -20,6 +20,16 @@ for a forecast rows ``length_i .. length_i + horizon - 1`` are the future.
 The edge aligns the user's ``X`` to those steps by timestamp when both are
 time-indexed and by position otherwise (:func:`tsgen.data.to_covariates`);
 ``feature_names_in_`` keeps ``X``'s column names (None when it had none).
+
+Covariates come in three kinds (``fit(y, X=..., static=..., past_covariates=...)``):
+future-known columns of ``X`` are read over the history and the forecast
+steps (``predict(h, X_future=...)`` gives their future rows); the
+``past_covariates`` columns of ``X`` are observed with ``y`` and read up to
+the forecast origin only: from the origin on they hold their last observed
+value (:func:`tsgen.data.hold_past`), so no value after the origin reaches
+a forecast, whatever the caller passes; ``static`` covariates, one row per
+series, are appended as constant columns after ``X``'s (``n_static_`` of
+the ``n_features_`` columns a model sees).
 """
 from __future__ import annotations
 
@@ -37,8 +47,10 @@ from tsgen._validation import is_int
 from tsgen.data import (
     SeriesBatch,
     forecast_output,
+    hold_past,
     per_step_output,
     to_covariates,
+    to_static,
     to_series_batch,
     unwrap,
     validate_horizon,
@@ -144,40 +156,118 @@ class BaseForecaster(BaseEstimator):
         pass
 
     # ---------------------------------------------------------- validation
-    def _covariates(self, X, batch: SeriesBatch, horizon: int, name: str = "X", history: bool = True):
-        """``X`` for a fitted model, aligned to ``batch``'s steps (if ``history``) and ``horizon`` future steps."""
-        n_features = getattr(self, "n_features_", 0)
-        if X is None:
-            if n_features:
-                raise ValueError(
-                    f"`{name}` is required: the model was fitted with {n_features} covariate(s)."
-                )
-            return None
+    def _n_time_features(self) -> int:
+        """Columns of ``X`` the model was fitted with (its covariates less the static ones)."""
+        return getattr(self, "n_features_", 0) - getattr(self, "n_static_", 0)
+
+    def _past_columns(self) -> tuple:
+        return tuple(getattr(self, "past_covariates_", ()))
+
+    def _time_covariates(self, X, batch: SeriesBatch, horizon: int, name: str, history: bool, known_only: bool = False):
+        """``X`` aligned to ``batch``'s steps (if ``history``) and ``horizon`` future steps; only the
+        future-known columns when ``known_only``."""
+        names = getattr(self, "feature_names_in_", None)
+        n_features = self._n_time_features()
+        if known_only:
+            keep = [j for j in range(n_features) if j not in self._past_columns()]
+            names = None if names is None else names[keep]
+            n_features = len(keep)
+        covariates, _ = to_covariates(
+            X, name, batch.indexes, horizon, history=history, feature_names=names, n_features=n_features,
+            ids=batch.ids, id_col=batch.id_col, time_col=batch.time_col,
+        )
+        return covariates
+
+    def _check_given(self, name: str, given: bool) -> None:
+        n_features = self._n_time_features()
+        if not given:
+            return
         if not self._supports_covariates:
             raise ValueError(f"`{name}` was given but {type(self).__name__} takes no covariates.")
         if not n_features:
             raise ValueError(
                 f"`{name}` was given but the model was fitted without covariates; refit with "
-                f"`fit(y, {name}=...)` to use them, or leave `{name}` out."
+                f"`fit(y, X=...)` to use them, or leave `{name}` out."
             )
-        covariates, _ = to_covariates(
-            X, name, batch.indexes, horizon, history=history,
-            feature_names=getattr(self, "feature_names_in_", None), n_features=n_features,
-        )
-        return covariates
 
-    def _future_covariates(self, X, history: SeriesBatch, horizon: int, conditioned: bool):
-        """Covariates for history plus future: ``X`` is needed for the future only when continuing the fit data."""
-        if conditioned or X is None:
-            return self._covariates(X, history, horizon)
-        future = self._covariates(X, history, horizon, history=False)
-        past = self.covariates_
-        rows = past.shape[1] + horizon
-        combined = torch.zeros(history.n_series, rows, past.shape[-1], dtype=past.dtype)
-        for i, n in enumerate(history.lengths.tolist()):
-            combined[i, :n] = past[i, :n]
-            combined[i, n : n + horizon] = future[i, :horizon]
-        return combined
+    def _covariates(self, X, batch: SeriesBatch, horizon: int, name: str = "X", history: bool = True,
+                    static=None, continuing: bool = False):
+        """All covariates for a fitted model over ``batch``'s steps and ``horizon`` more: ``X`` (past-observed
+        columns held from each series' end on) and the static columns (``static``, or the fitted series'
+        own when ``continuing``)."""
+        self._check_given(name, X is not None)
+        n_features = self._n_time_features()
+        if X is None and n_features:
+            raise ValueError(f"`{name}` is required: the model was fitted with {n_features} covariate(s).")
+        time = None if X is None else self._time_covariates(X, batch, horizon, name, history)
+        if time is not None and history and horizon:
+            time = hold_past(time, batch.lengths, self._past_columns())
+        return self._with_static(time, batch, static, continuing, (int(batch.lengths.max()) if history else 0) + horizon)
+
+    def _with_static(self, time, batch: SeriesBatch, static, continuing: bool, rows: int):
+        """``time`` covariates with the static columns appended (constant over ``rows``)."""
+        n_static = getattr(self, "n_static_", 0)
+        if static is not None and not n_static:
+            raise ValueError("`static` was given but the model was fitted without static covariates.")
+        if not n_static:
+            return time
+        if static is None:
+            if not continuing:
+                raise ValueError(
+                    f"`static` is required: the model was fitted with {n_static} static covariate(s) "
+                    f"{list(self.static_names_)}; give one row per series of `y`."
+                )
+            values = self.static_
+        else:
+            values, _ = to_static(static, "static", batch.n_series, batch.ids, feature_names=self.static_names_)
+        constant = values[:, None, :].expand(-1, rows if time is None else time.shape[1], -1)
+        return constant.clone() if time is None else torch.cat([time, constant.to(time.dtype)], dim=-1)
+
+    def _future_covariates(self, X, history: SeriesBatch, horizon: int, conditioned: bool, X_future=None,
+                           static=None):
+        """Covariates for history plus future.
+
+        Continuing the fit data (``not conditioned``): the stored history and
+        ``X_future`` (or ``X``) for the future-known columns of the
+        ``horizon`` steps. Conditioning on a new ``y``: ``X`` over its steps
+        and either the horizon too or ``X_future`` for it. Past-observed
+        columns never need future rows: they hold their last value.
+        """
+        if X is not None and X_future is not None and not conditioned:
+            raise ValueError("give the future covariates once: `X_future` (or `X`, its older name), not both.")
+        n_features = self._n_time_features()
+        known = [j for j in range(n_features) if j not in self._past_columns()]
+        if conditioned and X_future is None:
+            return self._covariates(X, history, horizon, static=static)
+        future_X, future_name = (X_future, "X_future") if X_future is not None else (X, "X")
+        self._check_given(future_name, future_X is not None)
+        if not n_features:
+            return self._with_static(None, history, static, not conditioned, int(history.lengths.max()) + horizon)
+        if known and future_X is None:
+            raise ValueError(
+                f"`X` is required: the model was fitted with {len(known)} future-known covariate(s) and needs "
+                f"their values over the {horizon} forecast steps (pass them as `X_future`)."
+            )
+        if conditioned:
+            self._check_given("X", X is not None)
+            if X is None:
+                raise ValueError(f"`X` is required with `y`: the model was fitted with {n_features} covariate(s).")
+            past = self._time_covariates(X, history, 0, "X", True)
+        else:
+            past = self.covariates_[..., :n_features]
+        future = None if not known else self._time_covariates(future_X, history, horizon, future_name, False,
+                                                               known_only=True)
+        lengths = history.lengths
+        combined = torch.zeros(history.n_series, int(lengths.max()) + horizon, n_features, dtype=past.dtype)
+        combined[:, : past.shape[1]] = past[:, : combined.shape[1]]
+        if future is not None:
+            series = torch.arange(history.n_series)[:, None]
+            steps = lengths[:, None] + torch.arange(horizon)[None, :]
+            block = combined[series, steps]
+            block[..., known] = future[:, :horizon].to(combined.dtype)
+            combined[series, steps] = block
+        combined = hold_past(combined, lengths, self._past_columns())
+        return self._with_static(combined, history, static, not conditioned, combined.shape[1])
 
     def _history(self, y) -> tuple[SeriesBatch, bool]:
         if y is None:
@@ -193,16 +283,34 @@ class BaseForecaster(BaseEstimator):
         return batch, True
 
     # -------------------------------------------------------------- public
-    def fit(self, y, X=None):
-        """Fit the model to ``y`` (Series, DataFrame, array or list of them); returns ``self``."""
+    def fit(self, y, X=None, static=None, past_covariates=None):
+        """Fit the model to ``y``; returns ``self``.
+
+        Parameters
+        ----------
+        y : Series, DataFrame, array, a list of them, a dict ``{id: series}`` or a long frame
+        X : time-varying covariates aligned with ``y`` by timestamp (see :func:`tsgen.data.to_covariates`;
+            for panel ``y`` also a long frame keyed by id and time, or a dict by id)
+        static : covariates with one row per series (a frame indexed by id for panel ``y``)
+        past_covariates : names (or positions) of ``X``'s columns that are observed with ``y`` and unknown
+            in advance: forecasts read them up to the origin only (see the module docstring)
+        """
         # checked at use, not in the constructor (scikit-learn's contract), before any work
         check_random_state(self.random_state)
         data = to_series_batch(y, "y", self._min_length())
-        covariates, names = None, None
+        covariates, names, static_values, static_names = None, None, None, ()
+        if (X is not None or static is not None) and not self._supports_covariates:
+            raise ValueError(f"`{'X' if X is not None else 'static'}` was given but {type(self).__name__} "
+                             "takes no covariates.")
         if X is not None:
-            if not self._supports_covariates:
-                raise ValueError(f"`X` was given but {type(self).__name__} takes no covariates.")
-            covariates, names = to_covariates(X, "X", data.indexes)
+            covariates, names = to_covariates(X, "X", data.indexes, ids=data.ids, id_col=data.id_col,
+                                              time_col=data.time_col)
+        past = _past_positions(past_covariates, names, 0 if covariates is None else covariates.shape[-1])
+        if static is not None:
+            static_values, static_names = to_static(static, "static", data.n_series, data.ids)
+            rows = int(data.lengths.max()) if covariates is None else covariates.shape[1]
+            constant = static_values[:, None, :].expand(-1, rows, -1)
+            covariates = constant.clone() if covariates is None else torch.cat([covariates, constant], dim=-1)
         # set before `_fit` so that a model can name its coefficients after X's columns
         previous = self.__dict__.get("feature_names_in_", _UNSET)
         self.feature_names_in_ = None if names is None else np.asarray(names, dtype=object)
@@ -220,30 +328,42 @@ class BaseForecaster(BaseEstimator):
         self.n_dims_ = data.n_dims
         self.n_features_ = 0 if covariates is None else covariates.shape[-1]
         self.covariates_ = covariates
+        self.n_static_ = len(static_names)
+        self.static_ = static_values
+        self.static_names_ = tuple(static_names)
+        self.past_covariates_ = past
         return self
 
-    def sample(self, horizon, n_samples=100, y=None, X=None):
-        """Joint sample paths ``(n_samples, horizon, n_dims)`` (a list of them for many series)."""
+    def sample(self, horizon, n_samples=100, y=None, X=None, *, X_future=None, static=None):
+        """Joint sample paths ``(n_samples, horizon, n_dims)`` (a list of them for many series, a dict by id
+        for panel input); ``X_future``/``static`` as in :meth:`predict`."""
         check_is_fitted(self)
         horizon = validate_horizon(horizon)
         n_samples = _check_n_samples(n_samples)
-        history, covariates = self._conditioning(horizon, y, X)
+        history, covariates = self._conditioning(horizon, y, X, X_future, static)
         return unwrap(history, list(by_partition(self, "_draw_paths", horizon, n_samples, history, covariates)))
 
-    def predict(self, horizon, y=None, X=None, quantiles=(0.05, 0.5, 0.95)):
-        """Forecast frame(s): ``mean`` and one ``q<level>`` column per quantile."""
+    def predict(self, horizon, y=None, X=None, quantiles=(0.05, 0.5, 0.95), *, X_future=None, static=None):
+        """Forecast frame(s): ``mean`` and one ``q<level>`` column per quantile (one long frame keyed by id
+        and time for panel input).
+
+        ``X_future``: the future-known covariates over the ``horizon`` steps
+        (``X`` is its older name when continuing the fitted series; with a
+        new ``y``, ``X`` covers ``y``'s steps and, without ``X_future``, the
+        horizon too). ``static``: one row per series of a new ``y``.
+        """
         check_is_fitted(self)
         horizon = validate_horizon(horizon)
         levels = _check_quantiles(quantiles)
-        history, covariates = self._conditioning(horizon, y, X)
+        history, covariates = self._conditioning(horizon, y, X, X_future, static)
         mean, bands = by_partition(self, "_forecast", horizon, history, covariates, levels)
         return forecast_output(history, mean, bands)
 
     # ------------------------------------------- array-level results (no pandas)
-    def _conditioning(self, horizon, y, X):
+    def _conditioning(self, horizon, y, X, X_future=None, static=None):
         """The validated history to continue and its covariates over history and horizon."""
         history, conditioned = self._history(y)
-        return history, self._future_covariates(X, history, horizon, conditioned)
+        return history, self._future_covariates(X, history, horizon, conditioned, X_future, static)
 
     def _draw_paths(self, horizon, n_samples, history, covariates) -> np.ndarray:
         """Joint sample paths ``(series, n_samples, horizon, n_dims)``."""
@@ -268,13 +388,13 @@ class BaseForecaster(BaseEstimator):
         observed = data.mask.any(-1).numpy()
         return np.where(observed, values, np.nan)
 
-    def log_likelihood(self, y, per_step=False, X=None, **options):
+    def log_likelihood(self, y, per_step=False, X=None, *, static=None, **options):
         """Total ``log p(y)``, or per-step ``log p(y_t | y_<t)`` as Series when ``per_step``."""
         check_is_fitted(self)
         data = to_series_batch(y, "y", 1)
         if data.n_dims != self.n_dims_:
             raise ValueError(f"`y` has {data.n_dims} variables; the model was fitted on {self.n_dims_}.")
-        covariates = self._covariates(X, data, 0)
+        covariates = self._covariates(X, data, 0, static=static)
         if not per_step:
             totals = by_partition(self, "_total_log_likelihood", data, covariates, **options)
             if totals is not None:
@@ -284,13 +404,14 @@ class BaseForecaster(BaseEstimator):
             return per_step_output(data, per_step_values)
         return float(np.nansum(per_step_values))
 
-    def score(self, y, X=None):
+    def score(self, y, X=None, *, static=None):
         """Mean log-likelihood per observed value (higher is better)."""
         data = to_series_batch(y, "y", 1)
-        return self.log_likelihood(data, X=X) / data.n_observed
+        return self.log_likelihood(data, X=X, static=static) / data.n_observed
 
     #: fitted attributes that describe the fit as a whole, not one series
-    _SHARED_ATTRIBUTES = frozenset({"history_", "covariates_", "n_dims_", "n_features_", "feature_names_in_"})
+    _SHARED_ATTRIBUTES = frozenset({"history_", "covariates_", "n_dims_", "n_features_", "feature_names_in_",
+                                    "n_static_", "static_", "static_names_", "past_covariates_"})
 
     def per_series(self):
         """The per-series fitted attributes as one frame indexed by series id.
@@ -339,6 +460,8 @@ class BaseForecaster(BaseEstimator):
             all_tensors.update({f"history.{k}": v for k, v in history_tensors.items()})
         if self.covariates_ is not None:
             all_tensors["covariates"] = self.covariates_
+        if getattr(self, "static_", None) is not None:
+            all_tensors["static"] = self.static_
         meta = {
             "class": type(self).__name__,
             "params": _encode(self.get_params(deep=False)),
@@ -346,6 +469,9 @@ class BaseForecaster(BaseEstimator):
             "history": history_meta,
             "n_dims": self.n_dims_,
             "n_features": self.n_features_,
+            "n_static": getattr(self, "n_static_", 0),
+            "static_names": list(getattr(self, "static_names_", ())),
+            "past_covariates": list(getattr(self, "past_covariates_", ())),
         }
         return meta, all_tensors
 
@@ -359,10 +485,36 @@ class BaseForecaster(BaseEstimator):
         model.n_dims_ = meta["n_dims"]
         model.n_features_ = meta["n_features"]
         model.covariates_ = tensors.get("covariates")
+        model.n_static_ = int(meta.get("n_static", 0))
+        model.static_ = tensors.get("static")
+        model.static_names_ = tuple(meta.get("static_names", ()))
+        model.past_covariates_ = tuple(int(j) for j in meta.get("past_covariates", ()))
         model._load_fitted_state(
             meta["fitted"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         )
         return model
+
+
+def _past_positions(past_covariates, names, n_features: int) -> tuple:
+    """``fit``'s ``past_covariates`` (column names of ``X``, or positions) as sorted column positions."""
+    if past_covariates is None:
+        return ()
+    if isinstance(past_covariates, (str, int, np.integer)):
+        past_covariates = [past_covariates]
+    if not n_features:
+        raise ValueError("`past_covariates` names columns of `X`, but no `X` was given.")
+    positions = []
+    for column in past_covariates:
+        if is_int(column) and 0 <= int(column) < n_features:
+            positions.append(int(column))
+        elif names is not None and column in names:
+            positions.append(list(names).index(column))
+        else:
+            raise ValueError(
+                f"`past_covariates` must name columns of `X` ({list(names) if names else f'positions 0..{n_features - 1}'}); "
+                f"got {column!r}."
+            )
+    return tuple(sorted(set(positions)))
 
 
 def register_saveable(cls: type) -> type:
@@ -476,3 +628,7 @@ def _check_stored_sizes(meta: dict, tensors: dict) -> None:
         or not bool(torch.isfinite(covariates).all())
     ):
         raise ValueError(f"stored covariates must be finite, shaped ({n_series}, rows, {n_features})")
+    static, n_static = tensors.get("static"), meta.get("n_static", 0)
+    if (static is None) != (not n_static) or (static is not None and (
+            static.shape != (n_series, n_static) or not bool(torch.isfinite(static).all()))):
+        raise ValueError(f"stored static covariates must be finite, shaped ({n_series}, {n_static})")

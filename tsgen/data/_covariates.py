@@ -10,7 +10,19 @@ Invariants of the tensor :func:`to_covariates` returns (what models rely on):
   ``PeriodIndex``) rows are picked by timestamp, so ``X`` may be longer
   than needed and in any order; otherwise (plain arrays, integer indexes)
   rows are matched by position and ``X`` must have exactly the rows needed;
+- for panel ``y`` (series keyed by id) ``X`` may be a long frame with the
+  same id and time columns (one row per id and timestamp, covariates in the
+  other columns) or a dict ``{id: frame}``: each series takes its own id's
+  rows, matched by timestamp;
 - the caller's objects are never modified.
+
+Kinds of covariates (how :class:`tsgen.base.BaseForecaster` uses them):
+future-known columns (calendars, prices set in advance) are read over the
+history and the forecast steps; past-observed columns (``past_covariates``
+at fit) are read up to each forecast origin only: :func:`hold_past` puts
+their last observed value in every later row, so a value after the origin
+can never reach a forecast; static covariates (one row per series,
+:func:`to_static`) enter as constant columns after the time-varying ones.
 """
 from __future__ import annotations
 
@@ -18,14 +30,99 @@ import numpy as np
 import pandas as pd
 import torch
 
+from collections.abc import Mapping
+
 from tsgen.data._batch import _numeric_values
 from tsgen.data._index import future_index
+from tsgen.data._panel import ID_COL, TIME_COL, _time_values
 
 _TIME_INDEXES = (pd.DatetimeIndex, pd.PeriodIndex)
 
 
 def _is_collection(X) -> bool:
     return isinstance(X, (list, tuple)) and len(X) > 0 and not np.isscalar(X[0])
+
+
+def _split_long(X: pd.DataFrame, name: str, id_col: str, time_col: str) -> dict:
+    """A long covariate frame as ``{id: frame indexed by time}`` (rows sorted by time)."""
+    times, _ = _time_values(X[time_col], name, time_col)
+    work = X.drop(columns=[id_col, time_col]).set_axis(times, axis=0)
+    out = {}
+    for key, rows in work.groupby(X[id_col].to_numpy(), sort=False):
+        out[key.item() if isinstance(key, np.generic) else key] = rows.sort_index()
+    return out
+
+
+def _per_series(X, name: str, n_series: int, ids, id_col: str, time_col: str) -> tuple[list, list]:
+    """``(items, labels)``: one covariate object per series, taken by id for panel ``y``."""
+    if isinstance(X, pd.DataFrame) and id_col in X.columns and time_col in X.columns:
+        if ids is None:
+            raise ValueError(f"`{name}` is a long frame keyed by {id_col!r} but `y` has no series ids: pass `y` "
+                             "as a long frame or a dict keyed by the same ids.")
+        X = _split_long(X, name, id_col, time_col)
+    if isinstance(X, Mapping):
+        if ids is None:
+            raise TypeError(f"`{name}` is a dict keyed by series id but `y` has no ids: pass `y` as a dict or "
+                            "long frame too, or `{name}` as a list in the order of `y`.")
+        missing = [key for key in ids if key not in X]
+        if missing:
+            raise ValueError(f"`{name}` has no covariates for series {missing[0]!r} "
+                             f"({len(missing)} of {len(ids)} series missing).")
+        return [X[key] for key in ids], [f"{name}[{key!r}]" for key in ids]
+    items = list(X) if _is_collection(X) else [X]
+    if len(items) != n_series:
+        raise ValueError(f"`{name}` has {len(items)} entries but there are {n_series} series.")
+    labels = [f"{name}[{i}]" for i in range(n_series)] if _is_collection(X) else [name]
+    return items, labels
+
+
+def hold_past(covariates: torch.Tensor, origins, columns) -> torch.Tensor:
+    """``covariates`` ``(series, rows, features)`` with each ``columns`` entry held at its value at row
+    ``origins[i] - 1`` from row ``origins[i]`` on (a copy): what is known of a past-observed covariate at
+    the forecast origin, whatever the later rows held."""
+    if covariates is None or not len(columns):
+        return covariates
+    rows = covariates.shape[1]
+    origins = torch.as_tensor(origins, dtype=torch.long).reshape(-1, 1)
+    source = torch.minimum(torch.arange(rows).expand(covariates.shape[0], rows), origins - 1).clamp(min=0)
+    columns = torch.as_tensor(list(columns), dtype=torch.long)
+    held = covariates.clone()
+    picked = torch.gather(covariates[..., columns], 1, source[..., None].expand(-1, -1, len(columns)))
+    held[..., columns] = picked
+    return held
+
+
+def to_static(static, name: str, n_series: int, ids=None, feature_names=None) -> tuple[torch.Tensor, tuple]:
+    """Static covariates: one row of numbers per series, ``(n_series, n_static)`` float64, and their names.
+
+    ``static`` is a DataFrame with one row per series (indexed by id for
+    panel ``y``, else in series order), a dict ``{id: {feature: value}}``,
+    or an array ``(n_series, n_static)``; a Series is one feature.
+    """
+    if isinstance(static, Mapping):
+        static = pd.DataFrame.from_dict(dict(static), orient="index")
+    if isinstance(static, pd.Series):
+        static = static.to_frame(static.name if static.name is not None else "static")
+    if not isinstance(static, pd.DataFrame):
+        array = static.detach().cpu().numpy() if isinstance(static, torch.Tensor) else np.asarray(static)
+        if array.ndim == 1:
+            array = array[:, None]
+        if array.ndim != 2:
+            raise ValueError(f"`{name}` must have shape (n_series, features); got shape {array.shape}.")
+        static = pd.DataFrame(array, columns=[f"static{j}" for j in range(array.shape[1])])
+    if ids is not None and not isinstance(static.index, pd.RangeIndex):
+        missing = [key for key in ids if key not in static.index]
+        if missing:
+            raise ValueError(f"`{name}` has no row for series {missing[0]!r}: index it by the series ids.")
+        static = static.loc[list(ids)]
+    if len(static) != n_series:
+        raise ValueError(f"`{name}` has {len(static)} rows; expected one per series ({n_series}).")
+    if feature_names is not None:
+        static = _select_columns(static, name, feature_names, len(feature_names))
+    values = _numeric_values(static, name)
+    if np.isnan(values).any():
+        raise ValueError(f"`{name}` contains NaN: static covariates must be fully observed.")
+    return torch.from_numpy(values), tuple(str(c) for c in static.columns)
 
 
 def _as_frame(item, label: str) -> pd.DataFrame:
@@ -113,17 +210,22 @@ def to_covariates(
     history: bool = True,
     feature_names=None,
     n_features: int | None = None,
+    ids=None,
+    id_col: str = ID_COL,
+    time_col: str = TIME_COL,
 ) -> tuple[torch.Tensor, tuple[str, ...] | None]:
     """Exogenous regressors aligned to each series' time steps (see the module docstring).
 
     Parameters
     ----------
-    X : DataFrame, Series, array ``(rows, features)``, or a list with one of them per series
+    X : DataFrame, Series, array ``(rows, features)``, or a list with one of them per series;
+        for panel ``y`` also a dict ``{id: frame}`` or a long frame with ``id_col`` and ``time_col``
     name : the argument's name for error messages
     indexes : the validated time index of each series (``SeriesBatch.indexes``)
     horizon : number of future steps needed after each series' last timestamp
     history : whether the rows of the history are needed too (else only the future)
     feature_names, n_features : what the model was fitted with (None at fit)
+    ids, id_col, time_col : the series ids of panel ``y`` (None otherwise) and its column names
 
     Returns
     -------
@@ -131,12 +233,9 @@ def to_covariates(
     names : the column names when ``X`` names its columns with strings, else None
     """
     n_series = len(indexes)
-    items = list(X) if _is_collection(X) else [X]
-    if len(items) != n_series:
-        raise ValueError(f"`{name}` has {len(items)} entries but there are {n_series} series.")
+    items, labels = _per_series(X, name, n_series, ids, id_col, time_col)
     arrays, names = [], None
-    for i, (item, index) in enumerate(zip(items, indexes)):
-        label = f"{name}[{i}]" if _is_collection(X) else name
+    for i, (item, index, label) in enumerate(zip(items, indexes, labels)):
         what = _describe(len(index), horizon, history)
         frame = _select_columns(_as_frame(item, label), label, feature_names, n_features)
         item_names = _names(frame)

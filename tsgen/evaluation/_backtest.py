@@ -8,8 +8,8 @@ import pandas as pd
 from joblib import delayed
 from sklearn.base import clone
 
-from tsgen.base import _check_n_samples, _check_quantiles
-from tsgen.data import SeriesBatch, quantile_label, to_series_batch, validate_horizon
+from tsgen.base import _check_n_samples, _check_quantiles, _past_positions
+from tsgen.data import SeriesBatch, quantile_label, to_covariates, to_series_batch, to_static, validate_horizon
 from tsgen.evaluation._parallel import parallel_context
 from tsgen.evaluation._result import BacktestResult
 from tsgen.evaluation._score import as_2d, score_origins, with_seed
@@ -44,6 +44,53 @@ def _series_pandas(batch: SeriesBatch, i: int):
     return pd.DataFrame(values, index=index, columns=list(columns))
 
 
+@dataclass(frozen=True)
+class _Exog:
+    """One series' covariates for a backtest: ``X`` over all its steps (a frame on its index), its static
+    row ``(1, n_static)``, and which columns of ``X`` are past-observed."""
+    X: pd.DataFrame | None
+    static: pd.DataFrame | None
+    past: tuple
+
+    def static_rows(self, n: int) -> pd.DataFrame | None:
+        """The static row once per window (``n`` windows share the series' row)."""
+        return None if self.static is None else self.static.iloc[np.zeros(n, dtype=np.int64)].reset_index(drop=True)
+
+    def fit_args(self, spans: list, many: bool) -> dict:
+        """``fit``'s covariate arguments for the training windows ``spans`` (a list of them when ``many``)."""
+        X = [self.X.iloc[a:b] for a, b in spans] if self.X is not None else None
+        out = {}
+        if X is not None:
+            out["X"] = X if many else X[0]
+        if self.past:
+            out["past_covariates"] = self.past
+        if self.static is not None:
+            out["static"] = self.static_rows(len(spans))
+        return out
+
+
+def _series_exog(X, static, past_covariates, batch: SeriesBatch, datasets: list) -> list:
+    """Each series' covariates aligned to its own steps once (by timestamp, or by id for panel ``y``)."""
+    if X is None and static is None:
+        if past_covariates is not None:
+            raise ValueError("`past_covariates` names columns of `X`, but no `X` was given.")
+        return [None] * batch.n_series
+    frames = [None] * batch.n_series
+    past = ()
+    if X is not None:
+        covariates, names = to_covariates(X, "X", batch.indexes, ids=batch.ids, id_col=batch.id_col,
+                                          time_col=batch.time_col)
+        columns = list(names) if names is not None else list(range(covariates.shape[-1]))
+        frames = [pd.DataFrame(covariates[i, : len(d)].numpy(), index=d.index, columns=columns)
+                  for i, d in enumerate(datasets)]
+        past = _past_positions(past_covariates, names, covariates.shape[-1])
+    rows = [None] * batch.n_series
+    if static is not None:
+        values, static_names = to_static(static, "static", batch.n_series, batch.ids)
+        rows = [pd.DataFrame(values[i : i + 1].numpy(), columns=list(static_names)) for i in range(batch.n_series)]
+    return [_Exog(frames[i], rows[i], past) for i in range(batch.n_series)]
+
+
 def _seeded_clone(model, seed: int):
     fresh = clone(model)
     if "random_state" in fresh.get_params(deep=False):
@@ -51,7 +98,8 @@ def _seeded_clone(model, seed: int):
     return fresh
 
 
-def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season, keep_samples, batch_size):
+def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season, keep_samples, batch_size,
+              exog=None):
     """Fit (unless ``fitted`` is given) and score every origin of ``group``; runs on a worker.
 
     Origins are conditioned in batches of ``batch_size`` (one model call per
@@ -60,7 +108,9 @@ def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season,
     fits = []
     if fitted is None:
         first = group.origins[0]
-        fitted = _seeded_clone(model, group.fit_seed).fit(data.iloc[first.train_start : first.stop])
+        fitted = _seeded_clone(model, group.fit_seed).fit(
+            data.iloc[first.train_start : first.stop],
+            **({} if exog is None else exog.fit_args([(first.train_start, first.stop)], many=False)))
         fits.append((group.series, first.position, first.stop, first.stop - first.train_start))
     outcomes = []
     values, columns = as_2d(data), _columns(data)
@@ -68,7 +118,7 @@ def _run_task(model, fitted, group, data, horizon, quantiles, n_samples, season,
         batch = group.origins[b : b + batch_size]
         scored = score_origins(with_seed(fitted, batch[0].seed), values, data.index, columns,
                                [(o.train_start, o.stop) for o in batch], horizon, quantiles, n_samples, season,
-                               keep_samples)
+                               keep_samples, exog)
         for origin, out in zip(batch, scored):
             outcomes.append(_Outcome(group.series, origin.position, origin.stop, *out))
     return fits, outcomes
@@ -78,7 +128,8 @@ def _columns(data) -> tuple:
     return (data.name,) if isinstance(data, pd.Series) else tuple(data.columns)
 
 
-def _run_batched_refits(model, groups, data, horizon, quantiles, n_samples, season, keep_samples, batch_size):
+def _run_batched_refits(model, groups, data, horizon, quantiles, n_samples, season, keep_samples, batch_size,
+                        exog=None):
     """Refit every group of ``groups`` in ONE ``fit`` call on the list of their training windows; runs on a worker.
 
     Only for estimators whose fit on a list is one independent fit per
@@ -90,7 +141,9 @@ def _run_batched_refits(model, groups, data, horizon, quantiles, n_samples, seas
     dropped) so that ``y`` keeps pairing one history with each fit.
     """
     windows = [data.iloc[g.origins[0].train_start : g.origins[0].stop] for g in groups]
-    fitted = _seeded_clone(model, groups[0].fit_seed).fit(windows)
+    spans = [(g.origins[0].train_start, g.origins[0].stop) for g in groups]
+    fitted = _seeded_clone(model, groups[0].fit_seed).fit(
+        windows, **({} if exog is None else exog.fit_args(spans, many=True)))
     fits = [(g.series, g.origins[0].position, g.origins[0].stop, len(w)) for g, w in zip(groups, windows)]
     outcomes = []
     values, columns = as_2d(data), _columns(data)
@@ -100,7 +153,7 @@ def _run_batched_refits(model, groups, data, horizon, quantiles, n_samples, seas
         seed = next(o.seed for o, r in zip(batch, real) if r)
         scored = score_origins(with_seed(fitted, seed), values, data.index, columns,
                                [(o.train_start, o.stop) for o in batch], horizon, quantiles, n_samples, season,
-                               keep_samples)
+                               keep_samples, exog)
         for g, origin, keep, out in zip(groups, batch, real, scored):
             if keep:
                 outcomes.append(_Outcome(g.series, origin.position, origin.stop, *out))
@@ -118,6 +171,9 @@ def backtest(
     y,
     horizon: int,
     *,
+    X=None,
+    static=None,
+    past_covariates=None,
     start=None,
     step: int = 1,
     window: str = "expanding",
@@ -150,6 +206,16 @@ def backtest(
         One series, or many backtested independently (each with its own fits).
     horizon : int
         Forecast length ``H`` scored at each origin.
+    X : covariates, optional
+        Time-varying covariates of ``y`` over all its steps (aligned by
+        timestamp; for panel ``y`` a long frame or dict keyed by id). At each
+        origin the model is fitted on the training window's rows and
+        forecasts with the future-known columns' rows of the horizon; the
+        ``past_covariates`` columns are read up to the origin only (their
+        later values never reach a fit, forecast or score).
+    static : optional
+        Static covariates, one row per series (see ``fit``).
+    past_covariates : names or positions of ``X``'s past-observed columns, optional
     start : int, timestamp or None
         Training length at the first origin (negative counts from the end),
         or the timestamp of the first cutoff; None = half the series.
@@ -215,6 +281,7 @@ def backtest(
         first = resolve_start(start, len(data), horizon, data.index)
         stops = origin_stops(len(data), horizon, first, step)
         plans.append((data, stops, train_starts(stops, window, window_length)))
+    exogs = _series_exog(X, static, past_covariates, batch, [p[0] for p in plans])
     seeds = series_seeds(random_state, batch.n_series, [len(p[1]) for p in plans])
     for i, (data, stops, starts) in enumerate(plans):
         datasets.append(data)
@@ -230,7 +297,7 @@ def backtest(
         for i, groups in enumerate(groups_per_series):
             if batched:
                 # refits of `batch_size` groups share one batched fit call (fixed chunks: results ignore n_jobs)
-                tasks += [(_run_batched_refits, None, groups[k : k + int(batch_size)], datasets[i])
+                tasks += [(_run_batched_refits, None, groups[k : k + int(batch_size)], datasets[i], exogs[i])
                           for k in range(0, len(groups), int(batch_size))]
                 continue
             for group in groups:
@@ -238,16 +305,18 @@ def backtest(
                 if refit_every == 0:
                     # one fit, then the conditioning-only origins spread over the workers
                     first = group.origins[0]
-                    fitted = _seeded_clone(model, group.fit_seed).fit(datasets[i].iloc[first.train_start : first.stop])
+                    fitted = _seeded_clone(model, group.fit_seed).fit(
+                        datasets[i].iloc[first.train_start : first.stop],
+                        **({} if exogs[i] is None else exogs[i].fit_args([(first.train_start, first.stop)], False)))
                     fits.append((i, first.position, first.stop, first.stop - first.train_start))
                     chunks = _chunks(group, int(batch_size))
                 else:
                     chunks = [group]
-                tasks += [(_run_task, fitted, chunk, datasets[i]) for chunk in chunks]
+                tasks += [(_run_task, fitted, chunk, datasets[i], exogs[i]) for chunk in chunks]
         results = parallel(
-            delayed(run)(model, g, d, **common) if run is _run_batched_refits
-            else delayed(run)(model, f, g, d, **common)
-            for run, f, g, d in tasks
+            delayed(run)(model, g, d, **common, exog=e) if run is _run_batched_refits
+            else delayed(run)(model, f, g, d, **common, exog=e)
+            for run, f, g, d, e in tasks
         )
         if progress:
             from tqdm import tqdm

@@ -36,7 +36,7 @@ import pandas as pd
 import torch
 
 from tsgen import metrics
-from tsgen.data import SeriesBatch, quantile_label
+from tsgen.data import SeriesBatch, hold_past, quantile_label
 
 #: central interval levels reported as coverage_<level>
 COVERAGE_LEVELS = (0.8, 0.95)
@@ -76,10 +76,15 @@ def _mase(actual, mean, trains, season) -> np.ndarray:
         return out
 
 
-def _log_scores(model, windows: SeriesBatch, horizon: int):
-    """``(origin, horizon)`` log scores from one batched per-step likelihood, or None."""
+def _log_scores(model, windows: SeriesBatch, horizon: int, X=None, static=None):
+    """``(origin, horizon)`` log scores from one batched per-step likelihood, or None.
+
+    Past-observed covariates are held at their value at each origin, as in the forecast."""
+    covariates = model._covariates(X, windows, 0, static=static)
+    if X is not None:
+        covariates = hold_past(covariates, windows.lengths - horizon, model._past_columns())
     try:
-        per_step = model._per_step_log_likelihood(windows, model._covariates(None, windows, 0))
+        per_step = model._per_step_log_likelihood(windows, covariates)
     except NotImplementedError:
         return None
     rows = np.arange(len(windows.lengths))[:, None]
@@ -125,7 +130,7 @@ def window_batch(values: np.ndarray, index: pd.Index, columns: tuple, spans: lis
 
 
 def score_origins(model, values: np.ndarray, index: pd.Index, columns: tuple, spans: list, horizon: int, quantiles,
-                  n_samples: int, season: int, keep_samples: bool) -> list:
+                  n_samples: int, season: int, keep_samples: bool, exog=None) -> list:
     """Forecast ``horizon`` steps after each training window ``values[a:b]`` and score them.
 
     ``values`` ``(time, dim)`` is one validated series with its ``index``
@@ -137,13 +142,19 @@ def score_origins(model, values: np.ndarray, index: pd.Index, columns: tuple, sp
     metric names to ``(horizon,)`` arrays, ``forecast`` is
     ``(horizon, dim, statistic)`` for the statistics ``mean`` and the
     requested quantiles, ``times`` the forecast index, ``samples`` the
-    ``(n_samples, horizon, dim)`` paths (None unless kept).
+    ``(n_samples, horizon, dim)`` paths (None unless kept). ``exog``
+    (the backtest's per-series covariates, or None) gives each window its
+    covariates over its steps and horizon; the model holds past-observed
+    columns at the origin.
     """
     levels = tuple(sorted(set(quantiles) | set(interval_quantiles())))
-    history, covariates = model._conditioning(horizon, window_batch(values, index, columns, spans), None)
+    X = None if exog is None or exog.X is None else [exog.X.iloc[a : b + horizon] for a, b in spans]
+    static = None if exog is None else exog.static_rows(len(spans))
+    history, covariates = model._conditioning(horizon, window_batch(values, index, columns, spans), X, None, static)
     mean, bands = model._forecast(horizon, history, covariates, levels)
     draws = model._draw_paths(horizon, n_samples, history, covariates)
-    log_scores = _log_scores(model, window_batch(values, index, columns, [(a, b + horizon) for a, b in spans]), horizon)
+    log_scores = _log_scores(model, window_batch(values, index, columns, [(a, b + horizon) for a, b in spans]), horizon,
+                             X, static)
     y = np.stack([values[b : b + horizon] for _, b in spans])
     scores = _scores(y, mean, bands, draws.swapaxes(0, 1), history.values.numpy(), quantiles, season)
     if log_scores is not None:
