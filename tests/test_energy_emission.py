@@ -38,7 +38,8 @@ def test_quadrature_normaliser_of_a_quadratic_energy_is_the_gaussian_density():
     assert torch.allclose(energy.mean, exact.mean, atol=1e-6)
     assert torch.allclose(energy.variance, exact.variance, atol=1e-6)
     assert float(energy.quadrature_error.max()) < 1e-6
-    assert torch.allclose(energy.cdf(x), exact.cdf(x), atol=1e-3)  # piecewise-linear between nodes: O(h^2)
+    # the CDF integrates the piecewise-linear density through the nodes: O(h^2), here h^2 max|p''| / 8 < 3e-3
+    assert torch.allclose(energy.cdf(x), exact.cdf(x), atol=3e-3)
 
 
 def test_untrained_head_is_the_normal_head():
@@ -86,7 +87,7 @@ def test_tails_are_counted_when_the_tilt_pushes_mass_off_the_grid():
                    for lo, hi in ((-np.inf, -3), (-3, 3), (3, np.inf)))
 
     zero, one = torch.zeros((), dtype=DOUBLE), torch.ones((), dtype=DOUBLE)
-    coarse = EnergyDistribution(zero, one, lambda z: -2 * z, bound=3.0)
+    coarse = EnergyDistribution(zero, one, lambda z: -2 * z, bound=3.0, grid_size=161)
     fine = EnergyDistribution(zero, one, lambda z: -2 * z, bound=3.0, grid_size=1601)
     coarse_error, fine_error = abs(total_mass(coarse) - 1), abs(total_mass(fine) - 1)
     assert coarse_error < float(coarse.quadrature_error) < 1e-4
@@ -104,7 +105,7 @@ def test_samples_match_log_prob():
     head, features = trained_looking_head()
     dist = head(features).base_dist
     loc, scale = float(dist.loc), float(dist.scale)
-    # the CDF by Simpson's rule on a fine grid of exp(log_prob): independent of the head's 161-point table
+    # the CDF by Simpson's rule on a fine grid of exp(log_prob): independent of the head's 81-point table
     xs = np.linspace(loc - 12 * scale, loc + 12 * scale, 24001)
     pdf = np.exp(dist.log_prob(torch.tensor(xs, dtype=DOUBLE).reshape(-1, 1)).numpy().ravel())
     cdf = integrate.cumulative_simpson(pdf, x=xs, initial=0.0)

@@ -116,7 +116,7 @@ class EnergyDistribution(Distribution):
     has_rsample = False
 
     def __init__(self, loc: Tensor, scale: Tensor, tilt: Callable[[Tensor], Tensor], bound: float = 8.0,
-                 grid_size: int = 161, validate_args=None):
+                 grid_size: int = 81, validate_args=None):
         _check_bound_and_points(bound, grid_size)
         if not callable(tilt):
             raise TypeError(f"`tilt` must be a callable z -> f(z); got {type(tilt).__name__}.")
@@ -291,14 +291,17 @@ class EnergyHead(DistributionHead):
     bound : float
         ``c`` in base scales.
     grid_size : int
-        Odd number of quadrature points (161: spacing 0.1 base scales with ``bound=8``).
+        Odd number of quadrature points (81: spacing 0.2 base scales with ``bound=8``; for a smooth tilt the
+        normaliser is then exact to ~1e-7, the sampler's CDF to ~1e-3, which is O(spacing^2)). The cost of a step
+        is ``grid_size`` evaluations of the tilt per dimension (and per particle inside a particle filter);
+        raise it when :attr:`EnergyDistribution.quadrature_error` of the fitted model is not small.
     """
 
     name = "energy"
     args_dim = {"loc": 1, "scale": 1}
     location_scale = True
 
-    def __init__(self, in_features: int, dim: int, hidden: int = 32, bound: float = 8.0, grid_size: int = 161):
+    def __init__(self, in_features: int, dim: int, hidden: int = 16, bound: float = 8.0, grid_size: int = 81):
         super().__init__(in_features, dim)
         if not is_int(hidden) or hidden < 1:
             raise ValueError(f"`hidden` must be a positive integer; got {hidden!r}.")
