@@ -53,6 +53,7 @@ need.
 from __future__ import annotations
 
 import math
+import numbers
 from functools import lru_cache
 from typing import ClassVar
 
@@ -129,7 +130,7 @@ def _check_flow_options(n_layers, count_bins, bound, hidden_dims) -> None:
             raise ValueError(f"`{arg}` must be a positive integer; got {value!r}.")
     if count_bins < 2:
         raise ValueError(f"`count_bins` must be at least 2; got {count_bins!r}.")
-    if isinstance(bound, bool) or not isinstance(bound, (int, float)) or not math.isfinite(bound) or bound <= 0:
+    if isinstance(bound, bool) or not isinstance(bound, numbers.Real) or not math.isfinite(bound) or bound <= 0:
         raise ValueError(f"`bound` must be a positive number; got {bound!r}.")
     if hidden_dims is not None and (
         isinstance(hidden_dims, (str, bytes)) or not all(is_int(h) and h > 0 for h in hidden_dims)
