@@ -28,16 +28,16 @@ Conventions shared by every metric
 Metrics
 -------
 mae
-    mean |y - yhat|.
+    ``mean |y - yhat|``.
 rmse
-    sqrt(mean (y - yhat)^2).
+    ``sqrt(mean (y - yhat)^2)``.
 mase
-    mean |y - yhat| / s with the seasonal naive in-sample scale
-    s = mean_{t>m} |y_t - y_{t-m}| of the training series (Hyndman &
+    ``mean |y - yhat| / s`` with the seasonal naive in-sample scale
+    ``s = mean_{t>m} |y_t - y_{t-m}|`` of the training series (Hyndman &
     Koehler 2006), one scale per series.
 smape
     M4-competition convention, in percent on 0..200:
-    mean 200 |y - yhat| / (|y| + |yhat|), with 0/0 := 0 (an exact zero
+    ``mean 200 |y - yhat| / (|y| + |yhat|)``, with 0/0 := 0 (an exact zero
     forecast of a zero is a perfect forecast).
 crps_sample
     CRPS of the empirical distribution of samples, shape
@@ -51,9 +51,9 @@ pinball_loss
 interval_coverage
     fraction of observed y with lower <= y <= upper.
 mape
-    mean 100 |y - yhat| / |y|, in percent (undefined where y = 0).
+    ``mean 100 |y - yhat| / |y|``, in percent (undefined where y = 0).
 wape
-    sum |y - yhat| / sum |y| (weighted absolute percentage error, as a
+    ``sum |y - yhat| / sum |y|`` (weighted absolute percentage error, as a
     fraction): MAE relative to the mean absolute level.
 msis
     M4's mean scaled interval score of a (1 - alpha) interval, scaled by
@@ -63,11 +63,11 @@ owa
     relative to the Naive2 forecast's (1 = as good as Naive2).
 energy_score
     multivariate CRPS of joint sample paths (Gneiting & Raftery 2007):
-    E||X - y|| - 1/2 E||X - X'||; ``axis`` names the axes forming the
+    ``E||X - y|| - 1/2 E||X - X'||``; ``axis`` names the axes forming the
     vector.
 variogram_score
     Scheuerer & Hamill (2015) variogram score of order p of joint sample
-    paths: sum_ij w_ij (|y_i - y_j|^p - E|X_i - X_j|^p)^2.
+    paths: ``sum_ij w_ij (|y_i - y_j|^p - E|X_i - X_j|^p)^2``.
 log_score
     negative mean log density, from log densities such as
     ``model.log_likelihood(y, per_step=True)``.
@@ -75,6 +75,7 @@ gaussian_log_score
     negative mean log N(y | mean, std^2).
 
 Helpers for sample forecasts (as returned by ``model.sample``):
+
 quantile_from_samples
     empirical quantiles, quantile axis last (the layout ``pinball_loss``
     takes).
@@ -363,7 +364,7 @@ def mase(
 ) -> float | np.ndarray:
     """Mean absolute scaled error (Hyndman & Koehler 2006).
 
-    ``mean_t |y_t - yhat_t| / s`` with the in-sample seasonal naive scale
+    ``mean_t |y_t - yhat_t| / s`` with the in-sample seasonal naive scale::
 
         s = 1/(T - m) * sum_{t=m+1}^{T} |y_train_t - y_train_{t-m}|,
 
@@ -401,6 +402,8 @@ def mase(
 
 def smape(y_true: Any, y_pred: Any, axis: Axis = None) -> float | np.ndarray:
     """Symmetric MAPE in the M4-competition convention, in percent on 0..200.
+
+    ::
 
         sMAPE = mean 200 |y - yhat| / (|y| + |yhat|)
 
@@ -558,7 +561,7 @@ def owa(
 def crps_sample(y_true: Any, samples: Any, axis: Axis = None, fair: bool = False) -> float | np.ndarray:
     """Continuous ranked probability score of a sample (ensemble) forecast.
 
-    For the empirical distribution F_n of samples x_1..x_n,
+    For the empirical distribution F_n of samples x_1..x_n::
 
         CRPS(F_n, y) = int (F_n(z) - 1{z >= y})^2 dz
                      = E|X - y| - 1/2 E|X - X'|
@@ -567,7 +570,7 @@ def crps_sample(y_true: Any, samples: Any, axis: Axis = None, fair: bool = False
     with x_(1) <= ... <= x_(n) the sorted samples (Jordan, Krueger & Lerch
     2019). The sorted form costs O(n log n) and is a sum of non-negative
     terms, so it is never negative. ``fair=True`` gives the unbiased
-    ensemble estimator E|X - y| - 1/(2 n (n-1)) sum_{i,j} |x_i - x_j|
+    ensemble estimator ``E|X - y| - 1/(2 n (n-1)) sum_{i,j} |x_i - x_j|``
     (Ferro 2014), an unbiased estimate of the CRPS of the distribution the
     samples come from; it needs n >= 2 and can be slightly negative.
 
@@ -575,7 +578,7 @@ def crps_sample(y_true: Any, samples: Any, axis: Axis = None, fair: bool = False
     ----------
     y_true : array-like, shape S
         Targets; NaN marks missing values.
-    samples : array-like, shape (n_samples, *S)
+    samples : array-like, shape ``(n_samples, *S)``
         Samples on axis 0, the layout of ``model.sample`` (``(n_samples,
         horizon, n_dims)`` against ``y_true`` of shape ``(horizon,
         n_dims)``). ``samples.shape[1:]`` may broadcast to S.
@@ -642,7 +645,7 @@ def pinball_loss(
     ----------
     y_true : array-like, shape S
         Targets; NaN marks missing values.
-    quantile_preds : array-like, shape (*S, Q)
+    quantile_preds : array-like, shape ``(*S, Q)``
         Predicted quantiles, quantile levels on the last axis (the column
         layout of ``model.predict`` and of :func:`quantile_from_samples`).
         With a scalar ``quantiles`` it has shape S.
@@ -790,7 +793,7 @@ def energy_score(y_true: Any, samples: Any, axis: Axis = None, fair: bool = Fals
     ----------
     y_true : array-like, shape S
         Targets; NaN marks missing values.
-    samples : array-like, shape (n_samples, *S)
+    samples : array-like, shape ``(n_samples, *S)``
         Joint samples on axis 0 (the layout of ``model.sample``).
     axis : None, int or tuple of int
         Axes of ``y_true`` forming the vector; the other axes are kept,
@@ -819,6 +822,8 @@ def variogram_score(
 ) -> float | np.ndarray:
     """Variogram score of order ``p`` of joint sample paths (Scheuerer & Hamill 2015).
 
+    ::
+
         VS_p(F, y) = sum_{i,j} w_ij ( |y_i - y_j|^p - E_F |X_i - X_j|^p )^2
 
     over all ordered pairs of components i, j = 1..d of the vector made of
@@ -831,7 +836,7 @@ def variogram_score(
     ----------
     y_true : array-like, shape S
         Targets; NaN marks missing values.
-    samples : array-like, shape (n_samples, *S)
+    samples : array-like, shape ``(n_samples, *S)``
         Joint samples on axis 0 (the layout of ``model.sample``).
     p : float > 0
         Order of the variogram; 0.5 is the paper's recommendation.
@@ -872,7 +877,7 @@ def quantile_from_samples(samples: Any, quantiles: Any, method: str = "linear") 
 
     Parameters
     ----------
-    samples : array-like, shape (n_samples, *S)
+    samples : array-like, shape ``(n_samples, *S)``
         Samples on axis 0 (the layout of ``model.sample``); must be finite.
     quantiles : float or sequence of Q floats in [0, 1]
         Quantile levels.
@@ -882,7 +887,7 @@ def quantile_from_samples(samples: Any, quantiles: Any, method: str = "linear") 
     Returns
     -------
     ndarray
-        Shape (*S, Q), ready for :func:`pinball_loss`; shape S for a scalar
+        Shape ``(*S, Q)``, ready for :func:`pinball_loss`; shape S for a scalar
         ``quantiles``.
     """
     q = _levels(quantiles, "quantiles")
@@ -906,7 +911,7 @@ def sample_interval_coverage(y_true: Any, samples: Any, level: float = 0.9, axis
     ----------
     y_true : array-like, shape S
         Targets; NaN marks missing values.
-    samples : array-like, shape (n_samples, *S)
+    samples : array-like, shape ``(n_samples, *S)``
         Samples on axis 0.
     level : float in (0, 1)
         Nominal coverage of the central interval.

@@ -79,30 +79,53 @@ class ETS(BaseForecaster):
     random_state : int or None
         Seed of ``sample`` and of ``predict`` for the nonlinear forms.
 
+    Attributes
+    ----------
+    model_ : str or list of str
+        The form, e.g. ``"MAdN"`` (one value per series, a list when
+        ``fit`` got many series; so are the attributes below).
+    params_ : dict or list of dict
+        Parameters with statsmodels' names ``smoothing_level``,
+        ``smoothing_trend``, ``smoothing_seasonal``, ``damping_trend``,
+        ``initial_level``, ``initial_trend``, ``initial_seasonal.0..m-1``.
+    sigma2_ : float or list of float
+        Mean squared residual (relative for a multiplicative error).
+    llf_, aic_, aicc_, bic_ : float or list of float
+        Log-likelihood and information criteria.
+    converged_ : bool or list of bool
+        Whether the optimiser converged.
+
+    Notes
+    -----
     Automatic selection works as R's ``ets``: every admissible form (see
-    :func:`._ets_spec.candidate_forms`: multiplicative components only for
-    strictly positive series, no additive error with a multiplicative
-    season) is fitted by maximum likelihood and the smallest AICc wins, per
-    series. Parameters are bounded as statsmodels' ``ETSModel``:
-    ``alpha``, ``beta/alpha``, ``gamma/(1-alpha)`` in [1e-4, 1-1e-4] and
-    ``phi`` in [0.8, 0.98]; the initial states are estimated (profiled out
-    by least squares for additive forms, see :mod:`._ets_kernels`).
-    Information criteria count the smoothing parameters, the free initial
-    states (``m - 1`` seasonal ones) and ``sigma^2``, as R does.
+    ``tsgen.models._ets_spec.candidate_forms``: multiplicative components
+    only for strictly positive series, no additive error with a
+    multiplicative season) is fitted by maximum likelihood and the smallest
+    AICc wins, per series. Parameters are bounded as statsmodels'
+    ``ETSModel``: ``alpha``, ``beta/alpha``, ``gamma/(1-alpha)`` in
+    [1e-4, 1-1e-4] and ``phi`` in [0.8, 0.98]; the initial states are
+    estimated (profiled out by least squares for additive forms, see
+    ``tsgen.models._ets_kernels``). Information criteria count the
+    smoothing parameters, the free initial states (``m - 1`` seasonal ones)
+    and ``sigma^2``, as R does.
 
     Many series (a list) are fitted in one compiled call per form, each
-    with its own parameters and form. A model fitted on one series applies
-    to any series; one fitted on many pairs its series one to one with
+    with its own parameters and form (in partitions, possibly in parallel:
+    :func:`tsgen.config_context`). A model fitted on one series applies to
+    any series; one fitted on many pairs its series one to one with
     ``y``'s. Conditioning on ``y`` runs the fitted recursion over ``y`` from
     the fitted initial states.
 
-    Fitted attributes (one value per series, a list when ``fit`` got a
-    list): ``model_`` (e.g. ``"MAdN"``), ``params_`` (dict with statsmodels'
-    names ``smoothing_level``, ``smoothing_trend``, ``smoothing_seasonal``,
-    ``damping_trend``, ``initial_level``, ``initial_trend``,
-    ``initial_seasonal.0..m-1``), ``sigma2_`` (mean squared residual, relative
-    for a multiplicative error), ``llf_``, ``aic_``, ``aicc_``, ``bic_``,
-    ``converged_``.
+    Examples
+    --------
+    >>> import numpy as np, pandas as pd, tsgen
+    >>> index = pd.period_range("2000Q1", periods=40, freq="Q")
+    >>> y = pd.Series(50 + np.arange(40) + 5 * np.tile([1, -1, 2, -2], 10), index=index)
+    >>> model = tsgen.ETS(model="AAA").fit(y)
+    >>> model.model_
+    'AAA'
+    >>> list(model.predict(4).columns)
+    ['mean', 'q0.05', 'q0.5', 'q0.95']
     """
 
     _fits_series_independently = True
