@@ -267,3 +267,32 @@ def test_per_series_attributes_are_keyed_by_id(tmp_path):
     assert list(naive.columns) == ["sigma_"] and list(naive.index) == ["a", "b", "c"]
     one = tsgen.Naive().fit(as_dict(frame)["a"]).per_series()
     assert one.shape == (1, 1) and one.iloc[0, 0] == naive.loc["a", "sigma_"]
+
+
+def test_plot_forecast_draws_one_series_of_a_panel():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    from tsgen.plotting import plot_forecast
+
+    frame = long_frame()
+    forecast = tsgen.Naive().fit(frame).predict(3)
+    figure = plot_forecast(frame, forecast, series="b")
+    assert figure.axes[0].get_title() == "Forecast of 'b'"
+    history_line = figure.axes[0].lines[0].get_ydata()
+    np.testing.assert_allclose(history_line, frame.loc[frame["unique_id"] == "b", "y"].to_numpy())
+    with pytest.raises(ValueError, match="`series` must be one of the ids"):
+        plot_forecast(frame, forecast, series="zz")
+
+
+def test_cli_long_csv_with_gaps_and_fill(tmp_path, capsys):
+    from tsgen.cli import main
+
+    frame = long_frame(length=20).drop(index=[3, 4, 25])
+    frame.to_csv(tmp_path / "gaps.csv", index=False)
+    args = ["forecast", str(tmp_path / "gaps.csv"), "--id-col", "unique_id", "--model", "naive", "--horizon", "1"]
+    assert main(args) == 1 and "has gaps" in capsys.readouterr().err
+    out = tmp_path / "f.csv"
+    assert main([*args, "--fill", "nan", "--out", str(out), "--plot", str(tmp_path / "p.png")]) == 0
+    written = pd.read_csv(out)
+    assert list(written["unique_id"]) == ["a", "b", "c"] and (tmp_path / "p.png").stat().st_size > 0

@@ -138,13 +138,9 @@ def forecast(args) -> int:
 
         name = Path(args.file).name
         if isinstance(y, Panel):  # a fan chart draws one series: the first id
-            first = y.ids[0]
-            rows = frame[frame[y.id_col] == first].drop(columns=[y.id_col]).set_index(y.time_col)
-            figure = plot_forecast(y[first], rows, title=f"{type(model).__name__} forecast of {first!r} in {name}")
-            _info(args, f"--plot draws the first of {len(y)} series, {first!r}.")
-        else:
-            figure = plot_forecast(y, frame, title=f"{type(model).__name__} forecast of {name}")
-        _save_figure(args, figure, args.plot)
+            name = f"{y.ids[0]!r} in {name}"
+            _info(args, f"--plot draws the first of {len(y)} series, {y.ids[0]!r}.")
+        _save_figure(args, plot_forecast(y, frame, title=f"{type(model).__name__} forecast of {name}"), args.plot)
     return 0
 
 

@@ -236,14 +236,14 @@ def from_long(
     if len(frame) == 0:
         raise ValueError(f"`{name}` has no rows: expected at least one series.")
     raw_ids = frame[id_col]
-    if raw_ids.isna().any():
-        raise ValueError(f"`{name}` column {id_col!r} is missing at row {int(raw_ids.isna().to_numpy().argmax())}.")
     if frame[time_col].isna().any():
         raise ValueError(f"`{name}` column {time_col!r} is missing at row {int(frame[time_col].isna().to_numpy().argmax())}.")
     try:
         codes, uniques = pd.factorize(raw_ids, sort=True)
     except TypeError:  # ids of mixed types: kept in order of first appearance
         codes, uniques = pd.factorize(raw_ids, sort=False)
+    if codes.min() < 0:  # factorize marks a missing id -1 (cheaper than isna on a column of strings)
+        raise ValueError(f"`{name}` column {id_col!r} is missing at row {int(np.argmax(codes < 0))}.")
     times, kind = _time_values(frame[time_col], name, time_col)
     keys = _keys(times, kind)
     order = np.lexsort((keys, codes))

@@ -49,7 +49,32 @@ def _band(forecast, samples, variable, j, level):
     )
 
 
-def plot_forecast(history, forecast: pd.DataFrame, samples=None, levels=None, ax=None, title=None):
+def _one_series(history, forecast: pd.DataFrame, series):
+    """Panel input (a Panel, a dict by id or a long frame) and its long forecast cut to one series' pair."""
+    from collections.abc import Mapping
+
+    from tsgen.data import Panel, from_long
+    from tsgen.data._panel import is_long_frame
+
+    if not (isinstance(history, Mapping) or is_long_frame(history)):
+        if series is not None:
+            raise ValueError("`series` picks one series of panel input (a dict or long frame); `history` is one series.")
+        return history, forecast, None
+    panel = history if isinstance(history, Panel) else (
+        from_long(history, name="history") if is_long_frame(history) else Panel.from_dict(history, "history"))
+    series = panel.ids[0] if series is None else series
+    if series not in panel:
+        raise ValueError(f"`series` must be one of the ids {list(panel.ids)[:10]}; got {series!r}.")
+    if panel.id_col not in forecast.columns or panel.time_col not in forecast.columns:
+        raise ValueError(f"`forecast` must be the long frame predict returns for panel input, with columns "
+                         f"{panel.id_col!r} and {panel.time_col!r}.")
+    rows = forecast[forecast[panel.id_col] == series].drop(columns=[panel.id_col]).set_index(panel.time_col)
+    if "variable" in rows.columns:  # multivariate: back to the (variable, statistic) columns of one frame
+        rows = rows.pivot(columns="variable").swaplevel(0, 1, axis=1).sort_index(axis=1, level=0)
+    return panel[series], rows, series
+
+
+def plot_forecast(history, forecast: pd.DataFrame, samples=None, levels=None, ax=None, title=None, series=None):
     """Fan chart of a forecast after its history; returns the matplotlib Figure.
 
     Parameters
@@ -68,7 +93,16 @@ def plot_forecast(history, forecast: pd.DataFrame, samples=None, levels=None, ax
         ``samples`` when given.
     ax : matplotlib Axes or sequence of them, optional
         Where to draw (one per variable); a new Figure otherwise.
+    series : id, optional
+        For panel input (``history`` a dict by id or a long frame, and
+        ``forecast`` the long frame ``predict`` returned for it): the series
+        to draw (default: the first id).
     """
+    if not isinstance(forecast, pd.DataFrame):
+        raise TypeError(f"`forecast` must be the DataFrame returned by predict; got {type(forecast).__name__}.")
+    history, forecast, chosen = _one_series(history, forecast, series)
+    if chosen is not None and title is None:
+        title = f"Forecast of {chosen!r}"
     past = as_frame(history, "history")
     if not isinstance(forecast, pd.DataFrame):
         raise TypeError(f"`forecast` must be the DataFrame returned by predict; got {type(forecast).__name__}.")
