@@ -130,6 +130,17 @@ def test_icdf_inverts_cdf_and_samples_have_the_batch_shape():
     assert head(torch.randn(6, 4, dtype=DOUBLE)).sample().shape == (6, 1)
 
 
+def maximise_log_prob(head, features, data, steps, lr) -> float:
+    """Adam on ``-mean log_prob(data)`` of ``head(features)`` (one context for all rows); the last mean."""
+    optimiser = torch.optim.Adam(head.parameters(), lr=lr)
+    for _ in range(steps):
+        optimiser.zero_grad()
+        loss = -head(features).log_prob(data).mean()
+        loss.backward()
+        optimiser.step()
+    return -float(loss.detach())
+
+
 def test_maximum_likelihood_learns_a_bimodal_density_the_gaussian_cannot():
     gen = torch.Generator().manual_seed(0)
     n = 2000
@@ -137,13 +148,7 @@ def test_maximum_likelihood_learns_a_bimodal_density_the_gaussian_cannot():
     torch.manual_seed(0)
     head = EnergyHead(1, 1, hidden=16)
     features = torch.ones(1, 1)
-    optimiser = torch.optim.Adam(head.parameters(), lr=0.05)
-    for _ in range(150):
-        optimiser.zero_grad()
-        loss = -head(features).log_prob(data).mean()
-        loss.backward()
-        optimiser.step()
-    fitted = -float(loss.detach())
+    fitted = maximise_log_prob(head, features, data, steps=150, lr=0.05)
     best_gaussian = float(Normal(data.mean(), data.std()).log_prob(data).mean())
     mixture = float(torch.logsumexp(Normal(torch.tensor([-2.0, 2.0]), 0.5).log_prob(data) + math.log(0.5), -1).mean())
     print(f"energy {fitted:.3f} gaussian {best_gaussian:.3f} truth {mixture:.3f}")
@@ -212,12 +217,7 @@ def test_nce_training_through_minus_log_prob_learns_a_bimodal_joint():
     torch.manual_seed(0)
     head = NCEEnergyHead(1, 2, hidden=32, n_noise=64)
     features = torch.ones(1, 1)
-    optimiser = torch.optim.Adam(head.parameters(), lr=0.02)
-    for _ in range(200):
-        optimiser.zero_grad()
-        loss = -head(features).log_prob(train).mean()
-        loss.backward()
-        optimiser.step()
+    maximise_log_prob(head, features, train, steps=200, lr=0.02)
     head.n_noise = 8192
     with torch.no_grad():
         held_out = float(head(features).log_prob(test).mean())

@@ -10,6 +10,7 @@ from torch.distributions import Independent, MultivariateNormal, Normal
 from tsgen.components.heads import is_exact, make_head
 from tsgen.components.latent_emission import LatentVariableDistribution, LatentVariableEmission
 from tsgen.protocol import factorises
+from test_energy_emission import maximise_log_prob
 
 DOUBLE = torch.float64
 L, D = 2, 3
@@ -125,12 +126,7 @@ def test_vae_head_learns_a_correlated_bimodal_vector_better_than_a_diagonal_gaus
     torch.manual_seed(0)
     head = LatentVariableEmission(1, 2, latent_dim=2, hidden=16, n_samples=8)
     features = torch.ones(1, 1)
-    optimiser = torch.optim.Adam(head.parameters(), lr=0.02)
-    for _ in range(150):
-        optimiser.zero_grad()
-        loss = -head(features).log_prob(train).mean()
-        loss.backward()
-        optimiser.step()
+    maximise_log_prob(head, features, train, steps=150, lr=0.02)
     head.n_samples = 256
     with torch.no_grad():
         held_out = float(head(features).log_prob(test).mean())

@@ -92,7 +92,20 @@ def _batch_first(values: Tensor, sample_shape: torch.Size) -> Tensor:
     return values.movedim(-1, 0).reshape(torch.Size([*sample_shape, *values.shape[:-1]]))
 
 
-class EnergyDistribution(Distribution):
+class _StandardisedMoments:
+    """``mean``/``variance`` of ``x = loc + scale z`` from ``_moments = (E z, E z^2)``."""
+
+    @property
+    def mean(self) -> Tensor:
+        return self.loc + self.scale * self._moments[0]
+
+    @property
+    def variance(self) -> Tensor:
+        first, second = self._moments
+        return self.scale**2 * (second - first**2).clamp_min(0.0)
+
+
+class EnergyDistribution(_StandardisedMoments, Distribution):
     """``p(x) = exp(-z^2/2 - f(clip(z, -c, c))) / (scale Z)``, ``z = (x - loc) / scale``, normalised by quadrature.
 
     Univariate (event shape ``()``), batch shape that of ``loc``/``scale``.
@@ -265,17 +278,24 @@ class EnergyDistribution(Distribution):
         second = second + (p_left + p_right) * (1 + c * mills)
         return first, second
 
-    @property
-    def mean(self) -> Tensor:
-        return self.loc + self.scale * self._moments[0]
 
-    @property
-    def variance(self) -> Tensor:
-        first, second = self._moments
-        return self.scale**2 * (second - first**2).clamp_min(0.0)
+class _BaseLocationScale(DistributionHead):
+    """The base ``mu, sigma`` of both energy heads, as the Normal head predicts them (DeepAR scale applied)."""
+
+    args_dim = {"loc": 1, "scale": 1}
+    location_scale = True
+
+    def domain_map(self, loc, scale):
+        return {"loc": loc, "scale": positive(scale)}
+
+    def base(self, features: Tensor, scale: Tensor | None) -> tuple[Tensor, Tensor]:
+        args = self.domain_map(**{arg: layer(features) for arg, layer in self.proj.items()})
+        if scale is None:
+            return args["loc"], args["scale"]
+        return args["loc"] * scale, args["scale"] * scale
 
 
-class EnergyHead(DistributionHead):
+class EnergyHead(_BaseLocationScale):
     """``"energy"``: per dimension an energy ``z^2/2 + f(z, h)`` normalised by quadrature (module docstring).
 
     The tilt ``f`` is a two-hidden-layer SiLU network of ``(z, h)`` with its
@@ -298,8 +318,6 @@ class EnergyHead(DistributionHead):
     """
 
     name = "energy"
-    args_dim = {"loc": 1, "scale": 1}
-    location_scale = True
 
     def __init__(self, in_features: int, dim: int, hidden: int = 16, bound: float = 8.0, grid_size: int = 81):
         super().__init__(in_features, dim)
@@ -315,9 +333,6 @@ class EnergyHead(DistributionHead):
         self.hidden_bias = nn.Parameter(torch.zeros(dim, hidden))
         self.out_weight = nn.Parameter(torch.zeros(dim, hidden))
 
-    def domain_map(self, loc, scale):
-        return {"loc": loc, "scale": positive(scale)}
-
     def _tilt(self, first: Tensor) -> Callable[[Tensor], Tensor]:
         """``f(., h)`` for the features' first-layer part ``first`` ``(..., D, hidden)``."""
         act = nn.functional.silu
@@ -330,10 +345,7 @@ class EnergyHead(DistributionHead):
         return tilt
 
     def forward(self, features: Tensor, scale: Tensor | None = None) -> Distribution:
-        args = self.domain_map(**{arg: layer(features) for arg, layer in self.proj.items()})
-        loc, sigma = args["loc"], args["scale"]
-        if scale is not None:
-            loc, sigma = loc * scale, sigma * scale
+        loc, sigma = self.base(features, scale)
         first = self.feature_layer(features).unflatten(-1, (self.dim, self.hidden))
         base = EnergyDistribution(loc, sigma, self._tilt(first), self.bound, self.grid_size, validate_args=False)
         return Independent(base, 1)
@@ -342,7 +354,7 @@ class EnergyHead(DistributionHead):
         return f"{super().extra_repr()}, hidden={self.hidden}, bound={self.bound}, grid_size={self.grid_size}"
 
 
-class NCEEnergyDistribution(Distribution):
+class NCEEnergyDistribution(_StandardisedMoments, Distribution):
     """``p(x) = N(x; loc, diag scale^2) exp(-g(clip(z, -c, c))) / Z`` over vectors, ``Z`` importance-sampled.
 
     Event shape ``(D,)``; see the module docstring for ``log_prob`` (the
@@ -412,22 +424,13 @@ class NCEEnergyDistribution(Distribution):
 
     @lazy_property
     def _moments(self) -> tuple[Tensor, Tensor]:
+        """Self-normalised importance estimates of ``E z`` and ``E z^2`` from the noise draws."""
         eps, log_w = self._noise
         w = torch.softmax(log_w, dim=0).unsqueeze(-1)
         return (w * eps).sum(0), (w * eps**2).sum(0)
 
-    @property
-    def mean(self) -> Tensor:
-        """Self-normalised importance estimate from the noise draws."""
-        return self.loc + self.scale * self._moments[0]
 
-    @property
-    def variance(self) -> Tensor:
-        first, second = self._moments
-        return self.scale**2 * (second - first**2).clamp_min(0.0)
-
-
-class NCEEnergyHead(DistributionHead):
+class NCEEnergyHead(_BaseLocationScale):
     """``"energy_nce"``: one energy over the ``D``-vector, trained by (ranking) NCE through ``-log_prob``.
 
     ``g`` is a two-hidden-layer SiLU network of ``(z, h)`` whose output layer
@@ -445,8 +448,6 @@ class NCEEnergyHead(DistributionHead):
     """
 
     name = "energy_nce"
-    args_dim = {"loc": 1, "scale": 1}
-    location_scale = True
     factorizes = False
     exact_log_prob = False
 
@@ -463,14 +464,8 @@ class NCEEnergyHead(DistributionHead):
         nn.init.zeros_(last.weight)
         nn.init.zeros_(last.bias)
 
-    def domain_map(self, loc, scale):
-        return {"loc": loc, "scale": positive(scale)}
-
     def forward(self, features: Tensor, scale: Tensor | None = None) -> Distribution:
-        args = self.domain_map(**{arg: layer(features) for arg, layer in self.proj.items()})
-        loc, sigma = args["loc"], args["scale"]
-        if scale is not None:
-            loc, sigma = loc * scale, sigma * scale
+        loc, sigma = self.base(features, scale)
         conditioned = self.tilt_net.condition(features)
 
         def tilt(z: Tensor) -> Tensor:

@@ -78,7 +78,8 @@ class ConditionalMLP(nn.Module):
         hidden_sizes = list(hidden_sizes)
         if not hidden_sizes:
             raise ValueError("`hidden_sizes` must name at least one hidden layer; got [].")
-        for arg, value in (("in_features", in_features), ("context_features", context_features)):
+        for arg, value in (("in_features", in_features), ("context_features", context_features),
+                           ("hidden_sizes[0]", hidden_sizes[0])):
             if not is_int(value) or value < 1:
                 raise ValueError(f"`{arg}` must be a positive integer; got {value!r}.")
         self.input_layer = nn.Linear(in_features, hidden_sizes[0])
