@@ -255,26 +255,28 @@ def _mvn_observed_log_prob(distribution: MultivariateNormal, x: Tensor, mask: Te
 
 # ---------------------------------------------------------------- sampling
 def ancestral_sample(model: SequentialModel, state, context: Context, start: int, horizon: int,
-                     x_prev: Tensor | None = None) -> Tensor:
+                     x_prev: Tensor | None = None, reparameterized: bool = False) -> Tensor:
     """Sample paths forward from ``state`` for steps ``start .. start + horizon - 1`` of ``context``.
 
     ``state`` already carries the sample dimensions (for latent models,
     draws from the filtering posterior at step ``start - 1``); ``x_prev``
     ``(*batch, D)`` is the last observation, fed to the first transition.
     Randomness comes from torch's global generator (callers fork it with
-    :func:`tsgen.training.seeded_from`).
+    :func:`tsgen.training.seeded_from`). ``reparameterized=True`` draws by
+    ``rsample`` and keeps the graph (the simulator of the likelihood-free fits).
 
     Returns
     -------
     Tensor (*batch, horizon, D)
     """
     draws = []
-    with torch.no_grad():
+    draw = (lambda d: d.rsample()) if reparameterized else (lambda d: d.sample())
+    with torch.set_grad_enabled(reparameterized and torch.is_grad_enabled()):
         for k in range(start, start + horizon):
             context_t = context.at(k)
             state, latent = model.transition(state, x_prev, context_t)
             if latent is not None:
-                state = model.commit(state, latent.sample(), context_t)
-            x_prev = model.emission(state, context_t).sample()
+                state = model.commit(state, draw(latent), context_t)
+            x_prev = draw(model.emission(state, context_t))
             draws.append(x_prev)
     return torch.stack(draws, dim=-2)
