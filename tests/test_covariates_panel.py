@@ -171,3 +171,28 @@ def test_calendar_features_errors():
         calendar_features(pd.period_range("2020-01", periods=3, freq="M"), "wavelet")
     with pytest.raises(ValueError, match="`cycles`"):
         calendar_features(pd.period_range("2020-01", periods=3, freq="M"), cycles=["fortnight"])
+
+
+def test_covariate_kinds_survive_save_load_partitions_and_unnamed_columns(tmp_path):
+    rng = np.random.default_rng(6)
+    index = pd.date_range("2020-01-01", periods=50, freq="D")
+    longer = pd.date_range("2020-01-01", periods=55, freq="D")
+    panel = {k: pd.Series(rng.normal(size=50).cumsum(), index=index) for k in "abcde"}
+    X = {k: pd.DataFrame({"k": rng.normal(size=55), "p": rng.normal(size=55)}, index=longer) for k in "abcde"}
+    static = pd.DataFrame({"s": np.arange(5.0)}, index=list("abcde"))
+    model = tsgen.ARIMA(order=(1, 0, 0), trend="n").fit(panel, X=X, static=static, past_covariates=["p"])
+    expected = model.predict(3, X_future=X)
+    model.save(tmp_path / "m.tsgen")
+    loaded = tsgen.load(tmp_path / "m.tsgen")
+    assert list(loaded.feature_names_in_) == ["k", "p"] and loaded.past_covariates_ == (1,)
+    # after loading, X's columns are still matched by name: the known column alone is enough
+    pd.testing.assert_frame_equal(loaded.predict(3, X_future={k: v[["k"]] for k, v in X.items()}), expected)
+    with tsgen.config_context(partition_size=2):  # per-series fits spread over partitions: the same numbers
+        parted = tsgen.ARIMA(order=(1, 0, 0), trend="n").fit(panel, X=X, static=static, past_covariates=["p"])
+        pd.testing.assert_frame_equal(parted.predict(3, X_future=X), expected, rtol=1e-8)
+    arrays = X["a"].to_numpy()
+    unnamed = tsgen.ARIMA(order=(1, 0, 0)).fit(panel["a"], X=arrays[:50], past_covariates=[1])
+    both = unnamed.predict(3, X_future=arrays[50:53])
+    pd.testing.assert_frame_equal(unnamed.predict(3, X_future=arrays[50:53, :1]), both)
+    with pytest.raises(ValueError, match="expected the model's 2 or its 1 future-known"):
+        unnamed.predict(3, X_future=np.ones((3, 3)))

@@ -168,14 +168,23 @@ class BaseForecaster(BaseEstimator):
         future-known columns when ``known_only``."""
         names = getattr(self, "feature_names_in_", None)
         n_features = self._n_time_features()
-        if known_only:
-            keep = [j for j in range(n_features) if j not in self._past_columns()]
-            names = None if names is None else names[keep]
-            n_features = len(keep)
+        keep = [j for j in range(n_features) if not known_only or j not in self._past_columns()]
+        unnamed_subset = known_only and names is None and len(keep) < n_features
+        if known_only and names is not None:
+            names = names[keep]
         covariates, _ = to_covariates(
-            X, name, batch.indexes, horizon, history=history, feature_names=names, n_features=n_features,
+            X, name, batch.indexes, horizon, history=history, feature_names=names,
+            n_features=None if unnamed_subset else len(keep),
             ids=batch.ids, id_col=batch.id_col, time_col=batch.time_col,
         )
+        if unnamed_subset:  # columns by position: all of X's (the past ones then ignored) or the known ones only
+            if covariates.shape[-1] == n_features:
+                return covariates[..., keep]
+            if covariates.shape[-1] != len(keep):
+                raise ValueError(
+                    f"`{name}` has {covariates.shape[-1]} columns; expected the model's {n_features} or its "
+                    f"{len(keep)} future-known ones."
+                )
         return covariates
 
     def _check_given(self, name: str, given: bool) -> None:
@@ -472,6 +481,8 @@ class BaseForecaster(BaseEstimator):
             "n_static": getattr(self, "n_static_", 0),
             "static_names": list(getattr(self, "static_names_", ())),
             "past_covariates": list(getattr(self, "past_covariates_", ())),
+            "feature_names": None if getattr(self, "feature_names_in_", None) is None
+            else [str(c) for c in self.feature_names_in_],
         }
         return meta, all_tensors
 
@@ -489,6 +500,8 @@ class BaseForecaster(BaseEstimator):
         model.static_ = tensors.get("static")
         model.static_names_ = tuple(meta.get("static_names", ()))
         model.past_covariates_ = tuple(int(j) for j in meta.get("past_covariates", ()))
+        if meta.get("feature_names") is not None:  # X's columns are then matched by name, as before saving
+            model.feature_names_in_ = np.asarray(meta["feature_names"], dtype=object)
         model._load_fitted_state(
             meta["fitted"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         )
