@@ -30,6 +30,7 @@ from scipy.special import logsumexp
 from sklearn.base import clone
 from sklearn.utils.validation import check_is_fitted
 
+from tsgen._config import nested_work
 from tsgen._validation import is_int
 from tsgen.base import BaseForecaster, _decode, _encode, saved_class
 from tsgen.data import SeriesBatch
@@ -178,7 +179,8 @@ class Ensemble(BaseForecaster):
             params = model.get_params(deep=False)
             if "random_state" in params and params["random_state"] is None and self.random_state is not None:
                 model.set_params(random_state=int(self.random_state) + k)
-            members.append(model.fit(data))
+            with nested_work():  # a member's training bar stays hidden unless tsgen.set_config(progress=True)
+                members.append(model.fit(data))
         self.models_ = members
         self.weights_ = weights
 
