@@ -296,3 +296,17 @@ def test_cli_long_csv_with_gaps_and_fill(tmp_path, capsys):
     assert main([*args, "--fill", "nan", "--out", str(out), "--plot", str(tmp_path / "p.png")]) == 0
     written = pd.read_csv(out)
     assert list(written["unique_id"]) == ["a", "b", "c"] and (tmp_path / "p.png").stat().st_size > 0
+
+
+def test_readme_panel_example_runs():
+    from pathlib import Path
+    import re
+
+    text = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = text[text.index("## Many series and covariates"):]
+    example = re.search(r"```python\n(.*?)```", section, re.S).group(1)
+    namespace: dict = {}
+    exec(compile(example, "README.md", "exec"), namespace)
+    assert list(namespace["forecast"].columns) == ["unique_id", "ds", "mean", "q0.05", "q0.5", "q0.95"]
+    assert list(namespace["params"].index) == ["store_1", "store_2"]
+    assert namespace["forecast_x"].shape == (14, 6)
