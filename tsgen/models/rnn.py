@@ -30,6 +30,7 @@ from torch import Tensor, nn
 from torch.distributions import Distribution
 
 from tsgen._validation import is_int
+from tsgen.base import make_generator
 from tsgen.components.heads import make_head, masked_log_prob
 from tsgen.components.scaling import CausalScale, ScaleWindow, scale_mode
 from tsgen.models.deep_estimator import DeepForecaster, fit_rows
@@ -382,7 +383,8 @@ class RNNForecaster(DeepForecaster):
         mask = data.mask.to(values.device)
         if covariates is not None:
             covariates = self._as_tensor(fit_rows(covariates, values.shape[1]))
-        with torch.no_grad():
+        # an emission whose log_prob is an importance estimate ('vae', 'energy_nce') draws noise: random_state fixes it
+        with torch.no_grad(), seeded_from(make_generator(self.random_state), self._device()):
             log_probs = self.module_.step_log_probs(values, mask, covariates)
         return log_probs.double().cpu()
 
