@@ -310,3 +310,15 @@ def test_readme_panel_example_runs():
     assert list(namespace["forecast"].columns) == ["unique_id", "ds", "mean", "q0.05", "q0.5", "q0.95"]
     assert list(namespace["params"].index) == ["store_1", "store_2"]
     assert namespace["forecast_x"].shape == (14, 6)
+
+
+def test_cli_backtest_of_a_long_csv_names_series_by_id(tmp_path, capsys):
+    from tsgen.cli import main
+
+    source = tmp_path / "sales.csv"
+    _write_long_csv(source)
+    out = tmp_path / "m.csv"
+    assert main(["-q", "backtest", str(source), "--id-col", "store", "--model", "naive", "--horizon", "2",
+                 "--start", "30", "--step", "2", "--out", str(out)]) == 0
+    metrics = pd.read_csv(out)
+    assert set(metrics["series"]) == {"s1", "s2"}
