@@ -148,3 +148,28 @@ def test_bernoulli_decoder_and_bad_arguments():
         LatentVariableEmission(4, 3, n_samples=1.5)
     with pytest.raises(ValueError, match="decoder"):
         LatentVariableEmission(4, 3, decoder="energy_nce")
+
+
+def test_models_score_partially_observed_vectors_through_the_emission():
+    import warnings
+
+    import numpy as np
+    import pandas as pd
+
+    import tsgen
+
+    rng = np.random.default_rng(0)
+    frame = pd.DataFrame(rng.normal(size=(80, 2)).cumsum(0), columns=["a", "b"],
+                         index=pd.period_range("2000-01", periods=80, freq="M"))
+    frame.iloc[[10, 30, 31], 0] = np.nan
+    frame.iloc[[50], 1] = np.nan
+    model = tsgen.RNNForecaster(emission="vae", hidden_dim=8, max_epochs=2, random_state=0, progress=False)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        model.fit(frame)
+    steps = model.log_likelihood(frame, per_step=True)
+    assert np.isfinite(steps.to_numpy()).all()
+    with pytest.raises(ValueError, match="emission"), warnings.catch_warnings():  # a joint energy: no block marginal
+        warnings.simplefilter("ignore")
+        tsgen.RNNForecaster(emission="energy_nce", hidden_dim=8, max_epochs=1, random_state=0,
+                            progress=False).fit(frame)

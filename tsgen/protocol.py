@@ -210,8 +210,10 @@ def observed_log_prob(distribution: Distribution, x: Tensor, mask: Tensor) -> Te
 
     Fully observed rows use ``log_prob``; a factorised emission sums the
     observed components' densities; a multivariate normal uses the exact
-    marginal of the observed block; any other emission on a partially
-    observed vector raises. Rows with nothing observed give exactly 0, and
+    marginal of the observed block; a distribution with its own
+    ``observed_log_prob(x, mask)`` (a latent-variable emission) scores its
+    observed block itself; any other emission on a partially observed
+    vector raises. Rows with nothing observed give exactly 0, and
     neither the value nor its gradient depends on unobserved entries.
     """
     shape = torch.broadcast_shapes(x.shape, mask.shape, distribution.batch_shape + distribution.event_shape)
@@ -223,6 +225,9 @@ def observed_log_prob(distribution: Distribution, x: Tensor, mask: Tensor) -> Te
         return torch.where(mask, base.log_prob(safe), zero).sum(-1)
     if isinstance(distribution, MultivariateNormal):
         return _mvn_observed_log_prob(distribution, x, mask)
+    marginal = getattr(distribution, "observed_log_prob", None)
+    if marginal is not None:  # it marginalises its unobserved components itself (the 'vae' emission)
+        return marginal(x, mask)
     everything, nothing = mask.all(-1), ~mask.any(-1)
     if bool(everything.all()):
         return distribution.log_prob(x)
@@ -235,7 +240,8 @@ def observed_log_prob(distribution: Distribution, x: Tensor, mask: Tensor) -> Te
     raise ValueError(
         f"`emission` {type(distribution).__name__} does not factorise over dimensions, so a partially observed "
         f"vector cannot be scored; emissions that allow partially observed vectors are the factorised ones "
-        f"(normal, studentt, bernoulli, poisson, negbin, per-dimension mixtures) and multivariate normals."
+        f"(normal, studentt, bernoulli, poisson, negbin, per-dimension mixtures, energy), multivariate normals and "
+        f"the latent-variable 'vae' emission."
     )
 
 

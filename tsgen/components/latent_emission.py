@@ -23,8 +23,9 @@ per-step IWAE bounds under the model's own treatment of its state.
 Because ``g`` factorises given ``u``, a partially observed vector has an
 exact marginal ``E_u g(x_obs | u)``: :meth:`LatentVariableDistribution.observed_log_prob`
 estimates it the same way (the encoder sees the mask; unobserved components
-are not scored). The protocol's ``observed_log_prob`` does not call it yet
-(it refuses partial vectors for every non-factorised emission).
+are not scored), and :func:`tsgen.protocol.observed_log_prob` calls it, so
+models with this emission take partially observed vectors (which they refuse
+for the other non-factorised emissions).
 """
 from __future__ import annotations
 
