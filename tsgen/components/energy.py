@@ -43,11 +43,13 @@ which makes ``-log p^(x)`` the ranking form of noise-contrastive estimation
 with the base Gaussian as the noise, plus exact maximum likelihood for the
 base (``Z`` does not depend on ``mu, sigma``). So the models' ordinary
 training loss ``-log_prob`` *is* NCE: no other loss and no wiring are
-needed. The estimate is consistent as ``K`` grows but not unbiased (it is
-the log of a ratio), so the head declares ``exact_log_prob = False``; with
-the datum among the draws the normaliser is never smaller than the datum's
-own weight, so the estimate cannot run off to infinity in training and
-errs on the low side for data in high-density regions. Samples are drawn by
+needed. The estimate is consistent as ``K`` grows but not unbiased (the
+log of a ratio; ``exp`` of it is not an unbiased density either, so a
+particle filter weighting with it is consistent in ``K``, not exact), hence
+``exact_log_prob = False``. With the datum among the draws the normaliser
+is at least ``exp(-g(z)) / (K + 1)``, so ``log p^(x) <= log N(x; mu, sigma)
++ log(K + 1)``: training cannot run a datum's estimate off to infinity by
+putting a spike where no noise draw lands. Samples are drawn by
 sampling-importance-resampling from the base (``n_noise`` candidates per
 draw; exact as ``K`` grows).
 """
