@@ -20,11 +20,12 @@ def _ar(n, seed=0, phi=0.6, level=10.0):
 
 
 def _least_squares(z, lags):
-    """Batch OLS of z_t on (1, z_{t-lag}) with zeros before the start: what RLS from a diffuse start solves."""
+    """Batch OLS of z_t on (1, z_{t-lag}) over the steps whose lags are all data (t >= max lag): what RLS from a
+    diffuse start solves (the first max-lag values only fill the lags)."""
     memory = max(lags)
     padded = np.concatenate([np.zeros(memory), z])
     design = np.column_stack([np.ones(len(z))] + [padded[memory - lag : memory - lag + len(z)] for lag in lags])
-    return np.linalg.lstsq(design, z, rcond=None)[0]
+    return np.linalg.lstsq(design[memory:], z[memory:], rcond=None)[0]
 
 
 def test_recursive_least_squares_equals_the_batch_refit():

@@ -12,6 +12,7 @@ from sklearn.utils.validation import check_is_fitted
 from tsgen._validation import is_int
 from tsgen.anomaly._likelihood import AnomalyLikelihood
 from tsgen.anomaly._online import OnlineAR
+from tsgen.anomaly._reset import LevelShiftBOCPD
 from tsgen.anomaly._spot import MIN_PEAKS, SPOT, _check_probability
 from tsgen.anomaly._stream import frequency_of, season_length, stream_view
 from tsgen.base import BaseForecaster, _decode, _encode, register_saveable, saved_class, write_payload
@@ -20,6 +21,7 @@ from tsgen.data import SeriesBatch, future_index, to_series_batch
 METHODS = ("spot", "quantile")
 CALIBRATIONS = (None, "likelihood", "auto")
 ONLINE = (None, "rls", "refit", "auto")
+RESETS = (None, "bocpd", "auto")
 #: model="auto" reports an anomalous episode once, unless it escalates, within this many steps
 AUTO_ONSET_WINDOW = 100
 
@@ -144,6 +146,18 @@ class AnomalyDetector(BaseEstimator):
         one alarm, not one per step it lasts (NAB charges every flagged
         step outside a window). 0: every step above the threshold is
         flagged. ``"auto"``: 100 with ``model="auto"``, else 0.
+    reset : {None, "bocpd", "auto"}
+        Level shifts absorbed after detection (``online="rls"`` only).
+        ``"bocpd"``: a streaming Bayesian online change-point detector over
+        the online model's own one-step errors
+        (:class:`tsgen.anomaly._reset.LevelShiftBOCPD`: run lengths up to 20
+        steps, hazard 1e-3) confirms a level shift once the new level has
+        held for 5 steps with posterior probability 0.9; the model's level
+        then moves to it (the coefficients and older lags stay), so that the
+        shift is reported once, at its onset, and is not replayed by the
+        intercept or by the seasonal lags a cycle later. :meth:`update`'s
+        ``level_shift`` column gives the shift absorbed at each step.
+        ``"auto"``: "bocpd" whenever ``online`` resolves to "rls".
 
     Streams are accepted as they come: a regular time index is used as is,
     a regular one with absent steps is put on its grid (the absent steps
@@ -166,7 +180,7 @@ class AnomalyDetector(BaseEstimator):
 
     def __init__(self, model="auto", method="spot", false_alarm_rate=1e-4, window=1, spot_level=0.98, adapt=True,
                  n_particles=1000, calibration="auto", short_window=10, long_window=2000, tails="auto",
-                 online="auto", forgetting=0.999, context=1000, refit_every=500, onset_window="auto"):
+                 online="auto", forgetting=0.999, context=1000, refit_every=500, onset_window="auto", reset="auto"):
         self.model = model
         self.method = method
         self.false_alarm_rate = false_alarm_rate
@@ -183,6 +197,7 @@ class AnomalyDetector(BaseEstimator):
         self.context = context
         self.refit_every = refit_every
         self.onset_window = onset_window
+        self.reset = reset
 
     def _validate(self) -> None:
         if self.method not in METHODS:
@@ -199,6 +214,11 @@ class AnomalyDetector(BaseEstimator):
             raise ValueError(f"`calibration` must be one of {CALIBRATIONS}; got {self.calibration!r}.")
         if self.online not in ONLINE:
             raise ValueError(f"`online` must be one of {ONLINE}; got {self.online!r}.")
+        if self.reset not in RESETS:
+            raise ValueError(f"`reset` must be one of {RESETS}; got {self.reset!r}.")
+        if self.reset == "bocpd" and self._online() != "rls":
+            raise ValueError("`reset`='bocpd' moves the level of the online autoregression: it needs `online`='rls' "
+                             f"(or 'auto' with model='auto'); got `online`={self.online!r}.")
         for name in ("context", "refit_every"):
             value = getattr(self, name)
             if not is_int(value) or value < 1:
@@ -221,6 +241,9 @@ class AnomalyDetector(BaseEstimator):
 
     def _online(self):
         return ("rls" if self._auto else None) if self.online == "auto" else self.online
+
+    def _reset(self):
+        return ("bocpd" if self._online() == "rls" else None) if self.reset == "auto" else self.reset
 
     def _tails(self) -> str:
         return ("both" if self._auto else "upper") if self.tails == "auto" else self.tails
@@ -302,7 +325,10 @@ class AnomalyDetector(BaseEstimator):
             period = season_length(getattr(self.history_, "index", None), len(view))
         if period is not None and period <= p:
             period = None
-        return OnlineAR(p, period, self.forgetting, df=5.0)
+        learner = OnlineAR(p, period, self.forgetting, df=5.0)
+        if self._reset() == "bocpd":
+            learner.reset = LevelShiftBOCPD(df=learner.df)
+        return learner
 
     def _new_likelihood(self) -> AnomalyLikelihood:
         return AnomalyLikelihood(self.short_window, self.long_window, tails=self._tails())
@@ -355,7 +381,8 @@ class AnomalyDetector(BaseEstimator):
 
         Returns a frame indexed like ``y_new`` with ``score``, ``alert``
         (the score at an episode's onset, else 0; see ``onset_window``), the
-        ``threshold`` in force at each step and the ``anomaly`` flag. The
+        ``threshold`` in force at each step, the ``anomaly`` flag and the
+        ``level_shift`` absorbed there (see ``reset``; 0 elsewhere). The
         model follows the stream as ``online`` says; with
         ``method="spot"`` and ``adapt`` the threshold learns from the new
         normal peaks; the calibration continues its windows. ``y_new`` must
@@ -366,8 +393,10 @@ class AnomalyDetector(BaseEstimator):
         combined = self._continue(y_new)
         n_new = len(y_new)
         online = self._online()
+        shifts = np.zeros(n_new)
         if online == "rls":
-            joined = pd.concat([self.recent_raw_, self._online_scores(combined, n_new)])
+            raw, shifts = self._online_scores(combined, n_new)
+            joined = pd.concat([self.recent_raw_, raw])
             scores = self._aggregate(joined).iloc[-n_new:]
             self.recent_raw_ = joined.iloc[len(joined) - (self.window - 1):]  # what the next window needs
         else:
@@ -392,8 +421,8 @@ class AnomalyDetector(BaseEstimator):
         self.history_ = self._recent(combined)
         self.n_seen_ += n_new
         index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(self.n_seen_ - n_new, self.n_seen_)
-        return pd.DataFrame({"score": values, "alert": alerts, "threshold": thresholds, "anomaly": flags},
-                            index=index)
+        return pd.DataFrame({"score": values, "alert": alerts, "threshold": thresholds, "anomaly": flags,
+                             "level_shift": shifts}, index=index)
 
     def _alerts(self, values: np.ndarray) -> np.ndarray:
         """Each step's score where it tops the last ``onset_window`` scores (an onset or escalation), else 0."""
@@ -428,17 +457,21 @@ class AnomalyDetector(BaseEstimator):
                                  f"got {y_new.index[0]}.")
         return pd.concat([self.history_, y_new])
 
-    def _online_scores(self, combined, n_new: int) -> pd.Series:
+    def _online_scores(self, combined, n_new: int) -> tuple[pd.Series, np.ndarray]:
         # the last seen row and the new ones, on the model's grid: absent steps are fed as missing
         start = len(combined) - n_new - 1
         tail = combined.iloc[start:] if hasattr(combined, "iloc") else combined[start:]
         view, rows = stream_view(tail, self.freq_)
         values = _univariate(view, "online='rls'")
         rows = np.arange(len(values)) if rows is None else rows
-        log_density = np.array([self.online_.step(v) for v in values[rows[0] + 1:]])
+        learner = self.online_
+        steps = np.array([(learner.step(v), learner.last_shift) for v in values[rows[0] + 1:]]).reshape(-1, 2)
         new_rows = rows[1:] - rows[0] - 1
+        # a shift confirmed on a step absent from y_new (a gap on the grid) is reported at the next row
+        confirmed = np.concatenate([[0.0], np.cumsum(steps[:, 1])])
+        shifts = np.diff(np.concatenate([[0.0], confirmed[new_rows + 1]]))
         index = tail.index[1:] if hasattr(tail, "index") else pd.RangeIndex(start + 1, len(combined))
-        return pd.Series(0.0 - log_density[new_rows], index=index, name="anomaly_score")
+        return pd.Series(0.0 - steps[new_rows, 0], index=index, name="anomaly_score"), shifts
 
     def _maybe_refit(self, combined, n_new: int) -> None:
         self.since_refit_ += n_new
@@ -499,6 +532,8 @@ class AnomalyDetector(BaseEstimator):
             meta["online"] = {"order": learner.order, "period": learner.seasonal_period,
                               "forgetting": learner.forgetting, "df": learner.df}
             tensors.update({f"online.{k}": torch.as_tensor(v) for k, v in learner.state().items()})
+            if learner.reset is not None:
+                tensors.update({f"reset.{k}": torch.as_tensor(v) for k, v in learner.reset.state().items()})
         if hasattr(self, "likelihood_"):
             tensors.update({f"likelihood.{k}": torch.as_tensor(v) for k, v in self.likelihood_.state().items()})
         return meta, tensors
@@ -540,6 +575,9 @@ class AnomalyDetector(BaseEstimator):
             o = meta["online"]
             detector.online_ = OnlineAR(o["order"], o["period"], o["forgetting"], o["df"]).restore(
                 {k: v.numpy() for k, v in _prefixed(tensors, "online.").items()})
+            if detector._reset() == "bocpd":
+                detector.online_.reset = LevelShiftBOCPD(df=o["df"]).restore(
+                    {k: v.numpy() for k, v in _prefixed(tensors, "reset.").items()})
         if detector._calibration() == "likelihood":
             detector.likelihood_ = detector._new_likelihood().restore(
                 {k: v.numpy() for k, v in _prefixed(tensors, "likelihood.").items()})
