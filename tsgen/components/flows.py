@@ -24,19 +24,15 @@ The layers come from :mod:`pyro.distributions.transforms` and run in the
 direction whose density is one network pass (what the particle filter and
 the likelihood need at every step): couplings are one pass both ways;
 autoregressive layers are used as MAFs (the data-to-noise direction is one
-masked pass, sampling takes ``D`` passes). Variants, by ``D``:
+masked pass, sampling takes ``D`` passes). Variants, by name:
 
-============  ================================  ===============================================
-name          D = 1                             D > 1
-============  ================================  ===============================================
-``flow``      conditional rational-linear        elementwise conditional spline, then
-              spline                             ``n_layers`` conditional affine couplings
-``flow_spline``  same                            ``n_layers`` conditional autoregressive splines (MAF)
-``flow_coupling``  same                          ``n_layers`` conditional affine couplings
-``flow_maf``  same                               ``n_layers`` conditional affine MAF layers
-============  ================================  ===============================================
+- ``flow``: an elementwise conditional rational-linear spline, then (for
+  ``D > 1``) ``n_layers`` conditional affine couplings;
+- ``flow_spline``: ``n_layers`` conditional autoregressive splines (MAF);
+- ``flow_coupling``: ``n_layers`` conditional affine couplings;
+- ``flow_maf``: ``n_layers`` conditional affine autoregressive layers (MAF).
 
-With ``D = 1`` every variant is the spline: a coupling has no other
+With ``D = 1`` every variant is one conditional spline: a coupling has no other
 coordinate to condition on and a one-dimensional affine MAF is the
 Gaussian head again. Consecutive multivariate layers reverse the
 coordinates so each is transformed given every other one somewhere in the
