@@ -216,9 +216,11 @@ def by_partition(model, method: str, /, *args, **options):
     slot = _HISTORY_SLOT[method]
     history, covariates = args[slot], args[slot + 1]
     plan = _plan(model, history.n_series)
+    if plan is None:
+        return getattr(model, method)(*args, **options)
     n_fitted = None if model.history_ is None else model.history_.n_series
     # a model fitted on one series applies to any number; otherwise its own call names the mismatch
-    if plan is None or n_fitted not in (1, history.n_series):
+    if n_fitted not in (1, history.n_series):
         return getattr(model, method)(*args, **options)
     meta, tensors = model._fitted_state()
     entropy = int(np.random.SeedSequence().entropy % (2**32))
