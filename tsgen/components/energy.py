@@ -453,7 +453,7 @@ class NCEEnergyHead(_BaseLocationScale):
     factorizes = False
     exact_log_prob = False
 
-    def __init__(self, in_features: int, dim: int, hidden: int = 32, n_noise: int = 128, bound: float = 8.0):
+    def __init__(self, in_features: int, dim: int, hidden: int = 16, n_noise: int = 128, bound: float = 8.0):
         super().__init__(in_features, dim)
         if not is_int(hidden) or hidden < 1:
             raise ValueError(f"`hidden` must be a positive integer; got {hidden!r}.")
