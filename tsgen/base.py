@@ -175,7 +175,7 @@ class BaseForecaster(BaseEstimator):
         covariates, _ = to_covariates(
             X, name, batch.indexes, horizon, history=history, feature_names=names,
             n_features=None if unnamed_subset else len(keep),
-            ids=batch.ids, id_col=batch.id_col, time_col=batch.time_col,
+            ids=batch.ids, id_col=batch.id_col, time_col=batch.time_col, target=_target(batch),
         )
         if unnamed_subset:  # columns by position: all of X's (the past ones then ignored) or the known ones only
             if covariates.shape[-1] == n_features:
@@ -313,7 +313,7 @@ class BaseForecaster(BaseEstimator):
                              "takes no covariates.")
         if X is not None:
             covariates, names = to_covariates(X, "X", data.indexes, ids=data.ids, id_col=data.id_col,
-                                              time_col=data.time_col)
+                                              time_col=data.time_col, target=_target(data))
         past = _past_positions(past_covariates, names, 0 if covariates is None else covariates.shape[-1])
         if static is not None:
             static_values, static_names = to_static(static, "static", data.n_series, data.ids)
@@ -506,6 +506,11 @@ class BaseForecaster(BaseEstimator):
             meta["fitted"], {k[len("model."):]: v for k, v in tensors.items() if k.startswith("model.")}
         )
         return model
+
+
+def _target(batch: SeriesBatch) -> tuple:
+    """The value columns of panel ``y`` (named by its long frame), which no covariate may be."""
+    return tuple(batch.columns) if batch.is_panel else ()
 
 
 def _past_positions(past_covariates, names, n_features: int) -> tuple:

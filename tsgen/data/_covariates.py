@@ -13,7 +13,8 @@ Invariants of the tensor :func:`to_covariates` returns (what models rely on):
 - for panel ``y`` (series keyed by id) ``X`` may be a long frame with the
   same id and time columns (one row per id and timestamp, covariates in the
   other columns) or a dict ``{id: frame}``: each series takes its own id's
-  rows, matched by timestamp;
+  rows, matched by timestamp (by value for an integer time column of a long
+  frame too); a long frame must not carry ``y``'s value column;
 - the caller's objects are never modified.
 
 Kinds of covariates (how :class:`tsgen.base.BaseForecaster` uses them):
@@ -53,13 +54,15 @@ def _split_long(X: pd.DataFrame, name: str, id_col: str, time_col: str) -> dict:
     return out
 
 
-def _per_series(X, name: str, n_series: int, ids, id_col: str, time_col: str) -> tuple[list, list]:
-    """``(items, labels)``: one covariate object per series, taken by id for panel ``y``."""
+def _per_series(X, name: str, n_series: int, ids, id_col: str, time_col: str) -> tuple[list, list, bool]:
+    """``(items, labels, keyed)``: one covariate object per series, taken by id for panel ``y``; ``keyed``
+    when ``X`` was a long frame, whose time column gives every row its timestamp (integers included)."""
+    keyed = False
     if isinstance(X, pd.DataFrame) and id_col in X.columns and time_col in X.columns:
         if ids is None:
             raise ValueError(f"`{name}` is a long frame keyed by {id_col!r} but `y` has no series ids: pass `y` "
                              "as a long frame or a dict keyed by the same ids.")
-        X = _split_long(X, name, id_col, time_col)
+        X, keyed = _split_long(X, name, id_col, time_col), True
     if isinstance(X, Mapping):
         if ids is None:
             raise TypeError(f"`{name}` is a dict keyed by series id but `y` has no ids: pass `y` as a dict or "
@@ -68,12 +71,12 @@ def _per_series(X, name: str, n_series: int, ids, id_col: str, time_col: str) ->
         if missing:
             raise ValueError(f"`{name}` has no covariates for series {missing[0]!r} "
                              f"({len(missing)} of {len(ids)} series missing).")
-        return [X[key] for key in ids], [f"{name}[{key!r}]" for key in ids]
+        return [X[key] for key in ids], [f"{name}[{key!r}]" for key in ids], keyed
     items = list(X) if _is_collection(X) else [X]
     if len(items) != n_series:
         raise ValueError(f"`{name}` has {len(items)} entries but there are {n_series} series.")
     labels = [f"{name}[{i}]" for i in range(n_series)] if _is_collection(X) else [name]
-    return items, labels
+    return items, labels, False
 
 
 def hold_past(covariates: torch.Tensor, origins, columns) -> torch.Tensor:
@@ -213,6 +216,7 @@ def to_covariates(
     ids=None,
     id_col: str = ID_COL,
     time_col: str = TIME_COL,
+    target=(),
 ) -> tuple[torch.Tensor, tuple[str, ...] | None]:
     """Exogenous regressors aligned to each series' time steps (see the module docstring).
 
@@ -226,6 +230,7 @@ def to_covariates(
     history : whether the rows of the history are needed too (else only the future)
     feature_names, n_features : what the model was fitted with (None at fit)
     ids, id_col, time_col : the series ids of panel ``y`` (None otherwise) and its column names
+    target : the value column names of ``y``, refused as columns of ``X`` (panel ``y``; empty otherwise)
 
     Returns
     -------
@@ -233,11 +238,20 @@ def to_covariates(
     names : the column names when ``X`` names its columns with strings, else None
     """
     n_series = len(indexes)
-    items, labels = _per_series(X, name, n_series, ids, id_col, time_col)
+    items, labels, keyed = _per_series(X, name, n_series, ids, id_col, time_col)
     arrays, names = [], None
     for i, (item, index, label) in enumerate(zip(items, indexes, labels)):
         what = _describe(len(index), horizon, history)
-        frame = _select_columns(_as_frame(item, label), label, feature_names, n_features)
+        frame = _as_frame(item, label)
+        clash = [c for c in frame.columns if c in target]
+        if clash:
+            # statsforecast-style frames carry y beside the covariates: as a covariate the target would be
+            # read over the horizon (its own future in a backtest)
+            raise ValueError(
+                f"`{label}` has the target's column(s) {clash}: `{name}` must hold covariates only "
+                f"(drop {clash}, e.g. `{name}.drop(columns={clash})`)."
+            )
+        frame = _select_columns(frame, label, feature_names, n_features)
         item_names = _names(frame)
         if i == 0:
             names = item_names
@@ -249,6 +263,11 @@ def to_covariates(
         if isinstance(frame.index, _TIME_INDEXES) and isinstance(index, _TIME_INDEXES):
             needed = _needed_index(index, horizon, history)
             positions = _rows_by_timestamp(frame, label, needed, what)
+            frame = frame.iloc[positions]
+        elif keyed and not isinstance(index, _TIME_INDEXES):
+            # integer time columns of long frames are timestamps too: match them by value, not position
+            needed = pd.Index(np.asarray(_needed_index(index, horizon, history), dtype=np.int64))
+            positions = _rows_by_timestamp(frame.set_axis(pd.Index(frame.index, dtype=np.int64)), label, needed, what)
             frame = frame.iloc[positions]
         else:
             rows = (len(index) if history else 0) + horizon

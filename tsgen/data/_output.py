@@ -100,15 +100,22 @@ def _concat(indexes: list) -> pd.Index:
     return first.append(list(indexes[1:])) if len(indexes) > 1 else first.copy()
 
 
+def id_array(ids):
+    """``ids`` as an array of their own dtype (int64 for integer ids, as the user's id column had; an
+    object array would not equal-compare or merge like it), taken per row with ``.take(codes)``."""
+    values = np.empty(len(ids), dtype=object)
+    values[:] = list(ids)  # element-wise: tuple ids stay tuples
+    return pd.Series(values, copy=False).infer_objects().array
+
+
 def _long_keys(batch: SeriesBatch, times: list, repeat: int = 1) -> dict:
     """The id and time columns of a long frame whose series ``i`` has ``len(times[i]) * repeat`` rows."""
     counts = np.fromiter((len(t) for t in times), dtype=np.int64, count=len(times))
-    ids = np.empty(len(batch.series_ids), dtype=object)
-    ids[:] = list(batch.series_ids)
     stamps = _concat(times)
     if repeat > 1:  # variable-major within a step: each timestamp once per variable
         stamps = stamps.repeat(repeat)
-    return {batch.id_col: np.repeat(ids, counts * repeat), batch.time_col: stamps}
+    codes = np.repeat(np.arange(len(counts)), counts * repeat)
+    return {batch.id_col: id_array(batch.series_ids).take(codes), batch.time_col: stamps}
 
 
 def forecast_long(batch: SeriesBatch, mean: np.ndarray, quantiles: dict[float, np.ndarray]) -> pd.DataFrame:

@@ -116,9 +116,11 @@ class Panel(Mapping):
 
     def to_long(self) -> pd.DataFrame:
         """The panel back as one long frame (id, time and value columns)."""
+        from tsgen.data._output import id_array
+
         lengths = np.array([len(v) for v in self._values])
         frame = pd.DataFrame({
-            self.id_col: np.repeat(np.array(self.ids, dtype=object), lengths),
+            self.id_col: id_array(self.ids).take(np.repeat(np.arange(len(lengths)), lengths)),
             self.time_col: _concat_indexes(self._indexes),
         })
         block = np.concatenate(self._values)

@@ -8,8 +8,9 @@ import pandas as pd
 from joblib import delayed
 from sklearn.base import clone
 
-from tsgen.base import _check_n_samples, _check_quantiles, _past_positions
+from tsgen.base import _check_n_samples, _check_quantiles, _past_positions, _target
 from tsgen.data import SeriesBatch, quantile_label, to_covariates, to_series_batch, to_static, validate_horizon
+from tsgen.data._output import id_array
 from tsgen.evaluation._parallel import parallel_context
 from tsgen.evaluation._result import BacktestResult
 from tsgen.evaluation._score import as_2d, score_origins, with_seed
@@ -79,7 +80,7 @@ def _series_exog(X, static, past_covariates, batch: SeriesBatch, datasets: list)
     past = ()
     if X is not None:
         covariates, names = to_covariates(X, "X", batch.indexes, ids=batch.ids, id_col=batch.id_col,
-                                          time_col=batch.time_col)
+                                          time_col=batch.time_col, target=_target(batch))
         columns = list(names) if names is not None else list(range(covariates.shape[-1]))
         frames = [pd.DataFrame(covariates[i, : len(d)].numpy(), index=d.index, columns=columns)
                   for i, d in enumerate(datasets)]
@@ -331,11 +332,10 @@ def backtest(
 
 def _named_by_id(result: BacktestResult, batch: SeriesBatch) -> BacktestResult:
     """Panel input: the ``series`` column (and ``samples`` keys) hold each series' id instead of its position."""
-    ids = np.empty(batch.n_series, dtype=object)
-    ids[:] = list(batch.series_ids)
+    ids = id_array(batch.series_ids)
 
     def by_id(frame):
-        return frame.assign(series=ids[frame["series"].to_numpy(dtype=np.int64)])
+        return frame.assign(series=ids.take(frame["series"].to_numpy(dtype=np.int64)))
 
     samples = None if result.samples is None else {(ids[s], p): v for (s, p), v in result.samples.items()}
     return BacktestResult(metrics=by_id(result.metrics), forecasts=by_id(result.forecasts), fits=by_id(result.fits),

@@ -1,6 +1,7 @@
 """Backtest overview: a metric by horizon step, and the forecasts at each origin."""
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 
 from tsgen.evaluation._result import aggregate
@@ -56,7 +57,10 @@ def plot_backtest(result, metric: str = "crps", series=None, variable=None, ax=N
             bottom.fill_between(xw, window[band[0]].to_numpy(dtype=float), window[band[1]].to_numpy(dtype=float),
                                 color=colour, alpha=0.12, lw=0)
     bottom.set_ylabel(str(variable))
-    bottom.set_title("forecast means at each origin" + (" with 80% bands" if len(band) == 2 else ""))
+    # which series the lower panel draws, by its own id, once there are several to tell apart
+    key = chosen["series"].iloc[0]
+    named = f"{key.item() if isinstance(key, np.generic) else key!r}: " if forecasts["series"].nunique() > 1 else ""
+    bottom.set_title(named + "forecast means at each origin" + (" with 80% bands" if len(band) == 2 else ""))
     bottom.legend(loc="upper left", fontsize="small")
     return figure
 

@@ -1,0 +1,98 @@
+"""Regressions found by probing panel input and covariates the way statsforecast users hold their data (issue 14)."""
+import matplotlib
+
+matplotlib.use("Agg")
+
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsgen
+from tsgen.data import from_long
+from tsgen.evaluation import backtest
+
+
+def _long(n_series=3, length=30, times="datetime", seed=0):
+    rng = np.random.default_rng(seed)
+    pieces = []
+    for k in range(n_series):
+        ds = pd.date_range("2000-01-01", periods=length, freq="QS") if times == "datetime" else np.arange(length)
+        pieces.append(pd.DataFrame({"unique_id": f"s{k}", "ds": ds, "y": 10 + rng.normal(size=length).cumsum()}))
+    return pd.concat(pieces, ignore_index=True).sample(frac=1, random_state=seed).reset_index(drop=True)
+
+
+def _covariates(y, horizon, seed=1):
+    """One future-known column over each series' history and ``horizon`` steps after it (integer times)."""
+    rng = np.random.default_rng(seed)
+    ends = y.groupby("unique_id")["ds"].max()
+    starts = y.groupby("unique_id")["ds"].min()
+    return pd.concat([pd.DataFrame({"unique_id": key, "ds": np.arange(starts[key], ends[key] + 1 + horizon)})
+                      for key in ends.index], ignore_index=True).assign(z=lambda d: rng.normal(size=len(d)))
+
+
+def test_long_X_carrying_the_target_column_is_refused():
+    # statsforecast frames hold y beside the exogenous columns; taken as X, y would be read over the horizon
+    y = _long()
+    X = y.assign(promo=np.arange(len(y)) % 2 * 1.0)
+    with pytest.raises(ValueError, match=r"target's column\(s\) \['y'\].*covariates only"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X)
+    with pytest.raises(ValueError, match=r"target's column\(s\) \['y'\]"):
+        backtest(tsgen.ARIMA(order=(1, 0, 0)), y, 2, X=X, start=20, step=5)
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X.drop(columns="y"))
+    future = X.assign(ds=X["ds"] + pd.DateOffset(months=30 * 3))
+    with pytest.raises(ValueError, match=r"X_future.*target's column"):
+        model.predict(2, X_future=future)
+    # a renamed value column is the target too
+    renamed = from_long(y.rename(columns={"y": "sales"}), value_col="sales")
+    with pytest.raises(ValueError, match=r"\['sales'\]"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(renamed, X=X.rename(columns={"y": "sales"}))
+
+
+def test_integer_time_column_of_long_X_matches_by_value_not_position():
+    y = _long(times="integer")
+    y = y[~((y["unique_id"] == "s1") & (y["ds"] < 4))]  # s1 starts at step 4
+    X = _covariates(y, horizon=3)
+    wider = pd.concat([X, X.assign(ds=X["ds"] + 1000)]).sample(frac=1, random_state=2)  # extra rows, any order
+    exact = {key: rows.sort_values("ds")["z"].to_numpy()[:, None] for key, rows in X.groupby("unique_id")}
+    history = {key: rows[:-3] for key, rows in exact.items()}
+    future = {key: rows[-3:] for key, rows in exact.items()}
+    by_position = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=history).predict(3, X_future=future)
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=wider)
+    by_value = model.predict(3, X_future=wider)
+    np.testing.assert_allclose(by_value["mean"], by_position["mean"], rtol=1e-10)
+    # X for s1 from step 0 (the right length once shifted) was read by position before: now a clear error
+    shifted = X.assign(ds=np.where(X["unique_id"] == "s1", X["ds"] - 4, X["ds"]))
+    with pytest.raises(ValueError, match=r"X\['s1'\]. does not cover .* the first 2[6-9]"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=shifted)
+    with pytest.raises(ValueError, match=r"X_future\['s0'\]. does not cover the 3 forecast steps"):
+        model.predict(3, X_future=X[X["ds"] < 31])
+
+
+def test_integer_ids_come_back_as_integers():
+    y = _long().assign(unique_id=lambda d: d["unique_id"].str[1:].astype("int64"))
+    model = tsgen.Naive().fit(y)
+    outputs = {
+        "predict": model.predict(2),
+        "per_step": model.log_likelihood(y, per_step=True),
+        "to_long": from_long(y).to_long(),
+        "backtest": backtest(tsgen.Naive(), y, 2, start=25, step=2).forecasts.rename(columns={"series": "unique_id"}),
+    }
+    for label, frame in outputs.items():
+        assert frame["unique_id"].dtype == np.int64, label
+        assert set(frame["unique_id"]) == {0, 1, 2}, label
+    assert len(y.merge(outputs["predict"], on="unique_id")) == len(y) * 2
+    # string ids stay strings (object under pandas 2, str under pandas 3) and tuples stay tuples
+    assert pd.api.types.is_string_dtype(tsgen.Naive().fit(_long()).predict(2)["unique_id"])
+    tupled = tsgen.Naive().fit({("a", 1): pd.Series(np.arange(5.0)), ("b", 2): pd.Series(np.arange(6.0))}).predict(1)
+    assert list(tupled["unique_id"]) == [("a", 1), ("b", 2)]
+
+
+def test_backtest_plot_names_the_series_it_draws():
+    y = _long()
+    result = backtest(tsgen.Naive(), y, 2, start=25, step=2)
+    figure = result.plot(series="s1")
+    assert figure.axes[1].get_title().startswith("'s1': ")
+    ints = backtest(tsgen.Naive(), y.assign(unique_id=y["unique_id"].str[1:].astype(int)), 2, start=25, step=2)
+    assert ints.plot(series=np.int64(2)).axes[1].get_title().startswith("2: ")
+    single = backtest(tsgen.Naive(), y[y["unique_id"] == "s0"], 2, start=25, step=2)
+    assert single.plot().axes[1].get_title().startswith("forecast means")
