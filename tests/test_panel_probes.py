@@ -96,3 +96,21 @@ def test_backtest_plot_names_the_series_it_draws():
     assert ints.plot(series=np.int64(2)).axes[1].get_title().startswith("2: ")
     single = backtest(tsgen.Naive(), y[y["unique_id"] == "s0"], 2, start=25, step=2)
     assert single.plot().axes[1].get_title().startswith("forecast means")
+
+
+def test_static_frame_with_an_id_column_as_statsforecast_static_df():
+    y = _long()
+    by_index = pd.DataFrame({"size": [3.0, 1.0, 2.0]}, index=["s2", "s0", "s1"])
+    static_df = by_index.rename_axis("unique_id").reset_index().iloc[[1, 2, 0]]  # any row order
+    expected = tsgen.ARIMA(order=(1, 0, 0)).fit(y, static=by_index)
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(y, static=static_df)
+    assert model.static_names_ == ("size",)
+    np.testing.assert_allclose(model.predict(2)["mean"], expected.predict(2)["mean"], rtol=1e-12)
+    np.testing.assert_allclose(model.predict(2, y=y, static=static_df)["mean"], expected.predict(2)["mean"], rtol=1e-12)
+    result = backtest(tsgen.ARIMA(order=(1, 0, 0)), y, 2, static=static_df, start=25, step=2, random_state=0)
+    reference = backtest(tsgen.ARIMA(order=(1, 0, 0)), y, 2, static=by_index, start=25, step=2, random_state=0)
+    pd.testing.assert_frame_equal(result.forecasts, reference.forecasts)
+    renamed = from_long(y.rename(columns={"unique_id": "store"}), id_col="store")
+    tsgen.ARIMA(order=(1, 0, 0)).fit(renamed, static=static_df.rename(columns={"unique_id": "store"}))
+    with pytest.raises(ValueError, match=r"two rows for series 's0'"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(y, static=pd.concat([static_df, static_df.head(1)]))

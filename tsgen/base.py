@@ -228,7 +228,8 @@ class BaseForecaster(BaseEstimator):
                 )
             values = self.static_
         else:
-            values, _ = to_static(static, "static", batch.n_series, batch.ids, feature_names=self.static_names_)
+            values, _ = to_static(static, "static", batch.n_series, batch.ids, feature_names=self.static_names_,
+                                  id_col=batch.id_col)
         constant = values[:, None, :].expand(-1, rows if time is None else time.shape[1], -1)
         return constant.clone() if time is None else torch.cat([time, constant.to(time.dtype)], dim=-1)
 
@@ -316,7 +317,7 @@ class BaseForecaster(BaseEstimator):
                                               time_col=data.time_col, target=_target(data))
         past = _past_positions(past_covariates, names, 0 if covariates is None else covariates.shape[-1])
         if static is not None:
-            static_values, static_names = to_static(static, "static", data.n_series, data.ids)
+            static_values, static_names = to_static(static, "static", data.n_series, data.ids, id_col=data.id_col)
             rows = int(data.lengths.max()) if covariates is None else covariates.shape[1]
             constant = static_values[:, None, :].expand(-1, rows, -1)
             covariates = constant.clone() if covariates is None else torch.cat([covariates, constant], dim=-1)

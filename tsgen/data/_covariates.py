@@ -95,13 +95,20 @@ def hold_past(covariates: torch.Tensor, origins, columns) -> torch.Tensor:
     return held
 
 
-def to_static(static, name: str, n_series: int, ids=None, feature_names=None) -> tuple[torch.Tensor, tuple]:
+def to_static(static, name: str, n_series: int, ids=None, feature_names=None,
+              id_col: str = ID_COL) -> tuple[torch.Tensor, tuple]:
     """Static covariates: one row of numbers per series, ``(n_series, n_static)`` float64, and their names.
 
-    ``static`` is a DataFrame with one row per series (indexed by id for
-    panel ``y``, else in series order), a dict ``{id: {feature: value}}``,
+    ``static`` is a DataFrame with one row per series (for panel ``y``
+    indexed by id, or with the ids in an ``id_col`` column as statsforecast's
+    ``static_df``; else in series order), a dict ``{id: {feature: value}}``,
     or an array ``(n_series, n_static)``; a Series is one feature.
     """
+    if ids is not None and isinstance(static, pd.DataFrame) and id_col in static.columns:
+        if static[id_col].duplicated().any():
+            raise ValueError(f"`{name}` has two rows for series {static[id_col][static[id_col].duplicated()].iloc[0]!r}: "
+                             "static covariates need one row per series.")
+        static = static.set_index(id_col)
     if isinstance(static, Mapping):
         static = pd.DataFrame.from_dict(dict(static), orient="index")
     if isinstance(static, pd.Series):

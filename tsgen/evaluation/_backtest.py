@@ -87,7 +87,7 @@ def _series_exog(X, static, past_covariates, batch: SeriesBatch, datasets: list)
         past = _past_positions(past_covariates, names, covariates.shape[-1])
     rows = [None] * batch.n_series
     if static is not None:
-        values, static_names = to_static(static, "static", batch.n_series, batch.ids)
+        values, static_names = to_static(static, "static", batch.n_series, batch.ids, id_col=batch.id_col)
         rows = [pd.DataFrame(values[i : i + 1].numpy(), columns=list(static_names)) for i in range(batch.n_series)]
     return [_Exog(frames[i], rows[i], past) for i in range(batch.n_series)]
 
