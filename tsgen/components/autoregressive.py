@@ -69,6 +69,9 @@ class AutoregressiveDistribution(Distribution):
     """
 
     arg_constraints: ClassVar[dict] = {}
+    #: read by tsgen.protocol.observed_log_prob: a joint density over the dimensions, exact
+    factorises: ClassVar[bool] = False
+    exact_log_prob: ClassVar[bool] = True
 
     def __init__(self, emission: AutoregressiveEmission, features: Tensor, scale: Tensor | None = None):
         self.emission = emission
@@ -78,9 +81,7 @@ class AutoregressiveDistribution(Distribution):
         if scale is not None:
             batch_shape = torch.broadcast_shapes(batch_shape, scale.shape[:-1])
         super().__init__(batch_shape, torch.Size([emission.dim]), validate_args=False)
-        # fill_value tells observed_log_prob where to read vectors with nothing observed
-        self.factorises = False
-        self.exact_log_prob = True
+        # where observed_log_prob reads vectors with nothing observed (a point of the support)
         self.fill_value = emission.fill_value
 
     @property
