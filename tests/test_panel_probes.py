@@ -114,3 +114,34 @@ def test_static_frame_with_an_id_column_as_statsforecast_static_df():
     tsgen.ARIMA(order=(1, 0, 0)).fit(renamed, static=static_df.rename(columns={"unique_id": "store"}))
     with pytest.raises(ValueError, match=r"two rows for series 's0'"):
         tsgen.ARIMA(order=(1, 0, 0)).fit(y, static=pd.concat([static_df, static_df.head(1)]))
+
+
+def test_regularize_takes_a_long_frame_of_periods():
+    y = _long()
+    periods = y.assign(ds=y["ds"].dt.to_period("Q"))
+    gappy = periods.drop(periods.index[[3, 11]])
+    filled = tsgen.data.regularize(gappy)
+    assert isinstance(filled["ds"].dtype, pd.PeriodDtype) and len(filled) == len(y)
+    assert int(filled["y"].isna().sum()) == 2
+    tsgen.Naive().fit(filled).predict(1)
+    with pytest.raises(TypeError, match="datetimes or periods"):
+        tsgen.data.regularize(_long(times="integer").drop(index=[3]))
+
+
+def test_too_short_to_infer_a_frequency_names_from_long_freq():
+    y = _long().sort_values(["unique_id", "ds"]).groupby("unique_id").head(2)
+    with pytest.raises(ValueError, match=r"from_long\(frame, freq="):
+        tsgen.Naive().fit(y)
+    forecast = tsgen.Naive().fit(from_long(y, freq="QS")).predict(1)
+    assert list(forecast["ds"]) == [pd.Timestamp("2000-07-01")] * 3
+
+
+def test_cli_backtest_draws_no_bar_into_a_redirected_stderr(tmp_path, capsys):
+    from tsgen.cli import main
+
+    source = tmp_path / "long.csv"
+    _long(length=16).to_csv(source, index=False)
+    assert main(["backtest", str(source), "--id-col", "unique_id", "--model", "naive", "--horizon", "2"]) == 0
+    captured = capsys.readouterr()
+    assert "task/s" not in captured.err and "\r" not in captured.err
+    assert "origins, horizon 2" in captured.out

@@ -152,7 +152,8 @@ def backtest(args) -> int:
     result = run_backtest(
         model, y, args.horizon, start=args.start, step=args.step, window=args.window, refit=args.refit,
         season=seasonal_period(_first_index(y)), n_jobs=args.n_jobs, n_samples=args.samples,
-        random_state=args.seed, progress=not args.quiet,
+        # a bar redrawn with carriage returns only garbles stderr sent to a file or a pipe
+        random_state=args.seed, progress=not args.quiet and sys.stderr.isatty(),
     )
     print(f"{result.n_origins} origins, horizon {result.horizon}; scores by horizon step (over all origins):")
     _show(result.summary(by="horizon"))

@@ -315,7 +315,7 @@ def _common_offset(ids, times: pd.Index, spans: list, name: str):
                 return pd.tseries.frequencies.to_offset(inferred)
     raise ValueError(
         f"`{name}` has no series with a regular run of at least 3 timestamps from which to infer the frequency: "
-        "pass `freq` (e.g. freq='D'), or fill the gaps with tsgen.data.regularize."
+        "give it, e.g. `tsgen.data.from_long(frame, freq='D')` as `y`, or fill the gaps with tsgen.data.regularize."
     )
 
 
@@ -394,8 +394,9 @@ def _grid_offset(index: pd.Index, freq):
 
 def _regularize_long(frame: pd.DataFrame, freq, id_col: str, time_col: str) -> pd.DataFrame:
     times, kind = _time_values(frame[time_col], "y", time_col)
-    if kind != "datetime":
-        raise TypeError(f"`y` column {time_col!r} must hold datetimes to be regularized; got {frame[time_col].dtype}.")
+    if kind == "integer":
+        raise TypeError(f"`y` column {time_col!r} must hold datetimes or periods to be regularized; "
+                        f"got {frame[time_col].dtype}.")
     work = frame.assign(**{time_col: times})
     offsets = {}
     pieces = []
