@@ -28,7 +28,8 @@ peers run in a loop over the first ``--loop-series`` series (all would take
 minutes) and are reported per series; tsgen's one call on all 100 is timed
 once (at that size the first call is the steady time).
 
-Beside the wall times: ns per particle-step (the time per series over N x T),
+Beside the wall times: the process's CPU time of the same call (other helpers' load on a
+shared machine inflates wall times far more than it does CPU times); ns per particle-step (the time per series over N x T),
 and for tsgen the time of the transition noise alone (T draws of N x B
 standard normals by torch.randn in float32, as the models draw them): what
 random-number generation costs any torch filter before any arithmetic.
@@ -304,16 +305,25 @@ def normal_draws(num_series: int) -> None:
 
 
 # ----------------------------------------------------------------------------- one case
+#: CPU seconds of this process in the last call of `timed` (best of the repeats): on a machine shared with
+#: other work the wall time counts their load, the process's CPU time much less so
+LAST_CPU: list[float] = [float("nan")]
+
+
 def timed(fn, repeats: int) -> tuple[float, float, list[float]]:
-    """Time of the first call, best of ``repeats`` further calls, and every call's result."""
-    start = time.perf_counter()
+    """Time of the first call, best of ``repeats`` further calls, and every call's result (CPU time of the
+    best call in ``LAST_CPU[0]``)."""
+    start, cpu = time.perf_counter(), time.process_time()
     results = [fn()]
     first = time.perf_counter() - start
-    best = float("inf")
+    best, best_cpu = float("inf"), time.process_time() - cpu
     for _ in range(repeats):
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         results.append(fn())
-        best = min(best, time.perf_counter() - start)
+        elapsed = time.perf_counter() - start
+        if elapsed < best:
+            best, best_cpu = elapsed, time.process_time() - cpu
+    LAST_CPU[0] = best_cpu
     return first, (best if repeats else first), results
 
 
@@ -342,6 +352,7 @@ def run_case(library: str, case: str, repeats: int, loop_series: int) -> dict:
         else:
             run = lambda: float(next(estimators).log_likelihood(y, method="smc", n_particles=N_PARTICLES))  # noqa: E731
             out["first"], out["best"], out["estimates"] = timed(run, repeats)
+        out["cpu"] = LAST_CPU[0]
         torch.manual_seed(0)
         _, out["kernel"], _ = timed(tsgen_kernel(values, model), repeats)
         _, out["rng"], _ = timed(lambda: normal_draws(len(values)), repeats)
@@ -358,16 +369,18 @@ def run_case(library: str, case: str, repeats: int, loop_series: int) -> dict:
     if batched:
         # a loop over the first `loop_series` series, reported per series and scaled to all of them
         chosen = values[:loop_series]
-        start = time.perf_counter()
+        start, cpu = time.perf_counter(), time.process_time()
         estimates = [run(v, k) for k, v in enumerate(chosen)]
         elapsed = time.perf_counter() - start
         out["first"] = out["best"] = elapsed * len(values) / len(chosen)
+        out["cpu"] = (time.process_time() - cpu) * len(values) / len(chosen)
         out["looped"] = len(chosen)
         out["estimates"] = [float(np.sum(estimates) * len(values) / len(chosen))]
         out["per_series_estimates"] = estimates
         return out
     counter = iter(range(1000))
     out["first"], out["best"], out["estimates"] = timed(lambda: run(values[0], next(counter)), repeats)
+    out["cpu"] = LAST_CPU[0]
     return out
 
 
@@ -436,8 +449,8 @@ def main() -> None:
             rows[library] = json.loads(done.stdout.strip().splitlines()[-1])
         header = "log-ev error    sd" if case.startswith("lds") else "  log-ev    sd"
         print(f"\n{CASES[case]}" + (f" (exact log-evidence {exact[case].sum():.2f})" if case in exact else ""))
-        print(f"  {'library':10s} {'s/series':>9s} {'ns/pstep':>8s} {'first':>8s} {'kernel':>8s} {'noise':>7s} "
-              f"{'vs particles':>12s} {header}")
+        print(f"  {'library':10s} {'s/series':>9s} {'cpu s':>7s} {'ns/pstep':>8s} {'first':>8s} {'kernel':>8s} "
+              f"{'noise':>7s} {'vs particles':>12s} {'(cpu)':>6s} {header}")
         reference = rows.get("particles")
         for library, r in rows.items():
             if isinstance(r, str):
@@ -447,14 +460,19 @@ def main() -> None:
             kernel = r.get("kernel")
             kernel_text = f"{kernel / r['n_series']:7.3f}s" if kernel else f"{'-':>8s}"
             ratio = f"{reference['best'] / r['best']:11.1f}x" if isinstance(reference, dict) else f"{'-':>12s}"
+            cpu_ratio = f"{reference['cpu'] / r['cpu']:5.1f}x" if isinstance(reference, dict) else f"{'-':>6s}"
             first = f"{r['first'] / r['n_series']:7.3f}s" if "looped" not in r else f"{'-':>8s}"
             evidence = evidence_columns(case, r, exact, loop_series)
             per_step = per_series / (N_PARTICLES * N_TIMES) * 1e9
             noise = f"{r['rng'] / r['n_series']:6.3f}s" if "rng" in r else f"{'-':>7s}"
-            print(f"  {library:10s} {per_series:8.3f}s {per_step:8.1f} {first} {kernel_text} {noise} {ratio} {evidence}")
+            cpu = r["cpu"] / r["n_series"]
+            print(f"  {library:10s} {per_series:8.3f}s {cpu:6.3f}s {per_step:8.1f} {first} {kernel_text} {noise} {ratio} "
+                  f"{cpu_ratio} {evidence}")
     print(
         "\ns/series = best wall time / number of series (peers on 100 series: a loop over the first"
-        f" {loop_series}, scaled); vs particles = particles' time / this library's time (> 1: faster);"
+        f" {loop_series}, scaled); cpu s = this process's CPU time in that call, per series (less sensitive"
+        " to other load on the machine);\nvs particles = particles' time / this library's time (> 1: faster),"
+        " (cpu) the same on CPU times;"
         "\nkernel = tsgen's particle_filter on ready tensors; sd = spread over repeated runs (1 series) or"
         " over series (100 series);\nns/pstep = s/series per particle-step (N x T); noise = drawing the"
         " transition's N x B standard normals alone (torch.randn, float32), per series: a floor for any torch filter."

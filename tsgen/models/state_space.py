@@ -155,7 +155,21 @@ class StateSpaceModel(nn.Module):
     def __getattr__(self, name: str):
         constrained = self.__dict__.get("_constrained", {})
         if name in constrained:
-            return constrained[name][2](super().__getattr__(f"{name}_unconstrained"))
+            raw = super().__getattr__(f"{name}_unconstrained")
+            if torch.is_grad_enabled():
+                return constrained[name][2](raw)
+            # a filter reads every parameter at every step without a graph, and the transform cost
+            # more than the step's arithmetic on small models: reuse it while the raw tensor is the
+            # same object (swapped parameters are not) at the same version (in-place updates bump it)
+            # and storage (module.to() swaps .data in place)
+            cache = self.__dict__.setdefault("_constrained_cache", {})
+            key = (raw._version, raw.data_ptr(), raw.dtype)
+            hit = cache.get(name)
+            if hit is not None and hit[0] is raw and hit[1] == key:
+                return hit[2]
+            value = constrained[name][2](raw)
+            cache[name] = (raw, key, value)
+            return value
         return super().__getattr__(name)
 
     def constrained_parameters(self) -> dict[str, Tensor]:

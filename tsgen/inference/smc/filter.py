@@ -190,7 +190,8 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
     host_sync = device.type in _HOST_SYNC_DEVICES
 
     state = model.init_state(context, (N,))
-    log_w = torch.full((N, B), -log_n, dtype=dtype, device=device)
+    # `uniform` is never written to, so `log_w is uniform` says the weights are equal (start, after resampling)
+    log_w = uniform
     weights, ess_t = ones, full_ess
     step_ll, ess_hist, resampled_hist = [], [], []
     z_hist, anc_hist, lw_hist, states = [], [], [], []
@@ -283,7 +284,12 @@ def _run(model, values, mask, context, n_particles, proposal, draw, ess_threshol
                 state = model.commit(state, z, context_t)
                 log_inc = _log_lik(model, state, context_t, x_t, mask_t) - look
 
-            log_w, weights, lse, ess_t = _weigh(log_w + log_inc)
+            if log_w is uniform and log_inc.shape == log_w.shape:
+                # equal prior weights: normalising log_inc alone gives the same weights and saves a pass
+                log_w, weights, lse, ess_t = _weigh(log_inc, owned=False)
+                lse = lse - log_n
+            else:
+                log_w, weights, lse, ess_t = _weigh(log_w + log_inc)
             if log_pre is not None:
                 lse = lse + log_pre
             if seen_t is not None:
@@ -334,9 +340,10 @@ def _need(always: bool, ess: Tensor, threshold: float, host_sync: bool, n_series
     return need, count == n_series
 
 
-def _weigh(log_w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+def _weigh(log_w: Tensor, owned: bool = True) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     """Normalise ``(N, B)`` log-weights: ``(normalised log-weights, weights up to a factor per series,
-    log normaliser, ESS)``; the resamplers take unnormalised weights, which saves a pass."""
+    log normaliser, ESS)``; the resamplers take unnormalised weights, which saves a pass. ``owned``:
+    ``log_w`` is the caller's temporary and may be overwritten."""
     # the shift only guards exp() against overflow, so it needs no gradient; a series whose weights are
     # all -inf gets the normaliser -inf (not NaN), which the caller reports
     grad = torch.is_grad_enabled() and log_w.requires_grad
@@ -344,13 +351,14 @@ def _weigh(log_w: Tensor) -> tuple[Tensor, Tensor, Tensor, Tensor]:
     w = torch.sub(log_w, top).exp_()
     total = w.sum(0)
     log_norm = total.log().add_(top)
+    # sum w^2 as a norm: one pass (vecdot multiplies into a temporary, then sums)
     if grad:
         # the ESS only decides when to resample, which carries no gradient (FIVO drops that term)
-        ess = (total * total / torch.linalg.vecdot(w, w, dim=0)).detach()
+        ess = (total.detach() / torch.linalg.vector_norm(w.detach(), dim=0)).square_()
         return log_w - log_norm, w, log_norm, ess
-    # no graph: reuse the temporaries in place (log_w is a temporary of the caller)
-    ess = total.square_().div_(torch.linalg.vecdot(w, w, dim=0))
-    return log_w.sub_(log_norm), w, log_norm, ess
+    # no graph: reuse the temporaries in place
+    ess = total.div_(torch.linalg.vector_norm(w, dim=0)).square_()
+    return (log_w.sub_(log_norm) if owned else log_w - log_norm), w, log_norm, ess
 
 
 def _log_lik(model, state, context_t, x_t, mask_t) -> Tensor:

@@ -46,7 +46,8 @@ def _ancestors(first_slot: Tensor, n: int) -> Tensor:
     first_slot = first_slot.clamp_(0, n)
     # scatter_add_ rather than bincount: bincount makes two extra passes (min and max) to size its output
     marks = torch.zeros(first_slot.shape[0], n + 1, dtype=torch.int64, device=first_slot.device)
-    marks.scatter_add_(1, first_slot, torch.ones_like(first_slot))
+    # the ones are one broadcast scalar: no (B, N) tensor to fill
+    marks.scatter_add_(1, first_slot, first_slot.new_ones(()).expand(first_slot.shape))
     return torch.cumsum(marks[:, :n], -1).clamp_(max=first_slot.shape[1] - 1)
 
 
