@@ -145,3 +145,30 @@ def test_cli_backtest_draws_no_bar_into_a_redirected_stderr(tmp_path, capsys):
     captured = capsys.readouterr()
     assert "task/s" not in captured.err and "\r" not in captured.err
     assert "origins, horizon 2" in captured.out
+
+
+def test_calendar_features_of_a_long_frame_serve_as_X_and_X_future():
+    from tsgen.data import calendar_features
+
+    y = _long()
+    X = calendar_features(y, horizon=3)
+    assert list(X.columns) == ["unique_id", "ds", "quarter_2", "quarter_3", "quarter_4"]
+    assert len(X) == len(y) + 3 * 3
+    # the same features as the per-series calendar, keyed by id
+    index = pd.date_range("2000-01-01", periods=33, freq="QS")
+    per_series = calendar_features(index)
+    np.testing.assert_array_equal(X[X["unique_id"] == "s1"].iloc[:, 2:].to_numpy(), per_series.to_numpy())
+    pd.testing.assert_frame_equal(calendar_features(index[:30], horizon=3), per_series, check_freq=False)
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X)
+    by_dict = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X={k: per_series.iloc[:30] for k in ("s0", "s1", "s2")})
+    np.testing.assert_allclose(model.predict(3, X_future=X)["mean"],
+                               by_dict.predict(3, X_future={k: per_series.iloc[30:] for k in ("s0", "s1", "s2")})["mean"])
+    # only the future rows (statsforecast's X_df) work too; integer ids keep their dtype
+    future = X[X["ds"] > y["ds"].max()][["unique_id", "ds"]]
+    assert calendar_features(future).shape == (9, 5)
+    ints = calendar_features(y.assign(unique_id=y["unique_id"].str[1:].astype(int)))
+    assert ints["unique_id"].dtype == np.int64
+    with pytest.raises(TypeError, match="without 'unique_id' and 'ds'"):
+        calendar_features(y.rename(columns={"ds": "time"}))
+    with pytest.raises(ValueError, match="horizon"):
+        calendar_features(y, horizon=-1)
