@@ -39,6 +39,7 @@ from tsgen.models._latent_frames import (
     filtering_summary, frame_input, latent_frames, latent_names, smoothing_summary, weighted_quantiles,
 )
 from tsgen.models._lds_protocol import _standard_normal
+from tsgen.models._likelihood_free_fit import LIKELIHOOD_FREE_METHODS, LikelihoodFreeFits, scalar_priors
 from tsgen.protocol import Context, SequentialModel, ancestral_sample, index_state, observed_log_prob
 from tsgen.training.loop import _unchecked_distributions as unchecked_distributions
 
@@ -46,7 +47,7 @@ __all__ = ["StateSpaceForecaster", "StateSpaceModel", "StateSpaceProtocol", "lat
 
 _DTYPE = torch.float64
 #: fit methods of the state-space estimators
-METHODS = ("particle_em", "pmmh", "fivo")
+METHODS = ("particle_em", "pmmh", "fivo", *LIKELIHOOD_FREE_METHODS)
 PROPOSALS = ("bootstrap", "guided", "auxiliary")
 #: every subclass of StateSpaceModel defined in this process, by "module.QualName": what tsgen.load may rebuild
 _MODEL_CLASSES: dict[str, type] = {}
@@ -60,8 +61,10 @@ def _class_key(cls: type) -> str:
 class StateSpaceModel(nn.Module):
     r"""Base of a user-written state-space model (see the module docstring for the equations).
 
-    Implement
-    ---------
+    Notes
+    -----
+    A subclass implements:
+
     ``initial(context)``
         The distribution of ``z_1``.
     ``transition(z_prev, context)``
@@ -434,7 +437,7 @@ def _check_choice(name: str, value, choices) -> str:
     return value
 
 
-class _StateSpaceEstimator(BaseForecaster):
+class _StateSpaceEstimator(LikelihoodFreeFits, BaseForecaster):
     """The machinery shared by the state-space estimators: subclasses write ``_build_model(data)``.
 
     Fitted attributes: ``module_`` (the fitted :class:`StateSpaceModel`, float64),
@@ -570,16 +573,7 @@ class _StateSpaceEstimator(BaseForecaster):
         from tsgen.inference.smc.pmcmc import pmmh
 
         module = adapter.model
-        priors = module.priors()
-        if not priors:
-            raise ValueError(
-                f"method='pmmh' samples the parameters that have a prior, and {type(module).__name__} gives none: "
-                "register them with `register_constrained(..., prior=...)`."
-            )
-        current = module.constrained_parameters()
-        for name in priors:
-            if current[name].numel() != 1:
-                raise ValueError(f"method='pmmh' samples scalar parameters; `{name}` has shape {tuple(current[name].shape)}.")
+        priors, current = scalar_priors(module, "pmmh")
         names = list(priors)
         n_warmup = int(round(self.burn_in * self.max_iter))
         n_samples = max(1, self.max_iter - n_warmup)
@@ -730,7 +724,7 @@ class StateSpaceForecaster(_StateSpaceEstimator):
         A subclass is instantiated with ``model_params``.
     model_params : dict or None
         Constructor arguments when ``model`` is a class.
-    method : {"particle_em", "pmmh", "fivo"}
+    method : {"particle_em", "pmmh", "fivo", "mmd", "energy", "gan", "abc"}
         How ``fit`` learns the parameters:
 
         - ``"particle_em"`` (Kantas et al. 2015): ``max_iter`` iterations of an
@@ -742,7 +736,26 @@ class StateSpaceForecaster(_StateSpaceEstimator):
           discarded); the fitted model uses the posterior mean, the draws are in
           ``posterior_samples_``;
         - ``"fivo"`` (Maddison et al. 2017): ``max_iter`` Adam epochs (step
-          ``learning_rate``) on the particle filter's log-evidence.
+          ``learning_rate``) on the particle filter's log-evidence;
+        - likelihood-free, for simulators (an implicit emission, see
+          :class:`tsgen.components.implicit.ImplicitDistribution`), comparing
+          observed and simulated windows of ``window_length`` steps
+          (:mod:`tsgen.models._likelihood_free_fit`,
+          :mod:`tsgen.inference.likelihood_free`): ``"mmd"`` / ``"energy"``,
+          ``max_iter`` Adam steps through the reparameterised simulator on the
+          MMD (multi-bandwidth Gaussian kernel, median heuristic) or energy
+          distance with ``n_particles`` simulated windows each (consistent
+          when the parameters are identifiable from a window's law: windows
+          must be long enough to show the dynamics); ``"gan"``, the same
+          simulator against a window discriminator (no likelihood, can be
+          unstable: check it by ``heldout_mmd_`` and the discriminative
+          scores in ``likelihood_free_``); ``"abc"``, an ABC-SMC posterior of
+          the parameters that have a prior (few of them), ``n_particles``
+          particles, at most ``max_iter`` generations, the distance between
+          the windows' means and covariances, approximate at its final
+          tolerance (draws in ``posterior_samples_``, the fitted model at
+          their mean). A model may define ``window_features(windows)`` to
+          compare transformed windows (e.g. ``log y^2`` for volatility).
 
         ``max_iter=0`` keeps the model's parameters as given.
     n_particles : int
@@ -756,6 +769,8 @@ class StateSpaceForecaster(_StateSpaceEstimator):
         Where the filters run ("cpu", "cuda", "auto").
     random_state : int or None
         Seeds fitting, and every filter run, so results repeat exactly.
+    window_length : int or None
+        Window of the likelihood-free methods (None: ``min(50, T)``).
 
     Notes
     -----
@@ -781,6 +796,7 @@ class StateSpaceForecaster(_StateSpaceEstimator):
         burn_in=0.2,
         device="cpu",
         random_state=None,
+        window_length=None,
     ):
         self.model = model
         self.model_params = model_params
@@ -795,6 +811,7 @@ class StateSpaceForecaster(_StateSpaceEstimator):
         self.burn_in = burn_in
         self.device = device
         self.random_state = random_state
+        self.window_length = window_length
 
     @classmethod
     def get_test_params(cls):

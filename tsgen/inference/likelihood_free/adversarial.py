@@ -99,7 +99,8 @@ def discriminative_score(
             _classifier_loss(classifier, real_train, fake_train).backward()
             optimiser.step()
     with torch.no_grad():
-        accuracy = 0.5 * (float((classifier(real_test) > 0).double().mean()) + float((classifier(fake_test) <= 0).double().mean()))
+        hits = float((classifier(real_test) > 0).double().mean()) + float((classifier(fake_test) <= 0).double().mean())
+    accuracy = hits / 2
     return abs(accuracy - 0.5)
 
 
