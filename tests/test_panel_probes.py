@@ -172,3 +172,27 @@ def test_calendar_features_of_a_long_frame_serve_as_X_and_X_future():
         calendar_features(y.rename(columns={"ds": "time"}))
     with pytest.raises(ValueError, match="horizon"):
         calendar_features(y, horizon=-1)
+
+
+@pytest.mark.parametrize("make", [tsgen.Naive, lambda: tsgen.ARIMA(order=(1, 0, 0)), tsgen.ETS, tsgen.Theta])
+def test_per_series_models_refuse_a_new_y_with_other_ids(make):
+    # fitted per series, paired with y's series by position: renamed ids silently took other series' fits
+    y = _long()
+    model = make().fit(y)
+    renamed = y.assign(unique_id=y["unique_id"].map({"s0": "s0", "s1": "s1", "s2": "new"}))
+    with pytest.raises(ValueError, match=r"`y` has series 'new', which the model was not fitted on"):
+        model.predict(2, y=renamed)
+    with pytest.raises(ValueError, match=r"`y` has series 'new'"):
+        model.log_likelihood(renamed)
+    with pytest.raises(ValueError, match=r"`y` lacks the fitted series 's1'"):
+        model.predict(2, y=y[y["unique_id"] != "s1"])
+    shuffled = y.sample(frac=1, random_state=7)
+    pd.testing.assert_frame_equal(model.predict(2, y=shuffled), model.predict(2))
+
+
+def test_a_model_shared_by_all_series_takes_any_ids():
+    y = _long()
+    fitted_on_one = tsgen.ARIMA(order=(1, 0, 0)).fit(y[y["unique_id"] == "s0"])
+    assert len(fitted_on_one.predict(2, y=y.assign(unique_id=y["unique_id"] + "_x"))) == 6
+    fitted_on_list = tsgen.Naive().fit([g.set_index("ds")["y"].sort_index() for _, g in y.groupby("unique_id")])
+    assert len(fitted_on_list.predict(2, y=y)) == 6

@@ -287,10 +287,27 @@ class BaseForecaster(BaseEstimator):
                     "fitted series to continue."
                 )
             return self.history_, False
-        batch = to_series_batch(y, "y", self._min_length())
+        return self._new_series(y, self._min_length()), True
+
+    def _new_series(self, y, min_length: int) -> SeriesBatch:
+        """``y`` given to a fitted model (to continue or to score) as a batch it can pair with its fits."""
+        batch = to_series_batch(y, "y", min_length)
         if batch.n_dims != self.n_dims_:
             raise ValueError(f"`y` has {batch.n_dims} variables; the model was fitted on {self.n_dims_}.")
-        return batch, True
+        fitted = self.history_
+        if (self._fits_series_independently and batch.is_panel and fitted is not None and fitted.is_panel
+                and fitted.n_series > 1 and batch.ids != fitted.ids):
+            # each series has its own fitted parameters, paired with y's series by position: other ids
+            # would silently take another series' model
+            unknown = [key for key in batch.ids if key not in set(fitted.ids)]
+            lacking = [key for key in fitted.ids if key not in set(batch.ids)]
+            found = (f"has series {unknown[0]!r}, which the model was not fitted on" if unknown
+                     else f"lacks the fitted series {lacking[0]!r}")
+            raise ValueError(
+                f"`y` {found}: {type(self).__name__} fits each series' own parameters, so `y` must hold the "
+                f"{fitted.n_series} fitted series (refit to forecast others)."
+            )
+        return batch
 
     # -------------------------------------------------------------- public
     def fit(self, y, X=None, static=None, past_covariates=None):
@@ -401,9 +418,7 @@ class BaseForecaster(BaseEstimator):
     def log_likelihood(self, y, per_step=False, X=None, *, static=None, **options):
         """Total ``log p(y)``, or per-step ``log p(y_t | y_<t)`` as Series when ``per_step``."""
         check_is_fitted(self)
-        data = to_series_batch(y, "y", 1)
-        if data.n_dims != self.n_dims_:
-            raise ValueError(f"`y` has {data.n_dims} variables; the model was fitted on {self.n_dims_}.")
+        data = self._new_series(y, 1)
         covariates = self._covariates(X, data, 0, static=static)
         if not per_step:
             totals = by_partition(self, "_total_log_likelihood", data, covariates, **options)
