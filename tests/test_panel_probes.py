@@ -196,3 +196,12 @@ def test_a_model_shared_by_all_series_takes_any_ids():
     assert len(fitted_on_one.predict(2, y=y.assign(unique_id=y["unique_id"] + "_x"))) == 6
     fitted_on_list = tsgen.Naive().fit([g.set_index("ds")["y"].sort_index() for _, g in y.groupby("unique_id")])
     assert len(fitted_on_list.predict(2, y=y)) == 6
+
+
+def test_one_unkeyed_X_frame_for_many_series_names_the_id_and_time_columns():
+    y = _long()
+    X = y[["unique_id", "ds"]].assign(z=1.0).rename(columns={"unique_id": "id"})
+    with pytest.raises(ValueError, match=r"one frame for 3 series.*'unique_id' and 'ds' columns \(it lacks \['unique_id'\]\)"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X)
+    with pytest.raises(ValueError, match=r"lacks \['unique_id', 'ds'\]"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X.set_index("ds").drop(columns="id"))

@@ -63,6 +63,12 @@ def _per_series(X, name: str, n_series: int, ids, id_col: str, time_col: str) ->
             raise ValueError(f"`{name}` is a long frame keyed by {id_col!r} but `y` has no series ids: pass `y` "
                              "as a long frame or a dict keyed by the same ids.")
         X, keyed = _split_long(X, name, id_col, time_col), True
+    elif isinstance(X, pd.DataFrame) and ids is not None and len(ids) > 1:
+        missing = [c for c in (id_col, time_col) if c not in X.columns]
+        raise ValueError(
+            f"`{name}` is one frame for {len(ids)} series: key it like `y`, as a long frame with {id_col!r} and "
+            f"{time_col!r} columns (it lacks {missing}) or a dict {{id: frame}}."
+        )
     if isinstance(X, Mapping):
         if ids is None:
             raise TypeError(f"`{name}` is a dict keyed by series id but `y` has no ids: pass `y` as a dict or "
