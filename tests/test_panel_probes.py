@@ -205,3 +205,18 @@ def test_one_unkeyed_X_frame_for_many_series_names_the_id_and_time_columns():
         tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X)
     with pytest.raises(ValueError, match=r"lacks \['unique_id', 'ds'\]"):
         tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X.set_index("ds").drop(columns="id"))
+
+
+@pytest.mark.parametrize("unit", ["s", "ms", "us"])
+def test_time_columns_in_other_units_than_nanoseconds(unit):
+    # parquet and arrow give datetime64[us] (or ms); pandas 2 built the regular grid in ns and compared raw
+    # integers, so every such frame 'mixed frequencies QS-OCT and QS-OCT'
+    y = _long()
+    reference = tsgen.Naive().fit(y).predict(2)
+    coarse = y.assign(ds=y["ds"].astype(f"datetime64[{unit}]"))
+    forecast = tsgen.Naive().fit(coarse).predict(2)
+    np.testing.assert_allclose(forecast["mean"], reference["mean"])
+    assert (forecast["ds"] == reference["ds"]).all()
+    X = tsgen.data.calendar_features(coarse, horizon=2)
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(coarse, X=X.assign(ds=X["ds"].astype("datetime64[ns]")))
+    assert len(model.predict(2, X_future=X)) == 6

@@ -293,7 +293,8 @@ def _series_indexes(ids, times: pd.Index, keys: np.ndarray, bounds: np.ndarray, 
         key = (int(keys[a]), b - a)
         regular_index = cache.get(key)
         if regular_index is None:
-            regular_index = cache[key] = pd.date_range(times[a], periods=b - a, freq=offset)
+            # in the column's own unit (parquet gives us or ms): keys are compared in it
+            regular_index = cache[key] = pd.date_range(times[a], periods=b - a, freq=offset, unit=times.unit)
         if not np.array_equal(regular_index.asi8, keys[a:b]):
             own = pd.infer_freq(times[a:b]) if b - a >= 3 else None
             if own is not None:
