@@ -220,3 +220,21 @@ def test_time_columns_in_other_units_than_nanoseconds(unit):
     X = tsgen.data.calendar_features(coarse, horizon=2)
     model = tsgen.ARIMA(order=(1, 0, 0)).fit(coarse, X=X.assign(ds=X["ds"].astype("datetime64[ns]")))
     assert len(model.predict(2, X_future=X)) == 6
+
+
+def test_covariates_in_another_time_zone_are_named_as_such():
+    y = _long()
+    X = tsgen.data.calendar_features(y)
+    with pytest.raises(ValueError, match=r"time zone UTC but `y` has None"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X.assign(ds=X["ds"].dt.tz_localize("UTC")))
+    aware = y.assign(ds=y["ds"].dt.tz_localize("Europe/Paris"))
+    X_aware = tsgen.data.calendar_features(aware)
+    assert str(X_aware["ds"].dt.tz) == "Europe/Paris"
+    tsgen.ARIMA(order=(1, 0, 0)).fit(aware, X=X_aware)
+    with pytest.raises(ValueError, match=r"time zone None but `y` has Europe/Paris"):
+        tsgen.ARIMA(order=(1, 0, 0)).fit(aware, X=X)
+    # the same instants in another zone are the same rows
+    converted = tsgen.ARIMA(order=(1, 0, 0)).fit(aware, X=X_aware.assign(ds=X_aware["ds"].dt.tz_convert("UTC")))
+    np.testing.assert_allclose(converted.predict(1, X_future=tsgen.data.calendar_features(aware, horizon=1))["mean"],
+                               tsgen.ARIMA(order=(1, 0, 0)).fit(aware, X=X_aware)
+                               .predict(1, X_future=tsgen.data.calendar_features(aware, horizon=1))["mean"])

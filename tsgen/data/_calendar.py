@@ -33,7 +33,8 @@ def _base_code(index: pd.Index) -> str:
             raise ValueError("`index` has no frequency (set `freq` or use a regular index): calendar "
                              "features follow the frequency.")
         # the period code names the base frequency alike for month starts and ends ("MS", "ME" -> "M")
-        code = pd.DatetimeIndex(index[:1], freq=freq).to_period().freqstr
+        # (a time zone plays no part in it: dropped first, which to_period would warn about)
+        code = pd.DatetimeIndex(index[:1].tz_localize(None), freq=freq).to_period().freqstr
     else:
         raise TypeError(f"`index` must be a DatetimeIndex or PeriodIndex; got {type(index).__name__}.")
     code = code.lstrip("0123456789").split("-")[0]

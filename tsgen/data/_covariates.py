@@ -198,6 +198,10 @@ def _rows_by_timestamp(frame: pd.DataFrame, label: str, needed: pd.Index, what: 
             f"`{label}` has a {type(index).__name__} but `y` has a {type(needed).__name__}: "
             "index both by the same kind of time index."
         )
+    if isinstance(index, pd.DatetimeIndex) and (index.tz is None) != (needed.tz is None):
+        # aware and naive stamps never match (aware ones in two zones do, as instants)
+        raise ValueError(f"`{label}` has time zone {index.tz} but `y` has {needed.tz}: localize both or neither "
+                         "(Series.dt.tz_localize).")
     if isinstance(index, pd.PeriodIndex) and index.freqstr != needed.freqstr:
         raise ValueError(
             f"`{label}` has periods of frequency {index.freqstr!r} but `y` has {needed.freqstr!r}."
