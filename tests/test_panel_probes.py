@@ -238,3 +238,20 @@ def test_covariates_in_another_time_zone_are_named_as_such():
     np.testing.assert_allclose(converted.predict(1, X_future=tsgen.data.calendar_features(aware, horizon=1))["mean"],
                                tsgen.ARIMA(order=(1, 0, 0)).fit(aware, X=X_aware)
                                .predict(1, X_future=tsgen.data.calendar_features(aware, horizon=1))["mean"])
+
+
+def test_no_pandas_warning_when_frequencies_are_inferred(tmp_path, recwarn):
+    # pandas 3.1 warns on each infer_freq call that returns a string; users saw it on every long frame
+    from tsgen.cli import main
+
+    y = _long()
+    tsgen.Naive().fit(y).predict(1)
+    tsgen.data.calendar_features(pd.DatetimeIndex(y["ds"].drop_duplicates().sort_values().to_numpy()))
+    tsgen.data.regularize(y.drop(index=y.index[4]))
+    source = tmp_path / "long.csv"
+    y.to_csv(source, index=False)
+    assert main(["-q", "forecast", str(source), "--id-col", "unique_id", "--model", "naive", "--horizon", "1"]) == 0
+    assert not [w for w in recwarn if "infer_freq" in str(w.message)]
+    with pytest.raises(ValueError, match=r"has frequency 'MS' but the others have 'QS"):
+        tsgen.Naive().fit(pd.concat([y, pd.DataFrame({"unique_id": "zz", "y": 1.0,
+                                                       "ds": pd.date_range("2001-01-01", periods=5, freq="MS")})]))

@@ -310,11 +310,13 @@ def read_long(path, id_col: str, time_col: str | None = None, columns: list[str]
 
 def _long_periods(long: pd.DataFrame, id_col: str, time_col: str) -> pd.DataFrame:
     """Monthly, quarterly and yearly stamps as periods, as :func:`read_series` reads them."""
+    from tsgen.data._index import infer_offset
+
     for _, rows in long.groupby(id_col, sort=False):
         if len(rows) >= 3:
             stamps = pd.DatetimeIndex(rows[time_col]).sort_values()
-            freq = pd.infer_freq(stamps)
-            if freq is not None and freq[0] in "MQYA":
+            freq = infer_offset(stamps)
+            if freq is not None and freq.freqstr[0] in "MQYA":
                 period = pd.DatetimeIndex(stamps, freq=freq).to_period().freqstr
                 return long.assign(**{time_col: pd.DatetimeIndex(long[time_col]).to_period(period)})
             return long

@@ -5,7 +5,7 @@ import numpy as np
 import pandas as pd
 
 from tsgen.data._batch import validate_horizon
-from tsgen.data._index import future_index, validate_index
+from tsgen.data._index import future_index, infer_offset, validate_index
 from tsgen.data._output import _concat, id_array
 from tsgen.data._panel import ID_COL, TIME_COL, Panel, from_long, is_long_frame
 
@@ -28,7 +28,7 @@ def _base_code(index: pd.Index) -> str:
     if isinstance(index, pd.PeriodIndex):
         code = index.freqstr
     elif isinstance(index, pd.DatetimeIndex):
-        freq = index.freq or (pd.infer_freq(index) if len(index) >= 3 else None)
+        freq = index.freq or (infer_offset(index) if len(index) >= 3 else None)
         if freq is None:
             raise ValueError("`index` has no frequency (set `freq` or use a regular index): calendar "
                              "features follow the frequency.")

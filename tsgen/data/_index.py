@@ -8,10 +8,21 @@ Invariants of an index accepted by tsgen:
 """
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 import pandas as pd
 
 from tsgen._validation import is_int
+
+
+def infer_offset(index: pd.Index):
+    """``pd.infer_freq(index)`` as an offset, None when no frequency fits (pandas 3.1 warns on every call
+    that the string it returns will become an offset; either form works here)."""
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message=".*infer_freq.*")
+        freq = pd.infer_freq(index)
+    return None if freq is None else pd.tseries.frequencies.to_offset(freq)
 
 
 def validate_index(index: pd.Index, name: str) -> pd.Index:

@@ -25,6 +25,8 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
+from tsgen.data._index import infer_offset
+
 #: the column names of a long frame unless told otherwise (statsforecast's)
 ID_COL, TIME_COL, VALUE_COL = "unique_id", "ds", "y"
 
@@ -296,10 +298,10 @@ def _series_indexes(ids, times: pd.Index, keys: np.ndarray, bounds: np.ndarray, 
             # in the column's own unit (parquet gives us or ms): keys are compared in it
             regular_index = cache[key] = pd.date_range(times[a], periods=b - a, freq=offset, unit=times.unit)
         if not np.array_equal(regular_index.asi8, keys[a:b]):
-            own = pd.infer_freq(times[a:b]) if b - a >= 3 else None
+            own = infer_offset(times[a:b]) if b - a >= 3 else None
             if own is not None:
                 raise ValueError(
-                    f"`{name}` mixes frequencies: series {ids[i]!r} has frequency {own!r} but the others "
+                    f"`{name}` mixes frequencies: series {ids[i]!r} has frequency {own.freqstr!r} but the others "
                     f"have {offset.freqstr!r}. Forecast series of different frequencies in separate calls."
                 )
             _checked(ids[i], None, False, name)
@@ -311,9 +313,9 @@ def _common_offset(ids, times: pd.Index, spans: list, name: str):
     """The frequency of the first series (in id order) from which one can be inferred."""
     for a, b in spans:
         if b - a >= 3:
-            inferred = pd.infer_freq(times[a:b])
+            inferred = infer_offset(times[a:b])
             if inferred is not None:
-                return pd.tseries.frequencies.to_offset(inferred)
+                return inferred
     raise ValueError(
         f"`{name}` has no series with a regular run of at least 3 timestamps from which to infer the frequency: "
         "give it, e.g. `tsgen.data.from_long(frame, freq='D')` as `y`, or fill the gaps with tsgen.data.regularize."
@@ -382,8 +384,8 @@ def _grid_offset(index: pd.Index, freq):
         return index.freq
     if len(index) < 3:
         raise ValueError("`y` has fewer than 3 timestamps, too few to infer a frequency: pass `freq`.")
-    named = [pd.infer_freq(index[k : k + 3]) for k in range(min(len(index) - 2, 200))]
-    named = [f for f in named if f]
+    named = [infer_offset(index[k : k + 3]) for k in range(min(len(index) - 2, 200))]
+    named = [f for f in named if f is not None]
     if not named:
         raise ValueError("no frequency could be inferred from the timestamps of `y`: pass `freq` (e.g. freq='D').")
     offset = pd.tseries.frequencies.to_offset(Counter(named).most_common(1)[0][0])
