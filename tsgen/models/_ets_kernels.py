@@ -381,9 +381,10 @@ def _newton_multiplicative(y, base, Z, delta, observed, n, yhat, A, rhs, steps):
             return f
         ss = 0.0
         count = 0
-        for t in range(n):
+        for t in range(n):  # u holds y / yhat until it is overwritten below: one division per step
             if observed[t]:
-                r = y[t] / yhat[t] - 1.0
+                u[t] = y[t] / yhat[t]
+                r = u[t] - 1.0
                 ss += r * r
                 count += 1
         c = 0.5 * count / ss
@@ -393,7 +394,7 @@ def _newton_multiplicative(y, base, Z, delta, observed, n, yhat, A, rhs, steps):
                 v[t] = 0.0
                 w[t] = 0.0
                 continue
-            a = y[t] / yhat[t]
+            a = u[t]
             r = a - 1.0
             u[t] = -2.0 * r * a / yhat[t]
             v[t] = 1.0 / yhat[t]
@@ -457,16 +458,25 @@ def _profile(smoothing, y, observed, n, trend, season, m, error, x0, xs, free, y
             # round 0 unweighted; then weighted by the previous round's predictions
             if not _solve_normal(Z, y, ybar, yhat, observed, n, r > 0, A, rhs, delta):
                 return -np.inf
-            if error == 2:
+            if error == 2 and r == 0:  # the next round's weights (Newton recomputes yhat after the last)
                 for t in range(n):
                     acc = ybar[t]
                     for j in range(k):
                         acc += Z[j, t] * delta[j]
                     yhat[t] = acc
-        if error == 2:
-            _newton_multiplicative(y, ybar, Z, delta, observed, n, yhat, A, rhs, NEWTON_STEPS)
         for j in range(x0.shape[0]):
             x0[j] = 0.0
+        if error == 2:
+            f = _newton_multiplicative(y, ybar, Z, delta, observed, n, yhat, A, rhs, NEWTON_STEPS)
+            for j in range(k):
+                x0[free[j]] = delta[j]
+            if not math.isfinite(f):
+                return -np.inf
+            # Newton's objective is the negative log-likelihood less its constant, at yhat already: no rerun
+            count = 0
+            for t in range(n):
+                count += observed[t]
+            return -f - 0.5 * count * (math.log(2.0 * math.pi / count) + 1.0)
         for j in range(k):
             x0[free[j]] = delta[j]
         for t in range(n):  # yhat is affine in x0: no further run needed
