@@ -96,9 +96,11 @@ def candidate_forms(error, trend, seasonal, damped, period: int, positive: bool,
     """The forms an automatic search compares for one series, as R's ``ets``.
 
     Multiplicative components only for strictly positive data; a season only with ``period > 1``
-    and more than ``period`` observations; no additive error with a multiplicative season (R's
-    ``restrict``: infinite forecast variance); a multiplicative trend only when asked for; forms with
-    too few observations for their parameters (``n - k - 1 <= 0``, AICc undefined) left out."""
+    and more than ``period`` observations; no additive error with a multiplicative season or trend,
+    and no multiplicative error and trend with an additive season (statsforecast's ``restrict``, after
+    R's: infinite forecast variance or unstable forms); a multiplicative trend only when asked for;
+    forms with too few observations for their parameters (``n - k - 1 <= 0``, AICc undefined) left
+    out."""
     def options(value, auto):
         return auto if value == "auto" else [value]
 
@@ -106,13 +108,15 @@ def candidate_forms(error, trend, seasonal, damped, period: int, positive: bool,
     trends = options(trend, [None, "add"] + (["mul"] if allow_multiplicative_trend and positive else []))
     seasons = options(seasonal, ([None, "add", "mul"] if positive else [None, "add"])
                       if period > 1 and n_observed > period else [None])
+    searched = "auto" in (error, trend, seasonal)  # a form asked for by name is fitted as asked
     forms = []
     for e in errors:
         for t in trends:
             for s in seasons:
                 for d in ([False, True] if damped == "auto" and t else [bool(damped) and t is not None]):
                     if (e == "add" and s == "mul" and (error == "auto" or seasonal == "auto")) or (
-                            e == "add" and t == "mul" and (error == "auto" or trend == "auto")):
+                            e == "add" and t == "mul" and (error == "auto" or trend == "auto")) or (
+                            e == "mul" and t == "mul" and s == "add" and searched):
                         continue
                     form = EtsForm(_CODES[e], _CODES[t], _CODES[s], d, period if s else 1)
                     if n_observed - form.n_params - 1 > 0:

@@ -72,8 +72,9 @@ class ETS(BaseForecaster):
         ``Z`` for automatic: ``"ANN"`` (simple exponential smoothing),
         ``"AAdN"``, ``"MAM"``, ``"ZZZ"`` (the full automatic search).
     allow_multiplicative_trend : bool
-        Whether ``"auto"`` trends include the multiplicative trend (R's
-        default: no).
+        Whether ``"auto"`` trends include the multiplicative trend (R's and
+        statsforecast's default: no). As theirs, the search then still
+        leaves out an additive error with it and ``MMA`` / ``MMdA``.
     max_evals : int
         Most Nelder-Mead evaluations per series and form.
     random_state : int or None
