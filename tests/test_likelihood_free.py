@@ -9,7 +9,7 @@ from torch.distributions import LogNormal, Normal, Uniform, constraints
 from tsgen.components.implicit import ImplicitDistribution
 from tsgen.inference.likelihood_free import (
     abc_smc, discriminative_score, energy_distance, fit_adversarial, fit_discrepancy, median_bandwidth, mmd,
-    moment_distance, window_moments,
+    moment_distance, window_moments, with_autocovariances,
 )
 from tsgen.models.state_space import StateSpaceForecaster, StateSpaceModel
 from tsgen.models.stochastic_volatility import StochasticVolatilityModel
@@ -215,6 +215,23 @@ def test_window_moments_and_distance():
     assert float(moment_distance(mean, cov, mean, cov, 1.0)) == 0.0
 
 
+def test_with_autocovariances_matches_direct_sums():
+    windows = torch.randn(4, 6, 2, dtype=D64)
+    out = with_autocovariances(windows)
+    assert out.shape == (4, 12, 2) and torch.equal(out[:, :6], windows)
+    x = windows.numpy()
+    for i in range(4):
+        for d in range(2):
+            c = x[i, :, d] - x[i, :, d].mean()
+            direct = [sum(c[t] * c[t + k] for t in range(6 - k)) / (6 - k) for k in range(6)]
+            assert np.allclose(out[i, 6:, d].numpy(), direct)
+    assert with_autocovariances(windows, max_lag=2).shape == (4, 9, 2)
+    with pytest.raises(ValueError, match="`max_lag` must be an integer in \\[0, 5\\]"):
+        with_autocovariances(windows, max_lag=6)
+    with pytest.raises(ValueError, match="`windows` must be a floating-point tensor"):
+        with_autocovariances(windows[0])
+
+
 # ------------------------------------------------------------------ the estimator entry point
 def _sv(T, mu, phi, sigma, seed):
     rng = np.random.default_rng(seed)
@@ -250,6 +267,23 @@ def test_mmd_fit_recovers_stochastic_volatility(sv_data):
     # on the held-out last quarter, simulated windows are far closer to the data than at the start
     assert est.heldout_mmd_ < est.likelihood_free_["trace"][0] / 4 and len(est.likelihood_free_["trace"]) == 300
     assert est.predict(3).shape[0] == 3
+
+
+class _AutocovarianceSV(_LogSquareSV):
+    def window_features(self, windows):
+        return with_autocovariances(super().window_features(windows))
+
+
+def test_mmd_with_autocovariance_features_recovers_sv_sigma(sv_data):
+    # Why the plain fit (10-step windows of log y^2) lands off the truth along the phi/sigma ridge: not a bug
+    # but the estimator's spread. Over 7 data seeds (T = 1500, this setting) its RMSE was 0.160 (sigma) and
+    # 0.062 (phi), with the errors of the two of opposite signs; at T = 20000 (benchmark data) phi 0.909, sigma 0.385.
+    # 30-step windows with their autocovariances appended brought the RMSE to 0.109 and 0.042 over the same
+    # seeds: stated tolerances of about one RMSE, sigma +-0.12 and phi +-0.05 (this seed: 0.489, 0.879).
+    est = StateSpaceForecaster(_AutocovarianceSV(mu=-1.0, phi=0.5, sigma=0.8), method="mmd", max_iter=300,
+                               n_particles=128, learning_rate=0.08, window_length=30, random_state=0).fit(sv_data)
+    fitted = {k: float(v) for k, v in est.module_.constrained_parameters().items()}
+    assert abs(fitted["sigma"] - SIGMA) < 0.12 and abs(fitted["phi"] - PHI) < 0.05, fitted
 
 
 def test_abc_fit_of_stochastic_volatility(sv_data):

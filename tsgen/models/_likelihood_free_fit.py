@@ -32,7 +32,10 @@ out.
 A model may define ``window_features(windows)`` (``(n, L, D)`` -> ``(n, L', D')``,
 differentiable): every method then compares transformed windows, e.g.
 ``log(y^2 + c)`` for a volatility model, whose raw returns are uncorrelated
-and hide the dynamics from a kernel on raw windows. ABC's distance is
+and hide the dynamics from a kernel on raw windows; for mmd and energy,
+:func:`~tsgen.inference.likelihood_free.with_autocovariances` of those and
+windows of a few persistence time scales narrow the spread of the
+persistence/innovation-scale estimates (SV: RMSE of sigma 0.16 -> 0.11). ABC's distance is
 :func:`~tsgen.inference.likelihood_free.moment_distance` between the
 (transformed) windows' means and covariances (``200`` simulated windows per
 particle against all observed ones): low-noise summaries that carry the

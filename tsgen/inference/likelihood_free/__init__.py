@@ -6,6 +6,8 @@ import nothing from ``models/``. The estimator-level entry point is
 ``tsgen.StateSpaceForecaster(model, method="mmd" | "energy" | "gan" | "abc")``.
 
 - :func:`mmd`, :func:`energy_distance`: distances between two samples of windows.
+- :func:`with_autocovariances`: windows with their within-window
+  autocovariances appended (features for a kernel on noisy persistent series).
 - :func:`fit_discrepancy`: gradient descent on the MMD or energy distance
   through a reparameterised simulator.
 - :func:`fit_adversarial`: a GAN over windows (non-saturating loss), with
@@ -19,11 +21,12 @@ from tsgen.inference.likelihood_free.adversarial import (
 )
 from tsgen.inference.likelihood_free.discrepancy import (
     BANDWIDTH_FACTORS, energy_distance, median_bandwidth, mmd, moment_distance, pairwise_sq_distances, window_moments,
+    with_autocovariances,
 )
 from tsgen.inference.likelihood_free.gradient import DISCREPANCIES, DiscrepancyFit, fit_discrepancy
 
 __all__ = [
     "ABCResult", "AdversarialFit", "BANDWIDTH_FACTORS", "DISCREPANCIES", "DiscrepancyFit", "WindowDiscriminator",
     "abc_smc", "discriminative_score", "energy_distance", "fit_adversarial", "fit_discrepancy", "median_bandwidth",
-    "mmd", "moment_distance", "pairwise_sq_distances", "window_moments",
+    "mmd", "moment_distance", "pairwise_sq_distances", "window_moments", "with_autocovariances",
 ]

@@ -33,9 +33,11 @@ from collections.abc import Sequence
 import torch
 from torch import Tensor
 
+from tsgen._validation import is_int
+
 __all__ = [
     "BANDWIDTH_FACTORS", "energy_distance", "median_bandwidth", "mmd", "moment_distance", "pairwise_sq_distances",
-    "window_moments",
+    "window_moments", "with_autocovariances",
 ]
 
 #: multiples of the median distance that make up the default multi-bandwidth kernel
@@ -164,6 +166,30 @@ def window_moments(windows: Tensor) -> tuple[Tensor, Tensor]:
     mean = rows.mean(-2)
     centred = rows - mean.unsqueeze(-2)
     return mean, centred.transpose(-1, -2) @ centred / (rows.shape[-2] - 1)
+
+
+def with_autocovariances(windows: Tensor, max_lag: int | None = None) -> Tensor:
+    r"""Windows ``(n, L, D)`` followed by their own autocovariances: ``(n, L + K + 1, D)``, rows ``L + k`` the
+    lag-``k`` products ``mean_t (x_t - xbar)(x_{t+k} - xbar)`` within each window and channel, ``k = 0..K``
+    (``K = max_lag``, default ``L - 1``).
+
+    A window kernel (MMD, energy distance) on raw windows of a noisy persistent series is dominated by the
+    marginal noise: on stochastic-volatility ``log y^2`` (noise variance 4.9 against 0.84 for the volatility)
+    it barely sees the autocorrelation, and the fit slides along the phi/sigma ridge. The products put the
+    second-order structure in coordinates of their own; the window's own mean is used, so they do not move
+    with the level, which the raw rows fix.
+    """
+    if not isinstance(windows, Tensor) or not windows.is_floating_point() or windows.dim() != 3:
+        shape = tuple(windows.shape) if isinstance(windows, Tensor) else type(windows).__name__
+        raise ValueError(f"`windows` must be a floating-point tensor (n, L, D); got {shape}.")
+    L = windows.shape[1]
+    if max_lag is None:
+        max_lag = L - 1
+    if not is_int(max_lag) or not 0 <= max_lag < L:
+        raise ValueError(f"`max_lag` must be an integer in [0, {L - 1}] (the window length minus one); got {max_lag!r}.")
+    centred = windows - windows.mean(1, keepdim=True)
+    products = [(centred[:, : L - k] * centred[:, k:]).mean(1) for k in range(max_lag + 1)]
+    return torch.cat([windows, torch.stack(products, 1)], 1)
 
 
 def moment_distance(mean: Tensor, cov: Tensor, observed_mean: Tensor, observed_cov: Tensor, unit: Tensor | float) -> Tensor:

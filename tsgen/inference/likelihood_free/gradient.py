@@ -15,7 +15,14 @@ kernel) or energy distance is the true parameter when the model is
 identifiable from the law of a window (the minimum distance estimator is
 then consistent, Briol et al. 2019); windows must be long enough to show
 the dynamics that tell parameters apart (a persistence parameter needs
-windows spanning a few of its time scales). The median-heuristic
+windows spanning a few of its time scales). On a noisy persistent series
+a kernel on raw windows mostly sees the marginal noise, and the estimate
+spreads along the persistence/innovation ridge (stochastic volatility,
+``log y^2``, T = 1500, 10-step windows: RMSE 0.16 on sigma and 0.06 on phi
+over 7 data seeds, phi's and sigma's errors of opposite signs; no sign of a bias:
+at T = 20000 both are within 0.04 of the truth): append the windows' autocovariances
+(:func:`~.discrepancy.with_autocovariances`) and use longer windows (30
+steps: RMSE 0.11 and 0.04). The median-heuristic
 bandwidth is fixed once from the observed windows, so the objective does
 not move while the parameters do.
 """
