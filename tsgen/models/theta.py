@@ -55,6 +55,8 @@ def _acf(x: np.ndarray, nlags: int) -> np.ndarray:
 
 
 def _is_seasonal(x: np.ndarray, period: int) -> bool:
+    if np.ptp(x) == 0:  # no variance, no autocorrelation: statsmodels' acf is NaN there and its test says no season
+        return False
     rho = _acf(x, period)
     return bool(len(x) * rho[-1] ** 2 / np.sum(rho[:-1] ** 2) > _SEASONAL_CRITICAL)
 
