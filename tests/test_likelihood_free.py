@@ -360,3 +360,52 @@ def test_estimator_bad_input(sv_data):
         StateSpaceForecaster(_SkewNoise(), method="abc", max_iter=2, window_length=5).fit(sv_data[:100])
     with pytest.raises(ValueError, match="`method`"):
         StateSpaceForecaster(_LogSquareSV(), method="wasserstein").fit(sv_data[:100])
+
+
+# ------------------------------------------------------------------ save/load keeps the fit's summaries
+@pytest.mark.parametrize("method", ["mmd", "energy", "gan", "abc"])
+def test_likelihood_free_fits_round_trip_save_and_load(sv_data, tmp_path, method):
+    import tsgen
+
+    size = 64 if method == "abc" else 16
+    est = StateSpaceForecaster(_LogSquareSV(), method=method, max_iter=2, n_particles=size, window_length=10,
+                               random_state=0).fit(sv_data[:300])
+    path = tmp_path / f"{method}.pt"
+    est.save(path)
+    loaded = tsgen.load(path)
+    assert loaded.likelihood_free_ == est.likelihood_free_ and loaded.heldout_mmd_ == est.heldout_mmd_
+    assert loaded.method == method and loaded.n_iter_ == est.n_iter_
+    fitted = {k: v.detach() for k, v in est.module_.constrained_parameters().items()}
+    for name, value in loaded.module_.constrained_parameters().items():
+        assert torch.equal(value.detach(), fitted[name]), name
+    if method == "abc":
+        assert set(loaded.posterior_samples_) == set(est.posterior_samples_)
+        for name, draws in est.posterior_samples_.items():
+            assert np.array_equal(loaded.posterior_samples_[name], draws)
+    # forecasts repeat exactly: same parameters, same filter, same seed
+    pd = pytest.importorskip("pandas")
+    pd.testing.assert_frame_equal(loaded.predict(3), est.predict(3))
+
+
+def test_a_refit_by_another_method_drops_the_likelihood_free_summaries(sv_data, tmp_path):
+    import tsgen
+
+    est = StateSpaceForecaster(_LogSquareSV(), method="mmd", max_iter=2, n_particles=16, window_length=10,
+                               random_state=0).fit(sv_data[:300])
+    est.set_params(method="particle_em", n_particles=32, n_trajectories=8).fit(sv_data[:300])
+    assert not hasattr(est, "likelihood_free_") and not hasattr(est, "heldout_mmd_")
+    est.save(tmp_path / "em.pt")
+    assert not hasattr(tsgen.load(tmp_path / "em.pt"), "likelihood_free_")
+
+
+def test_a_malformed_stored_summary_is_refused(sv_data, tmp_path):
+    import tsgen
+    from tsgen.base import write_payload
+
+    est = StateSpaceForecaster(_LogSquareSV(), method="mmd", max_iter=2, n_particles=16, window_length=10,
+                               random_state=0).fit(sv_data[:300])
+    meta, tensors = est._to_payload()
+    meta["fitted"]["likelihood_free"]["info"]["trace"] = ["not a number"]
+    write_payload(tmp_path / "bad.pt", meta, tensors)
+    with pytest.raises(ValueError, match="not a tsgen model file.*likelihood-free fit summary is malformed"):
+        tsgen.load(tmp_path / "bad.pt")

@@ -204,6 +204,37 @@ class LikelihoodFreeFits:
         self.likelihood_free_ = {"trace": [float(v) for v in trace]}
         self.heldout_mmd_ = heldout
 
+    # ------------------------------------------------------------ save/load
+    def _forget_likelihood_free(self) -> None:
+        """Drop a previous fit's summaries: a refit by another method must not carry them."""
+        for name in ("likelihood_free_", "heldout_mmd_"):
+            self.__dict__.pop(name, None)
+
+    def _likelihood_free_summary(self) -> dict | None:
+        """The fit's summaries as JSON (None after a fit by another method), for ``save``."""
+        if not hasattr(self, "likelihood_free_"):
+            return None
+        return {"info": self.likelihood_free_, "heldout_mmd": self.heldout_mmd_}
+
+    def _restore_likelihood_free(self, summary) -> None:
+        """Set ``likelihood_free_`` and ``heldout_mmd_`` from :meth:`_likelihood_free_summary`'s output."""
+        self._forget_likelihood_free()
+        if summary is None:
+            return
+
+        def number(value) -> bool:
+            return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+        # every entry is a number, a list of numbers (traces) or None (ABC's acceptance without a move)
+        if not (isinstance(summary, dict) and set(summary) == {"info", "heldout_mmd"}
+                and number(summary["heldout_mmd"]) and isinstance(summary["info"], dict)
+                and all(isinstance(k, str) and (v is None or number(v)
+                                                or isinstance(v, list) and all(map(number, v)))
+                        for k, v in summary["info"].items())):
+            raise ValueError("the stored likelihood-free fit summary is malformed")
+        self.likelihood_free_ = {k: list(v) if isinstance(v, list) else v for k, v in summary["info"].items()}
+        self.heldout_mmd_ = float(summary["heldout_mmd"])
+
     # ----------------------------------------------------------- MMD/energy
     def _fit_discrepancy(self, adapter, values, mask, covariates, discrepancy: str):
         from tsgen.inference.likelihood_free import fit_discrepancy

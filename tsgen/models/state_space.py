@@ -535,6 +535,7 @@ class _StateSpaceEstimator(LikelihoodFreeFits, BaseForecaster):
         adapter = self._protocol(module)
         self.log_evidences_, self.n_iter_ = [], 0
         self.posterior_samples_, self.acceptance_rate_ = {}, None
+        self._forget_likelihood_free()
         if self.max_iter > 0:
             with seeded_from(generator, device), unchecked_distributions():
                 getattr(self, f"_fit_{self.method}")(adapter, values, mask, covariates, generator)
@@ -685,6 +686,7 @@ class _StateSpaceEstimator(LikelihoodFreeFits, BaseForecaster):
             "n_iter": self.n_iter_,
             "acceptance_rate": self.acceptance_rate_,
             "posterior_parameters": sorted(self.posterior_samples_),
+            "likelihood_free": self._likelihood_free_summary(),
         }
         tensors = {f"module.{k}": v.detach().cpu() for k, v in self.module_.state_dict().items()}
         tensors.update({f"posterior.{k}": torch.as_tensor(v) for k, v in self.posterior_samples_.items()})
@@ -712,6 +714,8 @@ class _StateSpaceEstimator(LikelihoodFreeFits, BaseForecaster):
         self.module_ = module.to(device).eval()
         self.log_evidences_, self.n_iter_, self.acceptance_rate_ = log_evidences, n_iter, rate
         self.posterior_samples_ = {n: tensors[f"posterior.{n}"].numpy() for n in names}
+        # files written before likelihood-free fits were saved have no entry: their fits had none to keep
+        self._restore_likelihood_free(meta.get("likelihood_free"))
 
 
 class StateSpaceForecaster(_StateSpaceEstimator):
