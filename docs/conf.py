@@ -36,3 +36,38 @@ numpydoc_attributes_as_param_list = True
 # docstrings are checked for what makes them render wrongly; a missing section is not an error
 numpydoc_validation_checks: set[str] = set()
 suppress_warnings: list[str] = []
+
+# ------------------------------------------------------------ generated content
+COMPONENT_TABLE = ".. tsgen-component-table"
+
+
+def component_tables() -> str:
+    """The components page's tables of every registered emission and transition, from the registries."""
+    from tsgen.components.catalog import component_catalog
+
+    def yes(flag) -> str:
+        return "yes" if flag else "no"
+
+    out = []
+    catalog = component_catalog()
+    for kind, flags in (("emission", ("factorizes", "exact_log_prob", "has_rsample")),
+                        ("transition", ("exact_log_prob", "has_rsample"))):
+        rows = [info for info in catalog if info.kind == kind]
+        out += [f".. list-table:: ``{kind}=`` names", "   :header-rows: 1", "   :widths: auto", "",
+                "   * - name", "     - class", *(f"     - ``{flag}``" for flag in flags), "     - what it is"]
+        for info in rows:
+            out += [f"   * - ``\"{info.name}\"``",
+                    f"     - :class:`~{info.cls.__module__}.{info.cls.__qualname__}`",
+                    *(f"     - {yes(getattr(info, flag))}" for flag in flags),
+                    f"     - {info.summary}"]
+        out.append("")
+    return "\n".join(out)
+
+
+def _insert_generated(app, docname, source):
+    if COMPONENT_TABLE in source[0]:
+        source[0] = source[0].replace(COMPONENT_TABLE, component_tables())
+
+
+def setup(app):
+    app.connect("source-read", _insert_generated)

@@ -47,7 +47,8 @@ Quality is measured on windows the fit did not use, stored after ``fit``:
 MMD^2 (multi-bandwidth Gaussian kernel, median heuristic) between
 simulated windows and the windows in the last quarter of each series (the
 fit uses the windows that end before it); the GAN also reports the discriminative scores before and after
-(``|accuracy - 1/2|`` of a fresh classifier on held-out windows).
+(``|accuracy - 1/2|`` of a fresh classifier on held-out windows). ``save`` and
+:func:`tsgen.load` keep both; a refit by another method drops them.
 """
 from __future__ import annotations
 
