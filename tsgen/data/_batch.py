@@ -120,10 +120,17 @@ def _is_real(dtype) -> bool:
 
 
 def _check_real(dtypes, columns, name: str) -> None:
-    bad = [c for c, dtype in zip(columns, dtypes) if not _is_real(dtype)]
+    bad = [(c, dtype) for c, dtype in zip(columns, dtypes) if not _is_real(dtype)]
     if bad:
+        # refused rather than converted, as statsmodels does: an object column may mix numbers and text
+        kinds = sorted({str(dtype) for _, dtype in bad})
+        textual = any((isinstance(dtype, np.dtype) and dtype.kind in "OSU") or pd.api.types.is_string_dtype(dtype)
+                      for _, dtype in bad)
+        hint = (" (if they hold numbers as objects or text, convert them first, e.g. with `pd.to_numeric` or "
+                "`.astype(float)`)") if textual else ""
         raise TypeError(
-            f"`{name}` has non-numeric column(s) {bad!r}: expected real numbers (NaN for missing)."
+            f"`{name}` has non-numeric column(s) {[c for c, _ in bad]!r} of dtype {', '.join(kinds)}: "
+            f"expected real numbers (NaN for missing){hint}."
         )
 
 

@@ -96,7 +96,12 @@ def seasonal_period(index: pd.Index) -> int:
     freq = getattr(index, "freqstr", None)
     if not freq:
         return 1
-    code = freq.lstrip("0123456789")
+    code = freq.lstrip("0123456789").split("-")[0]
+    if code in ("B", "C"):  # business and custom business days
+        return SEASONAL_PERIODS["B"]
+    if code[:1] in "BC" and code not in ("BH", "CBH"):
+        # business month/quarter/year starts and ends (BME, BQS, CBMS, ...) keep their calendar's season
+        code = code.lstrip("BC")
     return SEASONAL_PERIODS.get(code[:1], 1)
 
 
