@@ -301,9 +301,12 @@ class Naive(_Baseline):
     random_state : int or None
         Seed of ``sample``.
 
-    Fitted attributes: ``sigma_`` (residual standard deviation; a list per
-    series when ``fit`` got a list, a list per variable for a multivariate
-    target).
+    Attributes
+    ----------
+    sigma_ : float or list
+        Residual standard deviation (a list per series when ``fit`` got a
+        list, a list per variable for a multivariate target; so are the
+        attributes below).
     """
 
 
@@ -318,7 +321,14 @@ class Drift(_Baseline):
     random_state : int or None
         Seed of ``sample``.
 
-    Fitted attributes: ``sigma_``, ``drift_`` (``c``).
+    Attributes
+    ----------
+    sigma_ : float or list
+        Residual standard deviation (a list per series when ``fit`` got a
+        list, a list per variable for a multivariate target; so are the
+        attributes below).
+    drift_ : float or list
+        The drift ``c``.
     """
 
     _n_location = 1
@@ -336,7 +346,14 @@ class Mean(_Baseline):
     random_state : int or None
         Seed of ``sample``.
 
-    Fitted attributes: ``sigma_``, ``mean_`` (``mu``).
+    Attributes
+    ----------
+    sigma_ : float or list
+        Residual standard deviation (a list per series when ``fit`` got a
+        list, a list per variable for a multivariate target; so are the
+        attributes below).
+    mean_ : float or list
+        The mean ``mu``.
     """
 
     _kind = "iid"
@@ -362,7 +379,14 @@ class SeasonalNaive(_Baseline):
     random_state : int or None
         Seed of ``sample``.
 
-    Fitted attributes: ``sigma_``, ``period_``.
+    Attributes
+    ----------
+    sigma_ : float or list
+        Residual standard deviation (a list per series when ``fit`` got a
+        list, a list per variable for a multivariate target; so are the
+        attributes below).
+    period_ : int
+        The season length ``m`` used.
     """
 
     def __init__(self, period=None, random_state=None):

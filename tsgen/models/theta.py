@@ -134,10 +134,24 @@ class Theta(BaseForecaster):
     random_state : int or None
         Seed of ``sample``.
 
+    Attributes
+    ----------
+    b0_ : float or list of float
+        The OLS slope of the (adjusted) series on ``t = 0 .. T-1`` (a list
+        per series when ``fit`` got a list; so are the attributes below).
+    alpha_ : float or list of float
+        The SES smoothing parameter.
+    sigma2_ : float or list of float
+        The innovation variance.
+    seasonal_ : list of float or None (or a list of them)
+        Factors of one season, None when not adjusted.
+    method_ : str or list of str
+        The decomposition used, ``"multiplicative"`` or ``"additive"``.
+
+    Notes
+    -----
     See :mod:`tsgen.models.theta` for the equations, the uncertainty model
-    and missing values. Fitted attributes (a list per series when ``fit``
-    got a list): ``b0_``, ``alpha_``, ``sigma2_``, ``seasonal_`` (factors of
-    one season, None when not adjusted), ``method_``.
+    and missing values.
     """
 
     _fits_series_independently = True
