@@ -56,21 +56,31 @@ def _spec_from_json(meta: dict) -> ArimaSpec:
 
 def _check_loaded_params(specs: list[ArimaSpec], params: list, n_series: int) -> None:
     """Refuse stored parameters that do not fit their specs or make no valid model
-    (``tsgen.load`` reports the ValueError as a file it cannot load)."""
+    (``tsgen.load`` reports the ValueError as a file it cannot load).
+
+    Checked one batch per spec: a partitioned fit of many series is merged through here."""
     if len(specs) not in (1, n_series):
         raise ValueError(f"{len(specs)} stored ARIMA models for {n_series} stored series")
+    groups: dict[ArimaSpec, list[int]] = {}
     for i, (spec, value) in enumerate(zip(specs, params)):
         if tuple(value.shape) != (spec.n_params,) or not value.is_floating_point():
             raise ValueError(f"stored parameters {i} have shape {tuple(value.shape)}; expected ({spec.n_params},)")
-        if not bool(torch.isfinite(value).all()) or not float(value[spec.blocks["sigma2"]]) > 0.0:
-            raise ValueError(f"stored parameters {i} are not finite with a positive sigma2")
+        groups.setdefault(spec, []).append(i)
+    for spec, rows in groups.items():
+        block = torch.stack([params[i] for i in rows])
         blocks = spec.blocks
-        ar = lag_polynomial(value[blocks["ar"]], value[blocks["sar"]], spec.s, -1.0).numpy()
-        if ar.size:  # stationary: the companion matrix of phi(L) Phi(L^s) has its eigenvalues inside the unit circle
-            companion = np.eye(ar.size, k=-1)
-            companion[0] = ar
-            if np.abs(np.linalg.eigvals(companion)).max() >= 1.0:
-                raise ValueError(f"stored parameters {i} have a non-stationary AR part")
+        valid = torch.isfinite(block).all(1) & (block[:, blocks["sigma2"]] > 0.0).all(1)
+        if not bool(valid.all()):
+            bad = rows[int(torch.nonzero(~valid)[0, 0])]
+            raise ValueError(f"stored parameters {bad} are not finite with a positive sigma2")
+        ar = lag_polynomial(block[:, blocks["ar"]], block[:, blocks["sar"]], spec.s, -1.0).numpy()
+        m = ar.shape[1]
+        if m:  # stationary: the companion matrix of phi(L) Phi(L^s) has its eigenvalues inside the unit circle
+            companion = np.broadcast_to(np.eye(m, k=-1), (len(rows), m, m)).copy()
+            companion[:, 0] = ar
+            outside = np.abs(np.linalg.eigvals(companion)).max(1) >= 1.0
+            if outside.any():
+                raise ValueError(f"stored parameters {rows[int(np.argmax(outside))]} have a non-stationary AR part")
 
 
 class ARIMA(BaseForecaster):
@@ -410,23 +420,39 @@ class ARIMA(BaseForecaster):
         meta = {"specs": [_spec_to_json(s) for s in self._specs],
                 "collection": isinstance(self.llf_, list), "converged": converged}
         tensors = {f"params.{i}": p for i, p in enumerate(self._params)}
+        # the fit's own log-likelihoods travel with the parameters: a partitioned fit's merge (and a load)
+        # takes them instead of running the Kalman filter over every series again
+        tensors["llf"] = torch.as_tensor(np.atleast_1d(self.llf_), dtype=torch.float64)
         return meta, tensors
 
     def _load_fitted_state(self, meta, tensors):
-        specs = [_spec_from_json(m) for m in meta["specs"]]
+        decoded: dict[str, ArimaSpec] = {}  # many series share a few specs: each is decoded (and checked) once
+        specs = []
+        for m in meta["specs"]:
+            if repr(m) not in decoded:
+                decoded[repr(m)] = _spec_from_json(m)
+            specs.append(decoded[repr(m)])
         self._specs = specs
         self._params = [tensors[f"params.{i}"] for i in range(len(specs))]
         _check_loaded_params(specs, self._params, self.history_.n_series)
-        self._restore_attributes(meta["collection"], meta.get("converged"))
+        llf = tensors.get("llf")  # absent from files saved before it was stored
+        if llf is not None and (tuple(llf.shape) != (len(specs),) or llf.dtype != torch.float64):
+            raise ValueError(f"stored log-likelihoods have shape {tuple(llf.shape)} and dtype {llf.dtype}; "
+                             f"expected ({len(specs)},) float64")
+        self._restore_attributes(meta["collection"], meta.get("converged"), llf)
 
-    def _restore_attributes(self, collection: bool, converged=None):
-        """Recompute the ``*_`` statistics from the stored parameters and history."""
+    def _restore_attributes(self, collection: bool, converged=None, llf=None):
+        """The ``*_`` statistics from the stored parameters, history and (when stored) log-likelihoods;
+        without those the Kalman filter recomputes them."""
         y = self._univariate(self.history_)
         results = []
         for spec, rows, params in self._groups(y.shape[0]):
-            summary, _ = self._filtered(spec, rows, params, y, self.history_.lengths, self.covariates_)
-            llf = summary.log_likelihoods.sum(1)
+            if llf is None:
+                summary, _ = self._filtered(spec, rows, params, y, self.history_.lengths, self.covariates_)
+                row_llf = summary.log_likelihoods.sum(1)
+            else:
+                row_llf = llf[rows]
             n_obs = torch.isfinite(y[rows, spec.n_integration:]).sum(1).to(y.dtype)
             flags = torch.tensor([True if converged is None else bool(converged[int(i)]) for i in rows])
-            results.append((FitResult(spec, params, llf, n_obs, flags), rows.numpy()))
+            results.append((FitResult(spec, params, row_llf, n_obs, flags), rows.numpy()))
         self._set_results(results, y.shape[0], collection)
