@@ -324,8 +324,7 @@ class Drift(_Baseline):
     Attributes
     ----------
     sigma_ : float or list
-        Residual standard deviation (a list per series when ``fit`` got a
-        list, a list per variable for a multivariate target; so are the
+        Residual standard deviation (lists as :class:`Naive`'s; so are the
         attributes below).
     drift_ : float or list
         The drift ``c``.
@@ -349,8 +348,7 @@ class Mean(_Baseline):
     Attributes
     ----------
     sigma_ : float or list
-        Residual standard deviation (a list per series when ``fit`` got a
-        list, a list per variable for a multivariate target; so are the
+        Residual standard deviation (lists as :class:`Naive`'s; so are the
         attributes below).
     mean_ : float or list
         The mean ``mu``.
@@ -382,8 +380,7 @@ class SeasonalNaive(_Baseline):
     Attributes
     ----------
     sigma_ : float or list
-        Residual standard deviation (a list per series when ``fit`` got a
-        list, a list per variable for a multivariate target; so are the
+        Residual standard deviation (lists as :class:`Naive`'s; so are the
         attributes below).
     period_ : int
         The season length ``m`` used.
