@@ -209,55 +209,94 @@ def _affine_responses(smoothing, y, observed, n, m, free, ybar, Z, L, B, S):
     """The affine forms in innovation form, ``e = y - yhat``, ``l' = l + phi b + alpha e``,
     ``b' = phi b + beta e``, ``s' = s + gamma e`` (zero ``e`` where ``y`` is missing): ``ybar`` is ``yhat``
     from zero initial states and ``Z[j]`` the response of ``yhat`` to a unit initial state ``free[j]``
-    on zero data, all runs fused in one loop over time."""
+    on zero data.
+
+    All runs advance together, one time step at a time: each is a chain of dependent operations, and
+    interleaving independent chains keeps the processor busy where one chain alone would wait."""
     alpha = smoothing[0]
     beta = smoothing[1] * alpha
     gamma = smoothing[2] * (1.0 - alpha)
     phi = smoothing[3]
     k = free.shape[0]
     for r in range(k + 1):  # run 0 on the data from zero states; run j + 1 on zero data from unit state free[j]
-        l = 0.0
-        b = 0.0
+        L[r] = 0.0
+        B[r] = 0.0
         for j in range(m):
             S[r, j] = 0.0
         if r > 0:
             q = free[r - 1]
             if q == 0:
-                l = 1.0
+                L[r] = 1.0
             elif q == 1:
-                b = 1.0
+                B[r] = 1.0
             else:  # s_{-1-(q-2)} sits in buffer slot m - 1 - (q - 2)
                 S[r, m - 1 - (q - 2)] = 1.0
-        out = ybar if r == 0 else Z[r - 1]
-        slot = 0
-        for t in range(n):
-            pred = l + phi * b + S[r, slot]
-            out[t] = pred
-            if observed[t]:
-                e = (y[t] if r == 0 else 0.0) - pred
-                l = l + phi * b + alpha * e
-                b = phi * b + beta * e
-                S[r, slot] += gamma * e
-            else:
-                l = l + phi * b
-                b = phi * b
-            slot += 1
-            if slot == m:
-                slot = 0
+    slot = 0
+    for t in range(n):
+        ok = observed[t]
+        # run 0 on the data
+        base = L[0] + phi * B[0]
+        pred = base + S[0, slot]
+        ybar[t] = pred
+        e = y[t] - pred if ok else 0.0
+        L[0] = base + alpha * e
+        B[0] = phi * B[0] + beta * e
+        S[0, slot] += gamma * e
+        for r in range(1, k + 1):
+            base = L[r] + phi * B[r]
+            pred = base + S[r, slot]
+            Z[r - 1, t] = pred
+            e = -pred if ok else 0.0
+            L[r] = base + alpha * e
+            B[r] = phi * B[r] + beta * e
+            S[r, slot] += gamma * e
+        slot += 1
+        if slot == m:
+            slot = 0
 
 
 @njit(cache=True, nogil=True)
-def _responses(smoothing, y, observed, n, trend, season, m, x0, free, yhat, final, Z, scale):
-    """``yhat`` at ``x0`` and forward-difference derivatives ``Z[j] = d yhat / d x0[free[j]]``."""
-    run(smoothing, x0, y, observed, n, trend, season, m, yhat, final)
-    for j in range(free.shape[0]):
+def _responses(smoothing, y, observed, n, trend, season, m, x0, free, yhat, Z, scale, L, B, S, h):
+    """``yhat`` at ``x0`` and forward-difference derivatives ``Z[j] = d yhat / d x0[free[j]]``; the
+    ``k + 1`` runs advance together (see :func:`_affine_responses`). Scratch: ``L``, ``B`` ``(k + 1,)``,
+    ``S`` ``(k + 1, m)``, ``h`` ``(k,)``."""
+    alpha, beta_star, gamma_star, phi = smoothing[0], smoothing[1], smoothing[2], smoothing[3]
+    k = free.shape[0]
+    for r in range(k + 1):  # run 0 from x0, run j + 1 from x0 moved by h[j] along free[j]
+        L[r] = x0[0]
+        B[r] = x0[1]
+        for q in range(m):  # S[r, t mod m] holds s_{t-m}, as in run
+            S[r, q] = x0[2 + m - 1 - q]
+    for j in range(k):
         i = free[j]
-        h = 1e-7 * max(abs(x0[i]), scale)
-        x0[i] += h
-        run(smoothing, x0, y, observed, n, trend, season, m, Z[j], final)
-        x0[i] -= h
+        h[j] = 1e-7 * max(abs(x0[i]), scale)
+        if i == 0:
+            L[j + 1] += h[j]
+        elif i == 1:
+            B[j + 1] += h[j]
+        else:
+            S[j + 1, m - 1 - (i - 2)] += h[j]
+    slot = 0
+    for t in range(n):
+        yt = y[t]
+        ok = observed[t]
+        for r in range(k + 1):
+            yh, l, b, s_new = step(L[r], B[r], S[r, slot], yt, ok, alpha, beta_star, gamma_star, phi, trend,
+                                   season)
+            if r == 0:
+                yhat[t] = yh
+            else:
+                Z[r - 1, t] = yh
+            L[r] = l
+            B[r] = b
+            S[r, slot] = s_new
+        slot += 1
+        if slot == m:
+            slot = 0
+    for j in range(k):
+        inv = 1.0 / h[j]
         for t in range(n):
-            Z[j, t] = (Z[j, t] - yhat[t]) / h
+            Z[j, t] = (Z[j, t] - yhat[t]) * inv
 
 
 @njit(cache=True, nogil=True)
@@ -310,12 +349,10 @@ def _cholesky_solve(A, rhs, out):
 
 
 @njit(cache=True, nogil=True)
-def _solve_normal(Z, y, base, yhat, observed, n, weighted, A, rhs, delta):
+def _solve_normal(Z, y, base, yhat, observed, n, weighted, A, rhs, delta, w, e):
     """``delta`` minimising ``sum_t w_t (y_t - base_t - Z_t' delta)^2`` (``w = 1/yhat^2`` if ``weighted``);
-    False if the system is degenerate."""
+    False if the system is degenerate. ``w`` and ``e`` are scratch of length ``n`` or more."""
     k = Z.shape[0]
-    w = np.empty(n)
-    e = np.empty(n)
     for t in range(n):
         if not observed[t]:
             w[t] = 0.0
@@ -339,12 +376,17 @@ def _solve_normal(Z, y, base, yhat, observed, n, weighted, A, rhs, delta):
 
 
 @njit(cache=True, nogil=True)
-def _multiplicative_objective(y, base, Z, delta, observed, n, yhat):
+def _multiplicative_objective(y, base, Z, delta, observed, n, yhat, unit):
     """``n/2 log sum r_t^2 + sum log yhat_t`` (the negative concentrated log-likelihood up to a constant)
-    at ``yhat = base + Z delta``, ``r = y / yhat - 1``; inf where some ``yhat <= 0``."""
+    at ``yhat = base + Z delta``, ``r = y / yhat - 1``; inf where some ``yhat <= 0``.
+
+    ``sum log yhat`` is taken as the log of running products of ``yhat / unit`` (``unit``: the data's
+    scale), flushed before they can overflow or underflow: one logarithm per many steps, not per step."""
     k = Z.shape[0]
     ss = 0.0
     logs = 0.0
+    product = 1.0
+    inv_unit = 1.0 / unit
     count = 0
     for t in range(n):
         acc = base[t]
@@ -357,48 +399,46 @@ def _multiplicative_objective(y, base, Z, delta, observed, n, yhat):
             return np.inf
         r = y[t] / acc - 1.0
         ss += r * r
-        logs += math.log(acc)
+        product *= acc * inv_unit
+        if not 1e-150 < product < 1e150:
+            logs += math.log(product)
+            product = 1.0
         count += 1
-    if not ss > 0.0:
+    if not (ss > 0.0 and math.isfinite(ss) and math.isfinite(logs)):
         return np.inf
-    return 0.5 * count * math.log(ss) + logs
+    return 0.5 * count * math.log(ss) + logs + math.log(product) + count * math.log(unit)
 
 
 @njit(cache=True, nogil=True)
-def _newton_multiplicative(y, base, Z, delta, observed, n, yhat, A, rhs, steps):
+def _newton_multiplicative(y, base, Z, delta, observed, n, yhat, A, rhs, steps, unit, scratch):
     """Newton steps on the multiplicative-error likelihood in the initial states (``yhat`` affine in them),
-    from ``delta``: the reweighted least squares ignores the ``sum log yhat`` term, this does not."""
+    from ``delta``: the reweighted least squares ignores the ``sum log yhat`` term, this does not.
+    ``scratch``: three arrays of length ``n`` or more and three of length ``k``."""
     k = Z.shape[0]
-    w = np.empty(n)
-    u = np.empty(n)
-    v = np.empty(n)
-    trial = np.empty(k)
-    step = np.empty(k)
-    gS = np.empty(k)
-    f = _multiplicative_objective(y, base, Z, delta, observed, n, yhat)
+    w, u, v, trial, step, gS = scratch
+    f = _multiplicative_objective(y, base, Z, delta, observed, n, yhat, unit)
     for _ in range(steps):
         if not math.isfinite(f):
             return f
         ss = 0.0
         count = 0
-        for t in range(n):  # u holds y / yhat until it is overwritten below: one division per step
-            if observed[t]:
-                u[t] = y[t] / yhat[t]
-                r = u[t] - 1.0
-                ss += r * r
-                count += 1
-        c = 0.5 * count / ss
-        for t in range(n):  # per-step factors of the gradient (u: of S, v: of sum log yhat)
+        for t in range(n):  # per-step factors of the gradient (u: of S, v: of sum log yhat), one division
             if not observed[t]:
                 u[t] = 0.0
                 v[t] = 0.0
                 w[t] = 0.0
                 continue
-            a = u[t]
+            inv = 1.0 / yhat[t]
+            a = y[t] * inv
             r = a - 1.0
-            u[t] = -2.0 * r * a / yhat[t]
-            v[t] = 1.0 / yhat[t]
-            w[t] = 2.0 * c * ((a / yhat[t]) ** 2 + 2.0 * r * a / (yhat[t] * yhat[t])) - v[t] * v[t]
+            ss += r * r
+            count += 1
+            u[t] = -2.0 * r * a * inv
+            v[t] = inv
+            w[t] = (a * a + 2.0 * r * a) * inv * inv  # the Hessian's weight, before the factors below
+        c = 0.5 * count / ss
+        for t in range(n):
+            w[t] = 2.0 * c * w[t] - v[t] * v[t]
         for i in range(k):
             accS = 0.0
             accL = 0.0
@@ -414,7 +454,7 @@ def _newton_multiplicative(y, base, Z, delta, observed, n, yhat, A, rhs, steps):
         if not _cholesky_solve(A, rhs, step):
             # not convex here: the Gauss-Newton matrix of the squared relative errors instead
             for t in range(n):
-                w[t] = 2.0 * c * (y[t] / (yhat[t] * yhat[t])) ** 2 if observed[t] else 0.0
+                w[t] = 2.0 * c * (y[t] * v[t] * v[t]) ** 2 if observed[t] else 0.0
             _gram(Z, w, n, A)
             if not _cholesky_solve(A, rhs, step):
                 return f
@@ -423,13 +463,13 @@ def _newton_multiplicative(y, base, Z, delta, observed, n, yhat, A, rhs, steps):
         for _ in range(6):
             for j in range(k):
                 trial[j] = delta[j] + scale * step[j]
-            f_try = _multiplicative_objective(y, base, Z, trial, observed, n, yhat)
+            f_try = _multiplicative_objective(y, base, Z, trial, observed, n, yhat, unit)
             if f_try < f:
                 improved = True
                 break
             scale *= 0.5
         if not improved:
-            _multiplicative_objective(y, base, Z, delta, observed, n, yhat)
+            _multiplicative_objective(y, base, Z, delta, observed, n, yhat, unit)
             return f
         decrease = f - f_try
         for j in range(k):
@@ -450,13 +490,13 @@ def _profile(smoothing, y, observed, n, trend, season, m, error, x0, xs, free, y
     error, and two ``1/yhat^2``-reweighted solves approximate it for a multiplicative one. Other
     forms: Gauss-Newton from the heuristic states ``xs``, the Jacobian taken once (chord steps), a
     fixed number of steps so that the result is a smooth function of the smoothing parameters."""
-    A, rhs, delta, ybar, L, B, S = work
+    A, rhs, delta, ybar, L, B, S, w, e, u, trial, step, gS = work
     k = free.shape[0]
     if affine:
         _affine_responses(smoothing, y, observed, n, m, free, ybar, Z, L, B, S)
         for r in range(2 if error == 2 else 1):
             # round 0 unweighted; then weighted by the previous round's predictions
-            if not _solve_normal(Z, y, ybar, yhat, observed, n, r > 0, A, rhs, delta):
+            if not _solve_normal(Z, y, ybar, yhat, observed, n, r > 0, A, rhs, delta, w, e):
                 return -np.inf
             if error == 2 and r == 0:  # the next round's weights (Newton recomputes yhat after the last)
                 for t in range(n):
@@ -467,7 +507,8 @@ def _profile(smoothing, y, observed, n, trend, season, m, error, x0, xs, free, y
         for j in range(x0.shape[0]):
             x0[j] = 0.0
         if error == 2:
-            f = _newton_multiplicative(y, ybar, Z, delta, observed, n, yhat, A, rhs, NEWTON_STEPS)
+            f = _newton_multiplicative(y, ybar, Z, delta, observed, n, yhat, A, rhs, NEWTON_STEPS, scale,
+                                       (w, e, u, trial, step, gS))
             for j in range(k):
                 x0[free[j]] = delta[j]
             if not math.isfinite(f):
@@ -487,11 +528,11 @@ def _profile(smoothing, y, observed, n, trend, season, m, error, x0, xs, free, y
         return log_likelihood(y, observed, n, yhat, error)
     for j in range(x0.shape[0]):
         x0[j] = xs[j]
-    _responses(smoothing, y, observed, n, trend, season, m, x0, free, yhat, final, Z, scale)
+    _responses(smoothing, y, observed, n, trend, season, m, x0, free, yhat, Z, scale, L, B, S, trial)
     for r in range(3):
         if r > 0:
             run(smoothing, x0, y, observed, n, trend, season, m, yhat, final)
-        if not _solve_normal(Z, y, yhat, yhat, observed, n, error == 2, A, rhs, delta):
+        if not _solve_normal(Z, y, yhat, yhat, observed, n, error == 2, A, rhs, delta, w, e):
             return -np.inf
         for j in range(k):
             x0[free[j]] += delta[j]
@@ -641,7 +682,7 @@ def fit_many(y, observed, lengths, error, trend, season, damped, m, max_evals, f
     xs = np.empty(2 + m)
     k = free.shape[0]
     work = (np.empty((k, k)), np.empty(k), np.empty(k), np.empty(T), np.empty(k + 1), np.empty(k + 1),
-            np.empty((k + 1, m)))
+            np.empty((k + 1, m)), np.empty(T), np.empty(T), np.empty(T), np.empty(k), np.empty(k), np.empty(k))
     z0 = np.empty(n_smooth)
     zc = np.empty(n_smooth)
     step0 = np.ones(n_smooth)
