@@ -65,7 +65,8 @@ def test_integer_years_are_an_annual_period_index(tmp_path, capsys):
 
 @pytest.mark.parametrize("years, message", [
     (np.r_[1970:1980, 1981:1990], "consecutive years; row 12 holds 1981"),
-    (np.arange(0, 19), "not calendar years"),
+    (np.arange(0, 19) + 0.5, "neither calendar years (1000-2999) nor integer time steps: row 2 holds 0.5"),
+    (np.r_[0:10, 11:20], "integer time steps that are not evenly spaced: row 12 holds 11 after 9"),
 ])
 def test_integer_times_that_are_not_consecutive_years_are_refused(tmp_path, capsys, years, message):
     data = tmp_path / "annual.csv"
@@ -79,11 +80,12 @@ def test_day_first_dates_are_read_day_first_when_the_values_say_so(tmp_path, cap
     data, out = tmp_path / "days.csv", tmp_path / "f.csv"
     pd.DataFrame({"date": dates.strftime("%d/%m/%Y"), "v": _values()}).to_csv(data, index=False)
     assert main(["forecast", str(data), "--horizon", "2", "--out", str(out), *FAST]) == 0
-    assert _forecast_index(out) == ["2020-02-10", "2020-02-11"]
+    # 10 and 11 February 2020, written as the input writes its dates (issue 14: outputs join back on time)
+    assert _forecast_index(out) == ["10/02/2020", "11/02/2020"]
     month_first = tmp_path / "us.csv"
     pd.DataFrame({"date": dates.strftime("%m/%d/%Y"), "v": _values()}).to_csv(month_first, index=False)
     assert main(["forecast", str(month_first), "--horizon", "2", "--out", str(out), *FAST]) == 0
-    assert _forecast_index(out) == ["2020-02-10", "2020-02-11"]
+    assert _forecast_index(out) == ["02/10/2020", "02/11/2020"]
 
 
 def test_ambiguous_dates_are_refused_unless_the_order_is_given(tmp_path, capsys):
@@ -93,10 +95,10 @@ def test_ambiguous_dates_are_refused_unless_the_order_is_given(tmp_path, capsys)
     assert main(["forecast", str(data), "--horizon", "2", *FAST]) != 0
     assert "--dayfirst" in _error_line(capsys)
     assert main(["forecast", str(data), "--horizon", "2", "--dayfirst", "--out", str(out), *FAST]) == 0
-    assert _forecast_index(out) == ["2021-01", "2021-02"]
+    assert _forecast_index(out) == ["01/01/2021", "01/02/2021"]  # January and February 2021, day first
     capsys.readouterr()
     assert main(["forecast", str(data), "--horizon", "2", "--monthfirst", "--out", str(out), *FAST]) == 0
-    assert _forecast_index(out) == ["2020-01-13", "2020-01-14"]
+    assert _forecast_index(out) == ["01/13/2020", "01/14/2020"]  # 13 and 14 January 2020, month first
     days = tmp_path / "days.csv"
     dates = pd.date_range("2020-01-01", periods=20, freq="D").strftime("%d/%m/%Y")
     pd.DataFrame({"date": dates, "v": _values(20)}).to_csv(days, index=False)

@@ -181,7 +181,8 @@ def test_cli_long_csv_round_trip(tmp_path, capsys):
     written = pd.read_csv(out)
     assert list(written.columns[:3]) == ["store", "month", "mean"]
     assert list(written["store"]) == ["s1"] * 3 + ["s2"] * 3
-    assert list(written["month"].iloc[:3]) == ["2024-01", "2024-02", "2024-03"]  # monthly: periods, as wide CSVs
+    # written as the input wrote them (issue 14: a statsforecast user joins back on the time column)
+    assert list(written["month"].iloc[:3]) == ["2024-01-01", "2024-02-01", "2024-03-01"]
     last = frame.sort_values("month").groupby("store")["sales"].last()
     np.testing.assert_allclose(written.groupby("store")["mean"].first().to_numpy(), last.to_numpy())
 

@@ -111,7 +111,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         # --quiet: the library-wide progress switch off, and only warnings from tsgen's logger
         with config_context(progress=False if args.quiet else "auto"), _logging(args.quiet):
-            return getattr(_commands, args.handler)(args)
+            status = getattr(_commands, args.handler)(args)
+        try:
+            sys.stdout.flush()
+        except BrokenPipeError:  # the reader of stdout left after the work was done
+            _commands.stdout_closed()
+        return status
     except CLIError as err:
         print(f"tsgen: error: {err}", file=sys.stderr)
         return 2

@@ -1,6 +1,7 @@
 """What each subcommand does once its arguments are parsed."""
 from __future__ import annotations
 
+import os
 import sys
 from pathlib import Path
 
@@ -8,7 +9,7 @@ import pandas as pd
 
 from tsgen.cli._arguments import SPOT_MIN_TRAIN
 from tsgen.cli._arguments import dest as _dest
-from tsgen.cli._io import CLIError, read_long, read_series
+from tsgen.cli._io import CLIError, read_long_as_written, read_series_as_written
 from tsgen.cli._registry import all_options, available_models
 from tsgen.data import Panel
 from tsgen.data._index import seasonal_period
@@ -64,11 +65,12 @@ def _model(args, y):
 
 
 def _load(args):
+    """``(y, written)``: the data, and how the file wrote its times (every output writes them alike)."""
     _check_outputs(args)
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
     if args.id_col is not None:
-        return read_long(args.file, args.id_col, args.time_col, columns, args.dayfirst, args.fill)
-    return read_series(args.file, args.time_col, columns, args.dayfirst, args.fill)
+        return read_long_as_written(args.file, args.id_col, args.time_col, columns, args.dayfirst, args.fill)
+    return read_series_as_written(args.file, args.time_col, columns, args.dayfirst, args.fill)
 
 
 #: the output flags of the commands: (argparse destination, flag)
@@ -110,7 +112,7 @@ def _write(args, what: str, path, write) -> None:
     except OSError as err:  # permissions, full disk: one line, not a traceback
         raise CLIError(f"could not write {what} to {str(path)!r}: {err.strerror or err}.") from None
     if not args.quiet:
-        print(f"{what} written to {path}")
+        _say(f"{what} written to {path}")
 
 
 def _save_figure(args, figure, path) -> None:
@@ -119,20 +121,38 @@ def _save_figure(args, figure, path) -> None:
 
 def _show(frame: pd.DataFrame) -> None:
     with pd.option_context("display.max_rows", 60, "display.width", 120, "display.float_format", "{:.4g}".format):
-        print(frame.to_string())
+        text = frame.to_string()
+    _say(text)
+
+
+def _say(text: str = "") -> None:
+    """Print a result line; once the reader of stdout has gone (``tsgen forecast ... | head``) the rest of
+    the output is dropped and the command still writes its files."""
+    try:
+        print(text)
+        sys.stdout.flush()
+    except BrokenPipeError:
+        stdout_closed()
+
+
+def stdout_closed() -> None:
+    """Send the rest of stdout to the null device once its reader has gone (no BrokenPipeError at every print)."""
+    os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
 
 
 def forecast(args) -> int:
-    y = _per_column(args, _load(args))
+    y, written = _load(args)
+    y = _per_column(args, y)
     model = _model(args, y)
     _info(args, f"fitting {type(model).__name__} on {_describe(y)} of {args.file} ...")
     model.fit(y)
     frame = model.predict(args.horizon, quantiles=FAN_QUANTILES)
     table = frame.drop(columns=[c for c in frame.columns if (c if isinstance(c, str) else c[1]) in ("q0.25", "q0.75")])
-    _show(table)
+    _show(written.frame(table))
     if args.out:
         # panel results are one long frame keyed by its id and time columns: no index to write
-        _write(args, "forecast", args.out, lambda target: frame.to_csv(target, index=not isinstance(y, Panel)))
+        _write(args, "forecast", args.out,
+               lambda target: written.frame(frame).to_csv(target, index=not isinstance(y, Panel)))
     if args.plot:
         from tsgen.plotting import plot_forecast
 
@@ -147,7 +167,8 @@ def forecast(args) -> int:
 def backtest(args) -> int:
     from tsgen.evaluation import backtest as run_backtest
 
-    y = _per_column(args, _load(args))
+    y, written = _load(args)
+    y = _per_column(args, y)
     model = _model(args, y)
     result = run_backtest(
         model, y, args.horizon, start=args.start, step=args.step, window=args.window, refit=args.refit,
@@ -155,14 +176,16 @@ def backtest(args) -> int:
         # a bar redrawn with carriage returns only garbles stderr sent to a file or a pipe
         random_state=args.seed, progress=not args.quiet and sys.stderr.isatty(),
     )
-    print(f"{result.n_origins} origins, horizon {result.horizon}; scores by horizon step (over all origins):")
+    _say(f"{result.n_origins} origins, horizon {result.horizon}; scores by horizon step (over all origins):")
     _show(result.summary(by="horizon"))
-    print("overall:")
+    _say("overall:")
     _show(result.summary())
     if args.out:
-        _write(args, "metrics", args.out, lambda target: result.metrics.to_csv(target, index=False))
+        _write(args, "metrics", args.out,
+               lambda target: written.frame(result.metrics).to_csv(target, index=False))
     if args.forecasts_out:
-        _write(args, "forecasts", args.forecasts_out, lambda target: result.forecasts.to_csv(target, index=False))
+        _write(args, "forecasts", args.forecasts_out,
+               lambda target: written.frame(result.forecasts).to_csv(target, index=False))
     if args.plot:
         _save_figure(args, result.plot(args.metric), args.plot)
     return 0
@@ -171,7 +194,7 @@ def backtest(args) -> int:
 def detect(args) -> int:
     from tsgen.anomaly import AnomalyDetector
 
-    y = _load(args)
+    y, written = _load(args)
     if isinstance(y, Panel):
         raise CLIError("detect scores one series at a time: leave out --id-col and give one series per file.")
     n_train = len(y) if args.train_size is None else (
@@ -190,12 +213,12 @@ def detect(args) -> int:
     flags = detector.predict(y)
     out = pd.DataFrame({"score": scores, "threshold": detector.threshold_, "anomaly": flags})
     flagged = out.index[out["anomaly"]]
-    print(f"threshold ({method}, false-alarm rate {args.false_alarm_rate:g}): {detector.threshold_:.4g}")
-    print(f"{len(flagged)} of {len(out)} steps flagged" + (":" if len(flagged) else "."))
+    _say(f"threshold ({method}, false-alarm rate {args.false_alarm_rate:g}): {detector.threshold_:.4g}")
+    _say(f"{len(flagged)} of {len(out)} steps flagged" + (":" if len(flagged) else "."))
     if len(flagged):
-        _show(out.loc[out["anomaly"], ["score"]].head(50))
+        _show(written.frame(out.loc[out["anomaly"], ["score"]].head(50)))
     if args.out:
-        _write(args, "scores", args.out, out.to_csv)
+        _write(args, "scores", args.out, written.frame(out).to_csv)
     if args.plot:
         from tsgen.plotting import plot_anomalies
 
@@ -209,10 +232,10 @@ def models(args) -> int:
 
     for name, entry in MODELS.items():
         status = "" if name in available else "  (not available in this installation)"
-        print(f"{name}  ->  {entry.target.replace(':', '.')}{status}")
-        print(f"    {entry.description}")
+        _say(f"{name}  ->  {entry.target.replace(':', '.')}{status}")
+        _say(f"    {entry.description}")
         for option in entry.options:
-            print(f"    {option.flag:<18} {option.help}")
-        print()
+            _say(f"    {option.flag:<18} {option.help}")
+        _say()
     return 0
 

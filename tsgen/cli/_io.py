@@ -4,18 +4,103 @@ from __future__ import annotations
 import csv
 import sys
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
+from pandas.tseries.api import guess_datetime_format
 
 
 #: column names taken as the time column when ``--time-col`` is not given
-TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds", "month", "period", "day", "week", "year", "quarter")
+TIME_NAMES = ("date", "time", "timestamp", "datetime", "ds", "month", "period", "day", "week", "year", "quarter",
+              "step", "t")
 
 
 class CLIError(Exception):
     """A user mistake on the command line: printed without a traceback."""
+
+
+#: leading rows of a text time column whose written form is checked against a guessed date pattern
+_FORMAT_ROWS = 50
+
+
+@dataclass(frozen=True)
+class TimeFormat:
+    """How the input wrote its times, so that outputs write theirs alike and join back on the time column.
+
+    Models see monthly, quarterly and yearly data as periods; a user who
+    wrote ``2009-01-01`` (or ``2009-03-31``) must get timestamps on that
+    convention back, not ``2009Q1``. ``kind`` is ``"dates"`` (written with
+    the strftime ``pattern`` that reads the input back, else ISO; a period
+    as its first or last day, ``anchor``), ``"periods"`` (the input wrote
+    period text such as ``2009Q1``) or ``"integers"`` (years or time
+    steps, written as integers).
+    """
+
+    kind: str = "dates"
+    pattern: str | None = None
+    anchor: str = "start"
+
+    def anchored(self, stamps: pd.DatetimeIndex, index: pd.Index) -> "TimeFormat":
+        """This format with the period end the input's ``stamps`` fall on, once they are read as ``index``."""
+        if self.kind != "dates" or not isinstance(index, pd.PeriodIndex) or not len(stamps):
+            return self
+        starts = pd.DatetimeIndex(stamps).to_period(index.freq).start_time
+        at_start = bool((starts == pd.DatetimeIndex(stamps).tz_localize(None)).all())
+        return TimeFormat(self.kind, self.pattern, "start" if at_start else "end")
+
+    def index(self, values) -> pd.Index:
+        """Times (an index or column of periods, timestamps or integers) as the input wrote them."""
+        index = pd.Index(values)
+        name = index.name
+        if isinstance(index, pd.PeriodIndex):
+            if self.kind == "integers":
+                return pd.Index(index.year, name=name)
+            if self.kind == "periods":
+                return pd.Index(index.astype(str), name=name)
+            index = index.start_time if self.anchor == "start" else index.end_time.normalize()
+        if isinstance(index, pd.DatetimeIndex) and self.kind == "integers":  # years left as dates (--fill nan)
+            return pd.Index(index.year, name=name)
+        if isinstance(index, pd.DatetimeIndex) and self.pattern is not None:
+            return pd.Index(index.strftime(self.pattern), name=name)
+        return index.rename(name)
+
+    def frame(self, frame: pd.DataFrame) -> pd.DataFrame:
+        """A copy of ``frame`` whose time index and time columns (periods or timestamps) read as the input's."""
+        out = frame.copy()
+        if isinstance(out.index, (pd.PeriodIndex, pd.DatetimeIndex)):
+            out.index = self.index(out.index)
+        for column in out.columns:
+            dtype = out[column].dtype
+            if isinstance(dtype, pd.PeriodDtype) or pd.api.types.is_datetime64_any_dtype(dtype):
+                out[column] = self.index(out[column]).to_numpy()
+        return out
+
+
+def _written_as(values: pd.Series, parsed: pd.DatetimeIndex, dayfirst: bool) -> TimeFormat:
+    """The format of a text time column: a date pattern that reads its rows back, else period text, else ISO."""
+    text = values.astype(str).str.strip().head(_FORMAT_ROWS)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # dayfirst guesses on ISO text warn
+        pattern = guess_datetime_format(text.iloc[0], dayfirst=dayfirst)
+        if pattern is not None:
+            try:
+                again = pd.DatetimeIndex(pd.to_datetime(text, format=pattern))
+                if again.equals(parsed[: len(text)]):
+                    return TimeFormat("dates", pattern)
+            except (ValueError, TypeError):
+                pass
+    try:
+        if all(str(pd.Period(t)) == t for t in text):
+            return TimeFormat("periods")
+    except (ValueError, TypeError):
+        pass
+    return TimeFormat("dates")
+
+
+#: integer times (years or steps) are written as integers
+INTEGERS = TimeFormat("integers")
 
 
 #: integers read as calendar years when they are a time column (outside: refused, never nanoseconds)
@@ -129,8 +214,9 @@ def _day_first(text: pd.Series, column: str, dayfirst: bool | None) -> bool | No
     return None  # neither order fits every row: the parser names the bad row
 
 
-def _parse_dates(values: pd.Series, column: str, dayfirst: bool | None) -> pd.DatetimeIndex:
-    """A text time column as timestamps (in file order, no frequency yet), or an error naming the bad row."""
+def _parse_dates(values: pd.Series, column: str, dayfirst: bool | None) -> tuple[pd.DatetimeIndex, TimeFormat]:
+    """A text time column as timestamps (in file order, no frequency yet) and how it is written, or an error
+    naming the bad row."""
     text = values.astype("string")
     order = _day_first(text.fillna(""), column, dayfirst)
     with warnings.catch_warnings():
@@ -143,7 +229,34 @@ def _parse_dates(values: pd.Series, column: str, dayfirst: bool | None) -> pd.Da
             f"could not parse time column {column!r} as dates: row {row + 2} holds {values.iloc[row]!r}. "
             "Fix the value, or name another column with --time-col."
         )
-    return pd.DatetimeIndex(parsed)
+    stamps = pd.DatetimeIndex(parsed)
+    return stamps, _written_as(values, stamps, bool(order))
+
+
+def _parse_steps(values: pd.Series, column: str) -> pd.Index:
+    """Integer time steps (1, 2, 3, ... as a statsforecast ``ds`` may be) in file order, or an error naming the row."""
+    numbers = values.to_numpy(dtype="float64")
+    whole = np.isfinite(numbers) & (numbers == np.round(numbers))
+    if not whole.all():
+        row = int((~whole).argmax())
+        raise CLIError(
+            f"time column {column!r} holds numbers that are neither calendar years ({YEAR_RANGE[0]}-{YEAR_RANGE[1]}) "
+            f"nor integer time steps: row {row + 2} holds {numbers[row]:g}. Write dates such as 2020-01-31 or "
+            "whole step numbers, or name the time column with --time-col."
+        )
+    return pd.Index(numbers.astype(np.int64), name=values.name)
+
+
+#: integer steps with gaps: --fill nan regularizes dates only (tsgen.data.regularize takes no integer steps)
+_STEP_GAPS = ("time column {column!r} holds integer time steps that are not evenly spaced{detail}. Add the missing "
+              "steps as rows with empty values, or write dates.")
+
+
+def _uneven(steps: pd.Index) -> int | None:
+    """The first position whose integer step differs from the first step (or goes backwards), None when even."""
+    gaps = np.diff(steps.to_numpy())
+    wrong = (gaps != gaps[0]) | (gaps <= 0) if len(gaps) else np.zeros(0, dtype=bool)
+    return int(wrong.argmax()) + 1 if wrong.any() else None
 
 
 def _check_time_filled(values: pd.Series, column: str) -> None:
@@ -157,28 +270,39 @@ def _is_number_column(values: pd.Series) -> bool:
 
 
 def _as_periods(index: pd.DatetimeIndex) -> pd.Index:
-    """Calendar months/quarters/years read best as periods (1961-01)."""
+    """Calendar months/quarters/years read best as periods (1961-01) inside; outputs write them back as dates."""
     return index.to_period() if index.freqstr[0] in "MQYA" else index
 
 
-def _parse_times(values: pd.Series, column: str, dayfirst: bool | None = None, fill: bool = False) -> pd.Index:
-    """The time column as a regular index; with ``fill`` an irregular one is returned as parsed (no frequency)."""
+def _parse_times(values: pd.Series, column: str, dayfirst: bool | None = None,
+                 fill: bool = False) -> tuple[pd.Index, TimeFormat]:
+    """The time column as a regular index and how it is written; with ``fill`` an irregular one is returned as
+    parsed (no frequency), for :func:`_regular`."""
     if _is_number_column(values):
         _check_time_filled(values, column)
-        if fill and _are_years(values):
-            return pd.DatetimeIndex(pd.to_datetime(values.astype("int64").astype(str), format="%Y"))
-        return _parse_years(values, column)
-    index = _parse_dates(values, column, dayfirst)
+        if _are_years(values):
+            if fill:
+                return pd.DatetimeIndex(pd.to_datetime(values.astype("int64").astype(str), format="%Y")), INTEGERS
+            return _parse_years(values, column), INTEGERS
+        steps = _parse_steps(values, column)
+        row = _uneven(steps)
+        if row is None:
+            step = int(steps[1] - steps[0]) if len(steps) > 1 else 1
+            return pd.RangeIndex(int(steps[0]), int(steps[-1]) + step, step), INTEGERS
+        raise CLIError(_STEP_GAPS.format(column=column, detail=f": row {row + 2} holds {steps[row]} after "
+                                                                 f"{steps[row - 1]}"))
+    index, written = _parse_dates(values, column, dayfirst)
     inferred = pd.DatetimeIndex(index, freq="infer").freq if len(index) >= 3 else None
     freq = None if inferred is None else inferred.freqstr
     if freq is None:
         if fill:
-            return index
+            return index, written
         raise CLIError(
             f"time column {column!r} is not regularly spaced (no frequency could be inferred); "
             "pass --fill nan to put it on a regular grid with the missing steps empty, or resample the data."
         )
-    return _as_periods(pd.DatetimeIndex(index, freq=freq))
+    regular = _as_periods(pd.DatetimeIndex(index, freq=freq))
+    return regular, written.anchored(index, regular)
 
 
 def _regular(values, column: str):
@@ -214,9 +338,19 @@ def read_series(path, time_col: str | None = None, columns: list[str] | None = N
                 fill: str | None = None):
     """The CSV at ``path`` as a Series (one value column) or a DataFrame indexed by time.
 
+    See :func:`read_series_as_written`, which also says how the file wrote its times.
+    """
+    return read_series_as_written(path, time_col, columns, dayfirst, fill)[0]
+
+
+def read_series_as_written(path, time_col: str | None = None, columns: list[str] | None = None,
+                           dayfirst: bool | None = None, fill: str | None = None):
+    """``(y, format)``: the CSV at ``path`` as a Series or DataFrame indexed by time, and its :class:`TimeFormat`.
+
     A first line made only of numbers and dates is data, not a header (the
     columns are then called ``time`` and ``y``/``y1``...; a note goes to
-    stderr). Integer years become an annual PeriodIndex. Dates written
+    stderr). Integer years become an annual PeriodIndex, other integers
+    evenly spaced time steps (a RangeIndex). Dates written
     ``a/b/yyyy`` are day-first or month-first as the values show (a part
     above 12); when every value reads both ways, ``dayfirst`` (True/False)
     decides and None refuses. ``fill="nan"`` puts irregular timestamps on
@@ -246,13 +380,17 @@ def read_series(path, time_col: str | None = None, columns: list[str] | None = N
             "or the time column with --time-col."
         )
     values = values.astype("float64")
+    written = TimeFormat()
     if time_col is not None:
-        values.index = _parse_times(frame[time_col], str(time_col), dayfirst, fill=fill is not None)
+        index, written = _parse_times(frame[time_col], str(time_col), dayfirst, fill=fill is not None)
+        values.index = index
         values.index.name = time_col
         values = _regular(values, str(time_col))
+        if isinstance(index, pd.DatetimeIndex):  # irregular dates: periods only once on the grid
+            written = written.anchored(index, values.index)
     if values.shape[1] == 1:
-        return values.iloc[:, 0]
-    return values
+        return values.iloc[:, 0], written
+    return values, written
 
 
 
@@ -260,9 +398,20 @@ def read_long(path, id_col: str, time_col: str | None = None, columns: list[str]
               dayfirst: bool | None = None, fill: str | None = None):
     """A long CSV (one row per series and timestamp) as a :class:`tsgen.data.Panel` keyed by ``id_col``.
 
+    See :func:`read_long_as_written`, which also says how the file wrote its times.
+    """
+    return read_long_as_written(path, id_col, time_col, columns, dayfirst, fill)[0]
+
+
+def read_long_as_written(path, id_col: str, time_col: str | None = None, columns: list[str] | None = None,
+                         dayfirst: bool | None = None, fill: str | None = None):
+    """``(panel, format)``: a long CSV as a :class:`tsgen.data.Panel` keyed by ``id_col``, and its :class:`TimeFormat`.
+
     The time column is ``time_col`` or guessed as in :func:`read_series`; the
     value columns are ``columns`` or every other column (which must then be
-    numeric). All series must share one frequency; ``fill="nan"`` puts each
+    numeric). Times are dates, integer years or integer time steps (each
+    series may start at its own step, as statsforecast's ``ds = 1, 2, ...``
+    does). All series must share one frequency; ``fill="nan"`` puts each
     on a regular grid with NaN at its missing steps.
     """
     from tsgen.data import from_long, regularize
@@ -293,19 +442,30 @@ def read_long(path, id_col: str, time_col: str | None = None, columns: list[str]
         raise CLIError(f"column(s) {text} of {path.name} are not numeric; choose value columns with --columns.")
     _check_time_filled(frame[time_col], str(time_col))
     times = frame[time_col]
-    if _is_number_column(times):
-        if not _are_years(times):
-            raise CLIError(f"time column {time_col!r} holds numbers that are not calendar years; write dates "
-                           "such as 2020-01-31.")
+    written = INTEGERS
+    if not _is_number_column(times):
+        stamps, written = _parse_dates(times, str(time_col), dayfirst)
+    elif _are_years(times):
         stamps = pd.DatetimeIndex(pd.to_datetime(times.astype("int64").astype(str), format="%Y"))
     else:
-        stamps = _parse_dates(times, str(time_col), dayfirst)
+        stamps = _parse_steps(times, str(time_col))
+        keys = pd.DataFrame({"id": frame[id_col].to_numpy(), "t": stamps.to_numpy()}).sort_values(["id", "t"])
+        gaps = keys.groupby("id", sort=False)["t"].diff()
+        first = gaps.groupby(keys["id"], sort=False).transform("first")
+        uneven = gaps.notna() & ((gaps != first) | (gaps <= 0))
+        if uneven.any():
+            detail = f" in series {keys['id'][uneven].iloc[0]!r}"
+            raise CLIError(_STEP_GAPS.format(column=time_col, detail=detail))
     long = frame[[id_col, *columns]].astype({c: "float64" for c in columns}).assign(**{time_col: stamps})
     long = long[[id_col, time_col, *columns]]
     if fill is not None:
         long = regularize(long, id_col=id_col, time_col=time_col)
-    long = _long_periods(long, id_col, time_col)
-    return from_long(long, id_col=id_col, time_col=time_col, value_col=columns if len(columns) > 1 else columns[0])
+    if isinstance(stamps, pd.DatetimeIndex):
+        long = _long_periods(long, id_col, time_col)
+        if isinstance(long[time_col].dtype, pd.PeriodDtype):
+            written = written.anchored(stamps, pd.PeriodIndex(long[time_col]))
+    panel = from_long(long, id_col=id_col, time_col=time_col, value_col=columns if len(columns) > 1 else columns[0])
+    return panel, written
 
 
 def _long_periods(long: pd.DataFrame, id_col: str, time_col: str) -> pd.DataFrame:
