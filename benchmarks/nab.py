@@ -25,8 +25,13 @@ scores), 0 elsewhere, so that an anomaly lasting many rows is reported once.
 Detectors
 - tsgen auto: ``AnomalyDetector()`` (``model="auto"``: online EW-RLS
   autoregression with the day's lags, Student-t densities, level shifts
-  absorbed when the streaming BOCPD confirms them (``reset="auto"``),
-  two-tailed anomaly likelihood, onsets over 100 steps);
+  absorbed when the streaming BOCPD confirms them (``reset="auto"``), a
+  time-of-day profile's likelihood beside it (``profile="auto"``: each
+  step of the day a slot learned from its own visits, memory about 10
+  days), the two combined through their two-tailed anomaly likelihoods
+  (twice the smaller tail), onsets over 100 steps);
+- tsgen auto, no profile: the same with ``profile=None`` (the one-step
+  likelihood alone: the default before the profile);
 - tsgen auto, no reset: the same with ``reset=None``;
 - tsgen auto, every step: the same with ``onset_window=0`` (every step's
   score reported);
@@ -128,6 +133,8 @@ def rolling_mad(y: pd.Series, n_train: int):
 
 DETECTORS = {
     "auto": ("tsgen auto (online AR + likelihood)", tsgen_detector(lambda: AnomalyDetector())),
+    "auto-no-profile": ("tsgen auto, no profile (profile=None)", tsgen_detector(
+        lambda: AnomalyDetector(profile=None))),
     "auto-no-reset": ("tsgen auto, no reset (reset=None)", tsgen_detector(lambda: AnomalyDetector(reset=None))),
     "auto-every-step": ("tsgen auto, every step (onset_window=0)", tsgen_detector(lambda: AnomalyDetector(
         onset_window=0))),

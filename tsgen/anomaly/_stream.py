@@ -17,6 +17,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from tsgen.data._index import infer_offset
+
 #: a gap-filled grid may at most be this many times longer than the rows it holds
 MAX_GRID_GROWTH = 2.0
 
@@ -30,9 +32,10 @@ def frequency_of(index) -> str | None:
     if index.freq is not None:
         return index.freqstr
     try:
-        return pd.infer_freq(index)
+        offset = infer_offset(index)
     except (TypeError, ValueError):
         return None
+    return None if offset is None else offset.freqstr
 
 
 def _same_frequency(own: str, freq: str, periods: bool) -> bool:
@@ -68,10 +71,10 @@ def stream_view(data, freq: str | None):
     return data.reset_index(drop=True), np.arange(len(data))
 
 
-def season_length(index, n_rows: int) -> int | None:
+def season_length(index, n_rows: int, min_cycles: float = 3) -> int | None:
     """Steps per natural cycle of a time index (a day below daily steps, a week for days, a year above).
 
-    None when there is no time index or the cycle does not fit three times in ``n_rows``.
+    None when there is no time index or the cycle does not fit ``min_cycles`` times in ``n_rows``.
     """
     if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)) or len(index) < 3:
         return None
@@ -86,4 +89,4 @@ def season_length(index, n_rows: int) -> int | None:
     else:
         cycle = pd.Timedelta("365.25D")
     period = int(round(cycle / step))
-    return period if 2 <= period and 3 * period <= n_rows else None
+    return period if 2 <= period and min_cycles * period <= n_rows else None
