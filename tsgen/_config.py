@@ -33,6 +33,15 @@ only, like scikit-learn's ``config_context`` and joblib's
     gives. Like a backtest's ``batch_size``, the size is part of the random
     stream of ``sample`` (fits and closed-form forecasts do not depend on
     it).
+
+    Estimators whose parameters are shared by all series are not
+    partitioned: ``LinearGaussianSSM``, ``StateSpaceForecaster`` and the
+    deep models maximise one likelihood summed over every series, so a
+    partition fitted on its own would estimate its own parameters -- a
+    different model for each group of series, and a result that would
+    depend on ``partition_size``. Their work is already one batched tensor
+    computation over all series (and multi-threaded by torch), and what
+    would have to be split is each optimiser step, not the series.
 """
 from __future__ import annotations
 

@@ -128,6 +128,12 @@ class LinearGaussianSSM(BaseForecaster):
     gain once the covariance recursion has converged); the filtered state at
     the end of the fitted series is computed once and reused by ``predict``
     and ``sample`` with ``y=None``.
+
+    Many series are not split into partitions for ``n_jobs`` or Dask
+    (:func:`tsgen.set_config`): a fit estimates one parameter set shared by
+    all series from their summed likelihood, so fitting groups of series
+    apart would give each group its own model. The Kalman filter and the
+    EM statistics already run over all series as one batch.
     """
 
     def __init__(
