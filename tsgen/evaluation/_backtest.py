@@ -233,7 +233,8 @@ def backtest(
         Levels whose pinball loss is reported (80% and 95% coverage are
         always reported).
     n_samples : int
-        Sample paths per origin for the CRPS.
+        Sample paths per origin for the CRPS of models without closed-form
+        marginals (and for ``keep_samples``).
     season : int
         Seasonal period of the MASE scale.
     n_jobs : int or None
@@ -246,7 +247,11 @@ def backtest(
     random_state : int or None
         Seeds of every fit and every sample set are derived from it per
         (series, origin), so the result does not depend on ``n_jobs`` or
-        ``backend``. None draws fresh entropy.
+        ``backend``. None takes the model's own ``random_state`` (as
+        scikit-learn's ``cross_validate`` runs a seeded estimator
+        reproducibly), and draws fresh entropy when that is None too. The
+        CRPS of models with closed-form Gaussian marginals is exact and
+        does not depend on the seed (see :mod:`tsgen.evaluation._score`).
     batch_size : int
         Origins that share a fitted model are conditioned together, this
         many per model call (models batched over series, such as the
@@ -274,6 +279,8 @@ def backtest(
         raise ValueError(f"`batch_size` must be a positive int; got {batch_size!r}.")
     if not hasattr(model, "fit") or not hasattr(model, "sample"):
         raise TypeError(f"`model` must be a tsgen estimator; got {type(model).__name__}.")
+    if random_state is None:
+        random_state = model.get_params(deep=False).get("random_state")
     batch = to_series_batch(y, "y")
     datasets, groups_per_series, cutoffs = [], [], []
     plans = []

@@ -5,7 +5,16 @@ of a multivariate target):
 
 - ``mae``, ``rmse``, ``mase``, ``smape`` of the point forecast (the
   predictive mean of ``model.predict``);
-- ``crps`` of the ``n_samples`` joint sample paths of ``model.sample``;
+- ``crps``: exact, in closed form (:func:`tsgen.metrics.crps_gaussian`),
+  for models whose forecast marginals are Gaussian in closed form (those
+  with ``_predict_gaussian``: the baselines ``Naive``, ``SeasonalNaive``,
+  ``Drift``, ``Mean``, ``ARIMA``, ``ETS`` with additive errors, ``Theta``,
+  ``LinearGaussianSSM``), so it carries no Monte Carlo noise and needs no
+  sample paths; otherwise the unbiased (``fair``) estimate from the
+  ``n_samples`` joint sample paths of ``model.sample``, whose expectation is
+  the same exact CRPS (the plain empirical CRPS is biased upwards by
+  ``E|X - X'| / (2 n)``, which would favour closed-form models in a
+  comparison);
 - ``pinball_q<level>`` of the predicted quantiles;
 - ``coverage_80`` / ``coverage_95``: whether ``y`` lies in the central
   80% / 95% predictive interval;
@@ -92,20 +101,28 @@ def _log_scores(model, windows: SeriesBatch, horizon: int, X=None, static=None):
     return metrics.log_score(per_step[rows, last], axis=())
 
 
-def _scores(y, mean, bands, samples, trains, quantiles, season) -> dict:
+def _crps(y, samples, gaussian) -> np.ndarray:
+    """``(origin, horizon)`` CRPS: closed form from ``gaussian`` (means, stds) when given, else from ``samples``."""
+    if gaussian is not None:
+        return metrics.crps_gaussian(y, *gaussian, axis=2)
+    return metrics.crps_sample(y, samples, axis=2, fair=samples.shape[0] > 1)
+
+
+def _scores(y, mean, bands, samples, trains, quantiles, season, gaussian=None) -> dict:
     """Every metric of every origin as ``(origin, horizon)`` arrays (averaged over variables).
 
     ``y``, ``mean`` are ``(origin, horizon, dim)``, ``bands`` maps a
     quantile level to its ``(origin, horizon, dim)`` forecast, ``samples``
-    is ``(n_samples, origin, horizon, dim)``, ``trains`` the NaN-padded
-    histories ``(origin, time, dim)``.
+    is ``(n_samples, origin, horizon, dim)`` (None with ``gaussian``),
+    ``gaussian`` the exact marginal ``(means, stds)`` or None, ``trains``
+    the NaN-padded histories ``(origin, time, dim)``.
     """
     scores = {
         "mae": metrics.mae(y, mean, axis=2),
         "rmse": metrics.rmse(y, mean, axis=2),
         "mase": _mase(y, mean, trains, season),
         "smape": metrics.smape(y, mean, axis=2),
-        "crps": metrics.crps_sample(y, samples, axis=2),
+        "crps": _crps(y, samples, gaussian),
     }
     if quantiles:
         preds = np.stack([bands[q] for q in quantiles], axis=-1)
@@ -152,11 +169,16 @@ def score_origins(model, values: np.ndarray, index: pd.Index, columns: tuple, sp
     static = None if exog is None else exog.static_rows(len(spans))
     history, covariates = model._conditioning(horizon, window_batch(values, index, columns, spans), X, None, static)
     mean, bands = model._forecast(horizon, history, covariates, levels)
-    draws = model._draw_paths(horizon, n_samples, history, covariates)
+    gaussian = model._predict_gaussian(horizon, history, covariates)
+    if gaussian is not None:
+        gaussian = tuple(np.asarray(t.detach().cpu().numpy(), dtype=np.float64) for t in gaussian)
+    # closed-form marginals score the CRPS exactly: paths are drawn only when kept
+    draws = model._draw_paths(horizon, n_samples, history, covariates) if gaussian is None or keep_samples else None
     log_scores = _log_scores(model, window_batch(values, index, columns, [(a, b + horizon) for a, b in spans]), horizon,
                              X, static)
     y = np.stack([values[b : b + horizon] for _, b in spans])
-    scores = _scores(y, mean, bands, draws.swapaxes(0, 1), history.values.numpy(), quantiles, season)
+    scores = _scores(y, mean, bands, None if draws is None else draws.swapaxes(0, 1), history.values.numpy(),
+                     quantiles, season, gaussian)
     if log_scores is not None:
         scores["log_score"] = log_scores
     kept = np.stack([mean] + [bands[q] for q in quantiles], axis=-1)
