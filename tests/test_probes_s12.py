@@ -38,3 +38,32 @@ def test_seasonal_period_of_business_calendar_frequencies(freq, period):
     # business month/quarter/year ends were read as business days (period 5) by their leading "B"
     y = pd.Series(np.arange(60.0) % 5, index=pd.date_range("2021-01-04", periods=60, freq=freq))
     assert tsgen.SeasonalNaive().fit(y).period_ == period
+
+
+def _sliced_past_a_repeat(n=40):
+    """A regular series cut from a longer one with a repeated timestamp before the cut (NAB's
+    ec2_request_latency read with read_csv, then its last rows): under pandas 2 the slice's index
+    inherits the parent's 'has duplicates' flag."""
+    stamps = pd.date_range("2014-03-07", periods=n + 10, freq="5min")
+    stamps = stamps.insert(3, stamps[3])
+    full = pd.Series(np.sin(np.arange(len(stamps)) / 3.0) + 10, index=stamps)
+    assert full.index.has_duplicates
+    return full.iloc[-n:]
+
+
+def test_a_series_sliced_past_a_repeated_timestamp_is_accepted():
+    # it raised IndexError ('index 0 is out of bounds') looking for the first duplicate of a unique index
+    y = _sliced_past_a_repeat()
+    forecast = tsgen.Naive().fit(y).predict(2)
+    assert forecast.index[0] == y.index[-1] + pd.Timedelta("5min")
+    np.testing.assert_allclose(forecast["mean"], y.iloc[-1])
+    assert tsgen.data.regularize(y).index.equals(y.index)
+
+
+def test_covariates_sliced_past_a_repeated_timestamp_are_matched_by_time():
+    y = _sliced_past_a_repeat(44)
+    X = (y * 0 + np.arange(44.0)).to_frame("x")
+    stamps = X.index.insert(0, X.index[0]).append(X.index[-1:])  # a repeat before and after the slice
+    X = pd.DataFrame({"x": np.r_[0.0, X["x"].to_numpy(), 99.0]}, index=stamps).iloc[1:-1]
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(y.iloc[:-4], X=X.iloc[:-4])
+    assert model.predict(4, X=X.iloc[-4:]).shape == (4, 4)

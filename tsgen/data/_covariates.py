@@ -34,7 +34,7 @@ import torch
 from collections.abc import Mapping
 
 from tsgen.data._batch import _numeric_values
-from tsgen.data._index import future_index
+from tsgen.data._index import future_index, unique_index
 from tsgen.data._panel import ID_COL, TIME_COL, _time_values
 
 _TIME_INDEXES = (pd.DatetimeIndex, pd.PeriodIndex)
@@ -206,11 +206,7 @@ def _rows_by_timestamp(frame: pd.DataFrame, label: str, needed: pd.Index, what: 
         raise ValueError(
             f"`{label}` has periods of frequency {index.freqstr!r} but `y` has {needed.freqstr!r}."
         )
-    if index.has_duplicates:
-        raise ValueError(
-            f"`{label}` has duplicated timestamps (first: {index[index.duplicated()][0]!r}): "
-            "each timestamp needs exactly one row."
-        )
+    index = unique_index(index, label, ": each timestamp needs exactly one row")
     positions = index.get_indexer(needed)
     missing = positions < 0
     if missing.any():

@@ -25,6 +25,22 @@ def infer_offset(index: pd.Index):
     return None if freq is None else pd.tseries.frequencies.to_offset(freq)
 
 
+def unique_index(index: pd.Index, name: str, remedy: str = "") -> pd.Index:
+    """``index`` when its labels are unique, else a ValueError naming ``name`` and the first repeat.
+
+    Under pandas 2 a slice inherits its parent's "has duplicates" flag, so a regular
+    stretch cut from a series with a repeated timestamp reads as having repeats (and
+    ``get_indexer`` refuses it); the labels themselves decide, and such an index comes
+    back as a copy that has its own flag.
+    """
+    if not index.has_duplicates:
+        return index
+    repeated = index.duplicated()
+    if repeated.any():
+        raise ValueError(f"`{name}` has duplicated timestamps (first: {index[repeated][0]!r}){remedy}.")
+    return index.copy(deep=True)
+
+
 def validate_index(index: pd.Index, name: str) -> pd.Index:
     """Return ``index`` with its frequency set, or raise naming ``name``."""
     if len(index) == 0:
@@ -37,9 +53,7 @@ def validate_index(index: pd.Index, name: str) -> pd.Index:
         return index
     if isinstance(index, pd.PeriodIndex) and (len(index) == 1 or bool(np.all(np.diff(index.asi8) == index.freq.n))):
         return index
-    if index.has_duplicates:
-        dup = index[index.duplicated()][0]
-        raise ValueError(f"`{name}` has duplicated timestamps (first: {dup!r}).")
+    index = unique_index(index, name)
     if isinstance(index, pd.PeriodIndex):
         if not index.is_monotonic_increasing:
             raise ValueError(f"`{name}` must have an increasing time index.")

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 import numpy as np
 import pandas as pd
 
-from tsgen.data._index import infer_offset
+from tsgen.data._index import infer_offset, unique_index
 
 #: the column names of a long frame unless told otherwise (statsforecast's)
 ID_COL, TIME_COL, VALUE_COL = "unique_id", "ds", "y"
@@ -357,8 +357,9 @@ def regularize(y, freq=None, *, id_col: str = ID_COL, time_col: str = TIME_COL):
     index = y.index
     if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)):
         raise TypeError(f"`y` must have a DatetimeIndex or PeriodIndex to be regularized; got {type(index).__name__}.")
-    if index.has_duplicates:
-        raise ValueError(f"`y` has duplicated timestamps (first: {index[index.duplicated()][0]!r}).")
+    checked = unique_index(index, "y")
+    if checked is not index:  # pandas 2 flagged repeats that the labels do not have: use the unflagged copy
+        y, index = y.set_axis(checked), checked
     ordered = y.sort_index()
     offset = _grid_offset(ordered.index, freq)
     if isinstance(index, pd.PeriodIndex):
