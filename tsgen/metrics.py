@@ -529,8 +529,10 @@ def owa(
     y_pred : array-like, broadcastable to S
         The forecasts to rate.
     y_naive2 : array-like, broadcastable to S
-        Naive2's forecasts of the same targets (the seasonal naive forecast
-        of the seasonally adjusted series, reseasonalised; M4's benchmark).
+        Naive2's forecasts of the same targets (M4's benchmark: the last
+        value of the series after classical multiplicative seasonal
+        adjustment, where a 90% autocorrelation test finds a season, carried
+        forward and reseasonalised).
     axis : None, int or tuple of int
         Axes of ``y_true`` to average over before the ratios.
 
