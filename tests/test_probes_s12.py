@@ -67,3 +67,11 @@ def test_covariates_sliced_past_a_repeated_timestamp_are_matched_by_time():
     X = pd.DataFrame({"x": np.r_[0.0, X["x"].to_numpy(), 99.0]}, index=stamps).iloc[1:-1]
     model = tsgen.ARIMA(order=(1, 0, 0)).fit(y.iloc[:-4], X=X.iloc[:-4])
     assert model.predict(4, X=X.iloc[-4:]).shape == (4, 4)
+
+
+def test_seasonal_naive_too_short_for_its_inferred_season_names_the_period():
+    # 40 weekly values and the inferred 52-week season: the message did not say which season was meant
+    y = pd.Series(np.arange(40.0), index=pd.date_range("2021-01-03", periods=40, freq="W"))
+    with pytest.raises(ValueError, match=r"period=52 steps"):
+        tsgen.SeasonalNaive().fit(y)
+    assert tsgen.SeasonalNaive(period=4).fit(y).period_ == 4

@@ -148,7 +148,7 @@ class _Baseline(BaseForecaster):
             row = int(short[0])
             series, dim = divmod(row, data.n_dims)
             what = "observed values" if self._kind == "iid" else (
-                "observed steps with an observed value one season earlier" if lag > 1
+                f"observed steps with an observed value one season (period={lag} steps) earlier" if lag > 1
                 else "pairs of observed steps")
             raise ValueError(
                 f"`y` series {series}{f' variable {dim}' if data.n_dims > 1 else ''} has "
