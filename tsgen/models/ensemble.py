@@ -18,6 +18,11 @@ equal, or learned from each member's rolling-origin CRPS):
   the one-step predictive density of the linear pool (the forecast the
   ensemble issues one step ahead), and the total is their sum, the
   prequential log-likelihood of the pool.
+
+Covariates (``fit(y, X=..., static=..., past_covariates=...)``,
+``predict(h, X_future=...)``) go to every member as given, so each member
+fits and forecasts with them as it would alone (the ``"crps"`` backtest
+too); every member must then take covariates.
 """
 from __future__ import annotations
 
@@ -61,6 +66,9 @@ def _mixture_quantiles(weights, means, stds, levels) -> dict[float, np.ndarray]:
 class Ensemble(BaseForecaster):
     """Weighted mixture of tsgen estimators (see the module docstring).
 
+    ``X``, ``X_future`` and ``static`` are passed through to the members,
+    which must all take covariates (e.g. ``ARIMA``, ``RNNForecaster``).
+
     Parameters
     ----------
     models : list of tsgen estimators
@@ -88,6 +96,9 @@ class Ensemble(BaseForecaster):
     crps_ : ndarray (K,) or None
         Each member's backtest CRPS (``weights="crps"`` only).
     """
+
+    # passed through to the members, which must each take them (checked in `fit`, naming the member)
+    _supports_covariates = True
 
     def __init__(self, models=None, weights=None, combine="mixture", horizon=6, n_windows=10, random_state=None):
         self.models = models
@@ -154,20 +165,37 @@ class Ensemble(BaseForecaster):
         return self.models_[int(np.argmax([m._min_length() for m in self.models_]))]._history(y)
 
     # ----------------------------------------------------------------- fit
+    def fit(self, y, X=None, static=None, past_covariates=None):
+        """Fit every member on ``y`` (with the covariates, as each would be fitted alone); returns ``self``."""
+        self._validate()
+        for name, value in (("X", X), ("static", static)):
+            if value is None:
+                continue
+            refusing = [(i, m) for i, m in enumerate(self.models) if not m._supports_covariates]
+            if refusing:
+                i, member = refusing[0]
+                raise ValueError(
+                    f"`{name}` was given but the ensemble's member `models[{i}]` ({type(member).__name__}) takes "
+                    "no covariates; use members that take them (e.g. ARIMA) or leave the covariates out."
+                )
+        # the members need the covariates as the user gave them (to fit and name them as they would alone)
+        self._member_inputs = {"X": X, "static": static, "past_covariates": past_covariates}
+        try:
+            return super().fit(y, X=X, static=static, past_covariates=past_covariates)
+        finally:
+            del self._member_inputs
+
     def _fit(self, data: SeriesBatch, covariates):
         from tsgen.evaluation import aggregate, backtest
-        from tsgen.evaluation._backtest import _series_pandas
 
-        if covariates is not None:
-            raise ValueError("`X` was given but Ensemble takes no covariates.")
+        inputs = getattr(self, "_member_inputs", {})
         weights = self._fixed_weights()
         self.crps_ = None
         if weights is None:
-            series = [_series_pandas(data, i) for i in range(data.n_series)]
             crps = []
             for model in self.models:
-                result = backtest(model, series, self.horizon, start=-(self.horizon + self.n_windows - 1),
-                                  refit=False, random_state=self.random_state)
+                result = backtest(model, data, self.horizon, start=-(self.horizon + self.n_windows - 1),
+                                  refit=False, random_state=self.random_state, **inputs)
                 crps.append(float(aggregate(result.metrics, result.forecasts)["crps"]))
             self.crps_ = np.asarray(crps)
             if not (np.isfinite(self.crps_).all() and (self.crps_ > 0).all()):
@@ -180,7 +208,7 @@ class Ensemble(BaseForecaster):
             if "random_state" in params and params["random_state"] is None and self.random_state is not None:
                 model.set_params(random_state=int(self.random_state) + k)
             with nested_work():  # a member's training bar stays hidden unless tsgen.set_config(progress=True)
-                members.append(model.fit(data))
+                members.append(model.fit(data, **inputs))
         self.models_ = members
         self.weights_ = weights
 
@@ -188,29 +216,30 @@ class Ensemble(BaseForecaster):
     def _draw_paths(self, horizon, n_samples, history, covariates) -> np.ndarray:
         generator = np.random.default_rng(check_random_state(self.random_state))
         counts = generator.multinomial(n_samples, self.weights_)
-        parts = [m._draw_paths(horizon, int(c), history, None) for m, c in zip(self.models_, counts) if c > 0]
+        parts = [m._draw_paths(horizon, int(c), history, covariates) for m, c in zip(self.models_, counts) if c > 0]
         paths = np.concatenate(parts, axis=1)  # (series, n_samples, horizon, dims)
         # shuffled so that the member a path comes from does not depend on its position
         return paths[:, generator.permutation(n_samples)]
 
     def _forecast(self, horizon, history, covariates, levels):
-        members = [m._forecast(horizon, history, None, levels) for m in self.models_]
+        # the members were fitted on the same covariates: the ensemble's columns are theirs
+        members = [m._forecast(horizon, history, covariates, levels) for m in self.models_]
         w = self.weights_.reshape(-1, 1, 1, 1)
         mean = (w * np.stack([mu for mu, _ in members])).sum(0)
         if self.combine == "quantile" or not levels:
             return mean, {q: (w * np.stack([bands[q] for _, bands in members])).sum(0) for q in levels}
-        gaussian = [m._predict_gaussian(horizon, history, None) for m in self.models_]
+        gaussian = [m._predict_gaussian(horizon, history, covariates) for m in self.models_]
         if all(g is not None for g in gaussian):
             means = np.stack([g[0].detach().cpu().numpy() for g in gaussian])
             stds = np.stack([g[1].detach().cpu().numpy() for g in gaussian])
             return mean, _mixture_quantiles(self.weights_, means, stds, levels)
-        draws = self._draw_paths(horizon, self._n_predict_samples, history, None)
+        draws = self._draw_paths(horizon, self._n_predict_samples, history, covariates)
         qs = np.quantile(draws, levels, axis=1)
         return mean, {q: qs[k] for k, q in enumerate(levels)}
 
     # --------------------------------------------------------- likelihoods
     def _per_step_log_likelihood(self, data, covariates, **options):
-        steps = np.stack([m._per_step_log_likelihood(data, None, **options) for m in self.models_])
+        steps = np.stack([m._per_step_log_likelihood(data, covariates, **options) for m in self.models_])
         scored = ~np.isnan(steps)
         with np.errstate(divide="ignore"):
             log_w = np.log(self.weights_).reshape(-1, 1, 1)
