@@ -8,7 +8,8 @@ that same frame through their public API:
 
 - tsgen: ``model.fit(long_frame)`` under ``tsgen.config_context(...)``:
   serial, ``n_jobs=2`` (loky), and ``backend="dask"`` on a
-  ``LocalCluster(n_workers=2, threads_per_worker=1)`` (worker processes);
+  ``LocalCluster(n_workers=2, threads_per_worker=1)`` (worker processes,
+  started before its rows and closed after them);
   the partitions are ``partition_size=min(500, ceil(N / 4))`` series (500
   is the library's default; fewer series get at least 4 partitions, so
   that two workers have something to share), the same in every
@@ -50,6 +51,7 @@ serial sf1`` for some configurations: serial, njobs2, dask, sf1, sf2).
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import resource
 import sys
@@ -72,15 +74,22 @@ RUNNERS = {"serial": "tsgen serial", "njobs2": "tsgen n_jobs=2", "dask": "tsgen 
 PEERS = {"serial": "sf1", "njobs2": "sf2", "dask": "sf2"}
 
 
+@functools.lru_cache(maxsize=1)
+def _quarterly() -> list[pd.Series]:
+    return load("Quarterly", None)
+
+
 def long_frame(n_series: int) -> pd.DataFrame:
     """``n_series`` series: the Quarterly training series repeated under new ids, as one long frame."""
-    base = load("Quarterly", None)
-    pieces = []
-    for k in range(n_series):
-        s = base[k % len(base)]
-        ds = pd.date_range("1990-01-01", periods=len(s), freq="QS")
-        pieces.append(pd.DataFrame({"unique_id": f"{s.name}_{k // len(base)}", "ds": ds, "y": s.to_numpy()}))
-    return pd.concat(pieces, ignore_index=True)
+    base = _quarterly()
+    picks = [base[k % len(base)] for k in range(n_series)]
+    stamps = {len(s): pd.date_range("1990-01-01", periods=len(s), freq="QS") for s in base}
+    lengths = [len(s) for s in picks]
+    return pd.DataFrame({
+        "unique_id": np.repeat([f"{s.name}_{k // len(base)}" for k, s in enumerate(picks)], lengths),
+        "ds": np.concatenate([stamps[n].to_numpy() for n in lengths]),
+        "y": np.concatenate([s.to_numpy() for s in picks]),
+    })
 
 
 def subset(frame: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
@@ -237,16 +246,12 @@ def main(argv=None) -> None:
     frame = long_frame(n)
     warm = long_frame(16)
     size = args.partition_size or min(500, -(-n // 4))
-    configs = {"serial": {"n_jobs": 1}, "njobs2": {"n_jobs": 2}}
+    configs = {"serial": {"n_jobs": 1}, "njobs2": {"n_jobs": 2}, "dask": {"backend": "dask"}}
+    for settings in configs.values():
+        settings["partition_size"] = size
     cluster = client = None
     if "dask" in runners:
         from dask.distributed import Client, LocalCluster
-
-        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None)
-        client = Client(cluster)
-        configs["dask"] = {"backend": "dask", "client": client}
-    for settings in configs.values():
-        settings["partition_size"] = size
     report.line(f"M3 dev subset, Quarterly training series replicated to {n} series ({len(frame)} rows) "
                 f"in partitions of {size}, series fitted per second (higher is better); run {report.run}, "
                 f"load average at start {os.getloadavg()[0]:.1f}")
@@ -258,9 +263,20 @@ def main(argv=None) -> None:
                 label = RUNNERS[runner]
                 if runner in configs:
                     report.progress(f"{name} {label}: warm-up")
-                    time_tsgen(name, warm, {**configs[runner], "partition_size": 4})  # workers start, compile
+                    settings = configs[runner]
+                    if runner == "dask":
+                        # started for its rows only: idle workers' heartbeats would count as CPU of the other rows
+                        cluster = LocalCluster(n_workers=2, threads_per_worker=1, processes=True,
+                                               dashboard_address=None)
+                        client = Client(cluster)
+                        settings = {**settings, "client": client}
+                    time_tsgen(name, warm, {**settings, "partition_size": 4})  # workers start, compile
                     report.progress(f"{name} {label}: fitting {n} series")
-                    seconds, cpu, total, aicc = time_tsgen(name, frame, configs[runner])
+                    seconds, cpu, total, aicc = time_tsgen(name, frame, settings)
+                    if runner == "dask":
+                        client.close()
+                        cluster.close()
+                        client = cluster = None
                     if reference is None:
                         reference = aicc
                     same = np.array_equal(aicc, reference, equal_nan=True)
