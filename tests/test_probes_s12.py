@@ -75,3 +75,15 @@ def test_seasonal_naive_too_short_for_its_inferred_season_names_the_period():
     with pytest.raises(ValueError, match=r"period=52 steps"):
         tsgen.SeasonalNaive().fit(y)
     assert tsgen.SeasonalNaive(period=4).fit(y).period_ == 4
+
+
+@pytest.mark.parametrize("freq", ["MS", "h"])
+def test_save_and_load_keep_a_time_zone_with_daylight_saving(tmp_path, freq):
+    # load rebuilt the index from the first stamp's text ('+01:00') and the zone's name, which pandas
+    # refused: "Inferred time zone not equal to passed time zone"
+    index = pd.date_range("2020-01-01", periods=48, freq=freq, tz="Europe/Berlin")
+    y = pd.Series(10 + np.sin(np.arange(48.0)), index=index)
+    model = tsgen.Naive().fit(y)
+    model.save(tmp_path / "naive.tsgen")
+    loaded = tsgen.load(tmp_path / "naive.tsgen")
+    pd.testing.assert_frame_equal(loaded.predict(3), model.predict(3))

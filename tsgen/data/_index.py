@@ -169,7 +169,11 @@ def index_from_spec(spec: dict) -> pd.Index:
     if kind == "period":
         return pd.period_range(spec["start"], periods=length, freq=spec["freq"])
     if kind == "datetime":
-        return pd.date_range(spec["start"], periods=length, freq=spec["freq"], tz=spec.get("tz"))
+        start, tz = pd.Timestamp(spec["start"]), spec.get("tz")
+        if tz is not None:
+            # the text keeps the first stamp's UTC offset only; the zone (with its daylight-saving rules) is stored apart
+            start = start.tz_convert(tz) if start.tz is not None else start.tz_localize(tz)
+        return pd.date_range(start, periods=length, freq=spec["freq"])
     if kind == "range":
         return pd.RangeIndex(spec["start"], spec["start"] + spec["step"] * length, spec["step"])
     raise ValueError(f"unknown index kind {kind!r} in saved model")
