@@ -37,8 +37,8 @@ from torch import Tensor, nn
 from tsgen._validation import is_int
 
 __all__ = [
-    "PRIOR_WEIGHT", "CausalScale", "LagDifference", "ScaleWindow", "choose_difference_lag", "fitted_scale",
-    "lag_differences", "scale_mode",
+    "PRIOR_WEIGHT", "BoxCox", "CausalScale", "LagDifference", "ScaleWindow", "choose_difference_lag",
+    "fitted_scale", "guerrero_lambda", "lag_differences", "scale_mode",
 ]
 
 #: weight of the fitted scale ``s_0`` in every step's scale, in observations
@@ -340,3 +340,154 @@ class LagDifference:
             previous = m + scale * draws[:, :, h]
             path.append(previous)
         return torch.stack(path, dim=2)
+
+
+# ------------------------------------------------------- variance stabilising
+
+
+def _block_ratios(values: Tensor, mask: Tensor, period: int) -> tuple[Tensor, Tensor, Tensor]:
+    """Guerrero's blocks: ``period`` consecutive steps aligned to each series' last step.
+
+    ``values``, ``mask`` ``(B, T, D)`` -> block means, standard deviations and
+    whether each block has two observed values and a positive mean, all ``(B, N, D)``.
+    """
+    steps = values.shape[1]
+    n_blocks = steps // period
+    # right-align every series: padding past a series' end is unobserved, so rolling it to the front leaves the
+    # last observed step in the last column and the blocks end there
+    last = torch.where(mask.any(-1), torch.arange(steps), torch.full((), -1)).amax(1)  # (B,)
+    shift = (steps - 1 - last).clamp(min=0)
+    index = (torch.arange(steps)[None, :] - shift[:, None]) % steps
+    values = values.gather(1, index[..., None].expand(values.shape))
+    mask = mask.gather(1, index[..., None].expand(mask.shape))
+    cut = steps - n_blocks * period
+    shape = (values.shape[0], n_blocks, period, values.shape[2])
+    blocks, seen = values[:, cut:].reshape(shape), mask[:, cut:].reshape(shape)
+    zero = torch.zeros((), dtype=values.dtype)
+    count = seen.sum(2)
+    mean = torch.where(seen, blocks, zero).sum(2) / count.clamp(min=1)
+    spread = (torch.where(seen, (blocks - mean[:, :, None]) ** 2, zero).sum(2) / (count - 1).clamp(min=1)).sqrt()
+    return mean, spread, (count >= 2) & (mean > 0)
+
+
+def guerrero_lambda(values: Tensor, mask: Tensor, period: int, lower: float = 0.0, upper: float = 1.0
+                    ) -> Tensor | None:
+    r"""Guerrero's (1993) Box-Cox parameter per variable, or None when the series are too short.
+
+    The series ``(B, T, D)`` are cut into blocks of ``max(period, 2)`` steps
+    (aligned to each series' end, as R's ``forecast::BoxCox.lambda`` and
+    coreforecast's ``boxcox_lambda(method="guerrero")`` do); ``lambda``
+    minimises the coefficient of variation of ``sd_b / mean_b^(1 - lambda)``
+    over the blocks ``b``: the power under which a block's spread no longer
+    grows with its level. With several series the coefficient is taken
+    within each series and averaged, so series of different sizes do not
+    read as a level effect. The minimum is searched on a grid of step 0.01
+    over ``[lower, upper]``, refined to 1e-4 around the best point.
+    Variables whose series have fewer than two usable blocks get NaN;
+    None when no variable has them.
+    """
+    period = max(int(period), 2)
+    values = values.double()
+    mean, spread, usable = _block_ratios(values, mask, period)  # (B, N, D)
+    usable = usable & (usable.sum(1, keepdim=True) >= 2)
+    if not bool(usable.any()):
+        return None
+    log_mean = torch.where(usable, mean, torch.ones((), dtype=values.dtype)).log()
+
+    def criterion(lambdas: Tensor) -> Tensor:  # (G,) -> (G, D)
+        ratio = spread[None] * torch.exp(-(1 - lambdas[:, None, None, None]) * log_mean[None])  # (G, B, N, D)
+        ratio = torch.where(usable[None], ratio, torch.zeros((), dtype=values.dtype))
+        count = usable.sum(1).double()  # (B, D)
+        centre = ratio.sum(2) / count.clamp(min=1)
+        deviation = torch.where(usable[None], ratio - centre[:, :, None], torch.zeros((), dtype=values.dtype))
+        cv = (deviation.square().sum(2) / (count - 1).clamp(min=1)).sqrt() / centre.clamp(min=1e-300)
+        has = count >= 2  # (B, D)
+        return torch.where(has, cv, torch.zeros((), dtype=values.dtype)).sum(1) / has.sum(0).clamp(min=1)
+
+    grid = torch.linspace(lower, upper, int(round((upper - lower) / 0.01)) + 1, dtype=torch.float64)
+    best = grid[criterion(grid).argmin(0)]  # (D,)
+    fine = (best[None] + torch.linspace(-0.01, 0.01, 201, dtype=torch.float64)[:, None]).clamp(lower, upper)
+    scores = torch.stack([criterion(fine[:, d])[:, d] for d in range(fine.shape[1])], -1)
+    chosen = fine.gather(0, scores.argmin(0)[None])[0]
+    return torch.where(usable.any((0, 1)), chosen, torch.full((), float("nan"), dtype=torch.float64))
+
+
+class BoxCox:
+    r"""A Box-Cox transform per variable, the variance-stabilising half of the data normalisation.
+
+    .. math::
+
+        w_t = (x_t^\lambda - 1) / \lambda \quad (\lambda > 0), \qquad w_t = \log x_t \quad (\lambda = 0),
+
+    applied to positive series before :class:`LagDifference`, so a seasonal swing
+    that grows with the level (airline passengers) becomes one of constant size.
+    ``lambda = 1`` leaves a variable as it is. The map is fixed (no data enters it
+    after fitting), so ``log p(x_t | x_{<t}) = log p(w_t | w_{<t}) + (lambda - 1) log x_t``
+    stays exact, causal and in the data's units; forecasts draw paths of ``w`` and
+    map each one back, so quantiles are the back-transformed quantiles and the mean
+    is the mean of the back-transformed paths (not the back-transformed mean, which
+    for the log is the median).
+
+    ``lambda`` is restricted to ``[0, 1]``, between the log and no transform: then
+    every draw maps back (the log's inverse is onto the positive reals; for
+    ``0 < lambda < 1`` only draws below ``-1 / lambda``, i.e. below ``x = 0``, fall
+    outside, and are clamped to 0), whereas below 0 the inverse is bounded and a
+    forecast path that strays past ``-1 / lambda`` has no value.
+
+    Parameters
+    ----------
+    lambdas : Tensor (D,)
+        ``lambda`` of each variable, in ``[0, 1]``.
+    """
+
+    def __init__(self, lambdas: Tensor):
+        lambdas = torch.as_tensor(lambdas, dtype=torch.float64).reshape(-1)
+        if not bool(((lambdas >= 0) & (lambdas <= 1)).all()):
+            raise ValueError(f"Box-Cox `lambdas` must lie in [0, 1]; got {lambdas.tolist()}.")
+        self.lambdas = lambdas
+
+    @property
+    def active(self) -> Tensor:
+        """``(D,)``: which variables are transformed (``lambda < 1``)."""
+        return self.lambdas < 1
+
+    def to_meta(self) -> dict:
+        return {"lambdas": self.lambdas.tolist()}
+
+    @classmethod
+    def from_meta(cls, meta: dict) -> BoxCox:
+        return cls(torch.tensor(meta["lambdas"], dtype=torch.float64))
+
+    def describe(self) -> str:
+        return ", ".join("log" if lam == 0 else "none" if lam == 1 else f"Box-Cox {lam:.4g}"
+                         for lam in self.lambdas.tolist())
+
+    def check(self, values: Tensor, mask: Tensor, name: str = "y") -> None:
+        """A ``ValueError`` naming ``name`` when a transformed variable has a value <= 0."""
+        bad = mask & (values <= 0) & self.active.to(values.device)
+        if bool(bad.any()):
+            raise ValueError(f"`{name}` has values <= 0, but the model was fitted with target_transform "
+                             f"({self.describe()}), which is defined for positive values only; refit with "
+                             "target_transform=None to model such a series.")
+
+    def forward(self, values: Tensor, mask: Tensor) -> Tensor:
+        """``w`` ``(..., D)`` of ``x`` (NaN where ``x`` is missing)."""
+        self.check(values, mask)
+        lam = self.lambdas.to(values)
+        safe = torch.where(mask & self.active.to(values.device), values, torch.ones((), dtype=values.dtype))
+        powered = torch.where(lam > 0, (safe.pow(lam) - 1) / torch.where(lam > 0, lam, 1.0), safe.log())
+        w = torch.where(self.active.to(values.device), powered, values)
+        return torch.where(mask, w, torch.full((), float("nan"), dtype=values.dtype))
+
+    def log_det(self, values: Tensor, mask: Tensor) -> Tensor:
+        """``log |dw_t / dx_t|`` summed over each step's observed variables: ``(..., T)``."""
+        lam = self.lambdas.to(values)
+        safe = torch.where(mask & self.active.to(values.device), values, torch.ones((), dtype=values.dtype))
+        return ((lam - 1) * safe.log()).sum(-1)
+
+    def invert(self, draws: Tensor) -> Tensor:
+        """``x`` of draws of ``w`` ``(..., D)``; below ``x = 0`` (``lambda > 0``) a draw is clamped to 0."""
+        lam = self.lambdas.to(draws)
+        base = (lam * draws + 1).clamp(min=0)
+        powered = torch.where(lam > 0, base.pow(1 / torch.where(lam > 0, lam, 1.0)), draws.exp())
+        return torch.where(self.active.to(draws.device), powered, draws)

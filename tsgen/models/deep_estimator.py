@@ -33,6 +33,29 @@ Defaults chosen from the data (issue 11, "forecasting that works by default"):
   330 in CO2's inputs, with the seasonal cycle 1% of it, and the default
   networks forecast it with 3-5x ARIMA's error. Arrays (no frequency),
   counts and binary data are modelled as given; ``scaling=False`` turns it off.
+- Variance stabilisation (``target_transform``, default ``"auto"``). Before
+  the differences, a pandas series whose values are all positive is mapped
+  by a Box-Cox transform (:class:`tsgen.components.scaling.BoxCox`) with
+  Guerrero's ``lambda`` searched in ``[0, 1]`` (from the log to no
+  transform; :func:`tsgen.components.scaling.guerrero_lambda`, blocks of
+  one season): a seasonal swing that grows with the level becomes one of
+  constant size. The Jacobian ``(lambda - 1) log x_t`` is added to every
+  per-step density, so log-likelihoods stay exact, causal and in the data's
+  units (comparable with any other model's), and forecasts map each sample
+  path back (quantiles are exact; the mean is the mean of the mapped paths).
+  A series with a zero or negative value, arrays, counts, binary data and
+  ``scaling=False`` are left as they are; ``"log"`` or a number asks for a
+  transform explicitly (positive data only), None turns it off. Why on by
+  default, when statsmodels' SARIMAX and statsforecast's AutoARIMA transform
+  nothing unless asked and GluonTS's DeepAR only divides by the mean: these
+  estimators already choose their differencing from the data, and on
+  airline passengers without the transform the stochastic RNNs' 80%
+  intervals covered 0.25-0.62 of the 24-month hold-out (the series'
+  swing, and with it the size of its seasonal differences, grows with its
+  level, beyond the training windows' range), DeepState's 0.38. Where the
+  spread does not grow with the level Guerrero's ``lambda`` is near 1, and
+  over a series' own range a transform near the log of a series far from 0
+  (CO2: 313-370 ppm, ``lambda`` 0.05) is close to linear.
 - Early stopping on a validation tail. ``validation_fraction="auto"``
   holds out the last 10% of each series (windows over the tail, read with
   the steps before it as context); training stops after ``patience``
@@ -66,7 +89,7 @@ from torch import nn
 from tsgen._validation import is_int
 from tsgen.base import BaseForecaster, make_generator
 from tsgen.components.heads import BernoulliHead
-from tsgen.components.scaling import LagDifference, choose_difference_lag
+from tsgen.components.scaling import BoxCox, LagDifference, choose_difference_lag, guerrero_lambda
 from tsgen.data import SeriesBatch
 from tsgen.data._index import seasonal_period
 from tsgen.data.windows import cut_windows, last_steps, tail_starts, take_steps
@@ -242,6 +265,50 @@ class DeepForecaster(BaseForecaster):
         batch = SequenceBatch(values=values, mask=mask, covariates=covariates, lengths=lengths)
         return batch.to(dtype=self.dtype), valid
 
+    def _real_valued_target(self, module: nn.Module) -> bool:
+        """Whether the module's likelihood is a density on the real line (Normal, Student-t): only
+        those are transformed and differenced (counts and binary data keep their support)."""
+        return bool(getattr(self._emission_head(module), "location_scale", False))
+
+    def _choose_transform(self, data: SeriesBatch, module: nn.Module) -> BoxCox | None:
+        """The Box-Cox transform the data gets before differencing, or None (``target_transform``).
+
+        ``"auto"``: for pandas input, a real-valued likelihood and ``scaling`` not
+        False, each variable whose observed values are all positive gets Guerrero's
+        ``lambda`` in ``[0, 1]`` (:func:`guerrero_lambda`, blocks of one season);
+        others, and a ``lambda`` of 1, are left as they are. ``"log"`` or a number
+        in ``[0, 1]``: that transform of every variable (positive data only).
+        """
+        option = getattr(self, "target_transform", None)
+        if option is None:
+            return None
+        explicit = not (isinstance(option, str) and option == "auto")
+        if explicit:
+            if isinstance(option, str) and option == "log":
+                lam = 0.0
+            elif isinstance(option, (int, float)) and not isinstance(option, bool) and 0 <= option <= 1:
+                lam = float(option)
+            else:
+                raise ValueError("`target_transform` must be \"auto\", None, \"log\" or a Box-Cox lambda in "
+                                 f"[0, 1]; got {option!r}.")
+            if not self._real_valued_target(module):
+                raise ValueError(f"`target_transform={option!r}` applies to a Normal or Student-t likelihood; this "
+                                 "model's emission has another support. Use target_transform=None.")
+            if bool((data.mask & (data.values <= 0)).any()):
+                raise ValueError(f"`y` has values <= 0; target_transform={option!r} is defined for positive "
+                                 "series only. Use target_transform=None (or \"auto\", which leaves such series "
+                                 "as they are).")
+            return BoxCox(torch.full((data.n_dims,), lam, dtype=torch.float64))
+        if (data.kind not in PANDAS_KINDS or getattr(self, "scaling", True) is False
+                or not self._real_valued_target(module)):
+            return None
+        lambdas = guerrero_lambda(data.values, data.mask, seasonal_period(data.indexes[0]))
+        if lambdas is None:
+            return None
+        positive = ~(data.mask & (data.values <= 0)).any((0, 1)) & data.mask.any((0, 1))
+        lambdas = torch.where(positive & torch.isfinite(lambdas), lambdas, torch.ones((), dtype=torch.float64))
+        return BoxCox(lambdas) if bool((lambdas < 1).any()) else None
+
     def _choose_differencing(self, data: SeriesBatch, module: nn.Module) -> LagDifference | None:
         """The differencing the module's data gets, or None (see :class:`LagDifference`).
 
@@ -253,19 +320,26 @@ class DeepForecaster(BaseForecaster):
         the index frequency or 1, whichever makes the training data more
         predictable (:func:`choose_difference_lag`), and none when neither does.
         """
-        head = self._emission_head(module)
         if (data.kind not in PANDAS_KINDS or getattr(self, "scaling", False) not in (True, "auto")
-                or not getattr(head, "location_scale", False)):
+                or not self._real_valued_target(module)):
             return None
         lag = choose_difference_lag(data.values, data.mask, seasonal_period(data.indexes[0]))
         return None if lag is None else LagDifference.fit(data.values, data.mask, lag)
 
+    def _transformed(self, data: SeriesBatch) -> SeriesBatch:
+        """``data`` after the fitted Box-Cox transform (itself without one)."""
+        transform = getattr(self, "target_transform_", None)
+        if transform is None:
+            return data
+        return dataclasses.replace(data, values=transform.forward(data.values, data.mask))
+
     def _model_data(self, data: SeriesBatch, training: bool = False) -> SeriesBatch:
-        """``data`` as the module sees it: differenced when the model differences.
+        """``data`` as the module sees it: transformed and differenced when the model does either.
 
         For training, steps without their lagged value (a series' first ``p``
         steps) are masked: their location is a fallback, another distribution.
         """
+        data = self._transformed(data)
         differencing = getattr(self, "differencing_", None)
         if differencing is None:
             return data
@@ -276,27 +350,34 @@ class DeepForecaster(BaseForecaster):
         return dataclasses.replace(data, values=values, mask=mask)
 
     def _per_step_log_likelihood(self, data: SeriesBatch, covariates, **options):
-        """The module's per-step densities of the differenced data, back in the data's units."""
+        """The module's per-step densities of the transformed and differenced data, back in the data's
+        units (each map's log-Jacobian added)."""
         values = super()._per_step_log_likelihood(self._model_data(data), covariates, **options)
         differencing = getattr(self, "differencing_", None)
-        if differencing is None:
-            return values
-        return values + differencing.log_det(data.mask).numpy()
+        if differencing is not None:
+            values = values + differencing.log_det(data.mask).numpy()
+        transform = getattr(self, "target_transform_", None)
+        if transform is not None:
+            values = values + transform.log_det(data.values, data.mask).numpy()
+        return values
 
     def _sample_paths(self, horizon, n_samples, history, covariates, generator) -> torch.Tensor:
-        """``_sample``'s draws ``(B, S, H, D)`` in the data's units."""
+        """``_sample``'s draws ``(B, S, H, D)`` in the data's units: each path undifferenced, then
+        back-transformed."""
         draws = self._sample(horizon, n_samples, history, covariates, generator)
         differencing = getattr(self, "differencing_", None)
-        if differencing is None:
-            return draws
-        return differencing.invert(draws, history.values, history.mask, history.lengths)
+        if differencing is not None:
+            transformed = self._transformed(history)
+            draws = differencing.invert(draws, transformed.values, history.mask, history.lengths)
+        transform = getattr(self, "target_transform_", None)
+        return draws if transform is None else transform.invert(draws)
 
     def _draw_paths(self, horizon, n_samples, history, covariates):
         draws = self._sample_paths(horizon, n_samples, history, covariates, make_generator(self.random_state))
         return draws.detach().cpu().numpy()
 
     def _forecast(self, horizon, history, covariates, levels):
-        if getattr(self, "differencing_", None) is None:
+        if getattr(self, "differencing_", None) is None and getattr(self, "target_transform_", None) is None:
             return super()._forecast(horizon, history, covariates, levels)
         draws = self._sample_paths(horizon, self._n_predict_samples, history, covariates,
                                    make_generator(self.random_state)).detach().cpu()
@@ -359,7 +440,8 @@ class DeepForecaster(BaseForecaster):
         n_features = 0 if covariates is None else covariates.shape[-1]
         module = self._new_module(data.n_dims, n_features, generator)
         self._check_support(data, module)
-        self.differencing_ = self._choose_differencing(data, module)
+        self.target_transform_ = self._choose_transform(data, module)
+        self.differencing_ = self._choose_differencing(self._transformed(data), module)
         data = self._model_data(data, training=True)
         scaler = getattr(module, "scaler", None)
         if scaler is not None:
@@ -385,6 +467,7 @@ class DeepForecaster(BaseForecaster):
             "window_length": self.window_length_,
             "training_history": self.training_history_,
             "differencing": None if self.differencing_ is None else self.differencing_.to_meta(),
+            "target_transform": None if self.target_transform_ is None else self.target_transform_.to_meta(),
         }
         tensors = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
         return meta, tensors
@@ -396,6 +479,8 @@ class DeepForecaster(BaseForecaster):
         self.training_history_ = meta["training_history"]
         differencing = meta.get("differencing")
         self.differencing_ = None if differencing is None else LagDifference.from_meta(differencing)
+        transform = meta.get("target_transform")
+        self.target_transform_ = None if transform is None else BoxCox.from_meta(transform)
         try:
             device = resolve_device(getattr(self, "device", "cpu"))
         except ValueError:  # saved on a GPU machine, loaded on one without

@@ -274,6 +274,11 @@ class DeepState(DeepForecaster):
         for arrays or an index without a frequency. None: level and trend only.
     hidden_dim : int
         LSTM size.
+    target_transform : "auto", None, "log" or float in [0, 1]
+        Box-Cox transform of positive series before the Kalman filter, undone on each forecast path
+        (:mod:`tsgen.models.deep_estimator`). ``"auto"``: Guerrero's
+        lambda for pandas series whose values are all positive (a seasonal swing that grows with the
+        level, as airline passengers', is then modelled as one of constant size); None: no transform.
     window_length : int or None
         Training windows and forecast context length (None: 64 steps).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience, lr_decay,
@@ -293,7 +298,8 @@ class DeepState(DeepForecaster):
 
     def __init__(self, season_length="auto", hidden_dim=32, window_length=None, max_epochs=100, batch_size=32,
                  learning_rate=1e-2, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
-                 lr_decay=1.0, random_state=None, device="cpu", progress=True, max_seconds=None):
+                 lr_decay=1.0, random_state=None, device="cpu", progress=True, max_seconds=None,
+                 target_transform="auto"):
         self.season_length = season_length
         self.hidden_dim = hidden_dim
         self.window_length = window_length
@@ -309,6 +315,7 @@ class DeepState(DeepForecaster):
         self.device = device
         self.progress = progress
         self.max_seconds = max_seconds
+        self.target_transform = target_transform
 
     @classmethod
     def get_test_params(cls):
@@ -346,6 +353,9 @@ class DeepState(DeepForecaster):
 
     def _initialise(self, module: DeepStateModule, batch: SequenceBatch) -> None:
         module.initialise(batch.values, batch.mask)
+
+    def _real_valued_target(self, module) -> bool:
+        return True  # the Kalman filter's Gaussian observation
 
     def _fitted_state(self):
         meta, tensors = super()._fitted_state()
@@ -393,7 +403,7 @@ class DeepState(DeepForecaster):
     def _state_inputs(self, y, X):
         """``y`` checked as for :meth:`log_likelihood`, and the Kalman inputs its likelihood uses."""
         batch, covariates, _ = frame_input(self, y, X, ())
-        values, mask, covariates = self._kalman_inputs(batch, covariates)
+        values, mask, covariates = self._kalman_inputs(self._transformed(batch), covariates)
         with torch.no_grad():
             params = self.module_.kalman_params(values, covariates)
         return batch, values, mask, params

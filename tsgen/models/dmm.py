@@ -547,6 +547,11 @@ class DeepMarkovModel(LatentForecaster):
         shrunk towards the training data's; ``"auto"`` scales unless the
         head is Bernoulli. Normal and Student-t emissions have the training
         data's units divided out either way.
+    target_transform : "auto", None, "log" or float in [0, 1]
+        Box-Cox transform of positive series before differencing, undone on each forecast path
+        (:mod:`tsgen.models.deep_estimator`). ``"auto"``: Guerrero's
+        lambda for pandas series whose values are all positive (a seasonal swing that grows with the
+        level, as airline passengers', is then modelled as one of constant size); None: no transform.
     window_length : int or None
         Training windows and forecast context length for pandas series
         (None: 64 steps; a list of arrays is used whole).
@@ -619,6 +624,7 @@ class DeepMarkovModel(LatentForecaster):
         objective="elbo",
         n_particles=8,
         transition="gated",
+        target_transform="auto",
     ):
         self.emission = emission
         self.transition = transition
@@ -648,6 +654,7 @@ class DeepMarkovModel(LatentForecaster):
         self.device = device
         self.progress = progress
         self.max_seconds = max_seconds
+        self.target_transform = target_transform
         self.objective = objective
         self.n_particles = n_particles
 

@@ -263,6 +263,11 @@ class RNNForecaster(DeepForecaster):
         Normal or Student-t head on pandas series models the series'
         seasonal (or first) differences, chosen from the data
         (:mod:`tsgen.models.deep_estimator`); ``False`` models the levels.
+    target_transform : "auto", None, "log" or float in [0, 1]
+        Box-Cox transform of positive series before differencing, undone on each forecast path
+        (:mod:`tsgen.models.deep_estimator`). ``"auto"``: Guerrero's
+        lambda for pandas series whose values are all positive (a seasonal swing that grows with the
+        level, as airline passengers', is then modelled as one of constant size); None: no transform.
     window_length : int or None
         Length of training windows and of the forecast context (None: 64
         steps, or three seasons when longer, for pandas series; whole
@@ -314,6 +319,7 @@ class RNNForecaster(DeepForecaster):
         device="cpu",
         progress=True,
         max_seconds=None,
+        target_transform="auto",
     ):
         self.cell = cell
         self.hidden_dim = hidden_dim
@@ -335,6 +341,7 @@ class RNNForecaster(DeepForecaster):
         self.device = device
         self.progress = progress
         self.max_seconds = max_seconds
+        self.target_transform = target_transform
 
     @classmethod
     def get_test_params(cls):

@@ -341,6 +341,11 @@ class SRNN(LatentForecaster):
     z_forcing : float >= 0
         Weight of the Z-forcing auxiliary cost (Goyal et al. 2017) in the training loss
         (:mod:`tsgen.components.zforcing`); 0 (default) leaves it out.
+    target_transform : "auto", None, "log" or float in [0, 1]
+        Box-Cox transform of positive series before differencing, undone on each forecast path
+        (:mod:`tsgen.models.deep_estimator`). ``"auto"``: Guerrero's
+        lambda for pandas series whose values are all positive (a seasonal swing that grows with the
+        level, as airline passengers', is then modelled as one of constant size); None: no transform.
     window_length : int or None
         Training windows and forecast context length (None: 64 steps; a list of arrays is used whole).
     max_epochs, batch_size, learning_rate, weight_decay, grad_clip, validation_fraction, patience,
@@ -365,7 +370,8 @@ class SRNN(LatentForecaster):
                  scaling="auto", z_forcing=0.0, window_length=None, max_epochs=100, batch_size=32,
                  learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
                  kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu",
-                 progress=True, max_seconds=None, objective="elbo", n_particles=8, transition="gaussian"):
+                 progress=True, max_seconds=None, objective="elbo", n_particles=8, transition="gaussian",
+                 target_transform="auto"):
         self.emission = emission
         self.transition = transition
         self.latent_dim = latent_dim
@@ -389,6 +395,7 @@ class SRNN(LatentForecaster):
         self.device = device
         self.progress = progress
         self.max_seconds = max_seconds
+        self.target_transform = target_transform
         self.objective = objective
         self.n_particles = n_particles
 
