@@ -590,7 +590,8 @@ class AnomalyDetector(BaseEstimator):
         tensors.update({f"history.{k}": v for k, v in history_tensors.items()})
         scores_meta, scores_tensors = _history_to_spec(self.train_scores_)
         tensors.update({f"train_scores.{k}": v for k, v in scores_tensors.items()})
-        tensors["recent_raw"] = torch.as_tensor(self.recent_raw_.to_numpy(dtype=np.float64))
+        # a copy: under pandas 3 (copy-on-write) to_numpy gives a read-only view, which torch warns about
+        tensors["recent_raw"] = torch.as_tensor(self.recent_raw_.to_numpy(dtype=np.float64, copy=True))
         tensors["recent_scores"] = torch.as_tensor(np.asarray(self.recent_scores_, dtype=np.float64))
         template_meta = ({"class": "auto"} if self._auto else
                          {"class": type(template).__name__, "params": _encode(template.get_params(deep=False))})

@@ -64,6 +64,13 @@ def standardised_log_density(residual, df: float | None):
     return _t_log_constant(df) - (df + 1) / 2 * np.log1p(r**2 / df)
 
 
+def robust_location_scale(observed: np.ndarray) -> tuple[float, float]:
+    """Median and normal-consistent MAD of a stream's observed values (the std, or 1, where the MAD is 0): the
+    streaming learners work on values standardised by them, so their diffuse starts and floors are scale-free."""
+    centre = float(np.median(observed))
+    return centre, float(np.median(np.abs(observed - centre))) * 1.4826 or float(np.std(observed)) or 1.0
+
+
 class OnlineAR:
     """EW-RLS autoregression with a Student-t one-step predictive density (module docstring).
 
@@ -112,9 +119,7 @@ class OnlineAR:
         if len(observed) < self.memory + 2:
             raise ValueError(f"the stream needs at least {self.memory + 2} observed values to start; "
                              f"got {len(observed)}.")
-        # RLS runs on the standardised stream, so that its diffuse start and flat-stream floor are scale-free
-        self.centre = float(np.median(observed))
-        self.spread = float(np.median(np.abs(observed - self.centre))) * 1.4826 or float(np.std(observed)) or 1.0
+        self.centre, self.spread = robust_location_scale(observed)
         self.theta = np.zeros(self.n_features)
         self.P = np.eye(self.n_features) * DIFFUSE
         self.variance = 1.0

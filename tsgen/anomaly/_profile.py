@@ -38,7 +38,7 @@ import math
 
 import numpy as np
 
-from tsgen.anomaly._online import VARIANCE_FLOOR, standardised_log_density
+from tsgen.anomaly._online import VARIANCE_FLOOR, robust_location_scale, standardised_log_density
 
 #: a slot's first squared error (in squared spreads of the stream) is at least this: a first value at the median
 #: does not make the slot's density a spike
@@ -73,9 +73,7 @@ class SeasonalProfile:
         observed = y[~np.isnan(y)]
         if len(observed) < 2:
             raise ValueError(f"the stream needs at least 2 observed values to start a profile; got {len(observed)}.")
-        # standardised like the online autoregression, so the variance floor is scale-free
-        self.centre = float(np.median(observed))
-        self.spread = float(np.median(np.abs(observed - self.centre))) * 1.4826 or float(np.std(observed)) or 1.0
+        self.centre, self.spread = robust_location_scale(observed)
         self.mean = np.zeros(self.period)
         self.variance = np.ones(self.period)
         self.visits = np.zeros(self.period)
