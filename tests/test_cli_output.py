@@ -144,3 +144,20 @@ def test_a_closed_stdout_still_writes_the_files(tmp_path):
     run = subprocess.run(["bash", "-c", command], capture_output=True, text=True, timeout=300)
     assert "Traceback" not in run.stderr and "BrokenPipe" not in run.stderr, run.stderr
     assert len(pd.read_csv(out)) == 48
+
+
+def test_a_unique_id_column_is_read_as_a_long_file_without_id_col(tmp_path, capsys):
+    # statsforecast's layout (unique_id, ds, y) needs no flag, as its users expect
+    frame = _long(lambda k, n: pd.date_range("2001-01-01", periods=n, freq="QS"))
+    data, out = tmp_path / "long.csv", tmp_path / "f.csv"
+    frame.to_csv(data, index=False)
+    assert main(["forecast", str(data), "--horizon", "1", "--out", str(out), *NAIVE]) == 0
+    assert "reading it as a long file" in capsys.readouterr().err
+    assert list(pd.read_csv(out)["unique_id"]) == ["s0", "s1"]
+    assert main(["detect", str(data), *NAIVE]) == 2
+    assert "long file of 2 series keyed by 'unique_id'" in capsys.readouterr().err
+    # another id column name: the error says which flag reads the file
+    frame.rename(columns={"unique_id": "store"}).to_csv(data, index=False)
+    assert main(["forecast", str(data), "--horizon", "1", *NAIVE]) == 2
+    assert "a long file, one row per series and time. Name its id column with --id-col (e.g. --id-col store)" \
+        in capsys.readouterr().err

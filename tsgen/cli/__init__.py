@@ -31,8 +31,9 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
                         "(or, with --id-col, a long file: an id, a time and a value column)")
     parser.add_argument("--time-col", help="name of the time column (default: auto-detected)")
     parser.add_argument("--columns", help="comma-separated value columns (default: all but the time column)")
-    parser.add_argument("--id-col", help="long format: the column naming each series (e.g. unique_id); every "
-                        "series is forecast and the output is one long CSV keyed by id and time")
+    parser.add_argument("--id-col", help="long format: the column naming each series (default: unique_id when "
+                        "the file has it); every series is forecast and the output is one long CSV keyed by id "
+                        "and time")
     parser.add_argument("--fill", choices=("nan",), help="'nan': put irregular timestamps on a regular grid, "
                         "missing steps as NaN (which the models marginalise) instead of refusing the file")
     order = parser.add_mutually_exclusive_group()

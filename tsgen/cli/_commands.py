@@ -9,7 +9,7 @@ import pandas as pd
 
 from tsgen.cli._arguments import SPOT_MIN_TRAIN
 from tsgen.cli._arguments import dest as _dest
-from tsgen.cli._io import CLIError, read_long_as_written, read_series_as_written
+from tsgen.cli._io import CLIError, default_id_col, read_long_as_written, read_series_as_written
 from tsgen.cli._registry import all_options, available_models
 from tsgen.data import Panel
 from tsgen.data._index import seasonal_period
@@ -68,6 +68,11 @@ def _load(args):
     """``(y, written)``: the data, and how the file wrote its times (every output writes them alike)."""
     _check_outputs(args)
     columns = [c.strip() for c in args.columns.split(",")] if args.columns else None
+    if args.id_col is None:
+        args.id_col = default_id_col(args.file)
+        if args.id_col is not None:
+            _info(args, f"{Path(args.file).name} has a {args.id_col!r} column: reading it as a long file, one "
+                        f"series per {args.id_col} (--id-col {args.id_col}).")
     if args.id_col is not None:
         return read_long_as_written(args.file, args.id_col, args.time_col, columns, args.dayfirst, args.fill)
     return read_series_as_written(args.file, args.time_col, columns, args.dayfirst, args.fill)
@@ -196,7 +201,8 @@ def detect(args) -> int:
 
     y, written = _load(args)
     if isinstance(y, Panel):
-        raise CLIError("detect scores one series at a time: leave out --id-col and give one series per file.")
+        raise CLIError(f"detect scores one series at a time: give one series per file ({Path(args.file).name} is a "
+                       f"long file of {len(y)} series keyed by {args.id_col!r}).")
     n_train = len(y) if args.train_size is None else (
         int(round(args.train_size * len(y))) if args.train_size < 1 else int(args.train_size)
     )

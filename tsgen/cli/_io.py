@@ -321,6 +321,23 @@ def _regular(values, column: str):
     return values
 
 
+#: the id column of statsforecast's long format, read as one without --id-col
+DEFAULT_ID_COL = "unique_id"
+
+
+def default_id_col(path) -> str | None:
+    """``unique_id`` when the CSV's header names it (statsforecast's long layout), else None."""
+    path = Path(path)
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8-sig") as handle:
+        try:
+            header = next(csv.reader(handle))
+        except (StopIteration, csv.Error, UnicodeDecodeError):
+            return None
+    return DEFAULT_ID_COL if DEFAULT_ID_COL in [cell.strip() for cell in header] else None
+
+
 def _read_frame(path: Path) -> pd.DataFrame:
     header = _has_header(path)
     try:
@@ -374,6 +391,11 @@ def read_series_as_written(path, time_col: str | None = None, columns: list[str]
     if values.shape[1] == 0:
         raise CLIError(f"{path.name} has no value column besides the time column {time_col!r}.")
     text = [str(c) for c in values.columns if not pd.api.types.is_numeric_dtype(values[c])]
+    if text and time_col is not None and frame[time_col].duplicated().any():
+        raise CLIError(
+            f"{path.name} repeats its times ({time_col!r}) and has the text column(s) {text}: a long file, one row "
+            f"per series and time. Name its id column with --id-col (e.g. --id-col {text[0]})."
+        )
     if text:
         raise CLIError(
             f"column(s) {text} of {path.name} are not numeric; choose value columns with --columns "
