@@ -87,3 +87,17 @@ def test_save_and_load_keep_a_time_zone_with_daylight_saving(tmp_path, freq):
     model.save(tmp_path / "naive.tsgen")
     loaded = tsgen.load(tmp_path / "naive.tsgen")
     pd.testing.assert_frame_equal(loaded.predict(3), model.predict(3))
+
+
+@pytest.mark.parametrize("model", [tsgen.Naive, tsgen.SeasonalNaive, tsgen.Drift, tsgen.Mean])
+def test_baseline_fitted_on_a_constant_series_scores_a_departure_as_impossible(model):
+    # sigma is 0 (a point mass): every step's log-likelihood was NaN, read as "missing", the total 0.0,
+    # so a jump on a flat line scored like no data at all
+    index = pd.date_range("2020-01-01", periods=60, freq="D")
+    flat = pd.Series(45.0, index=index)
+    jumped = flat.where(np.arange(60) != 30, 80.0)
+    fitted = model().fit(flat)
+    per_step = fitted.log_likelihood(jumped, per_step=True)
+    assert per_step.iloc[30] == -np.inf and per_step.iloc[10] == np.inf
+    assert fitted.log_likelihood(jumped) == -np.inf and fitted.score(jumped) == -np.inf
+    assert fitted.log_likelihood(flat) == np.inf

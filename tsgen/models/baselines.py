@@ -42,6 +42,7 @@ from __future__ import annotations
 
 import math
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.utils.validation import check_is_fitted
@@ -91,7 +92,11 @@ def _increments(values: torch.Tensor, mask: torch.Tensor, lag: int):
 
 
 def _normal_log_density(x: torch.Tensor, mean: torch.Tensor, var: torch.Tensor) -> torch.Tensor:
-    return -0.5 * (_LOG_2PI + var.log() + (x - mean) ** 2 / var)
+    density = -0.5 * (_LOG_2PI + var.log() + (x - mean) ** 2 / var)
+    # a zero variance (fitted on a constant history) is a point mass, the limit of the normal: +inf on it and
+    # -inf off it, so a departure scores as impossible (the formula gives NaN, read downstream as "missing")
+    point_mass = torch.where(x == mean, torch.inf, -torch.inf).to(density.dtype)
+    return torch.where(var > 0, density, point_mass)
 
 
 class _Baseline(BaseForecaster):
@@ -201,6 +206,11 @@ class _Baseline(BaseForecaster):
         # variables are independent given the past: a step's density is the product over them
         out = out.reshape(data.n_series, data.n_dims, -1)
         return torch.where(out.isnan().all(1), torch.nan, out.nansum(1))
+
+    def _total_log_likelihood(self, data, covariates, **options):
+        values = self._per_step_log_likelihood(data, covariates, **options)
+        # one impossible step makes the sequence impossible, even beside steps on a point mass (+inf)
+        return np.where((values == -np.inf).any(1), -np.inf, np.nansum(values, 1))
 
     # -------------------------------------------------------- forecasting
     def _start(self, history: SeriesBatch, horizon: int):
