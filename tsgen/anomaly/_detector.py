@@ -488,7 +488,7 @@ class AnomalyDetector(BaseEstimator):
             scores = self._aggregate(self._raw_scores(tail)).iloc[-n_new:]
         values = scores.to_numpy(dtype=np.float64)
         if self._calibration() == "likelihood":
-            values = self._tail_scores(values, None if self.profile_ is None else profile_raw)
+            values = self._tail_scores(values, None if getattr(self, "profile_", None) is None else profile_raw)
         thresholds, flags = np.empty(len(values)), np.zeros(len(values), dtype=bool)
         floor = self._floor()
         alerts = self._alerts(values)
@@ -545,7 +545,7 @@ class AnomalyDetector(BaseEstimator):
         view, rows = stream_view(tail, self.freq_)
         values = _univariate(view, "online='rls'")
         rows = np.arange(len(values)) if rows is None else rows
-        learner, profile = self.online_, self.profile_
+        learner, profile = self.online_, getattr(self, "profile_", None)
         steps = np.full((len(values) - rows[0] - 1, 3), np.nan)
         for k, v in enumerate(values[rows[0] + 1:]):
             steps[k, 0] = learner.step(v)
