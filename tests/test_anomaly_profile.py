@@ -8,6 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 from scipy import stats
+from test_anomaly_stream import _ar
 
 import tsgen
 from tsgen.anomaly import AnomalyDetector
@@ -68,13 +69,8 @@ def test_the_profile_sees_a_cycle_gone_flat_that_the_one_step_model_absorbs():
 
 
 def test_the_combined_score_keeps_its_false_alarm_rate_under_the_null():
-    rng = np.random.default_rng(2)
     n = 24_000
-    y = np.empty(n)
-    y[0] = 0.0
-    for t in range(1, n):
-        y[t] = 0.5 * y[t - 1] + rng.normal()
-    series = pd.Series(y, index=pd.date_range("2024-01-01", periods=n, freq="h"))
+    series = pd.Series(_ar(n, seed=2, phi=0.5, level=0.0), index=pd.date_range("2024-01-01", periods=n, freq="h"))
     # exact RLS (no forgetting), as the calibration test of the one-step scores does
     detector = AnomalyDetector(tsgen.ARIMA((1, 0, 0), trend="c"), calibration="likelihood", method="quantile",
                                online="rls", forgetting=1.0, long_window=4000, profile=0.1).fit(series.iloc[:2000])
