@@ -90,6 +90,7 @@ def test_save_and_load_keep_a_time_zone_with_daylight_saving(tmp_path, freq):
 
 
 @pytest.mark.parametrize("model", [tsgen.Naive, tsgen.SeasonalNaive, tsgen.Drift, tsgen.Mean])
+@pytest.mark.filterwarnings("error::RuntimeWarning")
 def test_baseline_fitted_on_a_constant_series_scores_a_departure_as_impossible(model):
     # sigma is 0 (a point mass): every step's log-likelihood was NaN, read as "missing", the total 0.0,
     # so a jump on a flat line scored like no data at all

@@ -210,7 +210,8 @@ class _Baseline(BaseForecaster):
     def _total_log_likelihood(self, data, covariates, **options):
         values = self._per_step_log_likelihood(data, covariates, **options)
         # one impossible step makes the sequence impossible, even beside steps on a point mass (+inf)
-        return np.where((values == -np.inf).any(1), -np.inf, np.nansum(values, 1))
+        impossible = (values == -np.inf).any(1)
+        return np.where(impossible, -np.inf, np.nansum(np.where(impossible[:, None], 0.0, values), 1))
 
     # -------------------------------------------------------- forecasting
     def _start(self, history: SeriesBatch, horizon: int):
