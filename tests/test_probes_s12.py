@@ -102,3 +102,18 @@ def test_baseline_fitted_on_a_constant_series_scores_a_departure_as_impossible(m
     assert per_step.iloc[30] == -np.inf and per_step.iloc[10] == np.inf
     assert fitted.log_likelihood(jumped) == -np.inf and fitted.score(jumped) == -np.inf
     assert fitted.log_likelihood(flat) == np.inf
+
+
+def test_sample_scores_take_model_samples_of_a_univariate_series_as_they_come():
+    # model.sample gives (n_samples, horizon, 1); scoring it against the test Series (horizon,) was refused
+    y = pd.Series(10 + np.sin(np.arange(48.0)), index=pd.date_range("2020-01-01", periods=48, freq="MS"))
+    train, test = y.iloc[:40], y.iloc[40:]
+    samples = tsgen.Naive(random_state=0).fit(train).sample(8, n_samples=200)
+    assert samples.shape == (200, 8, 1)
+    m = tsgen.metrics
+    assert m.crps_sample(test, samples) == m.crps_sample(test, samples[..., 0])
+    assert m.energy_score(test, samples) == m.energy_score(test, samples[..., 0])
+    assert m.variogram_score(test, samples) == m.variogram_score(test, samples[..., 0])
+    assert m.sample_interval_coverage(test, samples) == m.sample_interval_coverage(test, samples[..., 0])
+    with pytest.raises(ValueError, match="samples"):
+        m.crps_sample(test, np.repeat(samples, 2, axis=-1))  # two variables against one: still refused

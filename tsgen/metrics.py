@@ -16,6 +16,10 @@ Conventions shared by every metric
   ``std``, ``lower``, ``upper``) must broadcast to ``S`` without changing
   it, so a scalar ``std`` works but a ``(H, 1)`` prediction against a
   ``(H,)`` target is an error, not a silent ``(H, H)`` outer product.
+* Samples hold the draws on axis 0, then ``S`` (``model.sample``'s
+  ``(n_samples, H, D)`` against ``(H, D)``); against a univariate target
+  of shape ``(H,)`` (a test Series), ``model.sample``'s one-variable
+  ``(n_samples, H, 1)`` is taken as ``(n_samples, H)``.
 * ``axis`` names the axes of ``y_true`` to average over: ``None`` (default)
   averages everything into a float; an int or tuple keeps the other axes,
   e.g. ``axis=(1, 2)`` gives one score per origin of a ``(B, H, D)``
@@ -185,6 +189,8 @@ def _samples(samples: Any, shape: tuple[int, ...], observed: np.ndarray) -> np.n
     arr = _as_float_array(samples, "samples")
     if arr.ndim == 0 or arr.shape[0] == 0:
         raise ValueError(f"`samples` must have shape (n_samples, *y_true.shape) with n_samples >= 1; got {arr.shape}.")
+    if arr.ndim == len(shape) + 2 and arr.shape[-1] == 1:
+        arr = arr[..., 0]  # model.sample's one-variable axis, against a univariate y_true (a test Series)
     full = (arr.shape[0],) + shape
     try:
         ok = np.broadcast_shapes(arr.shape, full) == full
