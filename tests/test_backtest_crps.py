@@ -11,10 +11,17 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from scipy import stats
+from scipy import integrate, stats
 
 import tsgen
 from tsgen.evaluation import backtest
+
+
+class _SampledNaive(tsgen.Naive):
+    """Naive known only through its sample paths (the route of the deep models)."""
+
+    def _predict_gaussian(self, horizon, history, covariates):
+        return None
 
 
 def _walk(n=120, seed=0):
@@ -50,12 +57,11 @@ def test_closed_form_marginals_give_the_exact_crps_with_no_seed_noise(model):
 
 
 def test_sample_crps_is_unbiased_for_the_exact_one():
-    # one Naive member: the ensemble's marginals are Naive's, but it is scored from its sample paths
+    # Naive's marginals, scored from its sample paths
     y = _walk(400, seed=1)
     kwargs = dict(start=100, step=3, refit=False)
     exact = _crps(backtest(tsgen.Naive(), y, 3, **kwargs)).to_numpy()
-    sampled = backtest(tsgen.Ensemble([tsgen.Naive()]), y, 3, n_samples=10, random_state=0, keep_samples=True,
-                       **kwargs)
+    sampled = backtest(_SampledNaive(), y, 3, n_samples=10, random_state=0, keep_samples=True, **kwargs)
     diff = _crps(sampled).to_numpy() - exact
     se = diff.std(ddof=1) / np.sqrt(len(diff))
     assert abs(diff.mean()) < 4 * se
@@ -71,7 +77,7 @@ def test_sample_crps_is_unbiased_for_the_exact_one():
 
 def test_random_state_none_takes_the_models_own_seed():
     y = _walk()
-    seeded = tsgen.Ensemble([tsgen.Naive(), tsgen.Drift()], random_state=5)  # scored from samples
+    seeded = tsgen.Ensemble([_SampledNaive(), tsgen.Drift()], random_state=5)  # scored from samples
     a = backtest(seeded, y, 3, start=100, step=2)
     b = backtest(seeded, y, 3, start=100, step=2)
     pd.testing.assert_frame_equal(a.metrics, b.metrics)
@@ -79,7 +85,28 @@ def test_random_state_none_takes_the_models_own_seed():
     assert seeded.get_params()["random_state"] == 5
     explicit = backtest(seeded, y, 3, start=100, step=2, random_state=5)
     pd.testing.assert_frame_equal(a.metrics, explicit.metrics)
-    unseeded = tsgen.Ensemble([tsgen.Naive(), tsgen.Drift()])
+    unseeded = tsgen.Ensemble([_SampledNaive(), tsgen.Drift()])
     c = backtest(unseeded, y, 3, start=100, step=2)
     d = backtest(unseeded, y, 3, start=100, step=2)
     assert not np.allclose(_crps(c), _crps(d))
+
+
+def test_an_ensemble_of_gaussian_members_gets_the_exact_mixture_crps():
+    y = _walk()
+    ensemble = tsgen.Ensemble([tsgen.Naive(), tsgen.Mean()], weights=[0.3, 0.7])
+    a = backtest(ensemble, y, 3, start=110, step=3, refit=False)
+    b = backtest(ensemble, y, 3, start=110, step=3, refit=False)
+    pd.testing.assert_series_equal(_crps(a), _crps(b))
+    # against the defining integral of (F(x) - 1{x >= y})^2 on a fine grid, F the mixture CDF
+    fitted = ensemble.fit(y.iloc[:110])
+    mu = [m.predict(3)["mean"].to_numpy() for m in fitted.models_]
+    sd = [(m.predict(3, quantiles=(0.9,))["q0.9"].to_numpy() - mu[k]) / stats.norm.ppf(0.9)
+          for k, m in enumerate(fitted.models_)]
+    actual = y.to_numpy()[110:113]
+    for h in range(3):
+        def cdf(x, h=h):
+            return 0.3 * stats.norm.cdf(x, mu[0][h], sd[0][h]) + 0.7 * stats.norm.cdf(x, mu[1][h], sd[1][h])
+
+        below = integrate.quad(lambda x: cdf(x) ** 2, -np.inf, actual[h], epsabs=1e-12, limit=200)[0]
+        above = integrate.quad(lambda x: (1 - cdf(x)) ** 2, actual[h], np.inf, epsabs=1e-12, limit=200)[0]
+        assert _crps(a).loc[(0, h + 1)] == pytest.approx(below + above, rel=1e-8)

@@ -9,8 +9,9 @@ of a multivariate target):
   for models whose forecast marginals are Gaussian in closed form (those
   with ``_predict_gaussian``: the baselines ``Naive``, ``SeasonalNaive``,
   ``Drift``, ``Mean``, ``ARIMA``, ``ETS`` with additive errors, ``Theta``,
-  ``LinearGaussianSSM``), so it carries no Monte Carlo noise and needs no
-  sample paths; otherwise the unbiased (``fair``) estimate from the
+  ``LinearGaussianSSM``) and for an ``Ensemble`` of such members (the
+  CRPS of the normal mixture, also closed form), so it carries no Monte
+  Carlo noise and needs no sample paths; otherwise the unbiased (``fair``) estimate from the
   ``n_samples`` joint sample paths of ``model.sample``, whose expectation is
   the same exact CRPS (the plain empirical CRPS is biased upwards by
   ``E|X - X'| / (2 n)``, which would favour closed-form models in a
@@ -39,10 +40,12 @@ handle them in one pass, and each metric is computed once over
 from __future__ import annotations
 
 import copy
+import warnings
 
 import numpy as np
 import pandas as pd
 import torch
+from scipy import special
 
 from tsgen import metrics
 from tsgen.data import SeriesBatch, hold_past, quantile_label
@@ -101,28 +104,65 @@ def _log_scores(model, windows: SeriesBatch, horizon: int, X=None, static=None):
     return metrics.log_score(per_step[rows, last], axis=())
 
 
-def _crps(y, samples, gaussian) -> np.ndarray:
-    """``(origin, horizon)`` CRPS: closed form from ``gaussian`` (means, stds) when given, else from ``samples``."""
+def _abs_normal_mean(mean, std):
+    """``E|Z|`` for ``Z ~ N(mean, std^2)`` (the folded normal's mean)."""
+    safe = np.where(std > 0, std, 1.0)
+    z = mean / safe
+    folded = mean * (2 * special.ndtr(z) - 1) + 2 * safe * np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
+    return np.where(std > 0, folded, np.abs(mean))
+
+
+def _crps_normal_mixture(y, weights, means, stds) -> np.ndarray:
+    """``(origin, horizon)`` CRPS of ``sum_k w_k N(mean_k, std_k^2)`` (means, stds ``(K, origin, horizon, dim)``)
+    averaged over the observed variables: ``E|X - y| - E|X - X'| / 2`` with ``X``, ``X'`` independent draws
+    of the mixture, each term a folded-normal mean (Grimit et al. 2006)."""
+    w = np.asarray(weights, dtype=np.float64).reshape((-1,) + (1,) * (means.ndim - 1))
+    to_y = (w * _abs_normal_mean(y[None] - means, stds)).sum(0)
+    # every pair of components (k, l): X_k - X_l ~ N(mean_k - mean_l, std_k^2 + std_l^2)
+    spread = _abs_normal_mean(means[:, None] - means[None], np.sqrt(stds[:, None] ** 2 + stds[None] ** 2))
+    pairs = (w[:, None] * w[None] * spread).sum((0, 1))
+    with np.errstate(invalid="ignore"), warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # a step with no observed variable: NaN
+        return np.nanmean(to_y - 0.5 * pairs, axis=2)
+
+
+def _crps(y, samples, marginals) -> np.ndarray:
+    """``(origin, horizon)`` CRPS: exact from closed-form ``marginals`` (weights, means, stds) when given, else
+    from ``samples``."""
+    if marginals is None:
+        return metrics.crps_sample(y, samples, axis=2, fair=samples.shape[0] > 1)
+    weights, means, stds = marginals
+    if len(weights) == 1:
+        return metrics.crps_gaussian(y, means[0], stds[0], axis=2)
+    return _crps_normal_mixture(y, weights, means, stds)
+
+
+def closed_form_marginals(model, horizon, history, covariates):
+    """The forecast marginals as a normal mixture ``(weights, means, stds)`` when the model has them in closed
+    form (``_predict_gaussian``, or an ensemble's ``_predict_mixture``), else None."""
+    gaussian = model._predict_gaussian(horizon, history, covariates)
     if gaussian is not None:
-        return metrics.crps_gaussian(y, *gaussian, axis=2)
-    return metrics.crps_sample(y, samples, axis=2, fair=samples.shape[0] > 1)
+        mean, std = (np.asarray(t.detach().cpu().numpy(), dtype=np.float64) for t in gaussian)
+        return np.ones(1), mean[None], std[None]
+    mixture = getattr(model, "_predict_mixture", None)
+    return None if mixture is None else mixture(horizon, history, covariates)
 
 
-def _scores(y, mean, bands, samples, trains, quantiles, season, gaussian=None) -> dict:
+def _scores(y, mean, bands, samples, trains, quantiles, season, marginals=None) -> dict:
     """Every metric of every origin as ``(origin, horizon)`` arrays (averaged over variables).
 
     ``y``, ``mean`` are ``(origin, horizon, dim)``, ``bands`` maps a
     quantile level to its ``(origin, horizon, dim)`` forecast, ``samples``
-    is ``(n_samples, origin, horizon, dim)`` (None with ``gaussian``),
-    ``gaussian`` the exact marginal ``(means, stds)`` or None, ``trains``
-    the NaN-padded histories ``(origin, time, dim)``.
+    is ``(n_samples, origin, horizon, dim)`` (None with ``marginals``),
+    ``marginals`` the exact normal-mixture marginals ``(weights, means,
+    stds)`` or None, ``trains`` the NaN-padded histories ``(origin, time, dim)``.
     """
     scores = {
         "mae": metrics.mae(y, mean, axis=2),
         "rmse": metrics.rmse(y, mean, axis=2),
         "mase": _mase(y, mean, trains, season),
         "smape": metrics.smape(y, mean, axis=2),
-        "crps": _crps(y, samples, gaussian),
+        "crps": _crps(y, samples, marginals),
     }
     if quantiles:
         preds = np.stack([bands[q] for q in quantiles], axis=-1)
@@ -169,16 +209,14 @@ def score_origins(model, values: np.ndarray, index: pd.Index, columns: tuple, sp
     static = None if exog is None else exog.static_rows(len(spans))
     history, covariates = model._conditioning(horizon, window_batch(values, index, columns, spans), X, None, static)
     mean, bands = model._forecast(horizon, history, covariates, levels)
-    gaussian = model._predict_gaussian(horizon, history, covariates)
-    if gaussian is not None:
-        gaussian = tuple(np.asarray(t.detach().cpu().numpy(), dtype=np.float64) for t in gaussian)
+    marginals = closed_form_marginals(model, horizon, history, covariates)
     # closed-form marginals score the CRPS exactly: paths are drawn only when kept
-    draws = model._draw_paths(horizon, n_samples, history, covariates) if gaussian is None or keep_samples else None
+    draws = model._draw_paths(horizon, n_samples, history, covariates) if marginals is None or keep_samples else None
     log_scores = _log_scores(model, window_batch(values, index, columns, [(a, b + horizon) for a, b in spans]), horizon,
                              X, static)
     y = np.stack([values[b : b + horizon] for _, b in spans])
     scores = _scores(y, mean, bands, None if draws is None else draws.swapaxes(0, 1), history.values.numpy(),
-                     quantiles, season, gaussian)
+                     quantiles, season, marginals)
     if log_scores is not None:
         scores["log_score"] = log_scores
     kept = np.stack([mean] + [bands[q] for q in quantiles], axis=-1)

@@ -228,14 +228,23 @@ class Ensemble(BaseForecaster):
         mean = (w * np.stack([mu for mu, _ in members])).sum(0)
         if self.combine == "quantile" or not levels:
             return mean, {q: (w * np.stack([bands[q] for _, bands in members])).sum(0) for q in levels}
-        gaussian = [m._predict_gaussian(horizon, history, covariates) for m in self.models_]
-        if all(g is not None for g in gaussian):
-            means = np.stack([g[0].detach().cpu().numpy() for g in gaussian])
-            stds = np.stack([g[1].detach().cpu().numpy() for g in gaussian])
-            return mean, _mixture_quantiles(self.weights_, means, stds, levels)
+        mixture = self._predict_mixture(horizon, history, covariates)
+        if mixture is not None:
+            return mean, _mixture_quantiles(*mixture, levels)
         draws = self._draw_paths(horizon, self._n_predict_samples, history, covariates)
         qs = np.quantile(draws, levels, axis=1)
         return mean, {q: qs[k] for k, q in enumerate(levels)}
+
+    def _predict_mixture(self, horizon, history, covariates):
+        """The exact marginals ``sum_k w_k N(mean_k, std_k^2)`` as ``(weights (K,), means, stds)`` (each
+        ``(K, series, horizon, dim)``) when every member's are Gaussian in closed form, else None (a backtest
+        then scores its CRPS exactly)."""
+        gaussian = [m._predict_gaussian(horizon, history, covariates) for m in self.models_]
+        if any(g is None for g in gaussian):
+            return None
+        means = np.stack([g[0].detach().cpu().numpy() for g in gaussian])
+        stds = np.stack([g[1].detach().cpu().numpy() for g in gaussian])
+        return self.weights_, means, stds
 
     # --------------------------------------------------------- likelihoods
     def _per_step_log_likelihood(self, data, covariates, **options):
