@@ -345,17 +345,25 @@ class AnomalyDetector(BaseEstimator):
 
     def _set_threshold(self, scores: np.ndarray) -> None:
         q = self.false_alarm_rate
-        n = int(np.sum(~np.isnan(scores)))
+        scored = scores[~np.isnan(scores)]
+        # +-inf are steps the model calls certain or impossible (a point mass, e.g. Naive on a flat line):
+        # SPOT's tail fit uses the finite scores, and the quantile below takes an observed score, not inf - inf
+        finite = scored[np.isfinite(scored)]
+        n = finite.size
         if self.method == "spot":
             # short calibration data: lower SPOT's level until it leaves MIN_PEAKS peaks
             level = min(self.spot_level, 1 - MIN_PEAKS / n) if n else self.spot_level
             if n >= 2 * MIN_PEAKS and q < 1 - level:
-                self.spot_ = SPOT(q, level).fit(scores)
+                self.spot_ = SPOT(q, level).fit(finite if n < scored.size else scores)
                 self.threshold_ = max(self.spot_.threshold_, self._floor())
                 return
-            warnings.warn(f"{n} calibration scores are too few for SPOT at `false_alarm_rate`={q:g}; the threshold "
-                          f"is their {1 - q:g} quantile instead.", UserWarning, stacklevel=3)
-        self.threshold_ = max(float(np.nanquantile(scores, 1 - q)), self._floor())
+            warnings.warn(f"{n} finite calibration scores are too few for SPOT at `false_alarm_rate`={q:g}; the "
+                          f"threshold is their {1 - q:g} quantile instead.", UserWarning, stacklevel=3)
+        if scored.size == 0:
+            self.threshold_ = self._floor()
+            return
+        method = "linear" if n == scored.size else "higher"
+        self.threshold_ = max(float(np.quantile(scored, 1 - q, method=method)), self._floor())
 
     def _floor(self) -> float:
         """Calibrated scores exceed ``-log10(q)`` with probability ``q`` under the null: no threshold goes lower

@@ -23,11 +23,16 @@ from tsgen.data._index import infer_offset
 MAX_GRID_GROWTH = 2.0
 
 
+def _strictly_increasing(index) -> bool:
+    # Under pandas 2 a slice inherits its parent's "has duplicates" flag, so the labels decide.
+    return index.is_monotonic_increasing and (index.is_unique or not index.duplicated().any())
+
+
 def frequency_of(index) -> str | None:
     """The frequency of a regular, strictly increasing time index, else None."""
     if not isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)) or len(index) < 3:
         return None
-    if not (index.is_unique and index.is_monotonic_increasing):
+    if not _strictly_increasing(index):
         return None
     if index.freq is not None:
         return index.freqstr
@@ -60,7 +65,7 @@ def stream_view(data, freq: str | None):
     own = frequency_of(index)
     if own is not None and (freq is None or _same_frequency(own, freq, isinstance(index, pd.PeriodIndex))):
         return data, None
-    if freq is not None and index.is_unique and index.is_monotonic_increasing and len(index):
+    if freq is not None and len(index) and _strictly_increasing(index):
         if isinstance(index, pd.PeriodIndex):
             grid = pd.period_range(index[0], index[-1], freq=freq)
         else:
