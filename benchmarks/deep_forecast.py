@@ -106,7 +106,8 @@ def _run(job: tuple) -> dict:
     if model_name == "ARIMA":
         model = tsgen.ARIMA(order="auto", seasonal_order="auto")
     else:
-        model = getattr(tsgen, model_name)(random_state=seed, progress=False, target_transform=target_transform)
+        options = {} if target_transform == "auto" else {"target_transform": target_transform}  # the default
+        model = getattr(tsgen, model_name)(random_state=seed, progress=False, **options)
     row = evaluate(model, load(dataset))
     print(f"row {model_name} {dataset} {seed}: {row}", file=sys.stderr, flush=True)
     return row

@@ -9,28 +9,18 @@ has no differencing); the full table is ``benchmarks/deep_forecast.py``.
 from __future__ import annotations
 
 import warnings
-from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 import torch
+from test_deep_defaults import _airline, _monthly
 
 import tsgen
 from tsgen.components.scaling import BoxCox, guerrero_lambda
 from tsgen.exceptions import InsufficientDataWarning
 
 SMALL = dict(hidden_dim=8, num_layers=1, max_epochs=3, random_state=0, progress=False)
-
-
-def _airline() -> pd.Series:
-    frame = pd.read_csv(Path(__file__).resolve().parents[1] / "datasets" / "airline_passengers.csv")
-    index = pd.DatetimeIndex(pd.PeriodIndex(frame["month"], freq="M").to_timestamp(), freq="MS")
-    return pd.Series(frame["passengers"].to_numpy(float), index=index)
-
-
-def _monthly(values) -> pd.Series:
-    return pd.Series(values, index=pd.date_range("2000-01-01", periods=len(values), freq="MS"))
 
 
 def _multiplicative(n=120, seed=0) -> pd.Series:
