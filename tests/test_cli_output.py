@@ -161,3 +161,15 @@ def test_a_unique_id_column_is_read_as_a_long_file_without_id_col(tmp_path, caps
     assert main(["forecast", str(data), "--horizon", "1", *NAIVE]) == 2
     assert "a long file, one row per series and time. Name its id column with --id-col (e.g. --id-col store)" \
         in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("freq, start", [("QE", "2003-12-31"), ("QS", "2003-10-01"), ("QS", "2003Q4")])
+def test_backtest_start_is_read_as_the_file_writes_its_times(tmp_path, freq, start):
+    frame = _long(lambda k, n: pd.date_range("2001-03-31" if freq == "QE" else "2001-01-01", periods=n, freq=freq),
+                  n=(16, 18))
+    data, metrics = tmp_path / "long.csv", tmp_path / "m.csv"
+    frame.to_csv(data, index=False)
+    assert main(["-q", "backtest", str(data), "--horizon", "2", "--start", start, "--out", str(metrics), *NAIVE]) == 0
+    cutoffs = pd.read_csv(metrics).groupby("series")["cutoff"].first()
+    last_day = "2003-12-31" if freq == "QE" else "2003-10-01"
+    assert list(cutoffs) == [last_day, last_day]  # the first cutoff is the quarter named, in each series

@@ -176,7 +176,7 @@ def backtest(args) -> int:
     y = _per_column(args, y)
     model = _model(args, y)
     result = run_backtest(
-        model, y, args.horizon, start=args.start, step=args.step, window=args.window, refit=args.refit,
+        model, y, args.horizon, start=_cutoff(args.start, written, _first_index(y)), step=args.step, window=args.window, refit=args.refit,
         season=seasonal_period(_first_index(y)), n_jobs=args.n_jobs, n_samples=args.samples,
         # a bar redrawn with carriage returns only garbles stderr sent to a file or a pipe
         random_state=args.seed, progress=not args.quiet and sys.stderr.isatty(),
@@ -194,6 +194,16 @@ def backtest(args) -> int:
     if args.plot:
         _save_figure(args, result.plot(args.metric), args.plot)
     return 0
+
+
+def _cutoff(start, written, index):
+    """``--start`` given as a time the way the file writes them (``1990-12-31`` for quarters read as periods)
+    as the model's own index holds it: the period it falls in."""
+    if not isinstance(start, str) or not isinstance(index, pd.PeriodIndex):
+        return start
+    stamp = written.parse(start)
+    period = None if stamp is None else pd.Period(stamp, freq=index.freq)
+    return period if period is not None and period in index else start  # else refused, quoting the user's text
 
 
 def detect(args) -> int:

@@ -66,6 +66,15 @@ class TimeFormat:
             return pd.Index(index.strftime(self.pattern), name=name)
         return index.rename(name)
 
+    def parse(self, text: str) -> pd.Timestamp | None:
+        """A time typed on the command line (e.g. ``--start``) as the file writes its times, or None."""
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")  # dateutil's "could not infer format" chatter
+                return pd.to_datetime(text, format=self.pattern) if self.pattern else pd.Timestamp(text)
+        except (ValueError, TypeError):
+            return None
+
     def frame(self, frame: pd.DataFrame) -> pd.DataFrame:
         """A copy of ``frame`` whose time index and time columns (periods or timestamps) read as the input's."""
         out = frame.copy()
