@@ -173,3 +173,16 @@ def test_backtest_start_is_read_as_the_file_writes_its_times(tmp_path, freq, sta
     cutoffs = pd.read_csv(metrics).groupby("series")["cutoff"].first()
     last_day = "2003-12-31" if freq == "QE" else "2003-10-01"
     assert list(cutoffs) == [last_day, last_day]  # the first cutoff is the quarter named, in each series
+
+
+def test_a_long_file_with_extra_columns_forecasts_y(tmp_path, capsys):
+    # statsforecast's df: y is the target, other columns its exogenous variables (which the CLI does not take)
+    frame = _long(lambda k, n: pd.date_range("2001-01-01", periods=n, freq="MS"), n=(30, 32)).assign(price=1.0)
+    data, out = tmp_path / "long.csv", tmp_path / "f.csv"
+    frame.to_csv(data, index=False)
+    assert main(["forecast", str(data), "--horizon", "1", "--out", str(out)]) == 0  # ARIMA: one variable
+    assert "['price'] are not used" in capsys.readouterr().err
+    assert list(pd.read_csv(out).columns[:3]) == ["unique_id", "ds", "mean"]
+    assert main(["-q", "forecast", str(data), "--horizon", "1", "--columns", "y,price", "--out", str(out),
+                 *NAIVE]) == 0
+    assert set(pd.read_csv(out)["variable"]) == {"y", "price"}

@@ -330,8 +330,8 @@ def _regular(values, column: str):
     return values
 
 
-#: the id column of statsforecast's long format, read as one without --id-col
-DEFAULT_ID_COL = "unique_id"
+#: the id and value columns of statsforecast's long format, read as such without --id-col / --columns
+DEFAULT_ID_COL, DEFAULT_VALUE_COL = "unique_id", "y"
 
 
 def default_id_col(path) -> str | None:
@@ -466,6 +466,12 @@ def read_long_as_written(path, id_col: str, time_col: str | None = None, columns
             raise CLIError(f"--columns {missing} not found in {path.name}; columns: {available}.")
     else:
         columns = [c for c in frame.columns if c not in (id_col, time_col)]
+        if DEFAULT_VALUE_COL in columns and len(columns) > 1:
+            # statsforecast's layout: y is the target and the other columns are its exogenous variables
+            others = [str(c) for c in columns if c != DEFAULT_VALUE_COL]
+            print(f"{path.name}: forecasting its {DEFAULT_VALUE_COL!r} column; {others} are not used (the command "
+                  "line takes no covariates; choose value columns with --columns).", file=sys.stderr)
+            columns = [DEFAULT_VALUE_COL]
     if not columns:
         raise CLIError(f"{path.name} has no value column besides {id_col!r} and {time_col!r}.")
     text = [str(c) for c in columns if not _is_number_column(frame[c])]
