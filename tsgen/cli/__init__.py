@@ -30,7 +30,8 @@ def _data_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("file", help="CSV file: a time column and one or more value columns "
                         "(or, with --id-col, a long file: an id, a time and a value column)")
     parser.add_argument("--time-col", help="name of the time column (default: auto-detected)")
-    parser.add_argument("--columns", help="comma-separated value columns (default: all but the time column)")
+    parser.add_argument("--columns", help="comma-separated value columns (default: all but the time and id "
+                        "columns; in a long file with a 'y' column, y alone)")
     parser.add_argument("--id-col", help="long format: the column naming each series (default: unique_id when "
                         "the file has it); every series is forecast and the output is one long CSV keyed by id "
                         "and time")
