@@ -119,6 +119,10 @@ class LinearGaussianSSM(BaseForecaster):
     max_iter, tol : stopping rule (relative change of the log-likelihood).
     random_state : int or None
         Seeds the starting values and ``sample``.
+    device : str or torch.device
+        Where the particle filter and smoother of ``method="smc"`` run
+        (``"cpu"``, ``"cuda"``, ``"auto"``); results come back to the CPU.
+        The Kalman filter, EM and MLE run on the CPU.
 
     Notes
     -----
@@ -152,6 +156,7 @@ class LinearGaussianSSM(BaseForecaster):
         max_iter=100,
         tol=1e-6,
         random_state=None,
+        device="cpu",
     ):
         self.n_dim_state = n_dim_state
         self.transition_matrices = transition_matrices
@@ -167,13 +172,14 @@ class LinearGaussianSSM(BaseForecaster):
         self.max_iter = max_iter
         self.tol = tol
         self.random_state = random_state
+        self.device = device
 
     @classmethod
     def get_test_params(cls):
         return [{"n_dim_state": 2, "max_iter": 5, "random_state": 0}, {"method": "mle", "max_iter": 5}]
 
     @classmethod
-    def from_params(cls, random_state=None, **params) -> "LinearGaussianSSM":
+    def from_params(cls, random_state=None, device="cpu", **params) -> "LinearGaussianSSM":
         """A fitted model with fixed parameters (pykalman names); predict with ``y=``.
 
         Every parameter may have a leading dimension ``n_series`` (the same
@@ -185,7 +191,7 @@ class LinearGaussianSSM(BaseForecaster):
         unknown = set(params) - set(PARAM_NAMES)
         if unknown:
             raise TypeError(f"`from_params` got unknown parameter(s) {sorted(unknown)}; expected {PARAM_NAMES}.")
-        model = cls(**params, em_vars=[], max_iter=0, random_state=random_state)
+        model = cls(**params, em_vars=[], max_iter=0, random_state=random_state, device=device)
         n_dims = np.asarray(params["observation_matrices"]).shape[-2]
         model._set_params(model._initial_params(None, n_dims))
         model.history_ = None
@@ -269,6 +275,9 @@ class LinearGaussianSSM(BaseForecaster):
             raise ValueError(f"`method` must be 'em' or 'mle', got {self.method!r}.")
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 0:
             raise ValueError(f"`max_iter` must be a non-negative integer, got {self.max_iter!r}.")
+        from tsgen.training.device import resolve_device
+
+        resolve_device(self.device)  # a bad `device` is refused at fit, not at the first particle filter
         learned = sorted(self._learned())
         # Start and fit in units where each variable has unit spread, so that
         # no tolerance or floor depends on the data's units; y = scale * y'
@@ -451,23 +460,29 @@ class LinearGaussianSSM(BaseForecaster):
 
     def _particle_filter(self, batch: SeriesBatch, n_particles=None, keep="none", n_trajectories=None):
         """The particle filter (and FFBSi draws when ``n_trajectories``) of the model on the protocol,
-        seeded by ``random_state``; the same path users get for nonlinear models."""
+        seeded by ``random_state``, on ``device``; the same path users get for nonlinear models. Returns CPU
+        tensors."""
         from tsgen.inference.smc.filter import particle_filter
         from tsgen.inference.smc.smoothing import ffbsi
         from tsgen.models._lds_protocol import LinearGaussianModule
-        from tsgen.training import seeded_from
+        from tsgen.protocol import map_state
+        from tsgen.training import resolve_device, seeded_from
         from tsgen.training.randomness import make_generator
 
         self._check_series_count(batch, self.params_)
-        module = LinearGaussianModule(self.params_)
+        device = resolve_device(self.device)
+        params = self.params_._replace(**{name: getattr(self.params_, name).to(device) for name in PARAM_NAMES
+                                          if getattr(self.params_, name) is not None})
+        module = LinearGaussianModule(params)
+        values, mask = batch.values.to(device), batch.mask.to(device)
         n = 1000 if n_particles is None else n_particles
-        with torch.no_grad(), seeded_from(make_generator(self.random_state)):
-            context = module.prepare(batch.values, batch.mask)
-            output = particle_filter(module, batch.values, batch.mask, n_particles=n, keep=keep, context=context)
+        with torch.no_grad(), seeded_from(make_generator(self.random_state), device):
+            context = module.prepare(values, mask)
+            output = particle_filter(module, values, mask, n_particles=n, keep=keep, context=context)
             paths = None
             if n_trajectories is not None:
-                paths = ffbsi(module, output, batch.values, batch.mask, context, n_trajectories)
-        return output, paths
+                paths = ffbsi(module, output, values, mask, context, n_trajectories).cpu()
+        return map_state(output, torch.Tensor.cpu), paths
 
     # ----------------------------------------------------------- save/load
     def _fitted_state(self):
