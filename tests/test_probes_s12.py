@@ -60,6 +60,28 @@ def test_a_series_sliced_past_a_repeated_timestamp_is_accepted():
     assert tsgen.data.regularize(y).index.equals(y.index)
 
 
+def test_the_anomaly_stream_keeps_the_frequency_of_a_series_sliced_past_a_repeated_timestamp():
+    # frequency_of trusted index.is_unique, which a pandas 2 slice inherits: the stream lost its frequency
+    from tsgen.anomaly._stream import frequency_of, stream_view
+
+    y = _sliced_past_a_repeat()
+    assert frequency_of(y.index) == "5min"
+    view, rows = stream_view(y, None)
+    assert rows is None and view.index.equals(y.index)
+
+
+def test_a_jump_on_a_flat_line_is_flagged_under_a_point_mass_model():
+    # Naive on a flat line scores every calibration step -inf: the threshold was NaN and nothing was flagged
+    flat = pd.Series(45.0, index=pd.date_range("2020-01-01", periods=60, freq="D"))
+    jumped = flat.where(np.arange(60) != 30, 80.0)
+    with pytest.warns(UserWarning, match="finite calibration scores are too few"):
+        detector = tsgen.AnomalyDetector(tsgen.Naive()).fit(flat)
+    assert not np.isnan(detector.threshold_)
+    flags = detector.predict(jumped)
+    assert bool(flags.iloc[30])
+    assert not flags.iloc[:30].any()
+
+
 def test_covariates_sliced_past_a_repeated_timestamp_are_matched_by_time():
     y = _sliced_past_a_repeat(44)
     X = (y * 0 + np.arange(44.0)).to_frame("x")
