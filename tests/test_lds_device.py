@@ -45,10 +45,12 @@ def test_the_smc_paths_run_on_the_given_device_and_return_cpu_results(monkeypatc
     assert all(record[3] == torch.float64 for record in seen)
 
 
-@pytest.mark.parametrize("device", ["cuda"])
-def test_the_smc_log_likelihood_on_cuda_agrees_with_the_kalman_filter(device):
-    if not torch.cuda.is_available():
-        pytest.skip("CUDA is not available here; the device plumbing is checked on the CPU above")
+# every device this machine has: the CPU always (so CI runs it), CUDA where a GPU session has one
+DEVICES = ["cpu"] + (["cuda"] if torch.cuda.is_available() else [])
+
+
+@pytest.mark.parametrize("device", DEVICES)
+def test_the_smc_log_likelihood_on_the_device_agrees_with_the_kalman_filter(device):
     y = series(200)
     model = LinearGaussianSSM.from_params(**PARAMS, random_state=0, device=device)
     exact = model.log_likelihood(y)
