@@ -142,3 +142,40 @@ def test_pandas_inputs_are_compared_by_position_and_not_modified():
     pd.testing.assert_series_equal(y, before)
     with pytest.raises(ValueError, match="y_pred"):
         metrics.mape(y, pred.set_axis(pd.period_range("2021-01", periods=3, freq="M")))
+
+
+# ------------------------------------------------------------ crps_normal_mixture
+def test_crps_normal_mixture_of_one_component_is_crps_gaussian():
+    rng = np.random.default_rng(0)
+    y, mean, std = rng.normal(size=(3, 4, 5))
+    std = np.abs(std)
+    std[0, 0] = 0.0  # the point-mass limit too
+    np.testing.assert_allclose(metrics.crps_normal_mixture(y, [1.0], mean[None], std[None], axis=()),
+                               metrics.crps_gaussian(y, mean, std, axis=()), rtol=1e-12, atol=1e-14)
+
+
+def test_crps_normal_mixture_equals_the_integral_of_the_squared_cdf_difference():
+    # CRPS(F, y) = int (F(x) - 1{x >= y})^2 dx, integrated numerically: independent of the folded-normal form
+    from scipy import integrate, stats
+
+    weights, means, stds = np.array([0.3, 0.7]), np.array([-1.0, 2.0]), np.array([0.5, 1.5])
+    for y in (-1.2, 0.4, 3.0):
+        def integrand(x):
+            cdf = float(np.sum(weights * stats.norm.cdf(x, means, stds)))
+            return (cdf - (x >= y)) ** 2
+        exact = sum(integrate.quad(integrand, a, b, limit=200)[0] for a, b in ((-30, y), (y, 30)))
+        found = metrics.crps_normal_mixture(y, weights, means, stds)
+        assert found == pytest.approx(exact, rel=1e-7)
+
+
+def test_crps_normal_mixture_skips_missing_targets_and_refuses_bad_weights_and_shapes():
+    y = np.array([0.0, np.nan, 1.0])
+    means, stds = np.zeros((2, 3)), np.ones((2, 3))
+    per_step = metrics.crps_normal_mixture(y, [0.5, 0.5], means, stds, axis=())
+    assert np.isnan(per_step[1]) and np.isfinite(per_step[[0, 2]]).all()
+    with pytest.raises(ValueError, match="`weights`"):
+        metrics.crps_normal_mixture(y, [0.5, 0.6], means, stds)
+    with pytest.raises(ValueError, match="`means`"):
+        metrics.crps_normal_mixture(y, [0.5, 0.5], np.zeros((3, 3)), stds)
+    with pytest.raises(ValueError, match="`stds`"):
+        metrics.crps_normal_mixture(y, [0.5, 0.5], means, -stds)

@@ -49,6 +49,9 @@ crps_sample
     the unbiased ("fair") ensemble estimator instead.
 crps_gaussian
     closed form for N(mean, std^2) (Gneiting & Raftery 2007).
+crps_normal_mixture
+    closed form for ``sum_k w_k N(mean_k, std_k^2)`` (Grimit et al. 2006),
+    e.g. an ensemble of Gaussian forecasters.
 pinball_loss
     quantile loss rho_q(u) = max(q u, (q - 1) u), u = y - yhat_q, per
     quantile level (no factor 2: at q = 0.5 it is MAE / 2).
@@ -106,6 +109,7 @@ __all__ = [
     "owa",
     "crps_sample",
     "crps_gaussian",
+    "crps_normal_mixture",
     "pinball_loss",
     "interval_coverage",
     "log_score",
@@ -636,6 +640,63 @@ def crps_gaussian(y_true: Any, mean: Any, std: Any, axis: Axis = None) -> float 
     pdf = np.exp(-0.5 * z**2) / np.sqrt(2.0 * np.pi)
     crps = safe_sigma * (z * (2.0 * ndtr(z) - 1.0) + 2.0 * pdf - 1.0 / np.sqrt(np.pi))
     return _mean_observed(np.where(positive, crps, np.abs(y - mu)), observed, axis)
+
+
+def _abs_normal_mean(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """``E|Z|`` for ``Z ~ N(mean, std^2)`` (the folded normal's mean; ``|mean|`` at ``std = 0``)."""
+    safe = np.where(std > 0, std, 1.0)
+    z = mean / safe
+    folded = mean * (2.0 * ndtr(z) - 1.0) + 2.0 * safe * np.exp(-0.5 * z**2) / np.sqrt(2.0 * np.pi)
+    return np.where(std > 0, folded, np.abs(mean))
+
+
+def crps_normal_mixture(y_true: Any, weights: Any, means: Any, stds: Any, axis: Axis = None) -> float | np.ndarray:
+    """CRPS of the mixture ``sum_k w_k N(mean_k, std_k^2)`` in closed form (Grimit et al. 2006).
+
+        CRPS = E|X - y| - E|X - X'| / 2,
+
+    ``X``, ``X'`` independent draws of the mixture; each term is a weighted sum
+    of folded-normal means (``X_k - X_l ~ N(mean_k - mean_l, std_k^2 + std_l^2)``).
+    One component is :func:`crps_gaussian`.
+
+    Parameters
+    ----------
+    y_true : array-like, shape S
+        Targets; NaN marks missing values.
+    weights : array-like, shape (K,)
+        Component weights, non-negative and summing to 1.
+    means, stds : array-like, shape ``(K, *S)`` (or broadcastable to it)
+        Component means and standard deviations (std >= 0).
+    axis : None, int or tuple of int
+        Axes of ``y_true`` to average over.
+    """
+    y, observed = _target(y_true)
+    w = _as_float_array(weights, "weights")
+    if w.ndim != 1 or not len(w) or not np.isfinite(w).all() or (w < 0).any() or not np.isclose(w.sum(), 1.0):
+        raise ValueError(f"`weights` must be a 1-d array of non-negative numbers summing to 1; got {w!r}.")
+    full = (len(w),) + y.shape
+    components = []
+    for name, value in (("means", means), ("stds", stds)):
+        arr = _as_float_array(value, name)
+        try:
+            ok = np.broadcast_shapes(arr.shape, full) == full
+        except ValueError:
+            ok = False
+        if not ok:
+            raise ValueError(f"`{name}` must have shape {full} (one row per weight, then y_true's shape); "
+                             f"got {arr.shape}.")
+        arr = np.broadcast_to(arr, full)
+        if not np.isfinite(arr[:, observed]).all():
+            raise ValueError(f"`{name}` must be finite wherever `y_true` is observed.")
+        components.append(arr)
+    mu, sigma = components
+    if (sigma[:, observed] < 0).any():
+        raise ValueError("`stds` must be >= 0.")
+    w = w.reshape((-1,) + (1,) * y.ndim)
+    to_y = (w * _abs_normal_mean(y[None] - mu, sigma)).sum(0)
+    spread = _abs_normal_mean(mu[:, None] - mu[None], np.sqrt(sigma[:, None] ** 2 + sigma[None] ** 2))
+    pairs = (w[:, None] * w[None] * spread).sum((0, 1))
+    return _mean_observed(to_y - 0.5 * pairs, observed, axis)
 
 
 def pinball_loss(

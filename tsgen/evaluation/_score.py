@@ -5,7 +5,8 @@ of a multivariate target):
 
 - ``mae``, ``rmse``, ``mase``, ``smape`` of the point forecast (the
   predictive mean of ``model.predict``);
-- ``crps``: exact, in closed form (:func:`tsgen.metrics.crps_gaussian`),
+- ``crps``: exact, in closed form (:func:`tsgen.metrics.crps_gaussian`,
+  :func:`tsgen.metrics.crps_normal_mixture`),
   for models whose forecast marginals are Gaussian in closed form (those
   with ``_predict_gaussian``: the baselines ``Naive``, ``SeasonalNaive``,
   ``Drift``, ``Mean``, ``ARIMA``, ``ETS`` with additive errors, ``Theta``,
@@ -40,12 +41,10 @@ handle them in one pass, and each metric is computed once over
 from __future__ import annotations
 
 import copy
-import warnings
 
 import numpy as np
 import pandas as pd
 import torch
-from scipy import special
 
 from tsgen import metrics
 from tsgen.data import SeriesBatch, hold_past, quantile_label
@@ -104,28 +103,6 @@ def _log_scores(model, windows: SeriesBatch, horizon: int, X=None, static=None):
     return metrics.log_score(per_step[rows, last], axis=())
 
 
-def _abs_normal_mean(mean, std):
-    """``E|Z|`` for ``Z ~ N(mean, std^2)`` (the folded normal's mean)."""
-    safe = np.where(std > 0, std, 1.0)
-    z = mean / safe
-    folded = mean * (2 * special.ndtr(z) - 1) + 2 * safe * np.exp(-0.5 * z**2) / np.sqrt(2 * np.pi)
-    return np.where(std > 0, folded, np.abs(mean))
-
-
-def _crps_normal_mixture(y, weights, means, stds) -> np.ndarray:
-    """``(origin, horizon)`` CRPS of ``sum_k w_k N(mean_k, std_k^2)`` (means, stds ``(K, origin, horizon, dim)``)
-    averaged over the observed variables: ``E|X - y| - E|X - X'| / 2`` with ``X``, ``X'`` independent draws
-    of the mixture, each term a folded-normal mean (Grimit et al. 2006)."""
-    w = np.asarray(weights, dtype=np.float64).reshape((-1,) + (1,) * (means.ndim - 1))
-    to_y = (w * _abs_normal_mean(y[None] - means, stds)).sum(0)
-    # every pair of components (k, l): X_k - X_l ~ N(mean_k - mean_l, std_k^2 + std_l^2)
-    spread = _abs_normal_mean(means[:, None] - means[None], np.sqrt(stds[:, None] ** 2 + stds[None] ** 2))
-    pairs = (w[:, None] * w[None] * spread).sum((0, 1))
-    with np.errstate(invalid="ignore"), warnings.catch_warnings():
-        warnings.simplefilter("ignore", RuntimeWarning)  # a step with no observed variable: NaN
-        return np.nanmean(to_y - 0.5 * pairs, axis=2)
-
-
 def _crps(y, samples, marginals) -> np.ndarray:
     """``(origin, horizon)`` CRPS: exact from closed-form ``marginals`` (weights, means, stds) when given, else
     from ``samples``."""
@@ -134,7 +111,7 @@ def _crps(y, samples, marginals) -> np.ndarray:
     weights, means, stds = marginals
     if len(weights) == 1:
         return metrics.crps_gaussian(y, means[0], stds[0], axis=2)
-    return _crps_normal_mixture(y, weights, means, stds)
+    return metrics.crps_normal_mixture(y, weights, means, stds, axis=2)
 
 
 def closed_form_marginals(model, horizon, history, covariates):
