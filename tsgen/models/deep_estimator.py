@@ -73,9 +73,11 @@ Defaults chosen from the data (issue 11, "forecasting that works by default"):
   to use instead.
 
 Before training, a module with a ``scaler``
-(:class:`tsgen.components.scaling.CausalScale`) gets the (differenced)
-training data's mean absolute value as its prior scale ``s_0``, so the
-network works in units-free quantities; data outside the emission's support
+(:class:`tsgen.components.scaling.CausalScale`) gets the training data's
+mean absolute value as its prior scale ``s_0`` (of differenced data, its
+mean absolute increment, which the causal scale then reads too: the mean
+of differences is the series' drift, not its noise), so the network
+works in units-free quantities; data outside the emission's support
 (a count emission on non-integers) is refused with one sentence.
 """
 from __future__ import annotations
@@ -447,6 +449,8 @@ class DeepForecaster(BaseForecaster):
         data = self._model_data(data, training=True)
         scaler = getattr(module, "scaler", None)
         if scaler is not None:
+            # differences carry the series' growth in their mean: their scale reads increments (CausalScale)
+            scaler.increments = self.differencing_ is not None
             scaler.fit_prior(data.values, data.mask)
         batch, valid = self._training_data(data, covariates)
         with torch.no_grad():
@@ -470,6 +474,7 @@ class DeepForecaster(BaseForecaster):
             "training_history": self.training_history_,
             "differencing": None if self.differencing_ is None else self.differencing_.to_meta(),
             "target_transform": None if self.target_transform_ is None else self.target_transform_.to_meta(),
+            "scale_increments": bool(getattr(getattr(self.module_, "scaler", None), "increments", False)),
         }
         tensors = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
         return meta, tensors
@@ -483,6 +488,8 @@ class DeepForecaster(BaseForecaster):
         self.differencing_ = None if differencing is None else LagDifference.from_meta(differencing)
         transform = meta.get("target_transform")
         self.target_transform_ = None if transform is None else BoxCox.from_meta(transform)
+        if getattr(module, "scaler", None) is not None:  # files saved before increments read magnitudes
+            module.scaler.increments = bool(meta.get("scale_increments", False))
         try:
             device = resolve_device(getattr(self, "device", "cpu"))
         except ValueError:  # saved on a GPU machine, loaded on one without
