@@ -33,6 +33,7 @@ the ``n_features_`` columns a model sees).
 """
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 
@@ -418,6 +419,7 @@ class BaseForecaster(BaseEstimator):
     def log_likelihood(self, y, per_step=False, X=None, *, static=None, **options):
         """Total ``log p(y)``, or per-step ``log p(y_t | y_<t)`` as Series when ``per_step``."""
         check_is_fitted(self)
+        self._check_likelihood_options(options)
         data = self._new_series(y, 1)
         covariates = self._covariates(X, data, 0, static=static)
         if not per_step:
@@ -428,6 +430,19 @@ class BaseForecaster(BaseEstimator):
         if per_step:
             return per_step_output(data, per_step_values)
         return float(np.nansum(per_step_values))
+
+    def _check_likelihood_options(self, options: dict) -> None:
+        """Refuse options that ``_log_likelihood`` does not name, listing the ones it takes (a misspelt
+        ``n_particle=`` reached Python's "_log_likelihood() got an unexpected keyword argument")."""
+        parameters = inspect.signature(self._log_likelihood).parameters
+        if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+            return  # the model checks its own options
+        unknown = sorted(set(options) - set(parameters))
+        if unknown:
+            # a leading underscore marks an option the estimator passes itself, not one for the user
+            accepted = [n for n in list(parameters)[2:] if not n.startswith("_")]
+            takes = f"it takes {accepted}" if accepted else "it takes none"
+            raise TypeError(f"{type(self).__name__}.log_likelihood got unknown option(s) {unknown}; {takes}.")
 
     def score(self, y, X=None, *, static=None):
         """Mean log-likelihood per observed value (higher is better)."""

@@ -97,8 +97,24 @@ def validate_index(index: pd.Index, name: str) -> pd.Index:
         return pd.RangeIndex(int(values[0]), int(values[0]) + step * len(values), step)
     raise TypeError(
         f"`{name}` must have a DatetimeIndex, PeriodIndex or integer index, "
-        f"got {type(index).__name__}."
+        f"got {type(index).__name__} of dtype {index.dtype} (first label {index[:1].tolist()[0]!r})"
+        f"{_index_remedy(index, name)}."
     )
+
+
+def _index_remedy(index: pd.Index, name: str) -> str:
+    """How to turn an index of another kind into one tsgen takes: the two that users meet are dates read
+    from a CSV as text and whole years stored as floats (statsmodels' Nile data)."""
+    if pd.api.types.is_float_dtype(index.dtype):
+        values = np.asarray(index, dtype=float)
+        if np.all(np.isfinite(values)) and np.all(values == np.round(values)):
+            return (f"; whole numbers stored as floats (e.g. years) work as integers: "
+                    f"`{name}.index = {name}.index.astype(int)`")
+        return ""
+    if pd.api.types.is_object_dtype(index.dtype) or pd.api.types.is_string_dtype(index.dtype):
+        return (f"; parse text dates first, e.g. `{name}.index = pd.to_datetime({name}.index)` or "
+                f"`pd.PeriodIndex({name}.index, freq=...)`")
+    return ""
 
 
 #: seasonal period of common frequencies (by the first letters of the frequency code)
