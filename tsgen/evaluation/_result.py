@@ -81,7 +81,8 @@ def aggregate(metrics: pd.DataFrame, forecasts: pd.DataFrame, keys: list[str] | 
     with np.errstate(invalid="ignore", divide="ignore"):
         mean = np.where(sums["_weight"] > 0, sums["_total"] / sums["_weight"], np.nan)
     root = sums.index.get_level_values("metric").isin(list(ROOT_MEAN_SQUARE))
-    return pd.Series(np.where(root, np.sqrt(mean), mean), index=sums.index, name="value")
+    # the root only of the rmse rows: another metric's mean may be negative (a log score, -inf on a point mass)
+    return pd.Series(np.where(root, np.sqrt(np.where(root, mean, 0.0)), mean), index=sums.index, name="value")
 
 
 @dataclass(frozen=True)

@@ -24,7 +24,9 @@ of a multivariate target):
   one-step predictive densities (``log_likelihood(per_step=True)``) on the
   training window followed by the scored window, so that the sum over the
   horizon is the joint log predictive density ``-log p(y_{t+1:t+H} | y_{1:t})``
-  of the whole window. Omitted for models without a likelihood.
+  of the whole window. Omitted for models without a likelihood. A
+  forecast that is a point mass (a baseline fitted on a constant window)
+  scores ``-inf`` at a step it lands on and ``+inf`` off it.
 
 These per-step values are summarised over many steps by
 :func:`tsgen.evaluation._result.aggregate` (pooling the points, so the
@@ -100,7 +102,12 @@ def _log_scores(model, windows: SeriesBatch, horizon: int, X=None, static=None):
         return None
     rows = np.arange(len(windows.lengths))[:, None]
     last = windows.lengths.numpy()[:, None] - horizon + np.arange(horizon)[None, :]
-    return metrics.log_score(per_step[rows, last], axis=())
+    densities = np.asarray(per_step[rows, last], dtype=np.float64)
+    # a point mass (a baseline fitted on a constant window) that the step lands on has density +inf, which
+    # log_score refuses as a density; its score is the limit -inf, and the other metrics of the window stand
+    on_mass = densities == np.inf
+    scores = metrics.log_score(np.where(on_mass, np.nan, densities), axis=())
+    return np.where(on_mass, -np.inf, scores)
 
 
 def _crps(y, samples, marginals) -> np.ndarray:

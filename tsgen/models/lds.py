@@ -116,7 +116,9 @@ class LinearGaussianSSM(BaseForecaster):
         ``"all"`` learns all but the offsets.
     method : {"em", "mle"}
         EM with closed-form M-step, or L-BFGS on the exact log-likelihood.
-    max_iter, tol : stopping rule (relative change of the log-likelihood).
+    max_iter, tol : stopping rule (relative change of the log-likelihood;
+        for ``"mle"`` also every partial derivative of the per-value
+        negative log-likelihood at most ``sqrt(tol)``).
     random_state : int or None
         Seeds the starting values and ``sample``.
     device : str or torch.device
@@ -312,7 +314,8 @@ class LinearGaussianSSM(BaseForecaster):
         if not self.converged_ and result.n_iter >= self.max_iter:  # other stops warn where they happen
             warnings.warn(
                 f"{self.method.upper()} stopped after `max_iter`={self.max_iter} iterations before the "
-                f"log-likelihood changed by less than `tol`={self.tol}; raise `max_iter`.",
+                f"log-likelihood changed by less than `tol`={self.tol}"
+                f"{' with a gradient below sqrt(tol)' if self.method == 'mle' else ''}; raise `max_iter`.",
                 ConvergenceWarning,
                 stacklevel=3,
             )

@@ -1,0 +1,65 @@
+"""Regressions found by probing tsgen as a statsmodels / statsforecast user would (stop 13 QA, forecasting)."""
+import numpy as np
+import pandas as pd
+import pytest
+
+import tsgen
+
+
+def _nile() -> pd.Series:
+    from statsmodels.datasets import nile
+
+    volume = nile.load_pandas().data["volume"].to_numpy()
+    return pd.Series(volume, index=pd.period_range("1871", periods=len(volume), freq="Y"))
+
+
+def _flat_then_moving(n_flat=20, n=40):
+    """A daily series that sits at 0 (a product not yet sold, a sensor at rest), then moves."""
+    rng = np.random.default_rng(0)
+    values = np.r_[np.zeros(n_flat), 3.0 + rng.normal(size=n - n_flat).cumsum()]
+    return pd.Series(values, index=pd.date_range("2020-01-01", periods=n, freq="D"))
+
+
+@pytest.mark.parametrize("model", [tsgen.Naive(), tsgen.Drift(), tsgen.Mean()], ids=lambda m: type(m).__name__)
+def test_backtest_of_a_baseline_on_a_flat_history_scores_its_point_mass(model):
+    # a baseline fitted on a constant window predicts a point mass (log density +inf on it); the backtest's
+    # log score refused it ('`log_densities` must be < +inf') and no metric at all came back
+    y = _flat_then_moving()
+    result = tsgen.backtest(model, y, horizon=3, start=10, step=2)
+    scores = result.metrics.pivot_table(index=["origin", "horizon"], columns="metric", values="value", dropna=False)
+    flat = scores.loc[0]  # trained on 10 zeros, forecasting zeros: right with certainty
+    assert (flat["log_score"] == -np.inf).all()
+    np.testing.assert_array_equal(flat["mae"], 0.0)
+    later = scores.loc[scores.index.get_level_values("origin") >= 6]  # windows that move: ordinary scores
+    assert np.isfinite(later["log_score"]).all() and np.isfinite(later["crps"]).all()
+    assert np.isfinite(result.summary(by="horizon")["mae"]).all()
+
+
+def test_conformal_naive_fits_a_series_that_starts_flat():
+    # its calibration backtest died on the same log score
+    y = _flat_then_moving(n_flat=25, n=60)
+    model = tsgen.ConformalForecaster(tsgen.Naive(), horizon=3, n_windows=40).fit(y)
+    forecast = model.predict(3, quantiles=(0.1, 0.9))
+    assert np.isfinite(forecast.to_numpy()).all()
+    assert (forecast["q0.1"] <= forecast["q0.9"]).all()
+
+
+def test_lds_mle_does_not_stop_on_a_plateau_of_the_likelihood():
+    # L-BFGS crossed a flat stretch where one iteration gained 1.5e-7 (relative) and was declared converged
+    # 3.2 log-likelihood units below the optimum it reaches when run on (-640.08 vs -636.93); EM gets -636.93
+    y = _nile()
+    model = tsgen.LinearGaussianSSM(n_dim_state=1, method="mle", random_state=0).fit(y)
+    assert model.converged_
+    assert model.log_likelihood(y) > -636.95
+
+
+def test_lds_mle_still_stops_early_on_a_well_posed_problem():
+    # the stricter stop must not turn an easy fit into a max_iter run: a local level with only the two
+    # variances free converges in a handful of iterations
+    y = _nile()
+    model = tsgen.LinearGaussianSSM(
+        transition_matrices=[[1.0]], observation_matrices=[[1.0]], initial_state_mean=[1120.0],
+        initial_state_covariance=[[1.0]], em_vars=["transition_covariance", "observation_covariance"],
+        method="mle",
+    ).fit(y)
+    assert model.converged_ and model.n_iter_ < 30
