@@ -78,7 +78,31 @@ class SeasonalProfile:
         self.variance = np.ones(self.period)
         self.visits = np.zeros(self.period)
         self.position = 0
-        return np.array([self.step(v) for v in y])
+        # the slots' recursions are independent: run them side by side, one cycle of the stream at a time
+        n_cycles = -(-len(y) // self.period)
+        cycles = np.full(n_cycles * self.period, np.nan)
+        cycles[: len(y)] = y
+        out = np.array([self._visit(row) for row in cycles.reshape(n_cycles, self.period)]).ravel()
+        self.position = len(y)
+        return out[: len(y)]
+
+    def _visit(self, values: np.ndarray) -> np.ndarray:
+        """:meth:`step` for one value per slot at once (NaN: not visited this cycle); the log-densities."""
+        z = (values - self.centre) / self.spread
+        seen = ~np.isnan(z)
+        first = seen & (self.visits == 0)
+        scored = seen & ~first
+        scale = np.sqrt(np.maximum(self.variance, VARIANCE_FLOOR))
+        error = np.where(scored, z - self.mean, 0.0)
+        log_density = np.where(scored, standardised_log_density(error / scale, self.df) - np.log(scale * self.spread),
+                               np.nan)
+        weight = np.maximum(self.rate, 1.0 / (self.visits + 1.0))
+        self.mean = np.where(first, z, np.where(scored, self.mean + weight * error, self.mean))
+        learned = self.variance + weight * (np.minimum(error * error, 100.0 * self.variance) - self.variance)
+        self.variance = np.where(first, np.maximum(z * z, MIN_FIRST_VARIANCE), np.where(scored, learned,
+                                                                                          self.variance))
+        self.visits = self.visits + seen
+        return log_density
 
     def step(self, value: float) -> float:
         """Score ``value`` by its slot's predictive log-density (NaN if missing or the slot is new), then learn."""
