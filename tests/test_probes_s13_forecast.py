@@ -63,3 +63,27 @@ def test_lds_mle_still_stops_early_on_a_well_posed_problem():
         method="mle",
     ).fit(y)
     assert model.converged_ and model.n_iter_ < 30
+
+
+def test_arima_likelihood_is_statsmodels_simple_differencing_one_on_a_series_of_large_level():
+    # the module docstring said statsmodels' exact-diffuse llf equals ours to 1e-6; it is lower by
+    # 0.5 log(2 pi) per differencing state, and statsmodels' default (approximate diffuse) drifts from both
+    # as the level grows (wine sales, level 3e4: 33 log-likelihood units); simple_differencing=True is ours
+    from statsmodels.tsa.statespace.sarimax import SARIMAX
+
+    rng = np.random.default_rng(1)
+    n = 120
+    values = 30000 + 3000 * np.sin(2 * np.pi * np.arange(n) / 12) + 400 * rng.normal(size=n).cumsum()
+    y = pd.Series(values, index=pd.date_range("1990-01-01", periods=n, freq="MS"))
+    model = tsgen.ARIMA(order=(1, 1, 1), seasonal_order=(0, 1, 1, 12)).fit(y)
+    names = SARIMAX(y, order=(1, 1, 1), seasonal_order=(0, 1, 1, 12)).param_names
+    params = np.array([model.params_[name] for name in names])
+
+    def statsmodels_llf(**options):
+        return SARIMAX(y, order=(1, 1, 1), seasonal_order=(0, 1, 1, 12), **options).loglike(params)
+
+    assert model.llf_ == pytest.approx(statsmodels_llf(simple_differencing=True), abs=1e-6)
+    diffuse_states = 1 + 12
+    assert model.llf_ - diffuse_states * 0.5 * np.log(2 * np.pi) == pytest.approx(
+        statsmodels_llf(use_exact_diffuse=True), abs=1e-5)
+    assert abs(model.llf_ - statsmodels_llf()) > 1.0

@@ -9,11 +9,19 @@ Generative model (statsmodels' ``ARIMA`` convention)::
 the exogenous regressors ``X``. The model is run as a linear-Gaussian
 state-space model on the levels (:mod:`._arima_statespace`): the likelihood
 is exact, conditions on the first ``d + sD`` values and equals the exact
-likelihood of the differenced series, i.e. statsmodels' ``llf``. (For d > 0
-statsmodels' exact-diffuse filter reports that number with a round-off
-error of about 1e-6; its ``simple_differencing=True`` form agrees with ours
-to 1e-10.) Missing values after the first ``d + sD`` steps are
-marginalised by the filter.
+likelihood of the differenced series, i.e. statsmodels' ``llf`` (for
+d + D > 0, that of ``SARIMAX(..., simple_differencing=True)``, which
+agrees with ours to 1e-10, as R's ``arima`` and statsforecast do).
+statsmodels' default for d + D > 0 is another number: it starts the
+differencing states from an approximate diffuse prior (variance 1e6) and
+burns the first steps, which is close to ours only while the series'
+level is small against 1e3 (the Nile, about 1e3: 0.01 apart) and drifts
+away, estimates included, as the level grows (monthly wine sales, about
+3e4, ARIMA(2,1,1)(0,1,1,12): -1495.9 here and with
+``simple_differencing=True``, -1528.5 at statsmodels' default fit); its
+``use_exact_diffuse=True`` filter is ours less ``0.5 log(2 pi)`` per
+differencing state (``d + sD`` of them). Missing values after the first
+``d + sD`` steps are marginalised by the filter.
 
 Fitting is maximum likelihood, batched over series: one BFGS with a
 separate inverse Hessian and step length per series, stationarity and
@@ -117,7 +125,10 @@ class ARIMA(BaseForecaster):
         Seed of ``sample`` and of ``log_likelihood(method="smc")``.
 
     ``log_likelihood(y, per_step=False, X=None, method="kalman", n_particles=None)``:
-    ``"kalman"`` (the default) is the exact likelihood; ``"smc"`` estimates it
+    ``"kalman"`` (the default) is the exact likelihood, of the differenced
+    series when d + D > 0 (statsmodels' ``llf`` with
+    ``simple_differencing=True``; its default differs on series of large
+    level, see :mod:`tsgen.models.arima`); ``"smc"`` estimates it
     by a bootstrap particle filter with ``n_particles`` particles (default
     1000) on the model protocol (:mod:`tsgen.protocol`), the route every
     latent model takes: the total is the log of an unbiased estimate of
