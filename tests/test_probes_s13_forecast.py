@@ -87,3 +87,18 @@ def test_arima_likelihood_is_statsmodels_simple_differencing_one_on_a_series_of_
     assert model.llf_ - diffuse_states * 0.5 * np.log(2 * np.pi) == pytest.approx(
         statsmodels_llf(use_exact_diffuse=True), abs=1e-5)
     assert abs(model.llf_ - statsmodels_llf()) > 1.0
+
+
+def test_automatic_arima_names_the_series_whose_first_steps_are_missing():
+    # the seasonal search fits each (d, D) group apart and named the culprit by its row in the group:
+    # 'series 1' for the third series (the first, too short for a seasonal difference, is in another group)
+    rng = np.random.default_rng(0)
+    base = 100 + rng.normal(size=60).cumsum() + 5 * np.sin(np.arange(60) * 2 * np.pi / 12)
+    index = pd.date_range("2020-01-01", periods=60, freq="MS")
+    late_start = pd.Series(np.r_[np.full(20, np.nan), base[20:]], index=index)
+    panel = [pd.Series(base[:13], index=index[:13]), pd.Series(base, index=index), late_start]
+    with pytest.raises(ValueError, match=r"`y` series 2 has a missing value among its first d \+ s\*D = 13 steps"
+                                         r".*first_valid_index"):
+        tsgen.ARIMA(order="auto", seasonal_order="auto").fit(panel)
+    with pytest.raises(ValueError, match=r"`y` series 2 .*first_valid_index"):
+        tsgen.ARIMA(order=(0, 1, 1)).fit(panel)

@@ -39,7 +39,9 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from tsgen.models._arima_fit import FitResult, check_identifiable, difference, fit_spec, regressors
+from tsgen.models._arima_fit import (
+    FitResult, check_identifiable, check_initial_observed, difference, fit_spec, regressors,
+)
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_start import hannan_rissanen
 from tsgen.models._arima_unitroot import choose_d, choose_D
@@ -446,6 +448,8 @@ def auto_fit(
             D = choose_D(x, s, opts.max_D)
         xs = x[s * D:] - x[: len(x) - s * D] if D else x
         d = opts.order[1] if opts.order is not None else choose_d(xs, opts.max_d)
+        # here, while the row is still the user's series number (the search fits each (d, D) group apart)
+        check_initial_observed(ArimaSpec(0, d, 0, 0, D, 0, s, None, n_exog), y[i : i + 1], series=[i])
         groups.setdefault((d, D), []).append(i)
     results = []
     for (d, D), rows in groups.items():

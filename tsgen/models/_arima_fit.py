@@ -47,13 +47,16 @@ def difference(spec: ArimaSpec, values: Tensor) -> Tensor:
     return torch.as_tensor(spec.difference(moved.numpy())).movedim(-1, 1)
 
 
-def check_initial_observed(spec: ArimaSpec, y: Tensor) -> None:
+def check_initial_observed(spec: ArimaSpec, y: Tensor, series=None) -> None:
+    """Refuse a row of ``y`` with a missing value among its first ``d + s*D`` steps; ``series`` numbers the
+    rows as the user does when ``y`` holds a subset of them."""
     n = spec.n_integration
     if n and not bool(torch.isfinite(y[:, :n]).all()):
         bad = int(torch.nonzero(~torch.isfinite(y[:, :n]).all(1))[0, 0])
         raise ValueError(
-            f"`y` series {bad} has a missing value among its first d + s*D = {n} steps; the "
-            "ARIMA likelihood conditions on them, so they must be observed."
+            f"`y` series {bad if series is None else series[bad]} has a missing value among its first "
+            f"d + s*D = {n} steps; the ARIMA likelihood conditions on them, so they must be observed (a series "
+            "that starts late can start at its first value: y.loc[y.first_valid_index():])."
         )
 
 
