@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
-from test_anomaly_profile import _daily
 from test_anomaly_stream import _ar
 
 import tsgen

@@ -15,7 +15,7 @@ from tsgen.anomaly._online import OnlineAR
 from tsgen.anomaly._profile import SeasonalProfile
 from tsgen.anomaly._reset import LevelShiftBOCPD
 from tsgen.anomaly._spot import MIN_PEAKS, SPOT, _check_probability
-from tsgen.anomaly._stream import frequency_of, season_length, stream_view
+from tsgen.anomaly._stream import check_values, frequency_of, season_length, stream_view
 from tsgen.base import BaseForecaster, _decode, _encode, register_saveable, saved_class, write_payload
 from tsgen.data import SeriesBatch, future_index, to_series_batch
 
@@ -87,8 +87,10 @@ class AnomalyDetector(BaseEstimator):
         re-estimated online (``online="rls"``, with the lags of the natural
         cycle of the index: a day for sub-daily data, a week for daily
         data), Student-t errors (robust to outliers), a time-of-day profile
-        scored beside it (``profile``), and calibrated two-tailed scores
-        (``calibration="likelihood"``, ``tails="both"``).
+        and the value's rank scored beside it (``profile``, ``marginal``),
+        calibrated two-tailed scores (``calibration="likelihood"``,
+        ``tails="both"``), and one flag per episode (``onset_window``,
+        ``suppress``).
     method : {"spot", "quantile"}
         How the threshold is set from the training scores.
     false_alarm_rate : float
@@ -543,6 +545,7 @@ class AnomalyDetector(BaseEstimator):
         """
         check_is_fitted(self)
         combined = self._continue(y_new)
+        check_values(y_new, "y_new")
         n_new = len(y_new)
         online = self._online()
         shifts = np.zeros(n_new)
