@@ -137,7 +137,9 @@ class ARIMA(BaseForecaster):
 
     Fitted attributes (one value per series, a list when ``fit`` got a list):
     ``order_``, ``seasonal_order_``, ``trend_``, ``params_`` (dict name -> value,
-    statsmodels' names), ``llf_``, ``aic_``, ``aicc_``, ``bic_``, ``sigma2_``,
+    statsmodels' names, except that a regressor is ``x.<column>`` after
+    ``X``'s column where statsmodels writes the bare column name; ``x1``,
+    ``x2``, ... for unnamed columns), ``llf_``, ``aic_``, ``aicc_``, ``bic_``, ``sigma2_``,
     ``converged_``.
     """
 
