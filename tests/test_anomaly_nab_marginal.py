@@ -125,3 +125,18 @@ def test_predict_applies_the_same_suppression():
 def test_bad_marginal_or_suppress_is_refused_by_name(params, name):
     with pytest.raises(ValueError, match=f"`{name}`"):
         AnomalyDetector(**params).fit(_hourly(_ar(300)))
+
+
+def test_a_detector_saved_before_the_marginal_tail_and_suppression_loads_and_streams():
+    y = _hourly(_ar(1200, seed=9))
+    detector = AnomalyDetector(marginal=False).fit(y.iloc[:800])
+    meta, tensors = detector._to_payload()
+    # what an older file lacks: the marginal entry and the suppression state
+    del meta["marginal"], tensors["since_flag"]
+    for key in ("marginal", "suppress"):
+        meta["params"].pop(key, None)
+    restored = AnomalyDetector._from_payload(meta, tensors)
+    assert restored.marginal_likelihood_ is None and restored.since_flag_ == np.inf
+    expected = detector.update(y.iloc[800:])
+    np.testing.assert_allclose(restored.update(y.iloc[800:])["score"].to_numpy(), expected["score"].to_numpy(),
+                               rtol=1e-12)

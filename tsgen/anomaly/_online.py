@@ -224,9 +224,10 @@ class OnlineAR:
                 "scalars": np.array([self.variance, self.centre, self.spread, self.seen], dtype=np.float64)}
 
     def restore(self, state: dict) -> "OnlineAR":
-        self.theta = np.asarray(state["theta"], dtype=np.float64)
-        self.P = np.asarray(state["P"], dtype=np.float64)
-        self.buffer = np.asarray(state["buffer"], dtype=np.float64)
+        # copies: the learner updates its buffer in place, and a state may share memory with another learner's
+        self.theta = np.array(state["theta"], dtype=np.float64)
+        self.P = np.array(state["P"], dtype=np.float64)
+        self.buffer = np.array(state["buffer"], dtype=np.float64)
         variance, centre, spread, seen = (float(v) for v in np.asarray(state["scalars"]))
         self.variance, self.centre, self.spread, self.seen = variance, centre, spread, int(seen)
         if self.theta.shape != (self.n_features,) or self.P.shape != (self.n_features,) * 2:
