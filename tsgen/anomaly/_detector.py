@@ -520,7 +520,8 @@ class AnomalyDetector(BaseEstimator):
         return scores
 
     def predict(self, y, X=None) -> pd.Series:
-        """Boolean Series: True where the score exceeds ``threshold_`` (missing steps are False)."""
+        """Boolean Series: True where the score exceeds ``threshold_`` at an episode's onset (``onset_window``) and
+        no earlier step within ``suppress`` rows was flagged; missing steps are False."""
         scores = self.score(y, X)
         flags = scores > self.threshold_
         window = self._onset_window()
