@@ -102,3 +102,30 @@ def test_automatic_arima_names_the_series_whose_first_steps_are_missing():
         tsgen.ARIMA(order="auto", seasonal_order="auto").fit(panel)
     with pytest.raises(ValueError, match=r"`y` series 2 .*first_valid_index"):
         tsgen.ARIMA(order=(0, 1, 1)).fit(panel)
+
+
+@pytest.mark.parametrize("form", ["MNN", "MAdN", "MAA"])
+def test_ets_multiplicative_error_mean_is_the_exact_point_forecast(form):
+    # with a multiplicative error but additive (or no) trend and season the states are linear in y, so the
+    # conditional mean is the point forecast (Hyndman et al. 2008, class 2), statsmodels' mean; predict gave
+    # the average of its 500 simulated paths instead (Nile MAdN, h=12: 825.15 against 834.91, and another
+    # random_state another mean)
+    from statsmodels.tsa.exponential_smoothing.ets import ETSModel
+
+    y = _nile() if form != "MAA" else _nile().set_axis(pd.period_range("1871Q1", periods=100, freq="Q"))
+    means = [tsgen.ETS(model=form, random_state=seed).fit(y).predict(12)["mean"].to_numpy() for seed in (0, 1)]
+    np.testing.assert_array_equal(means[0], means[1])
+    model = tsgen.ETS(model=form, random_state=0).fit(y)
+    reference = ETSModel(y.astype(float), error="mul", trend="add" if form != "MNN" else None,
+                         damped_trend=form == "MAdN", seasonal="add" if form == "MAA" else None,
+                         seasonal_periods=4 if form == "MAA" else None)
+    params = np.array([model.params_[name] for name in reference.param_names])
+    np.testing.assert_allclose(means[0], reference.smooth(params).forecast(12).to_numpy(), rtol=1e-9)
+
+
+def test_ets_multiplicative_season_mean_is_exact_within_one_season():
+    # up to h = m the seasonal factor is known at the origin, so the mean is the point forecast there too
+    y = _nile().set_axis(pd.period_range("1871Q1", periods=100, freq="Q"))
+    means = [tsgen.ETS(model="MAM", random_state=seed).fit(y).predict(8)["mean"].to_numpy() for seed in (0, 1)]
+    np.testing.assert_array_equal(means[0][:4], means[1][:4])
+    assert not np.array_equal(means[0][4:], means[1][4:])  # beyond, the mean of products is simulated

@@ -16,7 +16,11 @@ trend and season are linear-Gaussian state-space models, ``x_t = F x_{t-1}
 + g eps_t``, ``y_t = w' x_{t-1} + eps_t``, with exact Gaussian forecasts
 ``N(w' F^{h-1} x_T, sigma^2 (1 + sum_{j<h} c_j^2))``,
 ``c_j = alpha + beta (phi + ... + phi^j) + gamma [j = 0 mod m]``; the others
-are nonlinear and are forecast by simulating the recursion.
+are nonlinear and their quantiles are simulated by running the recursion.
+Their mean is the point forecast where that is exact (statsmodels' mean):
+at every step unless the trend or the season multiplies, up to ``h = m``
+under a multiplicative season; elsewhere (a multiplicative trend, a
+multiplicative season beyond one period) the average of the paths.
 
 The likelihood is statsmodels' (``sigma^2`` concentrated out), so fixed
 parameters give ``ETSModel.loglike``'s numbers (statsmodels itself takes no
@@ -386,13 +390,21 @@ class ETS(BaseForecaster):
         """Exact Gaussian quantiles for the linear forms; simulated ones for the others."""
         mean = np.zeros((history.n_series, horizon, 1))
         bands = {q: np.zeros_like(mean) for q in levels}
-        nonlinear = []
+        nonlinear, exact_means = [], []
         for form, rows, sm, x0 in self._groups(history.n_series):
             _, final, _ = self._run(form, rows, sm, x0, history)
-            if not form.linear:
+            if not form.linear and form.trend == 2:
                 nonlinear.append(rows)
                 continue
             point = kernels.point_forecasts(sm, final, form.trend, form.season, form.period, horizon)
+            if not form.linear:
+                # With a multiplicative error the states stay linear in y unless the trend or season multiplies,
+                # so the point forecast is the conditional mean (Hyndman et al. 2008, class 2), as statsmodels
+                # reports it, not only the average of the simulated paths; a multiplicative season multiplies a
+                # factor that is still known at the origin up to h = m.
+                nonlinear.append(rows)
+                exact_means.append((rows, point[:, : horizon if form.season != 2 else form.period]))
+                continue
             std = np.sqrt(self._sigma2_rows(rows, history.n_series)[:, None] * self._variance_factors(
                 form, sm, horizon))
             mean[rows, :, 0] = point
@@ -406,6 +418,8 @@ class ETS(BaseForecaster):
             qs = np.quantile(draws[rows], levels, axis=1)
             for k, q in enumerate(levels):
                 bands[q][rows] = qs[k]
+            for rows, point in exact_means:
+                mean[rows, : point.shape[1], 0] = point
         return mean, bands
 
     def _predict_gaussian(self, horizon, history, covariates):
