@@ -129,3 +129,17 @@ def test_ets_multiplicative_season_mean_is_exact_within_one_season():
     means = [tsgen.ETS(model="MAM", random_state=seed).fit(y).predict(8)["mean"].to_numpy() for seed in (0, 1)]
     np.testing.assert_array_equal(means[0][:4], means[1][:4])
     assert not np.array_equal(means[0][4:], means[1][4:])  # beyond, the mean of products is simulated
+
+
+def test_a_long_frame_whose_every_series_has_a_gap_is_refused_for_its_gaps():
+    # the message said no series had 'a regular run of at least 3 timestamps' of a frame whose series each
+    # had runs of 5 to 24 regular days and one missing day; the frequency is inferred from a whole series
+    rng = np.random.default_rng(0)
+    index = pd.date_range("2020-01-01", periods=30, freq="D")
+    frame = pd.concat([pd.DataFrame({"unique_id": key, "ds": index, "y": rng.normal(size=30)}).drop(5 + i)
+                       for i, key in enumerate("abc")])
+    with pytest.raises(ValueError, match=r"every series of `y` with 3 or more timestamps has gaps or irregular"
+                                         r" steps.*regularize") as error:
+        tsgen.Naive().fit(frame)
+    assert "regular run" not in str(error.value)
+    assert len(tsgen.Naive().fit(tsgen.data.regularize(frame)).predict(2)) == 6

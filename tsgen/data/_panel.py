@@ -311,14 +311,19 @@ def _series_indexes(ids, times: pd.Index, keys: np.ndarray, bounds: np.ndarray, 
 
 def _common_offset(ids, times: pd.Index, spans: list, name: str):
     """The frequency of the first series (in id order) from which one can be inferred."""
+    long_enough = False
     for a, b in spans:
         if b - a >= 3:
+            long_enough = True
             inferred = infer_offset(times[a:b])
             if inferred is not None:
                 return inferred
+    # a frequency is read off a whole series, so a gap anywhere in it counts, however long its regular runs
+    reason = (f"every series of `{name}` with 3 or more timestamps has gaps or irregular steps" if long_enough
+              else f"`{name}` has no series with 3 or more timestamps")
     raise ValueError(
-        f"`{name}` has no series with a regular run of at least 3 timestamps from which to infer the frequency: "
-        "give it, e.g. `tsgen.data.from_long(frame, freq='D')` as `y`, or fill the gaps with tsgen.data.regularize."
+        f"{reason}, so its frequency cannot be inferred: give it, e.g. `tsgen.data.from_long(frame, freq='D')` "
+        f"as `{name}`, or fill the gaps with tsgen.data.regularize."
     )
 
 
