@@ -313,3 +313,11 @@ def test_an_infinite_or_text_value_in_the_stream_is_refused_and_leaves_the_detec
         detector.update(pd.Series(["high"], index=y.index[600:601]))
     out = detector.update(y.iloc[600:])
     assert out["score"].notna().all()
+
+
+def test_online_rls_takes_the_documented_order():
+    """online='rls': AR order p + d + q of an ARIMA model, else 3 (the docstring); ETS/LDS templates got 1."""
+    y = _wti().iloc[:400]
+    assert AnomalyDetector(tsgen.ARIMA((1, 1, 1)), online="rls").fit(y).online_.order == 3
+    assert AnomalyDetector(tsgen.ARIMA((1, 0, 0)), online="rls").fit(y).online_.order == 1
+    assert _quiet(AnomalyDetector(tsgen.ETS(), online="rls").fit, y).online_.order == 3

@@ -430,7 +430,7 @@ class AnomalyDetector(BaseEstimator):
     def _online_learner(self, view) -> OnlineAR:
         order = getattr(self.model_, "order", None)
         p = int(sum(order)) if isinstance(order, tuple) and len(order) == 3 and all(is_int(v) for v in order) else 0
-        p = min(max(p, 3 if self._auto else 1), 10)
+        p = min(p, 10) if p else 3  # an order-free template (ETS, LDS, deep): the docstring's 3 lags
         seasonal = getattr(self.model_, "seasonal_order", None)
         period = int(seasonal[3]) if isinstance(seasonal, tuple) and len(seasonal) == 4 and seasonal[3] > 1 else None
         if period is None:
