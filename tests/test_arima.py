@@ -150,7 +150,7 @@ def test_mle_reaches_statsmodels_optimum(request, name, order, seasonal_order, t
         np.testing.assert_allclose(ours[:-1], theirs[:-1], atol=1e-3)
         assert ours[-1] == pytest.approx(theirs[-1], rel=1e-3)
     levels = sm_fit(y, order=order, seasonal_order=seasonal_order, trend=trend)
-    assert model.llf_ >= levels.llf - 1e-4 or name == "nile"  # Nile: statsmodels' approximate diffuse start (module doc)
+    assert model.llf_ >= levels.llf - 1e-4 or name == "nile"  # Nile: statsmodels' approximate diffuse (module doc)
 
 
 @pytest.mark.parametrize("name,order,seasonal_order,trend", [CASES[0], CASES[2]])
