@@ -96,8 +96,9 @@ class AnomalyDetector(BaseEstimator):
     false_alarm_rate : float
         Target probability that a normal step is flagged. The default 1e-4
         (1e-2 before issue 13) is what monitoring streams need: on the NAB
-        dev subset the default detector's own flags score 23.0 (standard
-        profile; ``benchmarks/nab.py``'s "own flags") at 1e-4.
+        dev subset the default detector's own flags score 34.5 (standard
+        profile; ``benchmarks/nab.py``'s "own flags") at 1e-4 (27.2 before
+        SPOT set aside the anomalies of its calibration scores).
     window : int
         Number of steps the scores are averaged over (1 = pointwise).
     spot_level : float
