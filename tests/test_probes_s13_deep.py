@@ -48,3 +48,17 @@ def test_dates_read_as_text_name_the_parse():
     # pandas 3 reads text as its own string dtype ("str"), pandas 2 as object
     with pytest.raises(TypeError, match=r"dtype (object|str) \(first label '2000-01-01'\).*pd.to_datetime"):
         tsgen.RNNForecaster(max_epochs=1, progress=False).fit(y)
+
+
+def test_cli_help_gives_deepstate_s_season_default_as_the_estimator_has_it():
+    # `tsgen models` said "--season-length seasonal period (default none)"; DeepState's default is "auto",
+    # the season of the data's frequency, and the command line leaves it at that
+    from tsgen.cli._registry import MODELS
+
+    entry = MODELS["deepstate"]
+    (option,) = [o for o in entry.options if o.flag == "--season-length"]
+    assert "none" not in option.help and "frequency" in option.help
+    assert "season_length" not in entry.fixed
+    assert tsgen.DeepState().get_params()["season_length"] == "auto"
+    model = entry.build(12, {}, random_state=0)
+    assert model.get_params()["season_length"] == "auto"

@@ -124,7 +124,8 @@ MODELS: dict[str, ModelEntry] = {
             "DeepState (Rangapuram et al. 2018): an LSTM over covariates emits a level-trend(-seasonal) "
             "linear-Gaussian model per step; exact Kalman likelihood.",
             (
-                Option("--season-length", "season_length", int, "seasonal period (default none)"),
+                Option("--season-length", "season_length", int,
+                       "seasonal period (default: from the frequency, e.g. 12 for monthly data)"),
                 Option("--max-epochs", "max_epochs", int, "training epochs (default 50)"),
             ),
             fixed={"max_epochs": 50, "progress": True},
