@@ -23,12 +23,18 @@ Training (``objective``):
 
 - ``"pgas"`` (the paper's, the default): particle Gibbs with ancestor
   sampling draws a latent path ``z* ~ p(z_{1:T} | x_{1:T})`` for each
-  training window (a bootstrap filter's genealogy, then ``sweeps``
-  conditional SMC sweeps at the current parameters), and the parameters take
-  a gradient step on the complete-data log-likelihood ``log p(x, z*)``
-  (Fisher's identity: its expectation under the posterior is the gradient of
-  ``log p(x)``: a stochastic EM). The chains restart from a filter draw for
-  every minibatch (windows are reshuffled, so no chain persists). The guide
+  training window, and the parameters take a gradient step on the
+  complete-data log-likelihood ``log p(x, z*)`` (Fisher's identity: its
+  expectation under the posterior is the gradient of ``log p(x)``: a
+  stochastic EM). As in the paper's Algorithm 1 the chains persist
+  (``persistent_chains=True``): each window keeps its last draw between
+  epochs (:class:`tsgen.inference.smc.pmcmc.PathStore`, keyed by the
+  training loop's window identity ``SequenceBatch.index`` and checked
+  against the window's observations), and a visit runs ``sweeps`` (one)
+  conditional SMC sweeps from it at the current parameters; only the first
+  visit starts from a bootstrap filter's genealogy. ``persistent_chains=False``
+  restarts every minibatch from a filter's draw (the former default, with
+  ``sweeps=2``: about 2.3 sweeps' cost a visit against one). The guide
   is fitted to the same draws by maximum likelihood, ``log q(z*_t | h*_t,
   x_t)`` with ``h*`` held fixed (its gradient moves the guide only), so
   forecasting and scoring filters can propose from it.
@@ -45,7 +51,12 @@ epochs the model was still at the independent-Bernoulli baseline (IWAE
 IWAE 9.84 and guided SMC 8.90 against 10.73 (20 test chorales), at about
 ten times the ELBO's cost per epoch. ``objective="elbo"`` (with the latent
 estimators' KL warm-up) reached 10.05 (IWAE) and 9.97 (SMC) against 11.06
-on the whole test set in the same 30 epochs.
+on the whole test set in the same 30 epochs. Persistent chains against the
+former restarts (a filter and two sweeps a visit), 10 epochs each, the two
+runs side by side on the shared machine (``polyphonic.py --epochs 10
+--test-sequences 20``): 1000 s against 1760 s of training, and both still at
+the baseline (IWAE / SMC 10.742 / 10.742 against 10.733 / 10.734; baseline
+10.730): 10 epochs are too few to tell their learning apart.
 
 Ancestor sampling on a non-Markov latent. :func:`tsgen.inference.smc.pgas`
 refuses models without a Markov latent: the reference's new ancestor ``i``
@@ -74,11 +85,18 @@ draw is); at random initialisation on JSB it changed the same share of the
 reference's steps per sweep (93%) as the Gibbs draw, and a sweep took
 0.64 CPU s against 1.13 (1.23 before the exact changes below; one JSB
 batch of 20 chorales, latent 16, hidden 64, 16 particles). It is not the
-default: in the small PGAS learning test of ``tests/test_lstm_ssm.py``
-(latent 2, 8 particles, one sweep, lag 2, 30 epochs) the Gibbs draw took
-the training loss from 6.33 to 1.67 nats a step, the moves from 6.21 to 5.94;
-whether that is slower mixing or one unlucky run, and how it shows on JSB,
-is still to be measured. Exact in either
+default. In the small PGAS learning test of ``tests/test_lstm_ssm.py``
+(latent 2, 8 particles, one sweep, lag 2, 30 epochs) the restarting Gibbs
+sampler took the training loss from 6.33 to 1.67 nats a step, the moves
+from 6.21 to 5.94, and persistent Gibbs chains from 6.33 to 6.01; but the
+restarts' fall was the transition's own entropy, not the data: on that fit
+``-log f(z* | h*)`` fell to 0.16 nats a step (0.265 the transition's mean
+sd) against 2.22 (0.752) with persistent chains, ``-log g(x | z*)`` was 3.84
+both ways, and the held-out log-likelihoods agreed within their noise (guided
+SMC -26.4 and -25.5 over 24 months; measured while differenced data were still scaled by their
+magnitudes, not increments). Likely because a restart's draw is
+mostly a bootstrap filter's, which favours paths typical of the current
+transition, and the transition then narrows onto them (not tested further). Exact in either
 mode (Gibbs sweeps returned the same paths as the earlier code, bit for
 bit, in every case compared): the look-ahead's input projections of
 ``z*`` are computed once per sweep, ``f`` reads all look-ahead steps in one
@@ -104,6 +122,7 @@ from tsgen.components.transitions import TransitionComponent, latent_pair, learn
 from tsgen.exceptions import NumericalError
 from tsgen.inference.elbo import logmeanexp, prefix_increments, valid_steps
 from tsgen.inference.smc.filter import particle_filter
+from tsgen.inference.smc.pmcmc import PathStore
 from tsgen.inference.smc.resampling import normalise, resampler
 from tsgen.inference.smc.smoothing import _sample_index, trace_genealogy
 from tsgen.models.latent_estimator import LatentForecaster
@@ -151,7 +170,10 @@ class LSTMSSMModule(SequentialModel):
     scaling : bool or {"auto"}
     scale_window : int
     sweeps : int >= 0
-        Conditional SMC sweeps per PGAS draw (after the filter's first path).
+        Conditional SMC sweeps per PGAS draw (after the filter's first path, or from the stored path).
+    persistent_chains : bool
+        Keep each training sequence's draw between visits (:attr:`chains`, keyed by ``SequenceBatch.index``)
+        and continue its chain from there, instead of a new filter draw at every visit.
     ancestor_lag : int >= 1
         ``L``, the steps of the reference's future read by ancestor sampling.
     ancestor_proposals : int >= 1 or None
@@ -163,12 +185,16 @@ class LSTMSSMModule(SequentialModel):
     causal_proposal = "guided"
 
     def __init__(self, data_dim, latent_dim, hidden_dim, feature_dim, emission="normal", scaling="auto",
-                 scale_window=64, sweeps=2, ancestor_lag=8, transition="gaussian", ancestor_proposals=None):
+                 scale_window=64, sweeps=1, ancestor_lag=8, transition="gaussian", ancestor_proposals=None,
+                 persistent_chains=True):
         super().__init__()
         D, Z, H, Fw = (int(v) for v in (data_dim, latent_dim, hidden_dim, feature_dim))
         self.data_dim, self.latent_dim = D, Z
         self.sweeps, self.ancestor_lag = int(sweeps), int(ancestor_lag)
         self.ancestor_proposals = None if ancestor_proposals is None else int(ancestor_proposals)
+        self.persistent_chains = bool(persistent_chains)
+        #: each training sequence's last PGAS draw (training state: not in the state dict, cleared after a fit)
+        self.chains = PathStore()
         self.rnn = RecurrentCell("lstm", Z, H)
         self.prior = learned_prior(transition, Z, H, Fw, use_previous=False)
         self.phi_x = MLP(3 * D, [Fw], Fw, final_activation=torch.nn.ReLU)
@@ -345,20 +371,61 @@ class LSTMSSMModule(SequentialModel):
         return self._prior_log_density(torch.stack(hs), future).sum(0)
 
     def posterior_draw(self, values: Tensor, mask: Tensor, n_particles: int, sweeps: int | None = None,
-                       context: Context | None = None) -> Tensor:
-        """A latent path per series ``(B, T, Z)`` from particle Gibbs with ancestor sampling: a bootstrap
-        filter's genealogy, then ``sweeps`` (default the module's) conditional sweeps. No gradients."""
+                       context: Context | None = None, index: Tensor | None = None) -> Tensor:
+        """A latent path per series ``(B, T, Z)`` from particle Gibbs with ancestor sampling: ``sweeps``
+        (default the module's) conditional sweeps from the series' stored path, or from a bootstrap filter's
+        genealogy on its first visit. ``index`` ``(B,)`` names the series (``SequenceBatch.index``); without it,
+        or without ``persistent_chains``, every call starts from a filter. No gradients."""
         sweeps = self.sweeps if sweeps is None else sweeps
+        steps = values.shape[1]
         with torch.no_grad():
             context = self.prepare(values, mask) if context is None else context
-            out = particle_filter(self, values, mask, n_particles=n_particles, proposal="bootstrap",
-                                  keep="particles", context=context)
-            final = _sample_index(out.log_weights, dim=0).unsqueeze(0)
-            reference = trace_genealogy(out.z, out.ancestors, final)[0]
+            persistent = index is not None and self.persistent_chains
+            if persistent:
+                prints = PathStore.fingerprint(values, mask)
+                reference, held = self.chains.recall(index, prints, steps, self.latent_dim, values.dtype)
+                fresh = held == 0
+            if not persistent or bool(fresh.all()):
+                reference = self._filter_path(values, mask, n_particles, context)
+            else:
+                if bool(fresh.any()):
+                    rows = fresh.nonzero()[:, 0]
+                    reference[rows] = self._filter_path(values[rows], mask[rows], n_particles, context.select(rows))
+                if bool((held[~fresh] < steps).any()):
+                    reference = self._extend(reference, torch.where(fresh, steps, held))
             for _ in range(sweeps):
                 reference = self.conditional_sweep(values, mask, context, reference, n_particles,
                                                    self.ancestor_proposals)
+            if persistent:
+                self.chains.keep(index, reference, prints)
         return reference
+
+    def _filter_path(self, values: Tensor, mask: Tensor, n_particles: int, context: Context) -> Tensor:
+        """One final particle's genealogy from a bootstrap filter ``(B, T, Z)``: a chain's first state."""
+        out = particle_filter(self, values, mask, n_particles=n_particles, proposal="bootstrap",
+                              keep="particles", context=context)
+        final = _sample_index(out.log_weights, dim=0).unsqueeze(0)
+        return trace_genealogy(out.z, out.ancestors, final)[0]
+
+    def _extend(self, path: Tensor, held: Tensor) -> Tensor:
+        """``path`` ``(B, T, Z)`` with the steps from ``held`` ``(B,)`` on drawn from ``f`` along it.
+
+        A stored chain is shorter than the minibatch when it was last cut to a shorter one; the missing steps
+        are padding, unobserved and last, so their conditional given the rest is the prior ``f``: drawing
+        them from it is an exact Gibbs step (had they data, the sweep after it would still target the
+        posterior, from a worse start)."""
+        n, steps = path.shape[:2]
+        h, c = self.rnn.initial((n,), path)
+        previous, zs = torch.zeros_like(path[:, 0]), []
+        for t in range(steps):
+            h, c = self.rnn(previous, h, c)
+            if t >= int(held.min()):
+                draw = prior_distribution(self.prior, None, h).sample()
+                previous = torch.where((t >= held)[:, None], draw, path[:, t])
+            else:
+                previous = path[:, t]
+            zs.append(previous)
+        return torch.stack(zs, 1)
 
     # ----------------------------------------------------------- inference
     def rollout(self, values: Tensor, mask: Tensor, n_samples: int = 1, latents: bool = False) -> tuple:
@@ -398,7 +465,7 @@ class LSTMSSMModule(SequentialModel):
         steps = valid_steps(mask).sum().clamp_min(1)
         if objective == "pgas":
             context = self.prepare(values, mask)
-            z = self.posterior_draw(values, mask, n_particles, context=context)
+            z = self.posterior_draw(values, mask, n_particles, context=context, index=batch.index)
             h, _ = self._hidden_path(z)
             log_f = prior_distribution(self.prior, None, h).log_prob(z)
             log_g = observed_log_prob(self._emit(z, context.steps.get("scale")), values, mask)
@@ -484,7 +551,15 @@ class LSTMSSM(LatentForecaster):
     n_particles : int >= 2
         Particles of each PGAS sweep (FIVO's filter, IWAE's draws).
     sweeps : int >= 0
-        Conditional SMC sweeps per PGAS draw after a bootstrap filter's path.
+        Conditional SMC sweeps per PGAS draw: per visit of a training
+        sequence, from its stored path (``persistent_chains``), or after a
+        bootstrap filter's path on its first visit.
+    persistent_chains : bool
+        True (default, the paper's Algorithm 1): each training sequence
+        keeps its latest draw between epochs and its chain continues from
+        it, so a visit costs ``sweeps`` conditional sweeps. False: every
+        minibatch restarts from a bootstrap filter's draw (a filter plus
+        ``sweeps`` sweeps a visit).
     ancestor_lag : int >= 1
         Steps of the reference's future that weigh its new ancestor
         (truncated ancestor sampling; exact from the window length on).
@@ -509,8 +584,8 @@ class LSTMSSM(LatentForecaster):
     """
 
     def __init__(self, emission="normal", latent_dim=4, hidden_dim=32, feature_dim=32, scaling="auto",
-                 window_length=None, objective="pgas", n_particles=16, sweeps=2, ancestor_lag=8,
-                 ancestor_proposals=None, max_epochs=100,
+                 window_length=None, objective="pgas", n_particles=16, sweeps=1, ancestor_lag=8,
+                 ancestor_proposals=None, persistent_chains=True, max_epochs=100,
                  batch_size=32, learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto",
                  patience=10, kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None,
                  device="cpu", progress=True, max_seconds=None, transition="gaussian", target_transform="auto"):
@@ -526,6 +601,7 @@ class LSTMSSM(LatentForecaster):
         self.sweeps = sweeps
         self.ancestor_lag = ancestor_lag
         self.ancestor_proposals = ancestor_proposals
+        self.persistent_chains = persistent_chains
         self.max_epochs = max_epochs
         self.batch_size = batch_size
         self.learning_rate = learning_rate
@@ -580,10 +656,17 @@ class LSTMSSM(LatentForecaster):
         proposals = self.ancestor_proposals
         if proposals is not None and (not is_int(proposals) or proposals < 1):
             raise ValueError(f"`ancestor_proposals` must be None or a positive integer; got {proposals!r}.")
+        if not isinstance(self.persistent_chains, bool):
+            raise TypeError(f"`persistent_chains` must be True or False; got {self.persistent_chains!r}.")
         if self.objective == "pgas" and (not is_int(self.n_particles) or self.n_particles < 2):
             raise ValueError(f"`n_particles` must be an integer >= 2 for objective='pgas'; got {self.n_particles!r}.")
         if self.scaling not in (True, False, "auto"):
             raise ValueError(f"`scaling` must be True, False or 'auto'; got {self.scaling!r}.")
         return LSTMSSMModule(n_dims, self.latent_dim, self.hidden_dim, self.feature_dim, self.emission, self.scaling,
                              scale_window=self._scale_window(), sweeps=self.sweeps, ancestor_lag=self.ancestor_lag,
-                             transition=self.transition, ancestor_proposals=self.ancestor_proposals)
+                             transition=self.transition, ancestor_proposals=self.ancestor_proposals,
+                             persistent_chains=self.persistent_chains)
+
+    def _fit(self, data, covariates):
+        super()._fit(data, covariates)
+        self.module_.chains.clear()  # the chains belong to this fit's training windows

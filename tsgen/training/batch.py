@@ -22,12 +22,18 @@ class SequenceBatch:
         Steps of each sequence before its padding. When given, minibatches
         are trimmed to their longest member; when None every step counts as
         part of the sequence (padding is then only told apart by ``mask``).
+    index : Tensor (B,) or None
+        Each row's position in the data :func:`tsgen.training.train` was
+        given (it numbers the rows when None), carried through ``select``: a
+        window's identity across reshuffled epochs, for a loss that keeps
+        per-sequence state between visits (the LSTM-SSM's persistent PGAS chains).
     """
 
     values: torch.Tensor
     mask: torch.Tensor
     covariates: torch.Tensor | None = None
     lengths: torch.Tensor | None = None
+    index: torch.Tensor | None = None
 
     def __post_init__(self):
         if self.values.ndim != 3:
@@ -44,6 +50,8 @@ class SequenceBatch:
             )
         if self.lengths is not None and self.lengths.shape != self.values.shape[:1]:
             raise ValueError(f"`lengths` must have shape ({self.values.shape[0]},); got {tuple(self.lengths.shape)}.")
+        if self.index is not None and self.index.shape != self.values.shape[:1]:
+            raise ValueError(f"`index` must have shape ({self.values.shape[0]},); got {tuple(self.index.shape)}.")
 
     def __len__(self) -> int:
         return self.values.shape[0]
@@ -68,7 +76,7 @@ class SequenceBatch:
         steps = int(self.lengths.max())
         if steps >= self.values.shape[1]:
             return self
-        return self._map(lambda name, t: t if name == "lengths" else t[:, :steps])
+        return self._map(lambda name, t: t if name in ("lengths", "index") else t[:, :steps])
 
     def to(self, device=None, dtype: torch.dtype | None = None) -> "SequenceBatch":
         """Move to ``device``; cast ``values``/``covariates`` to ``dtype`` when given."""

@@ -6,6 +6,7 @@ import logging
 import math
 import time
 import warnings
+from dataclasses import replace
 from typing import Callable
 
 import torch
@@ -124,6 +125,18 @@ def evaluate(module: nn.Module, loss_fn: LossFn, data: SequenceBatch, batch_size
     return total / len(data)
 
 
+def _numbered(train_data: SequenceBatch, valid_data: SequenceBatch | None
+              ) -> tuple[SequenceBatch, SequenceBatch | None]:
+    """Give rows without an ``index`` their positions, validation rows after the training rows, so every
+    sequence the loop will show a loss keeps one identity across shuffled epochs (``SequenceBatch.index``)."""
+    if train_data.index is None:
+        train_data = replace(train_data, index=torch.arange(len(train_data)))
+    if valid_data is not None and valid_data.index is None:
+        first = int(train_data.index.max()) + 1
+        valid_data = replace(valid_data, index=torch.arange(first, first + len(valid_data)))
+    return train_data, valid_data
+
+
 def _snapshot(module: nn.Module) -> dict[str, torch.Tensor]:
     return {k: v.detach().clone() for k, v in module.state_dict().items()}
 
@@ -180,6 +193,7 @@ def train(
     if not isinstance(train_data, SequenceBatch) or len(train_data) == 0:
         raise ValueError("`train_data` must be a non-empty SequenceBatch.")
     device = resolve_device(config.device)
+    train_data, valid_data = _numbered(train_data, valid_data)
     if valid_data is None:
         train_data, valid_data = split_validation(train_data, config.validation_fraction, generator)
     train_data = train_data.to(device)

@@ -17,6 +17,10 @@ r"""Particle Markov chain Monte Carlo (Andrieu, Doucet & Holenstein 2010).
   ``w_{t-1}^i f(z*_t | z_{t-1}^i)``, which breaks the reference's path
   into pieces and lets the sampler mix with few particles; the new draw is
   one final particle's genealogy. Needs a Markov latent.
+- :class:`PathStore`: each sequence's last draw kept between visits, so
+  particle Gibbs inside stochastic gradient training runs one persistent
+  chain per sequence (Zheng et al. 2017, Algorithm 1) instead of restarting
+  from a filter's draw at every minibatch.
 
 Randomness comes from torch's global generator (callers fork it with
 :func:`tsgen.training.seeded_from`).
@@ -43,7 +47,7 @@ from tsgen.inference.smc.smoothing import (
 )
 from tsgen.protocol import Context, SequentialModel, index_state, observed_log_prob
 
-__all__ = ["PGASResult", "PMMHResult", "pgas", "pmmh"]
+__all__ = ["PGASResult", "PMMHResult", "PathStore", "pgas", "pmmh"]
 
 
 # ------------------------------------------------------------------ PMMH
@@ -394,3 +398,76 @@ def pgas(
                 kept.append(new.transpose(0, 1))
             reference = new
     return PGASResult(trajectories=torch.stack(kept), update_rate=(changes / n_samples).T)
+
+
+# ------------------------------------------------------------------ persistent chains
+class PathStore:
+    """The latest latent path of each sequence, kept between visits: one particle Gibbs chain per sequence.
+
+    Keyed by the sequence's identity (``SequenceBatch.index``: its row in the data the training loop was
+    given), and checked against a fingerprint of its observations (:meth:`fingerprint`), so a path is only
+    ever handed back to the sequence it was drawn for: any other row sharing the identity (another fit's
+    data, a caller's own numbering) starts a new chain. Paths may be stored at one length and recalled at
+    another (minibatches are cut to their longest member): :meth:`recall` says how many of the requested
+    steps it holds. Nothing here is saved with a model: the chains are training state.
+    """
+
+    def __init__(self):
+        self.clear()
+
+    def clear(self) -> None:
+        """Forget every chain (at the end of a fit: the paths are large and belong to its data)."""
+        self._paths = self._steps = self._prints = None
+
+    def __len__(self) -> int:
+        return 0 if self._steps is None else int((self._steps > 0).sum())
+
+    @staticmethod
+    def fingerprint(values: Tensor, mask: Tensor) -> Tensor:
+        """``(B, 3)`` float64: observed count, sum and step-weighted sum of each sequence ``(B, T, D)``;
+        padding adds nothing, so the same sequence cut to another length prints the same."""
+        observed = torch.where(mask, values, torch.zeros((), dtype=values.dtype, device=values.device)).double()
+        steps = torch.arange(1, values.shape[1] + 1, dtype=torch.float64, device=values.device)[:, None]
+        return torch.stack([mask.sum((1, 2)).double(), observed.sum((1, 2)), (observed * steps).sum((1, 2))], -1)
+
+    def recall(self, index: Tensor, prints: Tensor, steps: int, latent_dim: int,
+               dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """Stored paths of sequences ``index`` ``(B,)`` (fingerprints ``prints``) cut or zero-padded to ``steps``:
+        ``(B, steps, Z)``, and how many of those steps each holds ``(B,)`` (0: no chain for this sequence yet)."""
+        n = index.shape[0]
+        paths = prints.new_zeros(n, steps, latent_dim, dtype=dtype)
+        held = torch.zeros(n, dtype=torch.long, device=index.device)
+        if self._steps is None:
+            return paths, held
+        inside = index < self._steps.shape[0]
+        rows = torch.where(inside, index, torch.zeros_like(index))
+        same = torch.isclose(self._prints[rows], prints, rtol=1e-9, atol=1e-9).all(-1)
+        held = torch.where(inside & same, self._steps[rows].clamp(max=steps), held)
+        width = min(steps, self._paths.shape[1])
+        paths = self._paths[rows, :steps].to(paths.dtype)
+        if width < steps:
+            paths = torch.cat([paths, paths.new_zeros(n, steps - width, latent_dim)], 1)
+        return torch.where(held[:, None, None] > 0, paths, torch.zeros_like(paths)), held
+
+    def keep(self, index: Tensor, paths: Tensor, prints: Tensor) -> None:
+        """Store ``paths`` ``(B, T, Z)`` as the chains of sequences ``index`` ``(B,)`` (replacing theirs)."""
+        n, steps, latent_dim = paths.shape
+        if len(torch.unique(index)) != n:
+            raise ValueError("`index` must name each sequence once per batch; got repeated identities.")
+        size = int(index.max()) + 1
+        if self._steps is None:
+            self._paths = paths.new_zeros(size, steps, latent_dim)
+            self._steps = torch.zeros(size, dtype=torch.long, device=paths.device)
+            self._prints = prints.new_zeros(size, prints.shape[-1])
+        if size > self._steps.shape[0]:
+            grow = size - self._steps.shape[0]
+            self._paths = torch.cat([self._paths, self._paths.new_zeros(grow, *self._paths.shape[1:])])
+            self._steps = torch.cat([self._steps, self._steps.new_zeros(grow)])
+            self._prints = torch.cat([self._prints, self._prints.new_zeros(grow, self._prints.shape[-1])])
+        if steps > self._paths.shape[1]:
+            self._paths = torch.cat([self._paths, self._paths.new_zeros(self._paths.shape[0],
+                                                                         steps - self._paths.shape[1], latent_dim)], 1)
+        self._paths[index] = 0.0
+        self._paths[index, :steps] = paths.detach().to(self._paths.dtype)
+        self._steps[index] = steps
+        self._prints[index] = prints
