@@ -143,3 +143,30 @@ def test_a_long_frame_whose_every_series_has_a_gap_is_refused_for_its_gaps():
         tsgen.Naive().fit(frame)
     assert "regular run" not in str(error.value)
     assert len(tsgen.Naive().fit(tsgen.data.regularize(frame)).predict(2)) == 6
+
+
+def _yearly_with_covariate(n=40, extra=4):
+    rng = np.random.default_rng(0)
+    years = np.arange(1990, 1990 + n + extra)
+    x = rng.normal(size=n + extra)
+    y = pd.Series(0.8 * x[:n] + rng.normal(scale=0.3, size=n).cumsum(), index=pd.Index(years[:n]))
+    return y, pd.DataFrame({"a": x}, index=pd.Index(years))
+
+
+def test_covariates_of_a_series_indexed_by_integer_years_are_matched_by_year():
+    # X indexed by the same years as y was matched by row: shuffled, it gave another fit (x.a -0.14 vs -0.06
+    # on macro-like data), and an X_future for the years 3000-3003 was taken for 2030-2033
+    y, X = _yearly_with_covariate()
+    model = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X.iloc[:40])
+    shuffled = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X.iloc[:40].sample(frac=1, random_state=0))
+    assert shuffled.params_ == pytest.approx(model.params_, rel=1e-9)
+    longer = tsgen.ARIMA(order=(1, 0, 0)).fit(y, X=X)  # rows beyond y's years are left for the forecast
+    assert longer.params_ == pytest.approx(model.params_, rel=1e-9)
+    forecast = model.predict(4, X_future=X.iloc[40:])
+    np.testing.assert_allclose(model.predict(4, X_future=X.iloc[40:].iloc[::-1])["mean"], forecast["mean"])
+    with pytest.raises(ValueError, match=r"`X_future` does not cover the 4 forecast steps \(2030 to 2033\)"):
+        model.predict(4, X_future=X.iloc[40:].set_axis(pd.Index(np.arange(3000, 3004))))
+    # an unlabelled X (numpy, or the default 0..n-1 index) is still matched by position
+    np.testing.assert_allclose(model.predict(4, X_future=X.iloc[40:].to_numpy())["mean"], forecast["mean"])
+    np.testing.assert_allclose(model.predict(4, X_future=X.iloc[40:].reset_index(drop=True))["mean"],
+                               forecast["mean"])

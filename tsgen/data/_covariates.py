@@ -8,8 +8,12 @@ Invariants of the tensor :func:`to_covariates` returns (what models rely on):
   steps at the index's frequency;
 - when both ``X`` and the series have a time index (``DatetimeIndex`` or
   ``PeriodIndex``) rows are picked by timestamp, so ``X`` may be longer
-  than needed and in any order; otherwise (plain arrays, integer indexes)
-  rows are matched by position and ``X`` must have exactly the rows needed;
+  than needed and in any order; so are they by value when the series has
+  an integer index (years, steps) and ``X`` is a pandas object whose
+  integer index labels those steps (any but the default ``0 .. n-1``);
+  otherwise (plain arrays, the default index, a time index on one side
+  only) rows are matched by position and ``X`` must have exactly the rows
+  needed;
 - for panel ``y`` (series keyed by id) ``X`` may be a long frame with the
   same id and time columns (one row per id and timestamp, covariates in the
   other columns) or a dict ``{id: frame}``: each series takes its own id's
@@ -190,6 +194,15 @@ def _describe(n_history: int, horizon: int, history: bool) -> str:
     return past if history else future
 
 
+def _labels_integer_steps(item, frame: pd.DataFrame) -> bool:
+    """Whether a pandas ``X`` carries integer labels of its own: any integer index but the default
+    ``0 .. n-1`` that pandas gives an unlabelled frame (which is matched by position, like an array)."""
+    index = frame.index
+    if not isinstance(item, (pd.Series, pd.DataFrame)) or not pd.api.types.is_integer_dtype(index.dtype):
+        return False
+    return not (isinstance(index, pd.RangeIndex) and index.start == 0 and index.step == 1)
+
+
 def _rows_by_timestamp(frame: pd.DataFrame, label: str, needed: pd.Index, what: str) -> np.ndarray:
     """Positions in ``frame`` of the ``needed`` timestamps, or an error naming the first one missing."""
     index = frame.index
@@ -277,8 +290,9 @@ def to_covariates(
             needed = _needed_index(index, horizon, history)
             positions = _rows_by_timestamp(frame, label, needed, what)
             frame = frame.iloc[positions]
-        elif keyed and not isinstance(index, _TIME_INDEXES):
-            # integer time columns of long frames are timestamps too: match them by value, not position
+        elif not isinstance(index, _TIME_INDEXES) and (keyed or _labels_integer_steps(item, frame)):
+            # integer time columns of long frames, and an integer index that labels y's integer steps (years),
+            # are timestamps too: match them by value, not position
             needed = pd.Index(np.asarray(_needed_index(index, horizon, history), dtype=np.int64))
             positions = _rows_by_timestamp(frame.set_axis(pd.Index(frame.index, dtype=np.int64)), label, needed, what)
             frame = frame.iloc[positions]
