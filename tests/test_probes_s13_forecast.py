@@ -170,3 +170,16 @@ def test_covariates_of_a_series_indexed_by_integer_years_are_matched_by_year():
     np.testing.assert_allclose(model.predict(4, X_future=X.iloc[40:].to_numpy())["mean"], forecast["mean"])
     np.testing.assert_allclose(model.predict(4, X_future=X.iloc[40:].reset_index(drop=True))["mean"],
                                forecast["mean"])
+
+
+def test_backtest_with_covariates_of_integer_years_matches_them_by_year():
+    # the backtest slices X into RangeIndex windows, which the matching by value first refused as another
+    # kind of index than y's
+    y, X = _yearly_with_covariate(n=50, extra=0)
+    result = tsgen.backtest(tsgen.ARIMA(order=(1, 0, 0)), y, horizon=3, X=X, start=40, step=4)
+    shuffled = tsgen.backtest(tsgen.ARIMA(order=(1, 0, 0)), y, horizon=3, X=X.sample(frac=1, random_state=1),
+                              start=40, step=4)
+    np.testing.assert_allclose(shuffled.forecasts["mean"], result.forecasts["mean"])
+    by_position = tsgen.backtest(tsgen.ARIMA(order=(1, 0, 0)), y.reset_index(drop=True), horizon=3,
+                                 X=X.reset_index(drop=True), start=40, step=4)
+    np.testing.assert_allclose(by_position.forecasts["mean"], result.forecasts["mean"])

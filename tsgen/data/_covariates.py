@@ -294,7 +294,9 @@ def to_covariates(
             # integer time columns of long frames, and an integer index that labels y's integer steps (years),
             # are timestamps too: match them by value, not position
             needed = pd.Index(np.asarray(_needed_index(index, horizon, history), dtype=np.int64))
-            positions = _rows_by_timestamp(frame.set_axis(pd.Index(frame.index, dtype=np.int64)), label, needed, what)
+            # as a plain Index of int64 (a RangeIndex slice would not compare as the same kind of index)
+            steps = pd.Index(np.asarray(frame.index, dtype=np.int64))
+            positions = _rows_by_timestamp(frame.set_axis(steps), label, needed, what)
             frame = frame.iloc[positions]
         else:
             rows = (len(index) if history else 0) + horizon
