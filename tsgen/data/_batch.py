@@ -320,10 +320,6 @@ def _padded_block(arrays: list, lengths: np.ndarray, n_columns: int) -> np.ndarr
     return padded
 
 
-#: largest absolute value a series may hold (and inverse of the smallest largest one): see _check_block
-_LARGEST_MAGNITUDE = 1e100
-
-
 def _check_block(padded: np.ndarray, mask: np.ndarray, lengths: np.ndarray, label, min_length: int) -> None:
     """Value checks over all series at once; each error names the first offending series."""
     infinite = np.isinf(padded).any(axis=(1, 2))
@@ -332,17 +328,6 @@ def _check_block(padded: np.ndarray, mask: np.ndarray, lengths: np.ndarray, labe
     unobserved = ~mask.any(axis=(1, 2))
     if unobserved.any():
         raise ValueError(f"`{label(int(np.argmax(unobserved)))}` is all NaN: expected at least one observed value.")
-    # Variances are squares: beyond 1e154 (or below 1e-154) they overflow (underflow) float64, and the models
-    # returned NaN or a forecast off by orders of magnitude without a word; 1e100 leaves room for sums of them.
-    magnitude = np.max(np.abs(np.where(mask, padded, 0.0)), axis=(1, 2))
-    outside = (magnitude > _LARGEST_MAGNITUDE) | ((magnitude > 0) & (magnitude < 1.0 / _LARGEST_MAGNITUDE))
-    if outside.any():
-        i = int(np.argmax(outside))
-        raise ValueError(
-            f"`{label(i)}` has values of magnitude {magnitude[i]:.3g}: their variances leave the range of float64; "
-            f"rescale it to values between 1e-100 and 1e100 (e.g. divide by 10**{int(np.floor(np.log10(magnitude[i])))}) "
-            "and scale the forecasts back."
-        )
     short = lengths < min_length
     if short.any():
         i = int(np.argmax(short))
