@@ -20,6 +20,17 @@ its own process, ``--jobs`` at a time, each on one thread.
     python benchmarks/deep_forecast.py [--datasets co2 airline elnino sunspots] [--models RNNForecaster ...]
                                        [--seeds 0 1 2] [--jobs 2] [--target-transform auto|none|log|LAMBDA]
 
+``--rolling`` asks instead whether the 24-step bands are calibrated
+before the hold-out: each model is fitted once on the series up to the
+earliest of the origins 96, 72, 48 and 24 steps before the hold-out (the
+earliest that leaves at least ``ROLLING_MIN_TRAIN`` steps: all four on CO2,
+48 and 24 on airline) and forecasts 24 steps from every origin,
+conditioned on the data up to it (no refit; all of it after the fit is
+out of sample, none of it in the hold-out). Rows print the 80% interval's
+coverage pooled over origins per block of 6 horizons, and its width
+against the realised error (``(q0.9 - q0.1) / 2.563`` over the RMS error:
+1 is a calibrated Gaussian band, above 1 too wide).
+
 With several seeds a row prints the MAE ratio and the coverage of each seed
 and how many seeds meet the goal. ``1-step cov80`` is the 80% interval's
 coverage of one-step forecasts from each of the 24 hold-out origins (the
@@ -46,6 +57,10 @@ MODELS = ("RNNForecaster", "DeepMarkovModel", "VRNN", "STORN", "SRNN", "LSTMSSM"
 DATASETS = ("co2", "airline", "elnino", "sunspots")
 HOLD_OUT = 24
 LEVELS = (0.1, 0.5, 0.9)
+#: --rolling: forecast origins, in steps before the hold-out, and the fewest steps the fit at the earliest gets
+ROLLING_ORIGINS = (96, 72, 48, 24)
+ROLLING_MIN_TRAIN = 72
+BLOCKS = 4  # horizon blocks of HOLD_OUT // BLOCKS steps in the --rolling table
 
 
 def load(name: str) -> pd.Series:
@@ -95,20 +110,44 @@ def evaluate(model, y: pd.Series) -> dict:
             "warnings": sorted({type(w.message).__name__ for w in caught})}
 
 
+def rolling_origins(n_train: int) -> list[int]:
+    """The --rolling origins (steps before the hold-out) a series of ``n_train`` steps allows."""
+    return [k for k in ROLLING_ORIGINS if n_train - k >= ROLLING_MIN_TRAIN]
+
+
+def evaluate_rolling(model, y: pd.Series) -> dict:
+    """24-step forecasts from origins before the hold-out, from one fit at the earliest (module docstring)."""
+    n_train = len(y) - HOLD_OUT
+    origins = rolling_origins(n_train)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        began = time.perf_counter()
+        model.fit(y.iloc[: n_train - origins[0]])
+        seconds = time.perf_counter() - began
+        forecasts = model.predict(HOLD_OUT, y=[y.iloc[: n_train - k] for k in origins], quantiles=LEVELS)
+    actual = np.stack([y.iloc[n_train - k: n_train - k + HOLD_OUT].to_numpy() for k in origins])  # (O, H)
+    low, high, mean = (np.stack([f[c].to_numpy() for f in forecasts]) for c in ("q0.1", "q0.9", "mean"))
+    covered = ((actual >= low) & (actual <= high)).reshape(len(origins), BLOCKS, -1)
+    width = ((high - low) / 2.563).reshape(len(origins), BLOCKS, -1)
+    error = (actual - mean).reshape(len(origins), BLOCKS, -1)
+    return {"origins": origins, "seconds": seconds, "coverage": covered.mean((0, 2)).tolist(),
+            "width_ratio": (np.sqrt((width ** 2).mean((0, 2))) / np.sqrt((error ** 2).mean((0, 2)))).tolist()}
+
+
 def _run(job: tuple) -> dict:
-    """One fit in a worker process: (model name, dataset, seed, target_transform)."""
+    """One fit in a worker process: (model name, dataset, seed, target_transform, rolling)."""
     import torch
 
     torch.set_num_threads(1)
     import tsgen
 
-    model_name, dataset, seed, target_transform = job
+    model_name, dataset, seed, target_transform, rolling = job
     if model_name == "ARIMA":
         model = tsgen.ARIMA(order="auto", seasonal_order="auto")
     else:
         options = {} if target_transform == "auto" else {"target_transform": target_transform}  # the default
         model = getattr(tsgen, model_name)(random_state=seed, progress=False, **options)
-    row = evaluate(model, load(dataset))
+    row = (evaluate_rolling if rolling else evaluate)(model, load(dataset))
     print(f"row {model_name} {dataset} {seed}: {row}", file=sys.stderr, flush=True)
     return row
 
@@ -129,10 +168,12 @@ def main() -> None:
     parser.add_argument("--jobs", type=int, default=2, help="fits at once, each in its own process (default 2)")
     parser.add_argument("--target-transform", default="auto", type=_transform_option,
                         help="the deep models' target_transform: auto (default), none, log or a lambda in [0, 1]")
+    parser.add_argument("--rolling", action="store_true",
+                        help="24-step calibration from origins before the hold-out (module docstring)")
     args = parser.parse_args()
     os.environ.setdefault("OMP_NUM_THREADS", "1")
-    jobs = [("ARIMA", name, 0, None) for name in args.datasets]
-    jobs += [(m, name, seed, args.target_transform) for name in args.datasets for m in args.models
+    jobs = [("ARIMA", name, 0, None, args.rolling) for name in args.datasets]
+    jobs += [(m, name, seed, args.target_transform, args.rolling) for name in args.datasets for m in args.models
              for seed in args.seeds]
     context = multiprocessing.get_context("spawn")
     results = {}
@@ -140,12 +181,37 @@ def main() -> None:
         futures = {pool.submit(_run, job): job for job in jobs}
         for done in as_completed(futures):  # progress on stderr; the table below is printed in order
             job, results[futures[done]] = futures[done], done.result()
-            print(f"done {job[0]} {job[1]} seed {job[2]}: MAE {results[job]['mae']:.3f} cov80 "
-                  f"{results[job]['coverage']:.2f} ({results[job]['seconds']:.0f} s)", file=sys.stderr, flush=True)
+            print(f"done {job[0]} {job[1]} seed {job[2]}: {results[job]}", file=sys.stderr, flush=True)
+    if args.rolling:
+        print_rolling(args, results)
+    else:
+        print_table(args, results)
+
+
+def print_rolling(args, results: dict) -> None:
+    step = HOLD_OUT // BLOCKS
+    blocks = " ".join(f"h{b * step + 1}-{(b + 1) * step}".rjust(6) for b in range(BLOCKS))
+    print(f"target_transform={args.target_transform!r}, seeds {args.seeds}: 80% interval of 24-step forecasts "
+          "from origins before the hold-out, one fit at the earliest; rows: mean over seeds")
+    for name in args.datasets:
+        arima = results[("ARIMA", name, 0, None, True)]
+        print(f"\n{name}: origins {arima['origins']} steps before the hold-out, fit on the steps before "
+              f"the first\n{'model':16s} | cov80 {blocks} | width/RMS error {blocks}")
+        for model_name in ["ARIMA", *args.models]:
+            seeds = [0] if model_name == "ARIMA" else args.seeds
+            rows = [results[(model_name, name, s, None if model_name == "ARIMA" else args.target_transform, True)]
+                    for s in seeds]
+            coverage = np.mean([r["coverage"] for r in rows], 0)
+            ratio = np.mean([r["width_ratio"] for r in rows], 0)
+            print(f"{model_name:16s} | {'':5s} " + " ".join(f"{c:6.2f}" for c in coverage) + f" | {'':15s} "
+                  + " ".join(f"{r:6.2f}" for r in ratio), flush=True)
+
+
+def print_table(args, results: dict) -> None:
     seeds = args.seeds
     print(f"target_transform={args.target_transform!r}, seeds {seeds}, hold-out {HOLD_OUT} steps")
     for name in args.datasets:
-        arima = results[("ARIMA", name, 0, None)]
+        arima = results[("ARIMA", name, 0, None, False)]
         n_train = len(load(name)) - HOLD_OUT
         print(f"\n{name}: {n_train} training steps; ARIMA(auto) MAE {arima['mae']:.3f}, cov80 "
               f"{arima['coverage']:.2f}, 1-step cov80 {arima['one_step']:.2f}, fit {arima['seconds']:.1f} s")
@@ -153,7 +219,7 @@ def main() -> None:
         print(f"{'model':16s} {'transform':>14s} {'lag':>3s} | MAE/ARIMA {per_seed} | cov80 {per_seed} | "
               f"1-step cov80 {per_seed} | {'fit s':>6s} {'epochs':>6s} goal  warnings")
         for model_name in args.models:
-            rows = [results[(model_name, name, seed, args.target_transform)] for seed in seeds]
+            rows = [results[(model_name, name, seed, args.target_transform, False)] for seed in seeds]
             ratios = [row["mae"] / arima["mae"] for row in rows]
             met = sum(r <= 2 and 0.65 <= row["coverage"] <= 0.95 for r, row in zip(ratios, rows))
             goal = ("ok" if met else "MISS") if len(seeds) == 1 else f"{met}/{len(seeds)}"

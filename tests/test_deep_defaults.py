@@ -19,6 +19,7 @@ import torch
 
 import tsgen
 from tsgen.components.scaling import LagDifference, choose_difference_lag
+from tsgen.data import to_series_batch
 from tsgen.data.windows import cut_windows, tail_starts
 from tsgen.exceptions import InsufficientDataWarning
 
@@ -159,6 +160,24 @@ def test_series_are_validated_on_their_tails_and_training_stops_early():
     off = tsgen.RNNForecaster(hidden_dim=4, num_layers=1, max_epochs=3, random_state=0, progress=False,
                               validation_fraction=0.0).fit(y)
     assert all(record["valid_loss"] is None for record in off.training_history_)
+
+
+def test_a_latent_models_validation_loss_draws_the_same_noise_every_epoch():
+    # early stopping compares epochs: with fresh draws each epoch the DMM's "best" epoch was the luckiest draw
+    y = _monthly(np.random.default_rng(7).normal(size=120).cumsum())
+    model = tsgen.DeepMarkovModel(latent_dim=2, hidden_dim=8, emission_dim=8, transition_dim=8, max_epochs=2,
+                                  random_state=0, progress=False).fit(y)
+    module = model.module_
+    batch, valid = model._training_data(model._model_data(to_series_batch(y), training=True), None)
+    module.eval()
+    with torch.no_grad():
+        first = model._loss(module, valid, 1.0)
+        torch.manual_seed(123)  # the validation draws do not follow the global RNG
+        assert float(model._loss(module, valid, 1.0)) == float(first)
+        module.train()
+        training = [float(model._loss(module, batch, 1.0)) for _ in range(2)]
+    module.eval()
+    assert training[0] != training[1]  # training draws stay fresh
 
 
 def test_tail_windows_cover_the_last_steps_without_overlap():

@@ -9,6 +9,7 @@ import torch
 from test_deep_robustness import _assert_earlier_steps_unchanged
 
 import tsgen
+from tsgen.data import to_series_batch
 from tsgen.inference.smc.filter import particle_filter
 from tsgen.models.vrnn import VRNNModule
 from tsgen.training import SequenceBatch
@@ -48,7 +49,8 @@ def test_forecasts_of_a_trained_vrnn_beat_the_naive_forecast(trained):
 def test_smc_log_likelihood_is_within_monte_carlo_error_of_the_iwae_bound(trained):
     model, y = trained
     module = model.module_
-    values = torch.tensor(y[:20].to_numpy(), dtype=torch.float32)[None, :, None]
+    # the data the module models (seasonal differences, scaled), from the first step with its lag
+    values = model._model_data(to_series_batch(y)).values[:, 12:32].float()
     mask = torch.ones_like(values, dtype=torch.bool)
     torch.manual_seed(0)
     with torch.no_grad():
