@@ -248,9 +248,14 @@ def _masked_std(values: Tensor, mask: Tensor) -> Tensor:
     """Standard deviation over time of each series and variable, ``(B, T, D)`` -> ``(B, D)`` (NaN when < 2 values)."""
     zero = torch.zeros((), dtype=values.dtype, device=values.device)
     count = mask.sum(1)
-    mean = torch.where(mask, values, zero).sum(1) / count.clamp(min=1)
-    spread = torch.where(mask, (values - mean[:, None]) ** 2, zero).sum(1) / (count - 1).clamp(min=1)
-    return torch.where(count >= 2, spread.sqrt(), torch.full((), float("nan"), dtype=values.dtype))
+    # squared deviations overflow float64 past about 1e154 (zero-mean data of size 1e160 gave inf / inf to the
+    # lag choice): the spread is taken of the values in units of their largest magnitude
+    size = torch.where(mask, values.abs(), zero).amax(1)
+    size = torch.where(size > 0, size, torch.ones_like(size))
+    unit = torch.where(mask, values / size[:, None], zero)
+    mean = unit.sum(1) / count.clamp(min=1)
+    spread = torch.where(mask, (unit - mean[:, None]) ** 2, zero).sum(1) / (count - 1).clamp(min=1)
+    return torch.where(count >= 2, spread.sqrt() * size, torch.full((), float("nan"), dtype=values.dtype))
 
 
 def _lagged(tensor: Tensor, lag: int) -> Tensor:
