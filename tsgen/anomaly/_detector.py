@@ -1,6 +1,7 @@
 """Likelihood-based anomaly detection with any tsgen estimator."""
 from __future__ import annotations
 
+import copy
 import warnings
 
 import numpy as np
@@ -645,7 +646,8 @@ class AnomalyDetector(BaseEstimator):
             return
         recent = combined.iloc[-self.long_window:] if hasattr(combined, "iloc") else combined[-self.long_window:]
         if "warm_start" in self.model_.get_params():  # continue from the current parameters
-            model = self.model_.set_params(warm_start=True)
+            # on a copy: a refit that fails leaves the current model, and one that succeeds replaces it whole
+            model = copy.deepcopy(self.model_).set_params(warm_start=True)
         else:
             model = clone(self.model_)
         self.model_ = model.fit(stream_view(recent, self.freq_)[0])

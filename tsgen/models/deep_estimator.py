@@ -85,6 +85,7 @@ works in units-free quantities; data outside the emission's support
 """
 from __future__ import annotations
 
+import copy
 import dataclasses
 import sys
 import warnings
@@ -147,6 +148,17 @@ class DeepForecaster(BaseForecaster):
     Fitted attributes: ``module_`` (the trained ``nn.Module``, in eval mode),
     ``training_history_`` (one dict per epoch, see :func:`tsgen.training.train`)
     and ``window_length_`` (None when sequences were used whole).
+
+    ``warm_start=True`` (scikit-learn's meaning): ``fit`` on a fitted estimator
+    continues training a copy of ``module_`` for up to ``max_epochs`` more
+    epochs, early stopping as usual, instead of a new network. The fitted
+    window length, target transform and differencing are kept, so the module
+    sees data on the scale it learned (the causal scale's prior is refitted to
+    the new data); the data-dependent initialisation is skipped, and so is
+    ``kl_annealing_epochs="auto"``'s warm-up. Data with another number of
+    variables or covariates, or arguments changed so that they build another
+    network, raise a ValueError naming ``warm_start``. ``training_history_``
+    then holds the new epochs only. Unfitted, it is an ordinary fit.
     """
 
     dtype = torch.float32
@@ -207,6 +219,8 @@ class DeepForecaster(BaseForecaster):
         fields = {name: getattr(self, name) for name in _CONFIG_FIELDS if hasattr(self, name)}
         if isinstance(fields.get("validation_fraction"), str) and fields["validation_fraction"] == "auto":
             fields["validation_fraction"] = 0.0
+        if fields.get("kl_annealing_epochs") == "auto" and self._continues_training():
+            fields["kl_annealing_epochs"] = 0  # "auto": annealed by the first fit; a KL weight of 0 would undo it
         config = TrainingConfig(**fields)
         if self.window_length_ is not None:
             config = dataclasses.replace(config, validation_fraction=0.0)
@@ -452,16 +466,55 @@ class DeepForecaster(BaseForecaster):
         return module.to(dtype=self.dtype)
 
     # ------------------------------------------------------------------ fit
+    def _continues_training(self) -> bool:
+        """Whether this fit continues from the fitted module (``warm_start=True`` on a fitted estimator)."""
+        warm_start = getattr(self, "warm_start", False)
+        if not isinstance(warm_start, bool):
+            raise ValueError(f"`warm_start` must be True or False; got {warm_start!r}.")
+        return warm_start and hasattr(self, "module_")
+
+    def _warm_module(self, data: SeriesBatch, n_features: int) -> nn.Module:
+        """A copy of the fitted module to train on ``data`` (``warm_start``), after checking that it fits.
+
+        A copy, so that a fit that fails leaves the fitted estimator whole.
+        The module keeps the window, transform and differencing it was fitted
+        with (they define the scale of what it learned); new data they cannot
+        take, or changed arguments that build another network, are refused.
+        """
+        name = type(self).__name__
+        differs = [f"{what} {new} where it was fitted with {old}"
+                   for what, old, new in (("variables", self.n_dims_, data.n_dims),
+                                          ("covariates", self.n_features_, n_features)) if old != new]
+        if differs:
+            raise ValueError(f"`warm_start=True` continues training the fitted {name}, but the new data have "
+                             f"{' and '.join(differs)}; pass data like the first fit's or set warm_start=False.")
+        fresh = self._new_module(data.n_dims, n_features, make_generator(0)).state_dict()
+        fitted = self.module_.state_dict()
+        if fresh.keys() != fitted.keys() or any(fresh[k].shape != fitted[k].shape for k in fresh):
+            raise ValueError(f"`warm_start=True` continues training the fitted {name}, but its arguments now "
+                             "build another network (a changed size, cell, emission or scaling); set them back "
+                             "or set warm_start=False.")
+        transform = self.target_transform_
+        if transform is not None and bool((data.mask & (data.values <= 0) & transform.active).any()):
+            raise ValueError(f"`warm_start=True` keeps the fitted target_transform ({transform.describe()}), "
+                             "which needs positive values, but `y` has values <= 0; set warm_start=False.")
+        self._check_support(data)
+        return copy.deepcopy(self.module_)
+
     def _fit(self, data: SeriesBatch, covariates):
         self._warn_if_little_data(data)
         generator = make_generator(self.random_state)
-        self.window_length_ = self._resolve_window_length(data)
-        config = self._training_config()
         n_features = 0 if covariates is None else covariates.shape[-1]
-        module = self._new_module(data.n_dims, n_features, generator)
-        self._check_support(data, module)
-        self.target_transform_ = self._choose_transform(data, module)
-        self.differencing_ = self._choose_differencing(self._transformed(data), module)
+        warm = self._continues_training()
+        if warm:
+            module = self._warm_module(data, n_features)
+        else:
+            self.window_length_ = self._resolve_window_length(data)
+            module = self._new_module(data.n_dims, n_features, generator)
+            self._check_support(data, module)
+            self.target_transform_ = self._choose_transform(data, module)
+            self.differencing_ = self._choose_differencing(self._transformed(data), module)
+        config = self._training_config()
         data = self._model_data(data, training=True)
         scaler = getattr(module, "scaler", None)
         if scaler is not None:
@@ -469,8 +522,9 @@ class DeepForecaster(BaseForecaster):
             scaler.increments = self.differencing_ is not None
             scaler.fit_prior(data.values, data.mask)
         batch, valid = self._training_data(data, covariates)
-        with torch.no_grad():
-            self._initialise(module, batch)
+        if not warm:  # a warm module has learned what the data-dependent start would set
+            with torch.no_grad():
+                self._initialise(module, batch)
         self.training_history_ = train(
             module,
             lambda b, kl_weight: self._loss(module, b, kl_weight),

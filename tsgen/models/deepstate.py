@@ -285,6 +285,9 @@ class DeepState(DeepForecaster):
     device, progress, max_seconds :
         Training settings (:class:`tsgen.training.TrainingConfig`).
     random_state : int or None
+    warm_start : bool, default False
+        When True, ``fit`` on a fitted estimator continues training its network for
+        ``max_epochs`` more (see :class:`~tsgen.models.deep_estimator.DeepForecaster`).
 
     Attributes
     ----------
@@ -299,7 +302,7 @@ class DeepState(DeepForecaster):
     def __init__(self, season_length="auto", hidden_dim=32, window_length=None, max_epochs=100, batch_size=32,
                  learning_rate=1e-2, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
                  lr_decay=1.0, random_state=None, device="cpu", progress=True, max_seconds=None,
-                 target_transform="auto"):
+                 target_transform="auto", warm_start=False):
         self.season_length = season_length
         self.hidden_dim = hidden_dim
         self.window_length = window_length
@@ -316,6 +319,7 @@ class DeepState(DeepForecaster):
         self.progress = progress
         self.max_seconds = max_seconds
         self.target_transform = target_transform
+        self.warm_start = warm_start
 
     @classmethod
     def get_test_params(cls):
@@ -348,7 +352,12 @@ class DeepState(DeepForecaster):
         return None if season_length is None else int(season_length)
 
     def _fit(self, data, covariates):
-        self.season_length_ = self._resolve_season_length(data)
+        season_length = self._resolve_season_length(data)
+        if self._continues_training() and season_length != self.season_length_:
+            raise ValueError(f"`warm_start=True` continues training the fitted DeepState, whose season length is "
+                             f"{self.season_length_}, but the new data's is {season_length}; pass season_length "
+                             "or set warm_start=False.")
+        self.season_length_ = season_length
         super()._fit(data, covariates)
 
     def _initialise(self, module: DeepStateModule, batch: SequenceBatch) -> None:

@@ -575,6 +575,9 @@ class DeepMarkovModel(LatentForecaster):
         train with the defaults.
     random_state : int or None
         Seeds initialisation, shuffling, the ELBO's draws and sampling.
+    warm_start : bool, default False
+        When True, ``fit`` on a fitted estimator continues training its network for
+        ``max_epochs`` more (see :class:`~tsgen.models.deep_estimator.DeepForecaster`).
     objective : {"elbo", "iwae", "fivo"}
         Training objective: the ELBO (analytic KL, annealed by
         ``kl_annealing_epochs``), the IWAE bound with ``n_particles`` guide
@@ -627,6 +630,7 @@ class DeepMarkovModel(LatentForecaster):
         n_particles=8,
         transition="gated",
         target_transform="auto",
+        warm_start=False,
     ):
         self.emission = emission
         self.transition = transition
@@ -659,6 +663,7 @@ class DeepMarkovModel(LatentForecaster):
         self.target_transform = target_transform
         self.objective = objective
         self.n_particles = n_particles
+        self.warm_start = warm_start
 
     @classmethod
     def get_test_params(cls):
@@ -711,7 +716,8 @@ class DeepMarkovModel(LatentForecaster):
     def _fit(self, data, covariates):
         # gaps inside sequences (not trailing padding) make the guide read the mask too
         inside = torch.arange(data.values.shape[1])[None, :] < data.lengths[:, None]
-        self.observe_mask_ = bool((~data.mask & inside[..., None]).any())
+        if not self._continues_training():  # a warm start keeps the fitted guide's inputs
+            self.observe_mask_ = bool((~data.mask & inside[..., None]).any())
         super()._fit(data, covariates)
 
     def _fitted_state(self) -> tuple[dict, dict]:

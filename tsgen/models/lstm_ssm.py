@@ -576,6 +576,9 @@ class LSTMSSM(LatentForecaster):
         warms the ELBO's KL term up from 0 over the first ``min(10, max_epochs // 3)`` epochs, against
         posterior collapse (:class:`tsgen.models.latent_estimator.LatentForecaster`).
     random_state : int or None
+    warm_start : bool, default False
+        When True, ``fit`` on a fitted estimator continues training its network for
+        ``max_epochs`` more (see :class:`~tsgen.models.deep_estimator.DeepForecaster`).
 
     Attributes
     ----------
@@ -588,7 +591,8 @@ class LSTMSSM(LatentForecaster):
                  ancestor_proposals=None, persistent_chains=True, max_epochs=100,
                  batch_size=32, learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto",
                  patience=10, kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None,
-                 device="cpu", progress=True, max_seconds=None, transition="gaussian", target_transform="auto"):
+                 device="cpu", progress=True, max_seconds=None, transition="gaussian", target_transform="auto",
+                 warm_start=False):
         self.emission = emission
         self.transition = transition
         self.latent_dim = latent_dim
@@ -617,6 +621,7 @@ class LSTMSSM(LatentForecaster):
         self.progress = progress
         self.max_seconds = max_seconds
         self.target_transform = target_transform
+        self.warm_start = warm_start
 
     @classmethod
     def get_test_params(cls):

@@ -280,6 +280,9 @@ class RNNForecaster(DeepForecaster):
         Training settings (:class:`tsgen.training.TrainingConfig`).
     random_state : int or None
         Seeds initialisation, shuffling, dropout and sampling.
+    warm_start : bool, default False
+        When True, ``fit`` on a fitted estimator continues training its network for
+        ``max_epochs`` more (see :class:`~tsgen.models.deep_estimator.DeepForecaster`).
 
     Notes
     -----
@@ -320,6 +323,7 @@ class RNNForecaster(DeepForecaster):
         progress=True,
         max_seconds=None,
         target_transform="auto",
+        warm_start=False,
     ):
         self.cell = cell
         self.hidden_dim = hidden_dim
@@ -342,6 +346,7 @@ class RNNForecaster(DeepForecaster):
         self.progress = progress
         self.max_seconds = max_seconds
         self.target_transform = target_transform
+        self.warm_start = warm_start
 
     @classmethod
     def get_test_params(cls):

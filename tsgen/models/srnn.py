@@ -355,6 +355,9 @@ class SRNN(LatentForecaster):
         posterior collapse (:class:`tsgen.models.latent_estimator.LatentForecaster`).
     random_state : int or None
         Seeds initialisation, shuffling, the bounds' draws, filtering and sampling.
+    warm_start : bool, default False
+        When True, ``fit`` on a fitted estimator continues training its network for
+        ``max_epochs`` more (see :class:`~tsgen.models.deep_estimator.DeepForecaster`).
     objective : {"elbo", "iwae", "fivo"}
         Training objective (FIVO: the guided filter's log-evidence, resampling gradients dropped).
     n_particles : int
@@ -371,7 +374,7 @@ class SRNN(LatentForecaster):
                  learning_rate=1e-3, weight_decay=0.0, grad_clip=10.0, validation_fraction="auto", patience=10,
                  kl_annealing_epochs="auto", kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu",
                  progress=True, max_seconds=None, objective="elbo", n_particles=8, transition="gaussian",
-                 target_transform="auto"):
+                 target_transform="auto", warm_start=False):
         self.emission = emission
         self.transition = transition
         self.latent_dim = latent_dim
@@ -398,6 +401,7 @@ class SRNN(LatentForecaster):
         self.target_transform = target_transform
         self.objective = objective
         self.n_particles = n_particles
+        self.warm_start = warm_start
 
     @classmethod
     def get_test_params(cls):

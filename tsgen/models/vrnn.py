@@ -306,6 +306,9 @@ class VRNN(LatentForecaster):
         posterior collapse (:class:`tsgen.models.latent_estimator.LatentForecaster`).
     random_state : int or None
         Seeds initialisation, shuffling, the bounds' draws, filtering and sampling.
+    warm_start : bool, default False
+        When True, ``fit`` on a fitted estimator continues training its network for
+        ``max_epochs`` more (see :class:`~tsgen.models.deep_estimator.DeepForecaster`).
     objective : {"elbo", "iwae", "fivo"}
         Training objective (FIVO: the guided filter's log-evidence, resampling gradients dropped).
     n_particles : int
@@ -325,7 +328,7 @@ class VRNN(LatentForecaster):
                  grad_clip=10.0, validation_fraction="auto", patience=10, kl_annealing_epochs="auto",
                  kl_annealing_start=0.0, lr_decay=1.0, random_state=None, device="cpu", progress=True,
                  max_seconds=None, objective="elbo", n_particles=8, z_forcing=0.0, transition="gaussian",
-                 target_transform="auto"):
+                 target_transform="auto", warm_start=False):
         self.emission = emission
         self.transition = transition
         self.latent_dim = latent_dim
@@ -352,6 +355,7 @@ class VRNN(LatentForecaster):
         self.objective = objective
         self.n_particles = n_particles
         self.z_forcing = z_forcing
+        self.warm_start = warm_start
 
     @classmethod
     def get_test_params(cls):
