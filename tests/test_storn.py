@@ -7,7 +7,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import torch
-from test_deep_robustness import _assert_earlier_steps_unchanged
+from test_deep_robustness import _assert_earlier_steps_unchanged, _unscored_steps
 
 import tsgen
 from tsgen.inference.smc.filter import particle_filter
@@ -78,7 +78,7 @@ def test_per_step_values_read_only_the_past(trained, method):
     options = {"n_particles": 200} if method == "smc" else {"method": method, "n_samples": 16}
     _assert_earlier_steps_unchanged(model, y, **options)
     per_step = model.log_likelihood(y, per_step=True, **options)
-    assert np.isnan(per_step.iloc[7]) and per_step.drop(y.index[7]).notna().all()
+    assert np.isnan(per_step.iloc[7]) and per_step.isna().equals(_unscored_steps(model, y))
 
 
 @pytest.mark.parametrize("method", ["smc", "iwae", "elbo"])
@@ -158,7 +158,7 @@ def test_missing_values_in_training_data_and_ragged_histories():
     frame = model.predict(4)
     assert np.isfinite(frame.to_numpy()).all()
     per_step = model.log_likelihood(y, per_step=True, n_particles=100)
-    assert per_step.isna().sum() == 5 and np.isfinite(per_step.dropna()).all()
+    assert per_step.isna().equals(_unscored_steps(model, y)) and np.isfinite(per_step.dropna()).all()
     # series of different lengths: each forecast starts after its own last step
     short, long_ = seasonal(30, seed=1), seasonal(50, seed=2)
     draws = model.sample(3, n_samples=5, y=[short, long_])
@@ -219,5 +219,6 @@ def test_anomaly_detector_scores_a_storn_by_the_particle_filter(inference):
     detector = tsgen.AnomalyDetector(tsgen.STORN(**{**TINY, "max_epochs": 3, "inference": inference}),
                                      method="quantile", false_alarm_rate=0.05, n_particles=100).fit(y)
     scores = detector.score(y)
-    assert scores.index.equals(y.index) and np.isfinite(scores).all()
+    assert scores.index.equals(y.index) and np.isfinite(scores.dropna()).all()
+    assert scores.isna().equals(_unscored_steps(detector.model_, y))  # the model's unscored first step
     assert scores.iloc[45] == scores.max()

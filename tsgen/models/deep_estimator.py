@@ -76,11 +76,9 @@ Defaults chosen from the data (issue 11, "forecasting that works by default"):
   to use instead.
 
 Before training, a module with a ``scaler``
-(:class:`tsgen.components.scaling.CausalScale`) gets the training data's
-mean absolute value as its prior scale ``s_0`` (of differenced data, its
-mean absolute increment, which the causal scale then reads too: the mean
-of differences is the series' drift, not its noise), so the network
-works in units-free quantities; data outside the emission's support
+(:class:`tsgen.components.scaling.CausalScale`) gets the (differenced)
+training data's mean absolute value as its prior scale ``s_0``, so the
+network works in units-free quantities; data outside the emission's support
 (a count emission on non-integers) is refused with one sentence.
 """
 from __future__ import annotations
@@ -370,7 +368,8 @@ class DeepForecaster(BaseForecaster):
     def _model_data(self, data: SeriesBatch, training: bool = False) -> SeriesBatch:
         """``data`` as the module sees it: transformed and differenced when the model does either.
 
-        For training, steps without their lagged value (a series' first ``p``
+        For training (and for scoring and the forecast context, which follow
+        training), steps without their lagged value (a series' first ``p``
         steps) are masked: their location is a fallback, another distribution.
         """
         data = self._transformed(data)
@@ -385,8 +384,11 @@ class DeepForecaster(BaseForecaster):
 
     def _per_step_log_likelihood(self, data: SeriesBatch, covariates, **options):
         """The module's per-step densities of the transformed and differenced data, back in the data's
-        units (each map's log-Jacobian added)."""
-        values = super()._per_step_log_likelihood(self._model_data(data), covariates, **options)
+        units (each map's log-Jacobian added). Steps without their lagged value are not scored (NaN, as
+        ARIMA's first d + sD steps): the module never trained on their fallback location, and fed to it as
+        observed they moved the lag inputs and causal scale away from the forecast's, so that
+        exp(log p(y_t | y_<t)) was not the one-step forecast's density on a series no longer than the window."""
+        values = super()._per_step_log_likelihood(self._model_data(data, training=True), covariates, **options)
         differencing = getattr(self, "differencing_", None)
         if differencing is not None:
             values = values + differencing.log_det(data.mask).numpy()
@@ -518,8 +520,6 @@ class DeepForecaster(BaseForecaster):
         data = self._model_data(data, training=True)
         scaler = getattr(module, "scaler", None)
         if scaler is not None:
-            # differences carry the series' growth in their mean: their scale reads increments (CausalScale)
-            scaler.increments = self.differencing_ is not None
             scaler.fit_prior(data.values, data.mask)
         batch, valid = self._training_data(data, covariates)
         if not warm:  # a warm module has learned what the data-dependent start would set
@@ -544,7 +544,6 @@ class DeepForecaster(BaseForecaster):
             "training_history": self.training_history_,
             "differencing": None if self.differencing_ is None else self.differencing_.to_meta(),
             "target_transform": None if self.target_transform_ is None else self.target_transform_.to_meta(),
-            "scale_increments": bool(getattr(getattr(self.module_, "scaler", None), "increments", False)),
         }
         tensors = {k: v.detach().cpu() for k, v in self.module_.state_dict().items()}
         return meta, tensors
@@ -558,8 +557,6 @@ class DeepForecaster(BaseForecaster):
         self.differencing_ = None if differencing is None else LagDifference.from_meta(differencing)
         transform = meta.get("target_transform")
         self.target_transform_ = None if transform is None else BoxCox.from_meta(transform)
-        if getattr(module, "scaler", None) is not None:  # files saved before increments read magnitudes
-            module.scaler.increments = bool(meta.get("scale_increments", False))
         try:
             device = resolve_device(getattr(self, "device", "cpu"))
         except ValueError:  # saved on a GPU machine, loaded on one without

@@ -44,6 +44,21 @@ Because the parameters depend on covariates only, ``log p(y_{1:T})`` is
 exact, the per-step values are the filter's ``log p(y_t | y_{<t})`` (causal),
 and forecasts draw from the filtered state at each series' last step
 forward through the emitted future parameters.
+
+Context. A forecast filters the last ``window_length_`` steps (64 by
+default), as every deep model forecasts from its training windows' length:
+the LSTM was trained on sequences of that length, with the season's phase
+counted from their first step. ``log_likelihood`` filters the whole series it
+is given, so past the window its per-step density of ``y_t`` conditions on
+more than a forecast made at ``t - 1`` does, and the two differ (by design).
+The one-step forecast's density of a series' last step is
+``log_likelihood(y.iloc[-(window_length_ + 1):], per_step=True).iloc[-1]``.
+
+Precision. The Kalman filter, and the emitted fields it reads, run in
+float64 whatever the LSTM's dtype (float32): a constant series drives the
+noise to its floor, where the float32 covariance update lost positive
+definiteness, and the squares of data of size 1e20 left float32's range.
+Data beyond float32's range (about 3e38) still overflows the training windows.
 """
 from __future__ import annotations
 
@@ -130,8 +145,9 @@ class DeepStateModule(nn.Module):
         """The time-varying fields ``H``, ``Q``, ``R``, ``d`` ``(B, steps, ...)`` in the data's units from LSTM
         outputs ``(B, steps, hidden)`` and the seasonal one-hot of :meth:`inputs`."""
         n_series, steps = hidden.shape[:2]
-        raw = self.out(hidden)
-        scale = self.change_scale.to(raw.dtype)[0]
+        # float64 from here on, as the filter (_params): (c_0 * std)^2 of data of size 1e20 is past float32's range
+        raw = self.out(hidden).double()
+        scale = self.change_scale.double()[0]
         offset = raw[..., 0] * scale
         noise = positive(raw[..., 1]) * scale
         std = positive(raw[..., 2:4])  # level and trend innovations
@@ -156,14 +172,13 @@ class DeepStateModule(nn.Module):
     def _initial_units(self, like: Tensor) -> Tensor:
         """``(S,)``: the level's prior in units of ``s_0`` (the data's size), trend and season in ``c_0``
         (the size of its changes): a level-sized season or trend prior would take many steps to forget."""
-        units = self.change_scale.to(like.dtype).expand(self.state_dim).clone()
-        units[0] = self.scaler.prior.to(like.dtype)[0]
-        return units
+        units = self.change_scale.double().expand(self.state_dim).clone()  # float64, as the filter (_params)
+        units[0] = self.scaler.prior.double()[0]
+        return units.to(like.device)
 
     def initial(self, like: Tensor) -> tuple[Tensor, Tensor]:
         units = self._initial_units(like)
-        return self.initial_mean.to(like.dtype) * units, torch.diag(positive(self.initial_raw).to(like.dtype)
-                                                                    * units).square()
+        return self.initial_mean.double() * units, torch.diag(positive(self.initial_raw).double() * units).square()
 
     @torch.no_grad()
     def initialise(self, values: Tensor, mask: Tensor) -> None:
@@ -201,14 +216,19 @@ class DeepStateModule(nn.Module):
         return self._params(self.emit(hidden, active, values), *self.initial(values), values)
 
     def _params(self, fields: dict, m1: Tensor, P1: Tensor, like: Tensor) -> KalmanParams:
+        """The Kalman model of ``fields``, in float64 whatever the LSTM's dtype: in float32 a constant series
+        drove the noise to its floor (variance ``1e-12 c_0^2`` against priors of ``9 c_0^2``) and the covariance
+        update lost positive definiteness, and data of size 1e20 squared past float32's range (NumericalError
+        either way, where the other deep models fit)."""
+        fields = {name: field.double() for name, field in fields.items()}
         n_series = fields["H"].shape[0]
         return KalmanParams(
-            transition_matrices=self.transition_matrix(like),
+            transition_matrices=self.transition_matrix(like).double(),
             observation_matrices=fields["H"],
             transition_covariance=fields["Q"],
             observation_covariance=fields["R"],
-            initial_state_mean=m1.expand(n_series, -1),
-            initial_state_covariance=P1.expand(n_series, -1, -1),
+            initial_state_mean=m1.double().expand(n_series, -1),
+            initial_state_covariance=P1.double().expand(n_series, -1, -1),
             observation_offsets=fields["d"],
             time_varying=frozenset({"observation_matrices", "transition_covariance", "observation_covariance",
                                     "observation_offsets"}),
@@ -218,7 +238,8 @@ class DeepStateModule(nn.Module):
     def log_likelihood(self, values: Tensor, mask: Tensor, covariates: Tensor | None = None) -> Tensor:
         """Exact ``log p(y_t | y_{<t})`` ``(B, T)`` (0 where nothing is observed)."""
         params = self.kalman_params(values, covariates)
-        return kalman_log_likelihood(values, mask, params, method=self.kalman_method, per_step=True)
+        return kalman_log_likelihood(values.double(), mask, params, method=self.kalman_method,
+                                     per_step=True).to(values.dtype)
 
     def loss(self, batch: SequenceBatch, kl_weight: float = 1.0) -> Tensor:
         """The negative exact log-likelihood per observed step."""
@@ -235,12 +256,12 @@ class DeepStateModule(nn.Module):
         fields = self.emit(hidden, active, values)
         m1, P1 = self.initial(values)
         history = self._params(fields, m1, P1, values)
-        filtered = kalman_filter_last(values, mask, history, lengths)
+        filtered = kalman_filter_last(values.double(), mask, history, lengths)
         rows = torch.arange(n_series, device=values.device)
         ends = lengths.to(values.device) - 1
-        F = self.transition_matrix(values)
+        F = history.transition_matrices
         mean = filtered.mean @ F.T
-        cov = F @ filtered.covariance @ F.T + fields["Q"][rows, ends]
+        cov = F @ filtered.covariance @ F.T + history.transition_covariance[rows, ends]
         # the LSTM's state at each series' own last step, then on through the future covariates
         packed = pack_padded_sequence(inputs, lengths.cpu(),
                                       batch_first=True, enforce_sorted=False)
@@ -249,7 +270,7 @@ class DeepStateModule(nn.Module):
         future, _ = self.lstm(inputs, carry)
         ahead = self.emit(future, active, values)
         params = self._params(ahead, mean, (cov + cov.transpose(-1, -2)) / 2, values)
-        return kalman_sample(params, horizon, n_samples, generator=generator).observations
+        return kalman_sample(params, horizon, n_samples, generator=generator).observations.to(values.dtype)
 
 
 class DeepState(DeepForecaster):
@@ -415,7 +436,7 @@ class DeepState(DeepForecaster):
         values, mask, covariates = self._kalman_inputs(self._transformed(batch), covariates)
         with torch.no_grad():
             params = self.module_.kalman_params(values, covariates)
-        return batch, values, mask, params
+        return batch, values.double(), mask, params  # the filter runs in float64 (DeepStateModule._params)
 
     def _state_estimate(self, batch: SeriesBatch, means: Tensor, covs: Tensor) -> StateEstimate:
         columns = self.module_.state_names()
