@@ -19,21 +19,6 @@ scoring and forecasting (sampled values enter the window as the forecast
 advances), never 0 (the prior is in it), and a constant factor on the data
 multiplies every ``s_t`` by that factor: results do not depend on units.
 
-Of differenced data (:class:`LagDifference`, whose ``z_t`` has the series'
-growth in its mean) the window's mean ``|x_u|`` measures that drift
-rather than the noise, so there the scale reads the window's increments,
-``|x_u - x_{u-1}|`` for consecutive observed pairs, instead
-(:attr:`CausalScale.increments`, set by the deep estimators whenever they
-difference). On seasonally differenced monthly CO2 the mean ``|z|`` of 64
-months doubles from the first window to the last (the annual growth rose
-from 0.8 to 1.6 ppm) while an AR(2)'s one-step residuals shrink to 0.85x;
-the mean increment follows them (0.81x). The emission's spread is a
-multiple of ``s_t``, so the old scale widened every model's one-step
-interval by the growth rate: the DMM's one-step predictive sd was 1.2x its
-realised error early in CO2's training data and 1.8x over the hold-out.
-On airline passengers (log) the old scale ended at 0.82x its start, the
-noise (and the mean increment) at 0.58x.
-
 Three modes (:func:`scale_mode`):
 
 - ``"prefix"``: the scale above (DeepAR scaling, causal);
@@ -90,13 +75,10 @@ def scale_mode(scaling, head) -> str:
 @dataclass
 class ScaleWindow:
     """What the scale of the current step reads: ``|x|`` of the last ``W`` steps before it
-    (most recent first; 0 where missing) and 1.0 where observed, both ``(*batch, W, D)``.
-    A scale of increments holds ``|x_u - x_{u-1}|`` there (observed: both ends were) and
-    ``last``, the value of the step before the current one ``(*batch, D)`` (NaN where missing)."""
+    (most recent first; 0 where missing) and 1.0 where observed, both ``(*batch, W, D)``."""
 
     magnitude: Tensor
     observed: Tensor
-    last: Tensor | None = None
 
 
 class CausalScale(nn.Module):
@@ -118,31 +100,15 @@ class CausalScale(nn.Module):
         if not is_int(window) or window < 1:
             raise ValueError(f"`window` must be a positive integer; got {window!r}.")
         self.mode, self.window = mode, window
-        #: read increments ``|x_u - x_{u-1}|`` instead of ``|x_u|`` (differenced data, module docstring);
-        #: not saved: the estimator sets it from its fitted differencing, before fit_prior and after loading
-        self.increments = False
         self.register_buffer("prior", torch.ones(n_dims))
 
     def extra_repr(self) -> str:
-        return f"mode={self.mode!r}, window={self.window}, increments={self.increments}"
-
-    def _read(self, values: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
-        """What the scale averages at each step of ``(..., T, D)``: ``|x_u|`` (or the increment
-        ``|x_u - x_{u-1}|``), 0 where not observed, and where it is, in float64."""
-        values = values.double()
-        zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        if self.increments:
-            step = values[..., 1:, :] - values[..., :-1, :]
-            both = mask[..., 1:, :] & mask[..., :-1, :]
-            values = torch.nn.functional.pad(step, (0, 0, 1, 0))
-            mask = torch.nn.functional.pad(both, (0, 0, 1, 0))
-        return torch.where(mask, values.abs(), zero), mask
+        return f"mode={self.mode!r}, window={self.window}"
 
     @torch.no_grad()
     def fit_prior(self, values: Tensor, mask: Tensor) -> None:
-        """Set ``s_0`` from training data ``(..., T, D)``."""
-        magnitude, observed = self._read(values, mask)
-        self.prior.copy_(fitted_scale(magnitude, observed).to(self.prior))
+        """Set ``s_0`` from training data ``(..., D)``."""
+        self.prior.copy_(fitted_scale(values, mask).to(self.prior))
 
     # ------------------------------------------------------------ whole sequences
     def sequence(self, values: Tensor, mask: Tensor) -> Tensor | None:
@@ -153,9 +119,10 @@ class CausalScale(nn.Module):
         if self.mode == "fixed":
             return prior.expand(values.shape)
         # windowed sums from cumulative sums, in float64 so long series lose no precision
-        magnitude, observed = self._read(values, mask)
+        magnitude = torch.where(mask, values.double().abs(), torch.zeros((), dtype=torch.float64,
+                                                                           device=values.device))
         totals = torch.nn.functional.pad(magnitude.cumsum(-2), (0, 0, 1, 0))  # totals[t] = sum_{u<t}
-        counts = torch.nn.functional.pad(observed.double().cumsum(-2), (0, 0, 1, 0))
+        counts = torch.nn.functional.pad(mask.double().cumsum(-2), (0, 0, 1, 0))
         steps = values.shape[-2]
         ends = torch.arange(steps, device=values.device)
         starts = (ends - self.window).clamp(min=0)
@@ -180,8 +147,7 @@ class CausalScale(nn.Module):
         if self.mode == "fixed":
             return None, prior
         zeros = like.new_zeros(*batch_shape, self.window, len(self.prior))
-        last = torch.full_like(prior, float("nan")) if self.increments else None
-        return ScaleWindow(zeros, zeros.clone(), last), prior
+        return ScaleWindow(zeros, zeros.clone()), prior
 
     def at(self, values: Tensor, mask: Tensor, steps: Tensor) -> tuple[ScaleWindow | None, Tensor | None]:
         """``(window, scale)`` of step ``steps[b]`` (0-based) of each sequence ``(B, T, D)``.
@@ -195,16 +161,9 @@ class CausalScale(nn.Module):
         positions = steps.to(values.device)[:, None] - 1 - torch.arange(self.window, device=values.device)
         inside = (positions >= 0)[..., None]
         positions = positions.clamp(min=0)
-        magnitude, observed = self._read(values, mask)
-        observed = observed[rows, positions] & inside
+        observed = mask[rows, positions] & inside
         zero = torch.zeros((), dtype=values.dtype, device=values.device)
-        last = None
-        if self.increments:  # x_{steps-1}, from which the next increment is taken
-            seen = mask[rows[:, 0], positions[:, 0]] & inside[:, 0]
-            last = torch.where(seen, values[rows[:, 0], positions[:, 0]],
-                               torch.full((), float("nan"), dtype=values.dtype, device=values.device))
-        window = ScaleWindow(torch.where(observed, magnitude[rows, positions].to(values.dtype), zero),
-                             observed.to(values.dtype), last)
+        window = ScaleWindow(torch.where(observed, values[rows, positions].abs(), zero), observed.to(values.dtype))
         return window, self.current(window)
 
     def current(self, window: ScaleWindow) -> Tensor:
@@ -219,24 +178,17 @@ class CausalScale(nn.Module):
         ``(*batch, D)`` (NaN where missing; None: nothing observed)."""
         if window is None:  # modes "fixed" and "none": the scale never moves
             return None, scale
-        last = window.last
         if x_prev is None:
             seen = torch.zeros_like(window.magnitude[..., 0, :])
             magnitude = seen
-            if last is not None:
-                last = torch.full_like(last, float("nan"))
         else:
-            value = x_prev if last is None else x_prev - last  # NaN when either end is missing
-            observed = ~torch.isnan(value)
+            observed = ~torch.isnan(x_prev)
             seen = observed.to(window.magnitude.dtype)
-            magnitude = torch.where(observed, value.abs(), torch.zeros((), dtype=x_prev.dtype,
-                                                                       device=x_prev.device))
-            if last is not None:
-                last = x_prev
+            magnitude = torch.where(observed, x_prev.abs(), torch.zeros((), dtype=x_prev.dtype,
+                                                                        device=x_prev.device))
         window = ScaleWindow(
             torch.cat([magnitude.unsqueeze(-2), window.magnitude[..., :-1, :]], dim=-2),
             torch.cat([seen.unsqueeze(-2), window.observed[..., :-1, :]], dim=-2),
-            last,
         )
         return window, self.current(window)
 
