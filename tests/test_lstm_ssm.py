@@ -51,7 +51,6 @@ def _initial_module(model):
     """The module the fit started from (same random_state, same data scale)."""
     module = model._new_module(1, 0, make_generator(model.random_state))
     module.scaler.load_state_dict(model.module_.scaler.state_dict())
-    module.scaler.increments = model.module_.scaler.increments  # set by the fit, not in the state dict
     return module.eval()
 
 
@@ -80,9 +79,9 @@ def test_pgas_training_lowers_the_negative_complete_data_log_likelihood(trained)
             log_f, log_g = module.complete_log_likelihood(z, values.expand(8, -1, -1), mask.expand(8, -1, -1))
         totals[name] = -(log_f + log_g).sum(-1)
     assert totals["after"].max() < totals["before"].min(), totals
-    # the training loss is -log p(x, z*) at each epoch's own draws: with persistent chains (the default) z* moves
-    # towards the posterior as the parameters learn, so the loss need not fall far (5.85 -> 5.25 at best here, the
-    # restarting sampler 5.85 -> 3.84): the fall itself is checked above on common posterior draws
+    # the training loss is -log p(x, z*) at each epoch's own draws, which move with the parameters, so its fall is
+    # noisy (here 6.33 -> 5.35 at best with persistent chains, 6.33 -> 5.60 restarting each minibatch): the fall
+    # itself is checked above on common posterior draws
     history = [record["train_loss"] for record in model.training_history_]
     assert min(history) < history[0] - 0.3, history
 
