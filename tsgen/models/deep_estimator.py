@@ -368,7 +368,8 @@ class DeepForecaster(BaseForecaster):
     def _model_data(self, data: SeriesBatch, training: bool = False) -> SeriesBatch:
         """``data`` as the module sees it: transformed and differenced when the model does either.
 
-        For training, steps without their lagged value (a series' first ``p``
+        For training (and for scoring and the forecast context, which follow
+        training), steps without their lagged value (a series' first ``p``
         steps) are masked: their location is a fallback, another distribution.
         """
         data = self._transformed(data)
@@ -383,8 +384,11 @@ class DeepForecaster(BaseForecaster):
 
     def _per_step_log_likelihood(self, data: SeriesBatch, covariates, **options):
         """The module's per-step densities of the transformed and differenced data, back in the data's
-        units (each map's log-Jacobian added)."""
-        values = super()._per_step_log_likelihood(self._model_data(data), covariates, **options)
+        units (each map's log-Jacobian added). Steps without their lagged value are not scored (NaN, as
+        ARIMA's first d + sD steps): the module never trained on their fallback location, and fed to it as
+        observed they moved the lag inputs and causal scale away from the forecast's, so that
+        exp(log p(y_t | y_<t)) was not the one-step forecast's density on a series no longer than the window."""
+        values = super()._per_step_log_likelihood(self._model_data(data, training=True), covariates, **options)
         differencing = getattr(self, "differencing_", None)
         if differencing is not None:
             values = values + differencing.log_det(data.mask).numpy()
