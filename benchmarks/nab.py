@@ -16,7 +16,7 @@ irregular and repeated ones included). Rows are scored by
 and NAB's threshold optimiser (one threshold per profile over the subset),
 so a detector contributes its scores, not its flags; the column ``own
 flags`` scores the detector's own SPOT flags at its default false-alarm
-rate (1e-4) instead (standard profile).
+rate (1e-3) instead (standard profile).
 
 Every tsgen detector reports the ``alert`` column of ``update``: its
 calibrated score at the onset of an episode (a step topping the previous 100

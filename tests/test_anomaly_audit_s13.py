@@ -135,7 +135,7 @@ def test_spot_refits_rarely_at_a_low_false_alarm_rate():
 
 
 def test_the_default_false_alarm_rate_is_the_monitoring_one():
-    assert AnomalyDetector().false_alarm_rate == 1e-4
+    assert AnomalyDetector().false_alarm_rate == 1e-3  # chosen on the NAB dev subset's tune half (see its docstring)
     assert AnomalyDetector(false_alarm_rate=1e-2).fit(_wti().iloc[:600]).threshold_ >= 2.0  # -log10(q): the floor
 
 
