@@ -20,7 +20,7 @@ from tsgen.anomaly._stream import check_values, frequency_of, season_length, str
 from tsgen.base import BaseForecaster, _decode, _encode, register_saveable, saved_class, write_payload
 from tsgen.data import SeriesBatch, future_index, to_series_batch
 
-METHODS = ("spot", "quantile")
+METHODS = ("spot", "dspot", "quantile")
 CALIBRATIONS = (None, "likelihood", "auto")
 ONLINE = (None, "rls", "refit", "auto")
 RESETS = (None, "bocpd", "auto")
@@ -92,8 +92,14 @@ class AnomalyDetector(BaseEstimator):
         calibrated two-tailed scores (``calibration="likelihood"``,
         ``tails="both"``), and one flag per episode (``onset_window``,
         ``suppress``).
-    method : {"spot", "quantile"}
-        How the threshold is set from the training scores.
+    method : {"spot", "dspot", "quantile"}
+        How the threshold is set from the training scores: SPOT's
+        peaks-over-threshold tail, DSPOT's (Siffer et al. 2017, section 4.2:
+        the same tail for each score less the mean of the ``dspot_depth``
+        normal scores before it, so a slowly drifting score baseline does
+        not drift into alarms; the reported ``threshold`` is then the
+        current alarm level, tail threshold plus that local mean), or the
+        training scores' ``1 - false_alarm_rate`` quantile.
     false_alarm_rate : float
         Target probability that a normal step is flagged (before onsets and
         suppression thin the flags). The default 1e-3 was chosen on the tune
@@ -107,6 +113,9 @@ class AnomalyDetector(BaseEstimator):
         steps, a rate an operator can read.
     window : int
         Number of steps the scores are averaged over (1 = pointwise).
+    dspot_depth : int
+        With ``method="dspot"``, how many earlier normal scores the local
+        mean takes (Siffer et al.'s ``d``).
     spot_level : float
         Quantile of the training scores used as SPOT's initial threshold
         (lowered for short training data until it leaves 10 peaks; with
@@ -243,7 +252,7 @@ class AnomalyDetector(BaseEstimator):
     """
 
     def __init__(self, model="auto", method="spot", false_alarm_rate=1e-3, window=1, spot_level=0.98, adapt=True,
-                 n_particles=1000, calibration="auto", short_window=10, long_window=2000, tails="auto",
+                 dspot_depth=10, n_particles=1000, calibration="auto", short_window=10, long_window=2000, tails="auto",
                  online="auto", forgetting=0.999, context=1000, refit_every=500, onset_window="auto", reset="auto",
                  profile="auto", marginal="auto", suppress="auto"):
         self.model = model
@@ -252,6 +261,7 @@ class AnomalyDetector(BaseEstimator):
         self.window = window
         self.spot_level = spot_level
         self.adapt = adapt
+        self.dspot_depth = dspot_depth
         self.n_particles = n_particles
         self.calibration = calibration
         self.short_window = short_window
@@ -273,6 +283,8 @@ class AnomalyDetector(BaseEstimator):
         _check_probability(self.false_alarm_rate, "false_alarm_rate")
         if isinstance(self.window, bool) or not isinstance(self.window, (int, np.integer)) or self.window < 1:
             raise ValueError(f"`window` must be a positive int; got {self.window!r}.")
+        if not is_int(self.dspot_depth) or self.dspot_depth < 1:
+            raise ValueError(f"`dspot_depth` must be a positive int; got {self.dspot_depth!r}.")
         if not (isinstance(self.model, str) and self.model == "auto") and not hasattr(self.model, "log_likelihood"):
             raise TypeError(f"`model` must be a tsgen estimator with log_likelihood or 'auto'; got "
                             f"{type(self.model).__name__}.")
@@ -409,12 +421,14 @@ class AnomalyDetector(BaseEstimator):
         # SPOT's tail fit uses the finite scores, and the quantile below takes an observed score, not inf - inf
         finite = scored[np.isfinite(scored)]
         n = finite.size
-        if self.method == "spot":
+        if self.method in ("spot", "dspot"):
+            depth = self.dspot_depth if self.method == "dspot" else None
+            usable = n - (depth or 0)  # DSPOT's first `depth` scores only start its local mean
             # short calibration data: lower SPOT's level until it leaves MIN_PEAKS peaks
-            level = min(self.spot_level, 1 - MIN_PEAKS / n) if n else self.spot_level
-            if n >= 2 * MIN_PEAKS and q < 1 - level:
-                self.spot_ = SPOT(q, level).fit(finite if n < scored.size else scores)
-                self.threshold_ = max(self.spot_.threshold_, self._floor())
+            level = min(self.spot_level, 1 - MIN_PEAKS / usable) if usable > 0 else self.spot_level
+            if usable >= 2 * MIN_PEAKS and q < 1 - level:
+                self.spot_ = SPOT(q, level, depth=depth).fit(finite if n < scored.size else scores)
+                self.threshold_ = max(self.spot_.alarm_level_, self._floor())
                 return
             warnings.warn(f"{n} finite calibration scores are too few for SPOT at `false_alarm_rate`={q:g}; the "
                           f"threshold is their {1 - q:g} quantile instead.", UserWarning, stacklevel=3)
@@ -580,7 +594,7 @@ class AnomalyDetector(BaseEstimator):
             thresholds[k] = self.threshold_
             if hasattr(self, "spot_") and self.adapt:
                 flags[k] = self.spot_.step(s) and s > floor and alerts[k] > 0
-                self.threshold_ = max(self.spot_.threshold_, floor)
+                self.threshold_ = max(self.spot_.alarm_level_, floor)
             else:
                 flags[k] = bool(s > self.threshold_ and alerts[k] > 0)
         flags, self.since_flag_ = suppress_repeats(flags, self._suppress(), getattr(self, "since_flag_", np.inf))
@@ -701,7 +715,9 @@ class AnomalyDetector(BaseEstimator):
             tensors["spot.peaks"] = torch.as_tensor(np.asarray(spot.peaks_, dtype=np.float64))
             meta["spot"] = {"level": spot.level, "initial_threshold": spot.initial_threshold_, "n": int(spot.n_),
                             "gamma": spot.gamma_, "sigma": spot.sigma_, "threshold": spot.threshold_,
-                            "fitted_peaks": spot.fitted_peaks_}
+                            "fitted_peaks": spot.fitted_peaks_, "depth": spot.depth}
+            if spot.depth:
+                tensors["spot.recent"] = torch.as_tensor(np.asarray(spot.recent_, dtype=np.float64))
         if hasattr(self, "online_"):
             learner = self.online_
             meta["online"] = {"order": learner.order, "period": learner.seasonal_period,
@@ -753,11 +769,13 @@ class AnomalyDetector(BaseEstimator):
             detector.since_refit_ = int(meta["since_refit"])
         if meta["spot"] is not None:
             state = meta["spot"]
-            spot = SPOT(detector.false_alarm_rate, float(state["level"]))
+            spot = SPOT(detector.false_alarm_rate, float(state["level"]), depth=state.get("depth"))
             spot.initial_threshold_, spot.n_ = float(state["initial_threshold"]), int(state["n"])
             spot.gamma_, spot.sigma_, spot.threshold_ = (float(state[k]) for k in ("gamma", "sigma", "threshold"))
             spot.fitted_peaks_ = int(state["fitted_peaks"])
             spot.peaks_ = [float(v) for v in tensors["spot.peaks"].numpy()]
+            if spot.depth:
+                spot.recent_ = [float(v) for v in tensors["spot.recent"].numpy()]
             detector.spot_ = spot
         if meta["online"] is not None:
             o = meta["online"]
