@@ -372,6 +372,14 @@ class AnomalyDetector(BaseEstimator):
         batch = to_series_batch(view, "y")
         if batch.is_collection:
             raise TypeError("`y` must be one Series or DataFrame: fit one detector per series.")
+        if self._auto:
+            # the default model's own refusal would name its `order`, which the user never set
+            needed = AUTO_MODEL()._fixed_spec(0).min_observations()
+            if batch.n_observed < needed:
+                raise ValueError(
+                    f"`y` has {batch.n_observed} observed values; AnomalyDetector(model='auto') needs at least "
+                    f"{needed} to fit its one-step model: give a longer series or pass a `model`."
+                )
         self.model_ = clone(self._template()).fit(view, X=X)
         self.history_ = y.copy() if hasattr(y, "copy") else np.array(y, copy=True)
         online = self._online()
@@ -569,6 +577,10 @@ class AnomalyDetector(BaseEstimator):
         combined = self._continue(y_new)
         check_values(y_new, "y_new")
         n_new = len(y_new)
+        if not n_new:  # nothing to score or learn from, whatever the container
+            index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(self.n_seen_, self.n_seen_)
+            return pd.DataFrame({"score": np.empty(0), "alert": np.empty(0), "threshold": np.empty(0),
+                                 "anomaly": np.zeros(0, dtype=bool), "level_shift": np.empty(0)}, index=index)
         online = self._online()
         shifts = np.zeros(n_new)
         profile_raw = marginal_raw = None
@@ -624,7 +636,7 @@ class AnomalyDetector(BaseEstimator):
         if not isinstance(self.history_, (pd.Series, pd.DataFrame)):
             return np.concatenate([self.history_, np.asarray(y_new)])
         if len(y_new) == 0:
-            raise ValueError("`y_new` must continue the series: got nothing.")
+            return self.history_
         index = self.history_.index
         if isinstance(index, (pd.DatetimeIndex, pd.PeriodIndex)):
             if y_new.index[0] < index[-1]:
@@ -715,7 +727,7 @@ class AnomalyDetector(BaseEstimator):
             tensors["spot.peaks"] = torch.as_tensor(np.asarray(spot.peaks_, dtype=np.float64))
             meta["spot"] = {"level": spot.level, "initial_threshold": spot.initial_threshold_, "n": int(spot.n_),
                             "gamma": spot.gamma_, "sigma": spot.sigma_, "threshold": spot.threshold_,
-                            "fitted_peaks": spot.fitted_peaks_, "depth": spot.depth}
+                            "fitted_peaks": spot.fitted_peaks_, "depth": spot.depth, "outliers": int(spot.outliers_)}
             if spot.depth:
                 tensors["spot.recent"] = torch.as_tensor(np.asarray(spot.recent_, dtype=np.float64))
         if hasattr(self, "online_"):
@@ -773,6 +785,8 @@ class AnomalyDetector(BaseEstimator):
             spot.initial_threshold_, spot.n_ = float(state["initial_threshold"]), int(state["n"])
             spot.gamma_, spot.sigma_, spot.threshold_ = (float(state[k]) for k in ("gamma", "sigma", "threshold"))
             spot.fitted_peaks_ = int(state["fitted_peaks"])
+            # files saved before it was stored: the count is lost, and it only describes the calibration
+            spot.outliers_ = int(state.get("outliers", 0))
             spot.peaks_ = [float(v) for v in tensors["spot.peaks"].numpy()]
             if spot.depth:
                 spot.recent_ = [float(v) for v in tensors["spot.recent"].numpy()]

@@ -182,7 +182,7 @@ def fit_spec(
     if start is None:
         start_params = hannan_rissanen(spec, ws, wx)
     else:
-        start_params = _scaled(spec, start, 1.0 / scale)
+        start_params = scaled_params(spec, start, 1.0 / scale)
     free0 = unconstrain(spec, start_params, xscale)
     if free_mask is not None:
         free0 = torch.where(free_mask, free0, torch.zeros((), dtype=free0.dtype))
@@ -206,10 +206,10 @@ def fit_spec(
     free, f, converged = (torch.from_numpy(v) for v in (free, f, converged))
     params_scaled = constrain(spec, torch.where(torch.from_numpy(mask), free, 0.0), xscale)
     llf = -f * n_obs - n_obs * torch.log(scale)
-    return FitResult(spec, _scaled(spec, params_scaled, scale), llf, n_obs, converged, n_free)
+    return FitResult(spec, scaled_params(spec, params_scaled, scale), llf, n_obs, converged, n_free)
 
 
-def _scaled(spec: ArimaSpec, params: Tensor, scale) -> Tensor:
+def scaled_params(spec: ArimaSpec, params: Tensor, scale) -> Tensor:
     """Parameters of ``scale * y`` from those of ``y``: beta and sqrt(sigma2) scale linearly."""
     scale = torch.as_tensor(scale, dtype=params.dtype)
     scale = scale.reshape(-1, 1) if scale.dim() else scale

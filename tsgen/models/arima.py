@@ -46,10 +46,12 @@ from tsgen.data._index import resolve_period
 from tsgen.exceptions import ConvergenceWarning
 from tsgen.models._arima_auto import AutoOptions, auto_fit
 from tsgen.models._arima_filter import filter_history
-from tsgen.models._arima_fit import FitResult, check_identifiable, check_initial_observed, fit_spec, regressors
+from tsgen.models._arima_fit import (FitResult, check_identifiable, check_initial_observed, fit_spec, regressors,
+                                     scaled_params)
 from tsgen.models._arima_forecast import forecast_moments, future_regression, sample_paths
 from tsgen.models._arima_spec import ArimaSpec
 from tsgen.models._arima_statespace import lag_polynomial
+from tsgen.models._units import check_units, in_units, paired_units, units_of
 
 
 def _spec_to_json(spec: ArimaSpec) -> dict:
@@ -140,7 +142,11 @@ class ARIMA(BaseForecaster):
     statsmodels' names, except that a regressor is ``x.<column>`` after
     ``X``'s column where statsmodels writes the bare column name; ``x1``,
     ``x2``, ... for unnamed columns), ``llf_``, ``aic_``, ``aicc_``, ``bic_``, ``sigma2_``,
-    ``converged_``.
+    ``converged_``. A series of magnitude past 1e100 (or below 1e-100) is
+    fitted in units of a power of two (:mod:`tsgen.models._units`; at 1e200
+    the Kalman filter's squares overflowed and forecasts were NaN): its
+    forecasts and ``llf_`` are exact, its ``sigma2_`` overflows to inf past
+    about 1e154 (underflows to 0 below 1e-154), as statsmodels' does.
     """
 
     _supports_covariates = True
@@ -264,7 +270,9 @@ class ARIMA(BaseForecaster):
     def _fit(self, data: SeriesBatch, covariates):
         if isinstance(self.max_iter, bool) or not isinstance(self.max_iter, (int, np.integer)) or self.max_iter < 1:
             raise ValueError(f"`max_iter` must be a positive integer; got {self.max_iter!r}.")
-        y = self._univariate(data)
+        # fitted in units of a power of two where squares of the data would overflow or underflow (_units)
+        units = units_of(data)
+        y = self._univariate(in_units(data, units))
         n_exog = 0 if covariates is None else covariates.shape[-1]
         if self._is_auto:
             results = auto_fit(y, data.lengths, covariates, self._auto_options(data), n_exog)
@@ -272,10 +280,12 @@ class ARIMA(BaseForecaster):
             spec = self._fixed_spec(n_exog, data)
             check_identifiable(spec, y)
             results = [(fit_spec(spec, y, covariates, max_iter=int(self.max_iter)), np.arange(y.shape[0]))]
+        self._units = units
         self._set_results(results, y.shape[0], data.is_collection)
 
     def _set_results(self, results: list[tuple[FitResult, np.ndarray]], n_series: int, collection: bool):
-        """Store per-series specs and parameters and the public ``*_`` attributes."""
+        """Store per-series specs and parameters (in ``self._units``) and the public ``*_`` attributes (in the
+        user's units: ``sigma2_`` of a series past about 1e154 overflows to inf, as statsmodels' does)."""
         specs = [None] * n_series
         params = [None] * n_series
         stats = {k: np.zeros(n_series) for k in ("llf", "aic", "aicc", "bic")}
@@ -285,7 +295,10 @@ class ARIMA(BaseForecaster):
         for result, rows in results:
             rows = np.asarray(rows)
             block = result.params.detach().clone()
-            for i, row, floats in zip(rows.tolist(), block.unbind(0), block.tolist()):
+            units = self._units[torch.as_tensor(rows)]
+            shown = scaled_params(result.spec, block, units)
+            result = replace(result, llf=result.llf - result.n_obs * torch.log(units))
+            for i, row, floats in zip(rows.tolist(), block.unbind(0), shown.tolist()):
                 specs[i] = result.spec
                 params[i] = row.clone()  # its own storage, so that saving one series does not save all
                 values[i] = floats
@@ -378,21 +391,26 @@ class ARIMA(BaseForecaster):
 
         if options:
             raise TypeError(f"ARIMA.log_likelihood got unexpected option(s) {sorted(options)}.")
+        units = paired_units(self._units, data.n_series)
+        data = in_units(data, units)
         if _inference_method(method, n_particles) == "smc":
-            return self._smc_log_likelihood(data, covariates, 1000 if n_particles is None else n_particles)
-        y = self._univariate(data)
-        out = torch.zeros_like(y)
-        for spec, rows, params in self._groups(y.shape[0]):
-            summary, _ = self._filtered(spec, rows, params, y, data.lengths, covariates)
-            out[rows] = summary.log_likelihoods
-            # the first d + sD steps only start the differencing: they carry no density
-            # (statsmodels' llf convention), so they are not scored rather than scored 0
-            out[rows, : spec.n_integration] = torch.nan
-        return out
+            out = self._smc_log_likelihood(data, covariates, 1000 if n_particles is None else n_particles)
+        else:
+            y = self._univariate(data)
+            out = torch.zeros_like(y)
+            for spec, rows, params in self._groups(y.shape[0]):
+                summary, _ = self._filtered(spec, rows, params, y, data.lengths, covariates)
+                out[rows] = summary.log_likelihoods
+                # the first d + sD steps only start the differencing: they carry no density
+                # (statsmodels' llf convention), so they are not scored rather than scored 0
+                out[rows, : spec.n_integration] = torch.nan
+        # a density of y / u is u times the density of y
+        return out - torch.log(units).to(out.dtype)[:, None]
 
     def _smc_log_likelihood(self, data, covariates, n_particles):
-        """The one-step densities by a particle filter on the model protocol (:mod:`._arima_smc`), seeded
-        by ``random_state``: a check of the Kalman route through the code path nonlinear models take."""
+        """The one-step densities (in the fitted units) by a particle filter on the model protocol
+        (:mod:`._arima_smc`), seeded by ``random_state``: a check of the Kalman route through the code path
+        nonlinear models take."""
         from tsgen.models._arima_smc import smc_log_likelihoods
         from tsgen.training import seeded_from
         from tsgen.training.randomness import make_generator
@@ -407,6 +425,8 @@ class ARIMA(BaseForecaster):
         return out
 
     def _predict_gaussian(self, horizon, history, covariates):
+        units = paired_units(self._units, history.n_series)
+        history = in_units(history, units)
         y = self._univariate(history)
         mean = torch.zeros(y.shape[0], horizon, 1, dtype=y.dtype)
         std = torch.zeros_like(mean)
@@ -416,16 +436,18 @@ class ARIMA(BaseForecaster):
             m, s = forecast_moments(summary, regression, horizon)
             mean[rows, :, 0] = m
             std[rows, :, 0] = s
-        return mean, std
+        return mean * units[:, None, None], std * units[:, None, None]
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
+        units = paired_units(self._units, history.n_series)
+        history = in_units(history, units)
         y = self._univariate(history)
         draws = torch.zeros(y.shape[0], n_samples, horizon, 1, dtype=y.dtype)
         for spec, rows, params in self._groups(y.shape[0]):
             summary, X = self._filtered(spec, rows, params, y, history.lengths, covariates, horizon)
             regression = future_regression(spec, params, X, history.lengths[rows], horizon)
             draws[rows, ..., 0] = sample_paths(summary, regression, horizon, n_samples, generator)
-        return draws
+        return draws * units[:, None, None, None]
 
     def _fitted_state(self):
         check_is_fitted(self)
@@ -436,6 +458,7 @@ class ARIMA(BaseForecaster):
         # the fit's own log-likelihoods travel with the parameters: a partitioned fit's merge (and a load)
         # takes them instead of running the Kalman filter over every series again
         tensors["llf"] = torch.as_tensor(np.atleast_1d(self.llf_), dtype=torch.float64)
+        tensors["units"] = self._units  # the parameters' units (_units); files without them were fitted in 1
         return meta, tensors
 
     def _load_fitted_state(self, meta, tensors):
@@ -447,6 +470,7 @@ class ARIMA(BaseForecaster):
             specs.append(decoded[repr(m)])
         self._specs = specs
         self._params = [tensors[f"params.{i}"] for i in range(len(specs))]
+        self._units = check_units(tensors.get("units"), len(specs))
         _check_loaded_params(specs, self._params, self.history_.n_series)
         llf = tensors.get("llf")  # absent from files saved before it was stored
         if llf is not None and (tuple(llf.shape) != (len(specs),) or llf.dtype != torch.float64):
@@ -455,17 +479,18 @@ class ARIMA(BaseForecaster):
         self._restore_attributes(meta["collection"], meta.get("converged"), llf)
 
     def _restore_attributes(self, collection: bool, converged=None, llf=None):
-        """The ``*_`` statistics from the stored parameters, history and (when stored) log-likelihoods;
-        without those the Kalman filter recomputes them."""
-        y = self._univariate(self.history_)
+        """The ``*_`` statistics from the stored parameters, history and (when stored) log-likelihoods, in the
+        user's units; without those the Kalman filter recomputes them."""
+        units = paired_units(self._units, self.history_.n_series)
+        y = self._univariate(in_units(self.history_, units))
         results = []
         for spec, rows, params in self._groups(y.shape[0]):
+            n_obs = torch.isfinite(y[rows, spec.n_integration:]).sum(1).to(y.dtype)
             if llf is None:
                 summary, _ = self._filtered(spec, rows, params, y, self.history_.lengths, self.covariates_)
                 row_llf = summary.log_likelihoods.sum(1)
-            else:
-                row_llf = llf[rows]
-            n_obs = torch.isfinite(y[rows, spec.n_integration:]).sum(1).to(y.dtype)
+            else:  # _set_results takes the fitted units' log-likelihood
+                row_llf = llf[rows] + n_obs * torch.log(units[rows])
             flags = torch.tensor([True if converged is None else bool(converged[int(i)]) for i in rows])
             results.append((FitResult(spec, params, row_llf, n_obs, flags), rows.numpy()))
         self._set_results(results, y.shape[0], collection)

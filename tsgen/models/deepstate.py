@@ -58,7 +58,8 @@ Precision. The Kalman filter, and the emitted fields it reads, run in
 float64 whatever the LSTM's dtype (float32): a constant series drives the
 noise to its floor, where the float32 covariance update lost positive
 definiteness, and the squares of data of size 1e20 left float32's range.
-Data beyond float32's range (about 3e38) still overflows the training windows.
+Data beyond float32's range (about 3.4e38, after the target transform) is
+refused naming ``y``: the network reads it in float32.
 """
 from __future__ import annotations
 
@@ -194,7 +195,8 @@ class DeepStateModule(nn.Module):
         would give intervals many times the data's range at a 2-year horizon.
         """
         self.change_scale.copy_(fitted_scale(*lag_differences(values, mask, 1)).to(self.change_scale))
-        observed = torch.where(mask, values, torch.zeros((), dtype=values.dtype))
+        # in float64: the float32 sum of every training window's values overflows long before the values do
+        observed = torch.where(mask, values.double(), torch.zeros((), dtype=torch.float64))
         level = observed.sum() / mask.sum().clamp(min=1)
         self.initial_mean[0] = level / self.scaler.prior[0].to(level)
         if self.season_length:
@@ -395,8 +397,27 @@ class DeepState(DeepForecaster):
         self.season_length_ = meta["season_length"]
         super()._load_fitted_state(meta, tensors)
 
+    def _check_representable(self, data: SeriesBatch) -> None:
+        """Refuse (transformed) data that the module's dtype cannot hold: cast to float32 it would be inf,
+        and the filter would fail deep inside torch instead."""
+        magnitude = torch.where(data.mask, data.values.abs(), torch.zeros((), dtype=data.values.dtype))
+        largest = float(magnitude.max()) if magnitude.numel() else 0.0
+        limit = torch.finfo(self.dtype).max
+        if largest > limit:
+            raise ValueError(
+                f"`y` has values of magnitude {largest:.3g} (after its target transform), beyond {self.dtype}'s "
+                f"range (about {limit:.2g}) in which DeepState's network reads the data; divide `y` by a constant "
+                "(e.g. a power of ten) before fitting and multiply the forecasts by it, or pass "
+                "target_transform='log' for positive data."
+            )
+
+    def _training_data(self, data: SeriesBatch, covariates):
+        self._check_representable(data)
+        return super()._training_data(data, covariates)
+
     def _kalman_inputs(self, data: SeriesBatch, covariates):
         """``values``, ``mask`` and the covariates of the steps of ``data``, on the module's device and dtype."""
+        self._check_representable(data)
         values, mask = self._as_tensor(data.values), data.mask.to(self._device())
         if covariates is not None:
             covariates = self._as_tensor(covariates)[:, : values.shape[1]]
@@ -449,6 +470,7 @@ class DeepState(DeepForecaster):
         return StateEstimate(unwrap(batch, frames), unwrap(batch, arrays))
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
+        self._check_representable(self._transformed(history))
         values, mask, lengths, context_covariates, future_covariates = self._context(history, covariates, horizon)
         with torch.no_grad():
             draws = self.module_.sample(values, mask, lengths, context_covariates, future_covariates, horizon,

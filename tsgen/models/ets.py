@@ -29,6 +29,12 @@ missing values). Missing values are zero innovations (``y_t`` replaced by
 continue along their conditional mean, so predictions after a gap are the
 exact conditional means of the linear forms, but their one-step variance
 is not widened for the gap (a Kalman filter would widen it).
+
+A series of magnitude past 1e100 (or below 1e-100) is fitted in units of a
+power of two (:mod:`._units`), where the likelihood's squares stay finite:
+``c y`` then gets ``c`` times the forecasts of ``y``; ``sigma2_`` of an
+additive error past about 1e154 overflows to inf (the model keeps it in
+its units).
 """
 from __future__ import annotations
 
@@ -44,6 +50,7 @@ from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
 from tsgen.models import _ets_kernels as kernels
 from tsgen.models._ets_spec import EtsForm, candidate_forms, components
+from tsgen.models._units import check_units, in_units, paired_units, units_of
 from tsgen.models.baselines import resolve_period
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -182,6 +189,9 @@ class ETS(BaseForecaster):
                 f"`seasonal`={seasonal!r} needs a period >= 2: pass `period`, or give `y` an index with a "
                 "seasonal frequency."
             )
+        # fitted in units of a power of two where squares of the data would overflow or underflow (_units)
+        units = units_of(data)
+        data = in_units(data, units)
         y = data.values[..., 0].numpy()
         observed = data.mask[..., 0].numpy()
         lengths = data.lengths.numpy().astype(np.int64)
@@ -268,6 +278,7 @@ class ETS(BaseForecaster):
                 "parameter tried); check the data for extreme values."
             )
         self._forms = chosen
+        self._units = units
         self._smoothing = torch.from_numpy(smoothing)
         self._states = torch.from_numpy(states)
         self._sigma2 = torch.from_numpy(self._mean_squared_residuals(data))
@@ -286,11 +297,14 @@ class ETS(BaseForecaster):
         return out
 
     def _set_attributes(self, data: SeriesBatch, converged):
+        """The public ``*_`` attributes, in the user's units, from ``data`` in the fitted units."""
         n = len(self._forms)
         llf = np.zeros(n)
         for form, rows, sm, x0 in self._groups(n):
             _, _, llf[rows] = self._run(form, rows, sm, x0, data)
         n_obs = data.mask[..., 0].sum(1).numpy()
+        units = self._units.numpy()
+        llf = llf - n_obs * np.log(units)  # a density of y / u is u times the density of y
         collection = data.is_collection
         k = np.array([f.n_params for f in self._forms], float)
         crit = _information_criteria(llf, k, np.asarray(n_obs, float))
@@ -303,8 +317,12 @@ class ETS(BaseForecaster):
         self._converged = np.asarray(converged, bool)
         self.model_ = out(f.name for f in self._forms)
         smoothing, states = self._smoothing.numpy(), self._states.numpy()
-        self.params_ = out(self._param_dict(form, smoothing[i], states[i]) for i, form in enumerate(self._forms))
-        self.sigma2_ = out(self._sigma2.tolist())
+        self.params_ = out(self._param_dict(form, smoothing[i], states[i], units[i])
+                           for i, form in enumerate(self._forms))
+        # relative (multiplicative error) or in squared units: past about 1e154 it overflows to inf
+        additive = np.array([f.error == 1 for f in self._forms])
+        with np.errstate(over="ignore"):
+            self.sigma2_ = out((self._sigma2.numpy() * np.where(additive, units**2, 1.0)).tolist())
         self.llf_ = out(llf.tolist())
         self.aic_ = out(crit["aic"].tolist())
         self.aicc_ = out(crit["aicc"].tolist())
@@ -312,9 +330,12 @@ class ETS(BaseForecaster):
         self.converged_ = out(self._converged.tolist())
 
     @staticmethod
-    def _param_dict(form: EtsForm, smoothing: np.ndarray, states: np.ndarray) -> dict:
+    def _param_dict(form: EtsForm, smoothing: np.ndarray, states: np.ndarray, unit: float = 1.0) -> dict:
+        """statsmodels-named parameters from fitted ones in units ``unit``: the level and the additive trend
+        and season carry the data's units, a multiplicative trend or season none."""
         alpha, beta_star, gamma_star, phi = smoothing.tolist()
-        x0 = states.tolist()
+        carries_units = np.r_[True, form.trend == 1, np.full(len(states) - 2, form.season == 1)]
+        x0 = np.where(carries_units, states * unit, states).tolist()
         params = {"smoothing_level": alpha}
         if form.trend:
             params["smoothing_trend"] = beta_star * alpha
@@ -370,6 +391,8 @@ class ETS(BaseForecaster):
             raise TypeError(f"ETS.log_likelihood got unexpected option(s) {sorted(options)}.")
         if data.n_dims != 1:
             raise ValueError(f"`y` must be univariate for ETS; got {data.n_dims} variables.")
+        units = paired_units(self._units, data.n_series)
+        data = in_units(data, units)
         out = np.zeros(data.values.shape[:2])
         for form, rows, sm, x0 in self._groups(data.n_series):
             yhat, _, _ = self._run(form, rows, sm, x0, data)
@@ -383,11 +406,18 @@ class ETS(BaseForecaster):
             else:
                 dens = -0.5 * (_LOG_2PI + np.log(sigma2) + (y - yhat) ** 2 / sigma2)
             out[rows] = np.where(data.mask[rows, :, 0].numpy(), dens, 0.0)
-        return torch.from_numpy(out)
+        return torch.from_numpy(out - np.log(units.numpy())[:, None])  # a density of y / u is u times y's
 
     # ----------------------------------------------------------- forecasting
     def _forecast(self, horizon, history, covariates, levels):
-        """Exact Gaussian quantiles for the linear forms; simulated ones for the others."""
+        units = paired_units(self._units, history.n_series)
+        mean, bands = self._forecast_in_units(horizon, in_units(history, units), covariates, levels)
+        units = units.numpy()[:, None, None]
+        return mean * units, {q: band * units for q, band in bands.items()}
+
+    def _forecast_in_units(self, horizon, history, covariates, levels):
+        """Exact Gaussian quantiles for the linear forms; simulated ones for the others (``history`` and the
+        results in the fitted units)."""
         mean = np.zeros((history.n_series, horizon, 1))
         bands = {q: np.zeros_like(mean) for q in levels}
         nonlinear, exact_means = [], []
@@ -411,8 +441,8 @@ class ETS(BaseForecaster):
             for q in levels:
                 bands[q][rows, :, 0] = point + stats.norm.ppf(q) * std
         if nonlinear:
-            draws = self._sample(horizon, self._n_predict_samples, history, covariates,
-                                 _generator(self.random_state)).numpy()
+            draws = self._sample_in_units(horizon, self._n_predict_samples, history, covariates,
+                                          _generator(self.random_state)).numpy()
             rows = np.concatenate(nonlinear)
             mean[rows] = draws[rows].mean(1)
             qs = np.quantile(draws[rows], levels, axis=1)
@@ -443,7 +473,13 @@ class ETS(BaseForecaster):
         return np.concatenate([np.ones((len(alpha), 1)), 1.0 + np.cumsum(c**2, axis=1)], axis=1)
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
-        """Paths by running the recursion on simulated observations, all series and paths at once."""
+        units = paired_units(self._units, history.n_series)
+        draws = self._sample_in_units(horizon, n_samples, in_units(history, units), covariates, generator)
+        return draws * units[:, None, None, None]
+
+    def _sample_in_units(self, horizon, n_samples, history, covariates, generator):
+        """Paths by running the recursion on simulated observations, all series and paths at once (in the
+        fitted units)."""
         out = torch.zeros(history.n_series, n_samples, horizon, 1, dtype=torch.float64)
         shocks = torch.randn(history.n_series, n_samples, horizon, generator=generator, dtype=torch.float64).numpy()
         step = kernels.step.py_func
@@ -475,7 +511,8 @@ class ETS(BaseForecaster):
         check_is_fitted(self)
         meta = {"forms": [[f.error, f.trend, f.season, bool(f.damped), f.period] for f in self._forms],
                 "collection": self._collection, "converged": self._converged.tolist()}
-        return meta, {"smoothing": self._smoothing, "states": self._states, "sigma2": self._sigma2}
+        return meta, {"smoothing": self._smoothing, "states": self._states, "sigma2": self._sigma2,
+                      "units": self._units}
 
     def _load_fitted_state(self, meta, tensors):
         forms = []
@@ -496,7 +533,9 @@ class ETS(BaseForecaster):
         if n not in (1, self.history_.n_series):
             raise ValueError(f"{n} stored ETS models for {self.history_.n_series} stored series")
         self._forms, self._smoothing, self._states, self._sigma2 = forms, smoothing, states, sigma2
-        self._set_attributes(self.history_, meta["converged"])
+        self._units = check_units(tensors.get("units"), n)  # files saved before units were fitted in 1
+        self._set_attributes(in_units(self.history_, paired_units(self._units, self.history_.n_series)),
+                             meta["converged"])
 
 
 #: Nelder-Mead stops when the simplex's -log-likelihoods agree to this relative tolerance (R's optim uses

@@ -26,6 +26,11 @@ paths carry the same covariance: ``e_h + alpha (e_1 + ... + e_{h-1})``.
 from the steps before it, ``N(yhat_t, sigma^2)`` (the first step is not
 scored); on another series the seasonal factors are applied by position.
 
+A series of magnitude past 1e100 (or below 1e-100) is fitted in units of a
+power of two (:mod:`._units`; the seasonality test's sums of squares
+underflowed at 1e-200), with ``sigma2_`` reported in the data's units (inf
+past about 1e154).
+
 Missing values are not supported (the decomposition and the least squares
 need every step): ``fit`` and ``log_likelihood`` refuse NaN. Many series
 are fitted together: the SES parameter by a golden-section search run on
@@ -41,6 +46,7 @@ from sklearn.utils.validation import check_is_fitted
 
 from tsgen.base import BaseForecaster
 from tsgen.data import SeriesBatch
+from tsgen.models._units import check_units, in_units, paired_units, units_of
 from tsgen.models.baselines import resolve_period
 
 _LOG_2PI = math.log(2.0 * math.pi)
@@ -190,6 +196,9 @@ class Theta(BaseForecaster):
             raise ValueError(f"`method` must be 'auto', 'multiplicative' or 'additive'; got {self.method!r}.")
         self._check(data)
         period = resolve_period(self.period, data)
+        # fitted in units of a power of two where squares of the data would overflow or underflow (_units)
+        units = units_of(data)
+        data = in_units(data, units)
         values, lengths = data.values[..., 0], data.lengths
         seasonal, methods = [], []
         adjusted = values.clone()
@@ -209,6 +218,7 @@ class Theta(BaseForecaster):
         self._seasonal, self._methods, self.period_ = seasonal, methods, period
         self._params = self._estimate(adjusted, lengths)
         self._sigma2 = self._innovation_variance(values)
+        self._units = units
         self._set_attributes(data.is_collection)
 
     def _estimate(self, adjusted: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -234,16 +244,20 @@ class Theta(BaseForecaster):
         return fit_spec(spec, values, None).params[:, -1].detach()
 
     def _set_attributes(self, collection: bool):
+        """The public ``*_`` attributes in the user's units (``sigma2_`` past about 1e154 overflows to inf)."""
         def out(values):
             values = list(values)
             return values if collection else values[0]
 
-        b0, alpha, _ = self._params.T.tolist()
+        units = self._units.numpy()
+        b0, alpha, _ = self._params.T.numpy()
         self._collection = collection
-        self.b0_ = out(b0)
-        self.alpha_ = out(alpha)
-        self.sigma2_ = out(self._sigma2.tolist())
-        self.seasonal_ = out(None if s is None else s.tolist() for s in self._seasonal)
+        self.b0_ = out((b0 * units).tolist())
+        self.alpha_ = out(alpha.tolist())
+        with np.errstate(over="ignore"):  # inf past about 1e154, as documented
+            self.sigma2_ = out((self._sigma2.numpy() * units**2).tolist())
+        self.seasonal_ = out(None if s is None else (s if m == "multiplicative" else s * u).tolist()
+                             for s, m, u in zip(self._seasonal, self._methods, units))
         self.method_ = out(self._methods)
 
     # ------------------------------------------------------------ machinery
@@ -278,9 +292,13 @@ class Theta(BaseForecaster):
         return (self.theta - 1.0) / self.theta
 
     def _conditioned(self, history: SeriesBatch, horizon: int):
-        """Point forecasts ``(series, horizon)``, ``alpha`` per series, from each history's last level."""
+        """Point forecasts ``(series, horizon)`` in the fitted units, ``alpha``, the fitted series and the units
+        per series, from each history's last level."""
         self._check(history)
         pairs = self._paired(history.n_series)
+        continuing = history is self.history_  # its last levels were stored by the fit
+        units = paired_units(self._units, history.n_series)
+        history = in_units(history, units)
         points = np.zeros((history.n_series, horizon))
         alphas = np.zeros(history.n_series)
         h = np.arange(horizon, dtype=float)
@@ -288,36 +306,39 @@ class Theta(BaseForecaster):
             n = int(history.lengths[i])
             y = history.values[i, :n, 0].numpy()
             b0, alpha, level = self._params[k].tolist()
-            if history is not self.history_:
+            if not continuing:
                 x = self._remove(int(k), y, np.arange(n))
                 level = float(_ses_levels(torch.from_numpy(x)[None], torch.tensor(alpha, dtype=torch.float64))[0, -1])
             trend = h + (1.0 / alpha - (1.0 - alpha) ** n / alpha if alpha > 0 else 0.0)
             x_future = level + self._trend_weight() * b0 * trend
             points[i] = self._apply(int(k), x_future, n + np.arange(horizon))
             alphas[i] = alpha
-        return points, alphas, pairs
+        return points, alphas, pairs, units.numpy()
 
     # ---------------------------------------------------------------- hooks
     def _predict_gaussian(self, horizon, history, covariates):
-        points, alphas, pairs = self._conditioned(history, horizon)
+        points, alphas, pairs, units = self._conditioned(history, horizon)
         sigma2 = self._sigma2.numpy()[pairs]
         var = sigma2[:, None] * (1.0 + np.arange(horizon)[None, :] * alphas[:, None] ** 2)
-        return torch.from_numpy(points)[..., None], torch.from_numpy(np.sqrt(var))[..., None]
+        units = units[:, None, None]
+        return torch.from_numpy(points[..., None] * units), torch.from_numpy(np.sqrt(var)[..., None] * units)
 
     def _sample(self, horizon, n_samples, history, covariates, generator):
-        points, alphas, pairs = self._conditioned(history, horizon)
+        points, alphas, pairs, units = self._conditioned(history, horizon)
         sigma = torch.from_numpy(np.sqrt(self._sigma2.numpy()[pairs]))[:, None, None]
         shocks = sigma * torch.randn(history.n_series, n_samples, horizon, generator=generator, dtype=torch.float64)
         # SES with drift: e_h + alpha (e_1 + ... + e_{h-1}), the ARIMA(0,1,1) covariance
         earlier = torch.cumsum(shocks, 2) - shocks
         paths = torch.from_numpy(points)[:, None, :] + shocks + torch.from_numpy(alphas)[:, None, None] * earlier
-        return paths[..., None]
+        return paths[..., None] * torch.from_numpy(units)[:, None, None, None]
 
     def _log_likelihood(self, data, covariates, **options):
         if options:
             raise TypeError(f"Theta.log_likelihood got unexpected option(s) {sorted(options)}.")
         self._check(data)
         pairs = self._paired(data.n_series)
+        units = paired_units(self._units, data.n_series)
+        data = in_units(data, units)
         out = torch.zeros(data.values.shape[:2], dtype=torch.float64)
         for i, k in enumerate(pairs):
             n = int(data.lengths[i])
@@ -334,14 +355,14 @@ class Theta(BaseForecaster):
             dens = -0.5 * (_LOG_2PI + math.log(sigma2) + (y[1:] - predicted) ** 2 / sigma2)
             out[i, 0] = torch.nan
             out[i, 1:n] = torch.from_numpy(dens)
-        return out
+        return out - torch.log(units)[:, None]  # a density of y / u is u times the density of y
 
     # ------------------------------------------------------------ save/load
     def _fitted_state(self):
         check_is_fitted(self)
         meta = {"seasonal": [None if s is None else [float(v) for v in s] for s in self._seasonal],
                 "methods": self._methods, "period": self.period_, "collection": self._collection}
-        return meta, {"params": self._params, "sigma2": self._sigma2}
+        return meta, {"params": self._params, "sigma2": self._sigma2, "units": self._units}
 
     def _load_fitted_state(self, meta, tensors):
         params, sigma2 = tensors["params"], tensors["sigma2"]
@@ -353,6 +374,7 @@ class Theta(BaseForecaster):
         if any(m not in ("multiplicative", "additive") for m in meta["methods"]):
             raise ValueError("stored Theta decomposition methods are invalid")
         self._params, self._sigma2 = params, sigma2
+        self._units = check_units(tensors.get("units"), n)  # files saved before units were fitted in 1
         self._seasonal = [None if s is None else np.asarray(s, float) for s in meta["seasonal"]]
         self._methods, self.period_ = list(meta["methods"]), int(meta["period"])
         self._set_attributes(bool(meta["collection"]))
