@@ -24,11 +24,13 @@ def seasonal(n=120, seed=0):
     return pd.Series(values, index=pd.period_range("2010-01", periods=n, freq="M"))
 
 
-# target_transform=None: the PGAS checks below are about the sampler, on the series in its own units (the
-# default 'auto' Box-Cox transform of positive series is tested in test_target_transform.py)
+# target_transform=None and scaling=False: the PGAS checks below are about the sampler, on the series in its own
+# units, so the module models the sine itself (with scaling, a pandas series is seasonally differenced and the
+# module sees 0.3 (e_t - e_{t-12}), nearly white noise with nothing to learn, while these checks feed it levels).
+# The default 'auto' Box-Cox transform and differencing are tested in test_target_transform.py / test_deep_defaults.py
 SETTINGS = dict(latent_dim=2, hidden_dim=16, feature_dim=16, max_epochs=30, batch_size=8, objective="pgas",
                 n_particles=8, sweeps=1, ancestor_lag=2, learning_rate=1e-2, window_length=24, progress=False,
-                random_state=1, target_transform=None)
+                random_state=1, target_transform=None, scaling=False)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,11 @@ def test_pgas_training_raises_the_held_out_smc_log_likelihood(trained):
                  for name, module in (("before", _initial_module(model)), ("after", model.module_))}
     se = math.sqrt(found["before"].var() / 5 + found["after"].var() / 5)
     assert found["after"].mean() > found["before"].mean() + 4 * se + 10, found
+    # and near the truth: the generating N(10 + 2 sin, 0.3^2) scores the 24 held-out months -3.7 (the trained
+    # model -14.6, the untrained -101.1): within a nat a step of the true density
+    t = np.arange(len(y))[-24:]
+    truth = -0.5 * np.log(2 * np.pi * 0.09) - 0.5 * ((y[-24:].to_numpy() - 10 - 2 * np.sin(2 * np.pi * t / 12)) / 0.3) ** 2
+    assert found["after"].mean() > truth.sum() - 24, (found, truth.sum())
     # the public route agrees with the filter proposing from the guide fitted to the draws
     assert model.log_likelihood(y[-24:], n_particles=500) > float(found["before"].mean()) + 10
 
@@ -79,11 +86,10 @@ def test_pgas_training_lowers_the_negative_complete_data_log_likelihood(trained)
             log_f, log_g = module.complete_log_likelihood(z, values.expand(8, -1, -1), mask.expand(8, -1, -1))
         totals[name] = -(log_f + log_g).sum(-1)
     assert totals["after"].max() < totals["before"].min(), totals
-    # the training loss is -log p(x, z*) at each epoch's own draws, which move with the parameters, so its fall is
-    # noisy (here 6.33 -> 5.35 at best with persistent chains, 6.33 -> 5.60 restarting each minibatch): the fall
-    # itself is checked above on common posterior draws
+    # the training loss is -log p(x, z*) at each epoch's own draws, which move with the parameters, so it falls
+    # unevenly (here 7.90 -> 0.66 nats a step at best, with rises of up to 0.7 between epochs)
     history = [record["train_loss"] for record in model.training_history_]
-    assert min(history) < history[0] - 0.3, history
+    assert min(history) < history[0] - 3, history
 
 
 def _posterior_mean_by_importance(module, x, n):
@@ -180,6 +186,9 @@ def test_forecasts_of_a_pgas_trained_model_beat_the_naive_forecast(trained):
     mae = np.abs(frame["mean"].to_numpy() - test).mean()
     naive = np.abs(test - y.iloc[-13]).mean()
     assert mae < 0.75 * naive, (mae, naive)
+    # the noise alone gives an MAE of 0.3 sqrt(2 / pi) = 0.24; the seasonal naive forecast 0.32 here (trained: 0.25)
+    seasonal_naive = np.abs(test - y.iloc[-24:-12].to_numpy()).mean()
+    assert mae < seasonal_naive, (mae, seasonal_naive)
 
 
 @pytest.mark.parametrize("method", ["smc", "iwae", "elbo"])
