@@ -579,8 +579,8 @@ class AnomalyDetector(BaseEstimator):
         n_new = len(y_new)
         if not n_new:  # nothing to score or learn from, whatever the container
             index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(self.n_seen_, self.n_seen_)
-            return pd.DataFrame({"score": np.empty(0), "alert": np.empty(0), "threshold": np.empty(0),
-                                 "anomaly": np.zeros(0, dtype=bool), "level_shift": np.empty(0)}, index=index)
+            nothing = np.empty(0)
+            return _update_frame(nothing, nothing, nothing, np.zeros(0, dtype=bool), nothing, index)
         online = self._online()
         shifts = np.zeros(n_new)
         profile_raw = marginal_raw = None
@@ -613,8 +613,7 @@ class AnomalyDetector(BaseEstimator):
         self.history_ = self._recent(combined)
         self.n_seen_ += n_new
         index = y_new.index if hasattr(y_new, "index") else pd.RangeIndex(self.n_seen_ - n_new, self.n_seen_)
-        return pd.DataFrame({"score": values, "alert": alerts, "threshold": thresholds, "anomaly": flags,
-                             "level_shift": shifts}, index=index)
+        return _update_frame(values, alerts, thresholds, flags, shifts, index)
 
     def _alerts(self, values: np.ndarray) -> np.ndarray:
         """Each step's score where it tops the last ``onset_window`` scores (an onset or escalation), else 0."""
@@ -891,3 +890,9 @@ def _as_input(batch: SeriesBatch, name, ndim: int):
 
 
 register_saveable(AnomalyDetector)
+
+
+def _update_frame(scores, alerts, thresholds, flags, shifts, index) -> pd.DataFrame:
+    """What :meth:`AnomalyDetector.update` returns, one row per new step."""
+    return pd.DataFrame({"score": scores, "alert": alerts, "threshold": thresholds, "anomaly": flags,
+                         "level_shift": shifts}, index=index)
